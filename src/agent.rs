@@ -1,0 +1,98 @@
+//! The agent: opens the store, starts discovery and serves the API, until told to stop.
+//! `pointsman run` and `pointsman demo` both run it; tests run it in-process.
+
+use crate::analysis::FindingRules;
+use crate::api::{self, ApiState};
+use crate::config::Settings;
+use crate::discovery::{self, DiscoveryHandle, DiscoveryOptions};
+use crate::mysql::ConnectSettings;
+use crate::store::{Store, StoreError};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("api.listen {address}: cannot listen: {source} (is another pointsman running? choose another port)")]
+    Listen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the API server stopped: {0}")]
+    Server(std::io::Error),
+}
+
+/// A started agent.
+pub struct RunningAgent {
+    /// Where the API listens (useful when the configured port was 0).
+    pub api_address: SocketAddr,
+    pub discovery: DiscoveryHandle,
+    pub store: Store,
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningAgent {
+    /// Starts everything; returns once the API accepts connections.
+    pub async fn start(settings: &Settings) -> Result<RunningAgent, AgentError> {
+        let config = &settings.config;
+        let store = Store::open(&config.store.path)?;
+        let options = DiscoveryOptions {
+            connect: ConnectSettings {
+                user: config.mysql.user.clone(),
+                password: settings.mysql_password.clone(),
+                connect_timeout: config.mysql.connect_timeout.0,
+                query_timeout: config.mysql.query_timeout.0,
+            },
+            poll_interval: config.discovery.poll_interval.0,
+            max_concurrent_probes: config.discovery.max_concurrent_probes,
+        };
+        let listener = tokio::net::TcpListener::bind(settings.api_listen)
+            .await
+            .map_err(|source| AgentError::Listen {
+                address: settings.api_listen,
+                source,
+            })?;
+        let api_address = listener.local_addr().map_err(|source| AgentError::Listen {
+            address: settings.api_listen,
+            source,
+        })?;
+        let discovery = discovery::start(options, config.discovery.seeds.clone(), store.clone());
+        let state = ApiState {
+            discovery: discovery.clone(),
+            store: store.clone(),
+            aliases: Arc::new(settings.aliases.clone()),
+            rules: FindingRules {
+                lag_warning: config.analysis.lag_warning.0,
+            },
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, api::router(state))
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        tracing::info!(api = %format!("http://{api_address}"), "pointsman agent started");
+        Ok(RunningAgent {
+            api_address,
+            discovery,
+            store,
+            stop,
+            server,
+        })
+    }
+
+    /// Stops the API server and waits for it.
+    pub async fn stop(self) -> Result<(), AgentError> {
+        let _ = self.stop.send(());
+        match self.server.await {
+            Ok(result) => result.map_err(AgentError::Server),
+            Err(_) => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The HTTP API (axum) under `/api/v1`: clusters, one cluster's tree, one instance,
+//! discover, forget, the audit log, and a health endpoint for load balancers. Errors
+//! are JSON (`{"error": "..."}`) with a status code that says whose fault it is.
+
+pub mod views;
+
+use crate::analysis::FindingRules;
+use crate::discovery::{DiscoverError, DiscoveryHandle};
+use crate::store::{AuditEntry, Store};
+use crate::topology::cluster::ClusterAlias;
+use crate::topology::InstanceKey;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::SystemTime;
+use views::{cluster_details, ClusterDetail, ClusterSummary, InstanceView};
+
+/// What every handler needs.
+#[derive(Clone)]
+pub struct ApiState {
+    pub discovery: DiscoveryHandle,
+    pub store: Store,
+    pub aliases: Arc<Vec<ClusterAlias>>,
+    pub rules: FindingRules,
+}
+
+impl ApiState {
+    fn details(&self) -> Vec<ClusterDetail> {
+        cluster_details(
+            &self.discovery.snapshot(),
+            &self.aliases,
+            &self.rules,
+            SystemTime::now(),
+        )
+    }
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/clusters", get(clusters))
+        .route("/api/v1/clusters/{name}", get(cluster))
+        .route("/api/v1/instances/{key}", get(instance).delete(forget))
+        .route("/api/v1/discover", post(discover))
+        .route("/api/v1/audit", get(audit))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// An error as the API returns it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    pub status: u16,
+    pub error: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: impl Into<String>) -> Self {
+        Self {
+            status: status.as_u16(),
+            error: error.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such endpoint; see the README's API section for /api/v1 paths",
+    )
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+    pub instances: usize,
+}
+
+async fn health(State(state): State<ApiState>) -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        instances: state.discovery.snapshot().instances.len(),
+    })
+}
+
+async fn clusters(State(state): State<ApiState>) -> Json<Vec<ClusterSummary>> {
+    let mut list: Vec<ClusterSummary> =
+        state.details().iter().map(ClusterDetail::summary).collect();
+    list.sort_by(|a, b| {
+        b.health
+            .status
+            .cmp(&a.health.status)
+            .then(a.name.cmp(&b.name))
+    });
+    Json(list)
+}
+
+fn find_cluster(state: &ApiState, name: &str) -> Result<ClusterDetail, ApiError> {
+    let details = state.details();
+    let known: Vec<String> = details.iter().map(|d| d.name.clone()).collect();
+    details.into_iter().find(|d| d.name == name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no cluster named \"{name}\"; known clusters: {}",
+                if known.is_empty() {
+                    "none yet".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        )
+    })
+}
+
+async fn cluster(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<ClusterDetail> {
+    find_cluster(&state, &name).map(Json)
+}
+
+fn parse_key(text: &str) -> Result<InstanceKey, ApiError> {
+    text.parse()
+        .map_err(|e: String| ApiError::new(StatusCode::BAD_REQUEST, e))
+}
+
+async fn instance(
+    State(state): State<ApiState>,
+    Path(key): Path<String>,
+) -> ApiResult<InstanceView> {
+    let key = parse_key(&key)?;
+    state
+        .details()
+        .iter()
+        .find_map(|d| d.instance(&key).cloned())
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("{key} is not a known instance; POST it to /api/v1/discover first"),
+            )
+        })
+}
+
+/// The body of `POST /api/v1/discover`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DiscoverRequest {
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+}
+
+fn default_port() -> u16 {
+    3306
+}
+
+async fn discover(
+    State(state): State<ApiState>,
+    body: Result<Json<DiscoverRequest>, JsonRejection>,
+) -> ApiResult<InstanceView> {
+    let Json(request) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "expected a JSON body like {{\"host\": \"db1\", \"port\": 3306}}: {}",
+                e.body_text()
+            ),
+        )
+    })?;
+    if request.host.trim().is_empty() || request.port == 0 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "host must not be empty and port must be 1 to 65535",
+        ));
+    }
+    let key = InstanceKey::new(request.host.trim(), request.port);
+    match state.discovery.discover(key.clone()).await {
+        Ok(_) => {
+            let _ = state.store.audit(AuditEntry {
+                actor: "api".into(),
+                action: "discover".into(),
+                cluster: None,
+                instance: Some(key.clone()),
+                message: format!("discovery requested from {key}"),
+            });
+            instance(State(state), Path(key.to_string())).await
+        }
+        Err(DiscoverError::Mysql(error)) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("cannot discover {key}: {error}"),
+        )),
+        Err(error) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            error.to_string(),
+        )),
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct Forgotten {
+    pub forgotten: InstanceKey,
+}
+
+async fn forget(State(state): State<ApiState>, Path(key): Path<String>) -> ApiResult<Forgotten> {
+    let key = parse_key(&key)?;
+    let cluster = state
+        .details()
+        .into_iter()
+        .find(|d| d.instance(&key).is_some())
+        .map(|d| d.name);
+    match state.discovery.forget(key.clone()).await {
+        Ok(true) => {
+            let _ = state.store.audit(AuditEntry {
+                actor: "api".into(),
+                action: "forget".into(),
+                cluster,
+                instance: Some(key.clone()),
+                message: format!("{key} forgotten"),
+            });
+            Ok(Json(Forgotten { forgotten: key }))
+        }
+        Ok(false) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("{key} is not a known instance"),
+        )),
+        Err(error) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            error.to_string(),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    cluster: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn audit(
+    State(state): State<ApiState>,
+    Query(query): Query<AuditQuery>,
+) -> ApiResult<Vec<crate::store::AuditRecord>> {
+    state
+        .store
+        .audit_log(
+            query.cluster.as_deref(),
+            query.limit.unwrap_or(100).min(10_000),
+        )
+        .map(Json)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}

@@ -1,0 +1,282 @@
+//! The CLI's side of the API: fetches from a running agent and prints what it gets the
+//! way DBAs read topologies — an indented tree like orchestrator's
+//! (`host:port [0s,ok,9.7.4,rw,ROW,>>,GTID]`) followed by what is wrong.
+
+use crate::analysis::{HealthStatus, Severity};
+use crate::api::views::{ClusterDetail, ClusterSummary, InstanceView};
+use crate::api::ApiError;
+use crate::topology::{ClusterTreeNode, IoThreadState};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::fmt::Write;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the pointsman API at {url}: {reason}\n(is `pointsman run` or `pointsman demo` running? point --api or POINTSMAN_API at it)")]
+    Unreachable { url: String, reason: String },
+    #[error("{message} (HTTP {status})")]
+    Api { status: u16, message: String },
+    #[error("unexpected answer from {url}: {reason}")]
+    Decode { url: String, reason: String },
+}
+
+/// A client for one agent's API.
+pub struct ApiClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    pub fn new(base: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("a client without TLS or proxies always builds");
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        }
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.send(self.http.get(self.url(path)), path).await
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.send(self.http.post(self.url(path)).json(body), path)
+            .await
+    }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.send(self.http.delete(self.url(path)), path).await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        path: &str,
+    ) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let response = request.send().await.map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: e.to_string(),
+        })?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ApiError>(&body)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| ClientError::Decode {
+            url,
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// The cluster list as a table, problems first (the API already sorts it so).
+pub fn format_clusters(clusters: &[ClusterSummary]) -> String {
+    if clusters.is_empty() {
+        return "no clusters yet: add seeds to discovery.seeds or run `pointsman discover host:port`\n"
+            .into();
+    }
+    let width = clusters
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(7);
+    let mut out = format!(
+        "{:width$}  {:8}  {:>9}  primary\n",
+        "CLUSTER", "HEALTH", "INSTANCES"
+    );
+    for cluster in clusters {
+        let health = match cluster.health.status {
+            HealthStatus::Ok => "ok".to_string(),
+            HealthStatus::Warning => format!("{}W", cluster.health.warnings),
+            HealthStatus::Problem => {
+                format!("{}P {}W", cluster.health.problems, cluster.health.warnings)
+            }
+        };
+        let _ = writeln!(
+            out,
+            "{:width$}  {:8}  {:>9}  {}",
+            cluster.name, health, cluster.instance_count, cluster.primary
+        );
+    }
+    out
+}
+
+/// One cluster as an indented tree, then its findings.
+pub fn format_topology(detail: &ClusterDetail) -> String {
+    let mut lines: Vec<(String, String)> = Vec::new();
+    tree_lines(detail, &detail.tree, 0, &mut lines);
+    let width = lines.iter().map(|(key, _)| key.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (key, tags) in lines {
+        let _ = writeln!(out, "{key:width$}  {tags}");
+    }
+    if !detail.findings.is_empty() {
+        out.push('\n');
+        for finding in &detail.findings {
+            let mark = match finding.severity {
+                Severity::Problem => "PROBLEM",
+                Severity::Warning => "warning",
+            };
+            let _ = writeln!(
+                out,
+                "{mark} {} {:?}: {}",
+                finding.instance, finding.code, finding.message
+            );
+        }
+    }
+    out
+}
+
+fn tree_lines(
+    detail: &ClusterDetail,
+    node: &ClusterTreeNode,
+    depth: usize,
+    lines: &mut Vec<(String, String)>,
+) {
+    let prefix = if depth == 0 {
+        String::new()
+    } else {
+        format!("{}+ ", "  ".repeat(depth - 1))
+    };
+    let tags = detail
+        .instance(&node.key)
+        .map(instance_tags)
+        .unwrap_or_else(|| "[not probed]".into());
+    lines.push((format!("{prefix}{}", node.key), tags));
+    for replica in &node.replicas {
+        tree_lines(detail, replica, depth + 1, lines);
+    }
+}
+
+/// `[lag,status,version,rw|ro,format,>>,GTID]` like orchestrator, plus semi-sync.
+pub fn instance_tags(view: &InstanceView) -> String {
+    let instance = &view.instance;
+    let Some(facts) = &instance.facts else {
+        return "[unknown,never reached]".into();
+    };
+    let replication = facts.replication.as_ref();
+    let lag = match replication {
+        None => "0s".to_string(),
+        Some(r) => r
+            .seconds_behind_source
+            .map(|s| format!("{s}s"))
+            .unwrap_or_else(|| "null".into()),
+    };
+    let status = if !instance.is_reachable() {
+        "unreachable"
+    } else if replication.is_some_and(|r| r.io_running != IoThreadState::Yes || !r.sql_running) {
+        "nonreplicating"
+    } else if view
+        .findings
+        .iter()
+        .any(|f| f.code == crate::analysis::FindingCode::ErrantGtid)
+    {
+        "errant"
+    } else if view
+        .findings
+        .iter()
+        .any(|f| f.code == crate::analysis::FindingCode::ReplicationLagging)
+    {
+        "lagging"
+    } else {
+        "ok"
+    };
+    let mut tags = vec![
+        lag,
+        status.to_string(),
+        facts.version.short(),
+        if facts.read_only { "ro" } else { "rw" }.to_string(),
+        facts.binlog_format.clone(),
+    ];
+    if facts.log_bin && facts.log_replica_updates {
+        tags.push(">>".into());
+    } else if !facts.log_bin {
+        tags.push("nobinlog".into());
+    }
+    let gtid = match replication {
+        Some(r) => r.gtid_auto_position,
+        None => facts.gtid.enabled(),
+    };
+    if gtid {
+        tags.push("GTID".into());
+    }
+    if facts.semi_sync.source_active {
+        tags.push("semi:source".into());
+    } else if facts.semi_sync.replica_active {
+        tags.push("semi:replica".into());
+    }
+    if let Some(delay) = replication.map(|r| r.sql_delay).filter(|d| *d > 0) {
+        tags.push(format!("delay={delay}s"));
+    }
+    format!("[{}]", tags.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::FindingRules;
+    use crate::api::views::cluster_details;
+    use crate::topology::instance::tests_support::{primary, replica};
+    use crate::topology::{InstanceKey, Snapshot};
+    use std::time::SystemTime;
+
+    #[test]
+    fn the_tree_reads_like_orchestrators() {
+        let key = |port| InstanceKey::new("127.0.0.1", port);
+        let mut stopped = replica(key(3), key(2));
+        stopped
+            .facts
+            .as_mut()
+            .and_then(|f| f.replication.as_mut())
+            .expect("replica")
+            .sql_running = false;
+        let snapshot = Snapshot {
+            instances: [primary(key(1)), replica(key(2), key(1)), stopped]
+                .into_iter()
+                .map(|i| (i.key.clone(), i))
+                .collect(),
+        };
+        let rules = FindingRules {
+            lag_warning: Duration::from_secs(10),
+        };
+        let details = cluster_details(&snapshot, &[], &rules, SystemTime::now());
+        let text = format_topology(&details[0]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "127.0.0.1:1      [0s,ok,9.7.4,rw,ROW,>>,GTID]");
+        assert_eq!(lines[1], "+ 127.0.0.1:2    [0s,ok,9.7.4,ro,ROW,>>,GTID]");
+        assert_eq!(
+            lines[2],
+            "  + 127.0.0.1:3  [0s,nonreplicating,9.7.4,ro,ROW,>>,GTID]"
+        );
+        assert!(text.contains("PROBLEM 127.0.0.1:3 ReplicationStopped: SQL thread is stopped"));
+
+        let table = format_clusters(&[details[0].summary()]);
+        assert!(table.contains("127.0.0.1:1  1P 0W"), "{table}");
+    }
+}

@@ -1,0 +1,487 @@
+//! Configuration: built-in defaults < a TOML file (`--config`) < `POINTSMAN_<SECTION>__<KEY>`
+//! environment variables, merged by figment. Everything is checked at start-up, and every
+//! error names where the value came from (file or variable), the key, and what is wrong —
+//! a bad setting must stop the agent when it starts, not surprise it during a failover.
+
+use crate::topology::cluster::ClusterAlias;
+use crate::topology::InstanceKey;
+use figment::providers::{Env, Format, Toml};
+use figment::{Figment, Source};
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A password or token. Shows as `<redacted>` in every Debug and Display, so it cannot
+/// reach a log line or an error by accident.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The only way to read the value: call sites that need it are easy to find.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
+
+/// A duration written the human way in the file: `"1s"`, `"250ms"`, `"1h 30m"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer).map_err(|_| {
+            serde::de::Error::custom("expected a duration in quotes, like \"1s\" or \"250ms\"")
+        })?;
+        humantime::parse_duration(text.trim())
+            .map(HumanDuration)
+            .map_err(|_| {
+                serde::de::Error::custom(format!("expected a duration like \"1s\", got \"{text}\""))
+            })
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+/// The whole configuration, as read from file and environment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub mysql: MysqlConfig,
+    #[serde(default)]
+    pub discovery: DiscoveryConfig,
+    #[serde(default)]
+    pub analysis: AnalysisConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    /// `[[cluster]]` tables: aliases for clusters.
+    #[serde(default, rename = "cluster")]
+    pub clusters: Vec<ClusterConfig>,
+}
+
+/// How pointsman logs in to the database servers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MysqlConfig {
+    pub user: String,
+    /// At most one of `password`, `password_env`, `password_file`.
+    pub password: Option<Secret>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub connect_timeout: HumanDuration,
+    pub query_timeout: HumanDuration,
+}
+
+impl Default for MysqlConfig {
+    fn default() -> Self {
+        Self {
+            user: "pointsman".into(),
+            password: None,
+            password_env: None,
+            password_file: None,
+            connect_timeout: HumanDuration(Duration::from_millis(1000)),
+            query_timeout: HumanDuration(Duration::from_millis(1000)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoveryConfig {
+    /// Instances to crawl from at start-up (`host:port`).
+    pub seeds: Vec<InstanceKey>,
+    pub poll_interval: HumanDuration,
+    /// At most this many probes run at once, however many instances there are.
+    pub max_concurrent_probes: usize,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            seeds: Vec::new(),
+            poll_interval: HumanDuration(Duration::from_secs(1)),
+            max_concurrent_probes: 32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalysisConfig {
+    /// A replica further behind than this gets a lag finding.
+    pub lag_warning: HumanDuration,
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        Self {
+            lag_warning: HumanDuration(Duration::from_secs(10)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The embedded SQLite file; its directory is created if missing.
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("/var/lib/pointsman/pointsman.db"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    pub listen: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:3000".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `pointsman=debug`; `RUST_LOG` overrides it.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The name the cluster is shown and addressed by.
+    pub alias: String,
+    /// The cluster that contains any of these instances gets the alias.
+    pub instances: Vec<InstanceKey>,
+}
+
+/// A configuration that failed to load; `Display` lists every problem, one a line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl ConfigError {
+    fn one(problem: String) -> Self {
+        Self {
+            problems: vec![problem],
+        }
+    }
+}
+
+/// The checked configuration the agent runs with: secrets resolved, addresses parsed.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: Config,
+    pub mysql_password: Secret,
+    pub api_listen: SocketAddr,
+    pub aliases: Vec<ClusterAlias>,
+}
+
+impl Config {
+    /// Reads defaults, then `file` (if given), then `POINTSMAN_<SECTION>__<KEY>` variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError::one(format!(
+                    "{}: configuration file not found (pass an existing file to --config)",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(
+            Env::prefixed("POINTSMAN_")
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        );
+        figment.extract::<Config>().map_err(|error| ConfigError {
+            problems: error.into_iter().map(describe).collect(),
+        })
+    }
+
+    /// Checks what serde cannot and resolves the password.
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let mut problems = Vec::new();
+        if self.mysql.user.trim().is_empty() {
+            problems.push("mysql.user: must not be empty".to_string());
+        }
+        let password = resolve_password(&self.mysql).unwrap_or_else(|problem| {
+            problems.push(problem);
+            Secret::default()
+        });
+        for (key, value) in [
+            ("discovery.poll_interval", self.discovery.poll_interval),
+            ("mysql.connect_timeout", self.mysql.connect_timeout),
+            ("mysql.query_timeout", self.mysql.query_timeout),
+        ] {
+            if value.0.is_zero() {
+                problems.push(format!("{key}: must be longer than 0s"));
+            }
+        }
+        if self.discovery.max_concurrent_probes == 0 {
+            problems.push("discovery.max_concurrent_probes: must be at least 1".to_string());
+        }
+        let api_listen = self.api.listen.parse::<SocketAddr>().unwrap_or_else(|_| {
+            problems.push(format!(
+                "api.listen: expected an address like \"127.0.0.1:3000\", got \"{}\"",
+                self.api.listen
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 3000))
+        });
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            problems.push(format!(
+                "log.level: expected a level like \"info\" or \"pointsman=debug\", got \"{}\"",
+                self.log.level
+            ));
+        }
+        let mut aliases: Vec<ClusterAlias> = Vec::new();
+        for (index, cluster) in self.clusters.iter().enumerate() {
+            let valid = !cluster.alias.is_empty()
+                && cluster
+                    .alias
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !valid {
+                problems.push(format!(
+                    "cluster[{index}].alias: \"{}\" must be letters, digits, '-', '_' or '.' (it is used in URLs and DNS names)",
+                    cluster.alias
+                ));
+            }
+            if aliases.iter().any(|a| a.alias == cluster.alias) {
+                problems.push(format!(
+                    "cluster[{index}].alias: \"{}\" is used by another [[cluster]]",
+                    cluster.alias
+                ));
+            }
+            if cluster.instances.is_empty() {
+                problems.push(format!(
+                    "cluster[{index}].instances: list at least one host:port of the cluster \"{}\"",
+                    cluster.alias
+                ));
+            }
+            aliases.push(ClusterAlias {
+                alias: cluster.alias.clone(),
+                instances: cluster.instances.clone(),
+            });
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+        Ok(Settings {
+            config: self,
+            mysql_password: password,
+            api_listen,
+            aliases,
+        })
+    }
+}
+
+fn resolve_password(mysql: &MysqlConfig) -> Result<Secret, String> {
+    match (&mysql.password, &mysql.password_env, &mysql.password_file) {
+        (None, None, None) => Ok(Secret::default()),
+        (Some(password), None, None) => Ok(password.clone()),
+        (None, Some(variable), None) => std::env::var(variable)
+            .map(Secret)
+            .map_err(|_| format!("mysql.password_env: environment variable {variable} is not set")),
+        (None, None, Some(path)) => std::fs::read_to_string(path)
+            .map(|text| Secret(text.trim_end_matches(['\n', '\r']).to_string()))
+            .map_err(|e| format!("mysql.password_file: cannot read {}: {e}", path.display())),
+        _ => Err("mysql: set only one of password, password_env and password_file".to_string()),
+    }
+}
+
+/// One figment error as a line: where the value came from, the key, what is wrong.
+fn describe(error: figment::Error) -> String {
+    let key = error.path.join(".");
+    let origin = match error.metadata.as_ref() {
+        Some(metadata) => match &metadata.source {
+            Some(Source::File(path)) => path.display().to_string(),
+            _ if metadata.name.contains("environment") => {
+                format!(
+                    "environment variable POINTSMAN_{}",
+                    error.path.join("__").to_uppercase()
+                )
+            }
+            _ => metadata.name.to_string(),
+        },
+        None => "configuration".to_string(),
+    };
+    let what = match &error.kind {
+        figment::error::Kind::UnknownField(field, _) => {
+            format!("unknown key \"{field}\" (see config/pointsman.example.toml for every key)")
+        }
+        kind => kind.to_string(),
+    };
+    if key.is_empty() {
+        format!("{origin}: {what}")
+    } else {
+        format!("{origin}: {key}: {what}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        file.write_all(text.as_bytes()).expect("write");
+        file
+    }
+
+    fn load(text: &str) -> Result<Settings, ConfigError> {
+        let f = file(text);
+        Config::load(Some(f.path()))?.validate()
+    }
+
+    #[test]
+    fn defaults_apply_when_the_file_is_empty() {
+        let settings = load("").expect("valid");
+        assert_eq!(
+            settings.config.discovery.poll_interval.0,
+            Duration::from_secs(1)
+        );
+        assert_eq!(settings.config.mysql.user, "pointsman");
+        assert_eq!(settings.api_listen.to_string(), "127.0.0.1:3000");
+    }
+
+    #[test]
+    fn a_bad_duration_names_the_file_the_key_and_the_value() {
+        let f = file("[discovery]\npoll_interval = \"fast\"\n");
+        let err = Config::load(Some(f.path()))
+            .expect_err("bad duration")
+            .to_string();
+        assert!(err.contains(&f.path().display().to_string()), "{err}");
+        assert!(
+            err.contains("discovery.poll_interval: expected a duration like \"1s\", got \"fast\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = load("[discovery]\npoll_intervall = \"1s\"\n")
+            .expect_err("typo")
+            .to_string();
+        assert!(err.contains("unknown key \"poll_intervall\""), "{err}");
+        let err = load("[discovry]\n").expect_err("typo").to_string();
+        assert!(err.contains("unknown key \"discovry\""), "{err}");
+    }
+
+    #[test]
+    fn passwords_come_from_one_place_and_never_print() {
+        let mut secret = tempfile::NamedTempFile::new().expect("temp");
+        writeln!(secret, "s3cret-from-file").expect("write");
+        let settings = load(&format!(
+            "[mysql]\npassword_file = \"{}\"\n",
+            secret.path().display()
+        ))
+        .expect("valid");
+        assert_eq!(settings.mysql_password.expose(), "s3cret-from-file");
+        assert!(!format!("{settings:?}").contains("s3cret"));
+
+        let err = load("[mysql]\npassword = \"a\"\npassword_file = \"/x\"\n")
+            .expect_err("two sources")
+            .to_string();
+        assert!(err.contains("only one of password"), "{err}");
+        let err = load("[mysql]\npassword_env = \"POINTSMAN_TEST_SURELY_UNSET\"\n")
+            .expect_err("unset")
+            .to_string();
+        assert!(
+            err.contains("POINTSMAN_TEST_SURELY_UNSET is not set"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_seeds_listen_addresses_and_aliases_are_named() {
+        let err = load("[discovery]\nseeds = [\"db1:http\"]\n")
+            .expect_err("bad seed")
+            .to_string();
+        assert!(err.contains("discovery.seeds"), "{err}");
+        assert!(err.contains("port \"http\""), "{err}");
+        let err = load("[api]\nlisten = \"localhost\"\n")
+            .expect_err("bad listen")
+            .to_string();
+        assert!(err.contains("api.listen"), "{err}");
+        let err = load("[[cluster]]\nalias = \"a b\"\ninstances = []\n")
+            .expect_err("bad alias")
+            .to_string();
+        assert!(err.contains("cluster[0].alias"), "{err}");
+        assert!(err.contains("cluster[0].instances"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_is_reported_by_name() {
+        let err = Config::load(Some(Path::new("/nonexistent/pointsman.toml")))
+            .expect_err("missing")
+            .to_string();
+        assert!(err.contains("/nonexistent/pointsman.toml: configuration file not found"));
+    }
+
+    #[test]
+    fn the_example_configuration_is_valid() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pointsman.example.toml");
+        Config::load(Some(&example))
+            .expect("example loads")
+            .validate()
+            .expect("example valid");
+    }
+}

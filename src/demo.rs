@@ -1,0 +1,196 @@
+//! `pointsman demo`: a real local topology (the sandbox) with the agent watching it,
+//! in one command. It writes an ordinary configuration file for the agent, so what
+//! the demo runs is what a user would run, and cleans up everything it started when
+//! it gets Ctrl-C or SIGTERM.
+
+use crate::agent::{AgentError, RunningAgent};
+use crate::api::views::cluster_details;
+use crate::client::format_topology;
+use crate::config::{Config, ConfigError};
+use crate::sandbox::{Flavor, Sandbox, SandboxError, SandboxOptions};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error("demo configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub struct DemoOptions {
+    pub flavor: Flavor,
+    pub dir: PathBuf,
+    /// Where the API listens; 3000 lets the CLI's default `--api` reach it.
+    pub api_port: u16,
+}
+
+/// Runs the demo until Ctrl-C or SIGTERM.
+pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
+    std::fs::create_dir_all(&options.dir).map_err(|source| DemoError::Io {
+        path: options.dir.clone(),
+        source,
+    })?;
+    println!(
+        "Starting a {} topology (1 primary, 2 replicas) in {} ...",
+        options.flavor,
+        options.dir.display()
+    );
+    let started = Instant::now();
+    let sandbox = Sandbox::up(SandboxOptions {
+        flavor: options.flavor,
+        dir: options.dir.clone(),
+        replicas: 2,
+        base_port: None,
+        semi_sync: false,
+    })
+    .await?;
+    println!(
+        "  up in {:.1}s: {}",
+        started.elapsed().as_secs_f64(),
+        sandbox
+            .nodes
+            .iter()
+            .map(|n| format!("{} {}:{}", n.name, n.host, n.port))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    let result = watch(&sandbox, &options).await;
+    println!("Stopping the agent and the sandbox ...");
+    let down = sandbox.down().await;
+    for file in [
+        "pointsman.toml",
+        "pointsman.db",
+        "pointsman.db-wal",
+        "pointsman.db-shm",
+    ] {
+        let _ = std::fs::remove_file(options.dir.join(file));
+    }
+    result?;
+    down?;
+    println!("Stopped. Everything the demo started is gone.");
+    Ok(())
+}
+
+async fn watch(sandbox: &Sandbox, options: &DemoOptions) -> Result<(), DemoError> {
+    let config_path = options.dir.join("pointsman.toml");
+    write_config(sandbox, options, &config_path)?;
+    let settings = Config::load(Some(&config_path))?.validate()?;
+    let agent = RunningAgent::start(&settings).await?;
+    let url = format!("http://{}", agent.api_address);
+
+    // Show the first complete view, so the user sees discovery worked.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let snapshot = agent.discovery.snapshot();
+        let complete = snapshot.instances.len() >= sandbox.nodes.len()
+            && snapshot.instances.values().all(|i| i.facts.is_some());
+        if complete || Instant::now() > deadline {
+            let details = cluster_details(
+                &snapshot,
+                &settings.aliases,
+                &rules(&settings),
+                SystemTime::now(),
+            );
+            println!();
+            for detail in &details {
+                println!("cluster {}:", detail.name);
+                print!("{}", format_topology(detail));
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let dir = options.dir.display();
+    let api_flag = if options.api_port == 3000 {
+        String::new()
+    } else {
+        format!(" --api {url}")
+    };
+    println!(
+        "\npointsman is watching the cluster \"demo\". API: {url}\n\
+         \n\
+         Try, in another terminal:\n\
+         \x20 pointsman clusters{api_flag}\n\
+         \x20 pointsman topology demo{api_flag}\n\
+         \x20 curl -s {url}/api/v1/clusters/demo\n\
+         \x20 pointsman sandbox kill --dir {dir} node3      # the replica turns unreachable\n\
+         \x20 pointsman sandbox start --dir {dir} node3     # and comes back\n\
+         \n\
+         The agent's configuration is {config}. Press Ctrl-C to stop; the demo removes what it started.",
+        config = config_path.display()
+    );
+
+    wait_for_stop_signal().await;
+    agent.stop().await?;
+    Ok(())
+}
+
+fn rules(settings: &crate::config::Settings) -> crate::analysis::FindingRules {
+    crate::analysis::FindingRules {
+        lag_warning: settings.config.analysis.lag_warning.0,
+    }
+}
+
+fn write_config(sandbox: &Sandbox, options: &DemoOptions, path: &Path) -> Result<(), DemoError> {
+    let quoted = |items: Vec<String>| {
+        items
+            .iter()
+            .map(|i| format!("\"{i}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let instances = quoted(
+        sandbox
+            .nodes
+            .iter()
+            .map(|n| format!("{}:{}", n.host, n.port))
+            .collect(),
+    );
+    let seed = sandbox
+        .nodes
+        .first()
+        .map(|n| format!("{}:{}", n.host, n.port))
+        .unwrap_or_default();
+    let text = format!(
+        "# Written by `pointsman demo` for its sandbox; removed when the demo stops.\n\
+         [mysql]\nuser = \"{user}\"\npassword = \"{password}\"\n\n\
+         [discovery]\nseeds = [\"{seed}\"]\npoll_interval = \"1s\"\n\n\
+         [store]\npath = \"{store}\"\n\n\
+         [api]\nlisten = \"127.0.0.1:{port}\"\n\n\
+         [[cluster]]\nalias = \"demo\"\ninstances = [{instances}]\n",
+        user = sandbox.user,
+        password = sandbox.password,
+        store = options.dir.join("pointsman.db").display(),
+        port = options.api_port,
+    );
+    std::fs::write(path, text).map_err(|source| DemoError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM, whichever comes first.
+pub async fn wait_for_stop_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match terminate.as_mut() {
+                Some(signal) => { signal.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}

@@ -1,0 +1,386 @@
+//! Discovery: crawls topologies from seed instances and keeps every known instance
+//! polled. Each instance has its own poller task on its own schedule (a tick every
+//! `poll_interval`, not "interval after the last probe finished"), so one slow or dead
+//! instance never delays another; a semaphore bounds how many probes run at once. One
+//! owner task holds the state, applies probe results, follows new sources and replicas,
+//! and publishes an immutable snapshot after every change.
+
+use crate::mysql::probe::probe;
+use crate::mysql::{ConnectSettings, Connection, MysqlError};
+use crate::store::{AuditEntry, Store};
+use crate::topology::{Instance, InstanceFacts, InstanceKey, Snapshot};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+
+/// What discovery needs to run.
+#[derive(Clone, Debug)]
+pub struct DiscoveryOptions {
+    pub connect: ConnectSettings,
+    pub poll_interval: Duration,
+    pub max_concurrent_probes: usize,
+}
+
+/// The running discovery: read snapshots, add and forget instances.
+#[derive(Clone)]
+pub struct DiscoveryHandle {
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    commands: mpsc::Sender<Command>,
+    options: DiscoveryOptions,
+}
+
+enum Command {
+    /// An instance an operator asked for, already probed once.
+    Add {
+        key: InstanceKey,
+        facts: Box<InstanceFacts>,
+        done: oneshot::Sender<()>,
+    },
+    Forget {
+        key: InstanceKey,
+        done: oneshot::Sender<bool>,
+    },
+}
+
+struct ProbeReport {
+    key: InstanceKey,
+    at: SystemTime,
+    outcome: Result<(InstanceFacts, Duration), String>,
+}
+
+/// Starts discovery from the seeds and from every instance the store remembers.
+pub fn start(options: DiscoveryOptions, seeds: Vec<InstanceKey>, store: Store) -> DiscoveryHandle {
+    let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
+    let (command_tx, command_rx) = mpsc::channel(64);
+    let (report_tx, report_rx) = mpsc::channel(1024);
+    let owner = Owner {
+        instances: BTreeMap::new(),
+        pollers: HashMap::new(),
+        options: options.clone(),
+        semaphore: Arc::new(Semaphore::new(options.max_concurrent_probes)),
+        reports: report_tx,
+        snapshot: snapshot_tx,
+        store,
+    };
+    tokio::spawn(owner.run(seeds, command_rx, report_rx));
+    DiscoveryHandle {
+        snapshots: snapshot_rx,
+        commands: command_tx,
+        options,
+    }
+}
+
+impl DiscoveryHandle {
+    /// The latest snapshot; cheap (an `Arc` clone).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshots.borrow().clone()
+    }
+
+    /// A receiver that wakes on every new snapshot.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshots.clone()
+    }
+
+    /// Probes `key` now and, if it answers, adds it and crawls its topology. The error
+    /// says why the instance could not be probed.
+    pub async fn discover(&self, key: InstanceKey) -> Result<InstanceFacts, DiscoverError> {
+        let mut conn = Connection::open(&key, &self.options.connect).await?;
+        let facts = probe(&mut conn).await;
+        conn.close().await;
+        let facts = facts?;
+        let (done, wait) = oneshot::channel();
+        self.commands
+            .send(Command::Add {
+                key,
+                facts: Box::new(facts.clone()),
+                done,
+            })
+            .await
+            .map_err(|_| DiscoverError::Stopped)?;
+        wait.await.map_err(|_| DiscoverError::Stopped)?;
+        Ok(facts)
+    }
+
+    /// Stops polling `key` and removes it. Returns whether it was known. An instance that
+    /// still replicates from or to a known one is found again on the next poll.
+    pub async fn forget(&self, key: InstanceKey) -> Result<bool, DiscoverError> {
+        let (done, wait) = oneshot::channel();
+        self.commands
+            .send(Command::Forget { key, done })
+            .await
+            .map_err(|_| DiscoverError::Stopped)?;
+        wait.await.map_err(|_| DiscoverError::Stopped)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoverError {
+    #[error(transparent)]
+    Mysql(#[from] MysqlError),
+    #[error("discovery has stopped; restart the agent")]
+    Stopped,
+}
+
+struct Owner {
+    instances: BTreeMap<InstanceKey, Instance>,
+    pollers: HashMap<InstanceKey, JoinHandle<()>>,
+    options: DiscoveryOptions,
+    semaphore: Arc<Semaphore>,
+    reports: mpsc::Sender<ProbeReport>,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    store: Store,
+}
+
+impl Owner {
+    async fn run(
+        mut self,
+        seeds: Vec<InstanceKey>,
+        mut commands: mpsc::Receiver<Command>,
+        mut reports: mpsc::Receiver<ProbeReport>,
+    ) {
+        let remembered = self.store.known_instances().unwrap_or_else(|error| {
+            tracing::error!(%error, "cannot read known instances from the store");
+            Vec::new()
+        });
+        for key in seeds.into_iter().chain(remembered) {
+            self.track(key, "seed");
+        }
+        self.publish();
+        loop {
+            tokio::select! {
+                Some(report) = reports.recv() => {
+                    self.apply(report);
+                    // Apply everything already waiting before publishing once.
+                    while let Ok(report) = reports.try_recv() {
+                        self.apply(report);
+                    }
+                    self.publish();
+                }
+                command = commands.recv() => match command {
+                    Some(Command::Add { key, facts, done }) => {
+                        self.track(key.clone(), "operator");
+                        self.apply(ProbeReport { key, at: SystemTime::now(), outcome: Ok((*facts, Duration::ZERO)) });
+                        self.publish();
+                        let _ = done.send(());
+                    }
+                    Some(Command::Forget { key, done }) => {
+                        let known = self.untrack(&key);
+                        self.publish();
+                        let _ = done.send(known);
+                    }
+                    None => break,
+                },
+            }
+        }
+        for (_, poller) in self.pollers.drain() {
+            poller.abort();
+        }
+    }
+
+    /// Starts polling an instance not yet known.
+    fn track(&mut self, key: InstanceKey, found_via: &str) {
+        if self.pollers.contains_key(&key) {
+            return;
+        }
+        match self.store.remember_instance(&key) {
+            Ok(true) => {
+                let _ = self.store.audit(AuditEntry {
+                    actor: "agent".into(),
+                    action: "instance-discovered".into(),
+                    cluster: None,
+                    instance: Some(key.clone()),
+                    message: format!("now polling {key} (found via {found_via})"),
+                });
+            }
+            Ok(false) => {}
+            Err(error) => tracing::error!(%error, instance = %key, "cannot remember instance"),
+        }
+        self.instances
+            .entry(key.clone())
+            .or_insert_with(|| Instance::new(key.clone()));
+        let poller = tokio::spawn(poll_instance(
+            key.clone(),
+            self.options.clone(),
+            self.semaphore.clone(),
+            self.reports.clone(),
+        ));
+        self.pollers.insert(key, poller);
+    }
+
+    fn untrack(&mut self, key: &InstanceKey) -> bool {
+        if let Some(poller) = self.pollers.remove(key) {
+            poller.abort();
+        }
+        let known = self.instances.remove(key).is_some();
+        if let Err(error) = self.store.forget_instance(key) {
+            tracing::error!(%error, instance = %key, "cannot forget instance in the store");
+        }
+        known
+    }
+
+    fn apply(&mut self, report: ProbeReport) {
+        let ProbeReport { key, at, outcome } = report;
+        if !self.pollers.contains_key(&key) {
+            return; // forgotten while its probe was running
+        }
+        let neighbours = {
+            let Some(instance) = self.instances.get_mut(&key) else {
+                return;
+            };
+            match outcome {
+                Ok((facts, took)) => {
+                    if instance.unreachable_since.is_some() {
+                        tracing::info!(instance = %key, "instance answers again");
+                    }
+                    instance.source_last_heard = source_last_heard(instance, &facts, at);
+                    let neighbours: Vec<InstanceKey> = facts
+                        .replication
+                        .iter()
+                        .map(|r| r.source.clone())
+                        .chain(facts.replicas.iter().cloned())
+                        .collect();
+                    instance.facts = Some(facts);
+                    instance.last_seen = Some(at);
+                    instance.unreachable_since = None;
+                    instance.last_error = None;
+                    if took > Duration::ZERO {
+                        instance.probe_millis = Some(took.as_millis() as u64);
+                    }
+                    neighbours
+                }
+                Err(error) => {
+                    if instance.unreachable_since.is_none() {
+                        tracing::warn!(instance = %key, %error, "instance does not answer");
+                        instance.unreachable_since = Some(at);
+                    }
+                    instance.last_failure = Some(at);
+                    instance.last_error = Some(error);
+                    Vec::new()
+                }
+            }
+        };
+        for neighbour in neighbours {
+            self.track(neighbour, &key.to_string());
+        }
+    }
+
+    fn publish(&self) {
+        self.snapshot.send_replace(Arc::new(Snapshot {
+            instances: self.instances.clone(),
+        }));
+    }
+}
+
+/// The replica heard from its source if its heartbeat counter or received position
+/// moved since the previous probe; otherwise the previous time stands.
+fn source_last_heard(
+    previous: &Instance,
+    facts: &InstanceFacts,
+    at: SystemTime,
+) -> Option<SystemTime> {
+    let now_status = facts.replication.as_ref()?;
+    let before = previous.facts.as_ref().and_then(|f| f.replication.as_ref());
+    match before {
+        Some(before)
+            if before.source == now_status.source
+                && before.contact_marker() == now_status.contact_marker()
+                && previous.source_last_heard.is_some() =>
+        {
+            previous.source_last_heard
+        }
+        _ => Some(at),
+    }
+}
+
+/// Polls one instance forever on a fixed schedule, keeping one connection open and
+/// reconnecting after any failure.
+async fn poll_instance(
+    key: InstanceKey,
+    options: DiscoveryOptions,
+    semaphore: Arc<Semaphore>,
+    reports: mpsc::Sender<ProbeReport>,
+) {
+    let mut ticker = tokio::time::interval(options.poll_interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut connection: Option<Connection> = None;
+    loop {
+        ticker.tick().await;
+        let Ok(_permit) = semaphore.acquire().await else {
+            return;
+        };
+        let started = Instant::now();
+        let outcome = probe_once(&key, &options.connect, &mut connection).await;
+        let at = SystemTime::now();
+        let outcome = match outcome {
+            Ok(facts) => Ok((facts, started.elapsed())),
+            Err(error) => {
+                if let Some(conn) = connection.take() {
+                    drop(conn); // a failed connection may be half-open: never reuse it
+                }
+                Err(error.to_string())
+            }
+        };
+        if reports
+            .send(ProbeReport {
+                key: key.clone(),
+                at,
+                outcome,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn probe_once(
+    key: &InstanceKey,
+    settings: &ConnectSettings,
+    connection: &mut Option<Connection>,
+) -> Result<InstanceFacts, MysqlError> {
+    if connection.is_none() {
+        *connection = Some(Connection::open(key, settings).await?);
+    }
+    let conn = connection.as_mut().expect("connection was just opened");
+    probe(conn).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::instance::tests_support::replica;
+
+    #[test]
+    fn a_replica_hears_its_source_when_heartbeats_or_positions_move() {
+        let source = InstanceKey::new("127.0.0.1", 1);
+        let before = replica(InstanceKey::new("127.0.0.1", 2), source);
+        let t0 = before.source_last_heard.expect("set by builder");
+        let later = t0 + Duration::from_secs(3);
+
+        let same = before.facts.clone().expect("facts");
+        assert_eq!(source_last_heard(&before, &same, later), Some(t0));
+
+        let mut beat = same.clone();
+        beat.replication
+            .as_mut()
+            .expect("replica")
+            .received_heartbeats = Some(7);
+        assert_eq!(source_last_heard(&before, &beat, later), Some(later));
+
+        let mut event = same.clone();
+        event
+            .replication
+            .as_mut()
+            .expect("replica")
+            .read_source_log_pos = 900;
+        assert_eq!(source_last_heard(&before, &event, later), Some(later));
+
+        let mut primary = same;
+        primary.replication = None;
+        assert_eq!(source_last_heard(&before, &primary, later), None);
+    }
+}

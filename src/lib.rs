@@ -1,0 +1,18 @@
+//! pointsman keeps MySQL and MariaDB replication topologies available: it discovers
+//! them, watches them, and (in later stages) fails over and moves the traffic.
+//!
+//! The flow: `mysql` probes instances → `discovery` keeps a `topology::Snapshot` →
+//! `analysis` judges it (pure) → `api` and `client` show it. `store` keeps what must
+//! survive a restart; `sandbox` runs real local topologies for the demo and the tests.
+
+pub mod agent;
+pub mod analysis;
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod demo;
+pub mod discovery;
+pub mod mysql;
+pub mod sandbox;
+pub mod store;
+pub mod topology;

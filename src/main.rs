@@ -1,0 +1,299 @@
+//! The `pointsman` command line: parses arguments, loads configuration, sets up logging
+//! and calls into the library. No logic of its own lives here.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use pointsman::api::views::{ClusterDetail, ClusterSummary, InstanceView};
+use pointsman::api::{DiscoverRequest, Forgotten};
+use pointsman::client::{format_clusters, format_topology, instance_tags, ApiClient};
+use pointsman::config::{Config, LogConfig, LogFormat};
+use pointsman::sandbox::{Flavor, Sandbox, SandboxOptions};
+use pointsman::store::AuditRecord;
+use pointsman::topology::InstanceKey;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "pointsman",
+    version,
+    about = "Keeps MySQL and MariaDB replication topologies available"
+)]
+struct Cli {
+    /// The agent's API, for the commands that read from a running agent.
+    #[arg(
+        long,
+        global = true,
+        env = "POINTSMAN_API",
+        default_value = "http://127.0.0.1:3000"
+    )]
+    api: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent: discover, poll, serve the API.
+    Run {
+        #[arg(long, env = "POINTSMAN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration file and print what it resolves to (secrets hidden).
+    CheckConfig {
+        #[arg(long, env = "POINTSMAN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// List clusters with their health, problems first.
+    Clusters {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one cluster's replication tree and findings.
+    Topology {
+        cluster: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one instance in full (JSON).
+    Instance { instance: InstanceKey },
+    /// Crawl a topology starting from one instance.
+    Discover { instance: InstanceKey },
+    /// Stop polling an instance and remove it.
+    Forget { instance: InstanceKey },
+    /// Show the audit log, newest first.
+    Audit {
+        #[arg(long)]
+        cluster: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Real local topologies from real server binaries.
+    Sandbox {
+        #[command(subcommand)]
+        action: SandboxAction,
+    },
+    /// Start a sandbox topology and the agent watching it, until Ctrl-C.
+    Demo {
+        #[arg(long, default_value = "mariadb")]
+        flavor: Flavor,
+        #[arg(long, default_value = "/tmp/pointsman-demo")]
+        dir: PathBuf,
+        /// The API port (3000 is what the CLI uses by default).
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
+    },
+}
+
+#[derive(Subcommand)]
+enum SandboxAction {
+    /// Start 1 primary + N replicas with GTID replication.
+    Up {
+        #[arg(long, default_value = "mariadb")]
+        flavor: Flavor,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 2)]
+        replicas: usize,
+        /// Port of node1; the others follow. Free ports are picked when omitted.
+        #[arg(long)]
+        base_port: Option<u16>,
+        #[arg(long)]
+        semi_sync: bool,
+    },
+    /// Stop every node (by the PIDs the sandbox started) and remove its data.
+    Down {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Show each node and whether it runs.
+    Status {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// kill -9 one node.
+    Kill {
+        #[arg(long)]
+        dir: PathBuf,
+        node: String,
+    },
+    /// Start a stopped or killed node again.
+    Start {
+        #[arg(long)]
+        dir: PathBuf,
+        node: String,
+    },
+}
+
+fn init_logging(config: &LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(error) = run(cli).await {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let client = ApiClient::new(&cli.api);
+    match cli.command {
+        Command::Run { config } => {
+            let settings = Config::load(config.as_deref())?.validate()?;
+            init_logging(&settings.config.log);
+            let agent = pointsman::agent::RunningAgent::start(&settings).await?;
+            pointsman::demo::wait_for_stop_signal().await;
+            tracing::info!("stopping");
+            agent.stop().await?;
+        }
+        Command::CheckConfig { config } => {
+            let settings = Config::load(config.as_deref())?.validate()?;
+            println!("configuration is valid:\n{:#?}", settings.config);
+        }
+        Command::Clusters { json } => {
+            let clusters: Vec<ClusterSummary> = client.get("/api/v1/clusters").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&clusters)?);
+            } else {
+                print!("{}", format_clusters(&clusters));
+            }
+        }
+        Command::Topology { cluster, json } => {
+            let detail: ClusterDetail = client.get(&format!("/api/v1/clusters/{cluster}")).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&detail)?);
+            } else {
+                print!("{}", format_topology(&detail));
+            }
+        }
+        Command::Instance { instance } => {
+            let view: InstanceView = client.get(&format!("/api/v1/instances/{instance}")).await?;
+            println!("{}", serde_json::to_string_pretty(&view)?);
+        }
+        Command::Discover { instance } => {
+            let view: InstanceView = client
+                .post(
+                    "/api/v1/discover",
+                    &DiscoverRequest {
+                        host: instance.host.clone(),
+                        port: instance.port,
+                    },
+                )
+                .await?;
+            println!(
+                "{} {} (cluster {})",
+                instance,
+                instance_tags(&view),
+                view.cluster
+            );
+        }
+        Command::Forget { instance } => {
+            let forgotten: Forgotten = client
+                .delete(&format!("/api/v1/instances/{instance}"))
+                .await?;
+            println!("forgot {}", forgotten.forgotten);
+        }
+        Command::Audit { cluster, limit } => {
+            let mut path = format!("/api/v1/audit?limit={limit}");
+            if let Some(cluster) = cluster {
+                path.push_str(&format!("&cluster={cluster}"));
+            }
+            let records: Vec<AuditRecord> = client.get(&path).await?;
+            for record in records {
+                println!(
+                    "{} {:8} {:20} {} {}",
+                    pointsman::topology::time::format(record.at),
+                    record.actor,
+                    record.action,
+                    record.instance.unwrap_or_default(),
+                    record.message
+                );
+            }
+        }
+        Command::Sandbox { action } => sandbox(action).await?,
+        Command::Demo { flavor, dir, port } => {
+            init_logging(&LogConfig {
+                level: "warn,pointsman=info".into(),
+                ..LogConfig::default()
+            });
+            pointsman::demo::run(pointsman::demo::DemoOptions {
+                flavor,
+                dir,
+                api_port: port,
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn sandbox(action: SandboxAction) -> Result<()> {
+    match action {
+        SandboxAction::Up {
+            flavor,
+            dir,
+            replicas,
+            base_port,
+            semi_sync,
+        } => {
+            if replicas == 0 {
+                bail!("--replicas must be at least 1");
+            }
+            let sandbox = Sandbox::up(SandboxOptions {
+                flavor,
+                dir,
+                replicas,
+                base_port,
+                semi_sync,
+            })
+            .await?;
+            print_status(&sandbox);
+            println!("user {} password {}", sandbox.user, sandbox.password);
+        }
+        SandboxAction::Down { dir } => {
+            let sandbox = Sandbox::open(&dir)?;
+            sandbox.down().await?;
+            println!("sandbox in {} is down", dir.display());
+        }
+        SandboxAction::Status { dir } => print_status(&Sandbox::open(&dir)?),
+        SandboxAction::Kill { dir, node } => {
+            let mut sandbox = Sandbox::open(&dir)?;
+            sandbox.kill(&node)?;
+            println!("{node} killed");
+        }
+        SandboxAction::Start { dir, node } => {
+            let mut sandbox = Sandbox::open(&dir)?;
+            sandbox
+                .start(&node)
+                .await
+                .with_context(|| format!("starting {node}"))?;
+            println!("{node} started");
+        }
+    }
+    Ok(())
+}
+
+fn print_status(sandbox: &Sandbox) {
+    println!("{} sandbox in {}", sandbox.flavor, sandbox.dir.display());
+    for node in sandbox.status() {
+        println!(
+            "  {:6} 127.0.0.1:{:<5} {:8} pid {}",
+            node.name,
+            node.port,
+            if node.running { "running" } else { "stopped" },
+            node.pid
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! Talking to MySQL and MariaDB servers: connections (always TCP, every call under a
+//! timeout), the SQL each flavour speaks, and reading what comes back. Nothing here
+//! decides anything; it reports what a server says.
+
+pub mod dialect;
+pub mod parse;
+pub mod probe;
+
+use crate::config::Secret;
+use crate::topology::{InstanceKey, ServerFlavor};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder, Row, Value};
+use parse::TextRow;
+use std::future::Future;
+use std::time::Duration;
+
+/// How pointsman logs in to the servers it watches.
+#[derive(Clone, Debug)]
+pub struct ConnectSettings {
+    pub user: String,
+    pub password: Secret,
+    pub connect_timeout: Duration,
+    pub query_timeout: Duration,
+}
+
+/// Why talking to an instance failed. Messages name the instance and never carry the
+/// password.
+#[derive(Debug, thiserror::Error)]
+pub enum MysqlError {
+    #[error("{instance}: could not connect: {message}")]
+    Connect {
+        instance: InstanceKey,
+        message: String,
+    },
+    #[error("{instance}: no answer within {timeout:?} to {what}")]
+    Timeout {
+        instance: InstanceKey,
+        what: String,
+        timeout: Duration,
+    },
+    #[error("{instance}: `{statement}` failed: {message}")]
+    Query {
+        instance: InstanceKey,
+        statement: String,
+        message: String,
+    },
+    #[error("{instance}: unexpected answer to `{statement}`: {message}")]
+    Unexpected {
+        instance: InstanceKey,
+        statement: String,
+        message: String,
+    },
+}
+
+/// An open connection to one instance, with the flavour learned on connect.
+pub struct Connection {
+    pub key: InstanceKey,
+    pub flavor: ServerFlavor,
+    conn: Conn,
+    query_timeout: Duration,
+}
+
+impl Connection {
+    /// Connects over TCP — never the unix socket, whatever the driver prefers, so the
+    /// agent sees the network the applications see — and learns the flavour.
+    pub async fn open(key: &InstanceKey, settings: &ConnectSettings) -> Result<Self, MysqlError> {
+        let opts = OptsBuilder::default()
+            .ip_or_hostname(key.host.clone())
+            .tcp_port(key.port)
+            .user(Some(settings.user.clone()))
+            .pass(Some(settings.password.expose().to_string()))
+            .prefer_socket(false)
+            .stmt_cache_size(0);
+        let conn = within(key, "connect", settings.connect_timeout, Conn::new(opts))
+            .await?
+            .map_err(|e| MysqlError::Connect {
+                instance: key.clone(),
+                message: e.to_string(),
+            })?;
+        let mut connection = Self {
+            key: key.clone(),
+            flavor: ServerFlavor::Mysql,
+            conn,
+            query_timeout: settings.query_timeout,
+        };
+        let rows = connection.query(dialect::VERSION).await?;
+        let version = rows
+            .first()
+            .and_then(|row| row.get("version").cloned().flatten())
+            .unwrap_or_default();
+        connection.flavor = dialect::flavor_of(&version);
+        Ok(connection)
+    }
+
+    /// Runs a statement and returns its rows as text, under the query timeout.
+    pub async fn query(&mut self, statement: &str) -> Result<Vec<TextRow>, MysqlError> {
+        let key = self.key.clone();
+        let rows: Vec<Row> = within(
+            &key,
+            statement,
+            self.query_timeout,
+            self.conn.query::<Row, _>(statement),
+        )
+        .await?
+        .map_err(|e| MysqlError::Query {
+            instance: key.clone(),
+            statement: statement.to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(rows.iter().map(text_row).collect())
+    }
+
+    /// Runs a statement that returns no rows.
+    pub async fn execute(&mut self, statement: &str) -> Result<(), MysqlError> {
+        self.query(statement).await.map(|_| ())
+    }
+
+    /// Closes politely, bounded by the query timeout; a dead peer is simply dropped.
+    pub async fn close(self) {
+        let _ = tokio::time::timeout(self.query_timeout, self.conn.disconnect()).await;
+    }
+}
+
+async fn within<T>(
+    key: &InstanceKey,
+    what: &str,
+    timeout: Duration,
+    future: impl Future<Output = T>,
+) -> Result<T, MysqlError> {
+    tokio::time::timeout(timeout, future)
+        .await
+        .map_err(|_| MysqlError::Timeout {
+            instance: key.clone(),
+            what: what.to_string(),
+            timeout,
+        })
+}
+
+fn text_row(row: &Row) -> TextRow {
+    row.columns_ref()
+        .iter()
+        .enumerate()
+        .map(|(index, column)| {
+            let value = row.as_ref(index).and_then(value_text);
+            (column.name_str().into_owned(), value)
+        })
+        .collect()
+}
+
+fn value_text(value: &Value) -> Option<String> {
+    match value {
+        Value::NULL => None,
+        Value::Bytes(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        Value::Int(n) => Some(n.to_string()),
+        Value::UInt(n) => Some(n.to_string()),
+        Value::Float(n) => Some(n.to_string()),
+        Value::Double(n) => Some(n.to_string()),
+        other => Some(other.as_sql(true).trim_matches('\'').to_string()),
+    }
+}

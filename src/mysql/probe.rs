@@ -1,0 +1,105 @@
+//! One probe of one instance: the handful of statements that tell pointsman what the
+//! instance is, how it replicates and who replicates from it.
+
+use super::dialect::{self, BINLOG_DUMP_THREADS, SEMI_SYNC_STATUS, SEMI_SYNC_VARIABLES};
+use super::parse::{self, ParseError};
+use super::{Connection, MysqlError};
+use crate::topology::{InstanceFacts, InstanceKey, ServerFlavor, ServerVersion};
+
+/// Reads everything pointsman tracks about the instance behind `conn`.
+pub async fn probe(conn: &mut Connection) -> Result<InstanceFacts, MysqlError> {
+    let dialect = dialect::for_flavor(conn.flavor);
+    let key = conn.key.clone();
+    let unexpected = |statement: &str, e: ParseError| MysqlError::Unexpected {
+        instance: key.clone(),
+        statement: statement.to_string(),
+        message: e.to_string(),
+    };
+
+    let variables_rows = conn.query(dialect.variables).await?;
+    let variables_row = variables_rows
+        .first()
+        .ok_or_else(|| MysqlError::Unexpected {
+            instance: key.clone(),
+            statement: dialect.variables.to_string(),
+            message: "no row".into(),
+        })?;
+    let variables = match conn.flavor {
+        ServerFlavor::Mysql => parse::mysql_variables(variables_row),
+        ServerFlavor::Mariadb => parse::mariadb_variables(variables_row),
+    }
+    .map_err(|e| unexpected(dialect.variables, e))?;
+
+    let status_rows = conn.query(dialect.replica_status).await?;
+    let mut replication = parse::default_channel(&status_rows)
+        .map(parse::replica_status)
+        .transpose()
+        .map_err(|e| unexpected(dialect.replica_status, e))?;
+    if let (Some(status), Some(statement)) = (replication.as_mut(), dialect.heartbeats) {
+        status.received_heartbeats =
+            parse::mysql_received_heartbeats(&conn.query(statement).await?);
+    }
+
+    let mut semi_sync_rows = conn.query(SEMI_SYNC_VARIABLES).await?;
+    semi_sync_rows.extend(conn.query(SEMI_SYNC_STATUS).await?);
+
+    let mut replicas = parse::replica_hosts(&conn.query(dialect.replicas).await?);
+    let dump_hosts = parse::binlog_dump_hosts(&conn.query(BINLOG_DUMP_THREADS).await?);
+    add_unreported_replicas(&mut replicas, &dump_hosts, conn.key.port);
+
+    Ok(InstanceFacts {
+        flavor: conn.flavor,
+        version: ServerVersion::parse(&variables.version),
+        server_id: variables.server_id,
+        server_uuid: variables.server_uuid,
+        read_only: variables.read_only,
+        super_read_only: variables.super_read_only,
+        log_bin: variables.log_bin,
+        binlog_format: variables.binlog_format,
+        log_replica_updates: variables.log_replica_updates,
+        gtid: variables.gtid,
+        replication,
+        semi_sync: parse::semi_sync(&semi_sync_rows),
+        replicas,
+    })
+}
+
+/// A replica without `report_host` is missing from SHOW REPLICAS but has a binlog-dump
+/// thread. Its listening port is unknown, so assume the source's own port, as most
+/// fleets run every server on the same port.
+fn add_unreported_replicas(replicas: &mut Vec<InstanceKey>, dump_hosts: &[String], port: u16) {
+    for host in dump_hosts {
+        let dumping = dump_hosts.iter().filter(|h| *h == host).count();
+        let listed = replicas.iter().filter(|k| &k.host == host).count();
+        let guess = InstanceKey::new(host.clone(), port);
+        if dumping > listed && !replicas.contains(&guess) {
+            replicas.push(guess);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reported_replicas_need_no_guess() {
+        let mut replicas = vec![
+            InstanceKey::new("127.0.0.1", 3307),
+            InstanceKey::new("127.0.0.1", 3308),
+        ];
+        add_unreported_replicas(
+            &mut replicas,
+            &["127.0.0.1".into(), "127.0.0.1".into()],
+            3306,
+        );
+        assert_eq!(replicas.len(), 2);
+    }
+
+    #[test]
+    fn an_unreported_replica_is_guessed_on_the_source_port() {
+        let mut replicas = vec![];
+        add_unreported_replicas(&mut replicas, &["10.0.0.7".into()], 3306);
+        assert_eq!(replicas, vec![InstanceKey::new("10.0.0.7", 3306)]);
+    }
+}

@@ -1,0 +1,403 @@
+//! The embedded store: one SQLite file holding what must survive a restart — the
+//! instances pointsman knows and an audit log of every action. Migrations are numbered,
+//! each runs in its own transaction, and every statement in them is idempotent, so a
+//! store from any earlier version upgrades, and starting twice on the same file is a
+//! no-op. (orchestrator users lost start-ups to "Error 1091: Can't DROP INDEX"; here a
+//! migration that meets its own work already done simply passes.)
+
+use crate::topology::time;
+use crate::topology::InstanceKey;
+use rusqlite::{params, Connection};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+/// The migrations, in order. Never edit a released one; add a new one.
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "instances and audit log",
+        "CREATE TABLE IF NOT EXISTS instances (
+             host TEXT NOT NULL,
+             port INTEGER NOT NULL,
+             first_seen TEXT NOT NULL,
+             PRIMARY KEY (host, port)
+         );
+         CREATE TABLE IF NOT EXISTS audit (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             at TEXT NOT NULL,
+             actor TEXT NOT NULL,
+             action TEXT NOT NULL,
+             cluster TEXT,
+             instance TEXT,
+             message TEXT NOT NULL
+         );",
+    ),
+    (
+        "audit lookups by cluster",
+        "CREATE INDEX IF NOT EXISTS audit_by_cluster ON audit (cluster, id);",
+    ),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: cannot create its directory: {source}")]
+    Directory {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("store {path}: {source} (check store.path and that the file is a pointsman store)")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "store {path}: schema version {found} is newer than this pointsman knows ({known}); \
+         run the newer pointsman or point store.path elsewhere"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: usize,
+        known: usize,
+    },
+}
+
+/// One line of the audit log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    #[serde(with = "time")]
+    pub at: SystemTime,
+    /// Who acted: `agent`, `api`, `cli`.
+    pub actor: String,
+    pub action: String,
+    pub cluster: Option<String>,
+    pub instance: Option<String>,
+    pub message: String,
+}
+
+/// What to append to the audit log.
+#[derive(Clone, Debug)]
+pub struct AuditEntry {
+    pub actor: String,
+    pub action: String,
+    pub cluster: Option<String>,
+    pub instance: Option<InstanceKey>,
+    pub message: String,
+}
+
+/// A handle to the store; cheap to clone, safe to share between tasks. Statements are
+/// short, so they run under a mutex on the caller's thread.
+#[derive(Clone)]
+pub struct Store {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(sqlite)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sqlite)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sqlite)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sqlite)?;
+        migrate(&mut conn, MIGRATIONS.len()).map_err(|e| match e {
+            MigrateError::Sqlite(source) => sqlite(source),
+            MigrateError::TooNew(found) => StoreError::TooNew {
+                path: path.to_path_buf(),
+                found,
+                known: MIGRATIONS.len(),
+            },
+        })?;
+        Ok(Store {
+            path: path.to_path_buf(),
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (statements are
+        // atomic), so a poisoned mutex is safe to keep using.
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn error(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Records an instance so it is polled again after a restart. Returns true when it
+    /// was not known before.
+    pub fn remember_instance(&self, key: &InstanceKey) -> Result<bool, StoreError> {
+        let changed = self
+            .lock()
+            .execute(
+                "INSERT OR IGNORE INTO instances (host, port, first_seen) VALUES (?1, ?2, ?3)",
+                params![key.host, key.port, time::format(SystemTime::now())],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(changed > 0)
+    }
+
+    /// Removes an instance; returns whether it was known.
+    pub fn forget_instance(&self, key: &InstanceKey) -> Result<bool, StoreError> {
+        let changed = self
+            .lock()
+            .execute(
+                "DELETE FROM instances WHERE host = ?1 AND port = ?2",
+                params![key.host, key.port],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(changed > 0)
+    }
+
+    pub fn known_instances(&self) -> Result<Vec<InstanceKey>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn
+            .prepare("SELECT host, port FROM instances ORDER BY host, port")
+            .map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok(InstanceKey::new(row.get::<_, String>(0)?, row.get(1)?))
+            })
+            .map_err(|e| self.error(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.error(e))
+    }
+
+    /// Appends to the audit log and mirrors the entry as a structured log event.
+    pub fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        tracing::info!(
+            actor = %entry.actor,
+            action = %entry.action,
+            cluster = entry.cluster.as_deref().unwrap_or(""),
+            instance = %entry.instance.as_ref().map(|k| k.to_string()).unwrap_or_default(),
+            "{}",
+            entry.message
+        );
+        self.lock()
+            .execute(
+                "INSERT INTO audit (at, actor, action, cluster, instance, message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    time::format(SystemTime::now()),
+                    entry.actor,
+                    entry.action,
+                    entry.cluster,
+                    entry.instance.map(|k| k.to_string()),
+                    entry.message
+                ],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// The newest `limit` audit records, newest first, optionally for one cluster.
+    pub fn audit_log(
+        &self,
+        cluster: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn
+            .prepare(
+                "SELECT id, at, actor, action, cluster, instance, message FROM audit
+                 WHERE (?1 IS NULL OR cluster = ?1) ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map(params![cluster, limit as i64], |row| {
+                let at: String = row.get(1)?;
+                Ok(AuditRecord {
+                    id: row.get(0)?,
+                    at: humantime::parse_rfc3339(&at).unwrap_or(SystemTime::UNIX_EPOCH),
+                    actor: row.get(2)?,
+                    action: row.get(3)?,
+                    cluster: row.get(4)?,
+                    instance: row.get(5)?,
+                    message: row.get(6)?,
+                })
+            })
+            .map_err(|e| self.error(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.error(e))
+    }
+
+    /// The schema version of the open file.
+    pub fn schema_version(&self) -> Result<usize, StoreError> {
+        schema_version(&self.lock()).map_err(|e| self.error(e))
+    }
+}
+
+enum MigrateError {
+    Sqlite(rusqlite::Error),
+    TooNew(usize),
+}
+
+impl From<rusqlite::Error> for MigrateError {
+    fn from(error: rusqlite::Error) -> Self {
+        MigrateError::Sqlite(error)
+    }
+}
+
+fn schema_version(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.pragma_query_value(None, "user_version", |row| row.get::<_, i64>(0))
+        .map(|v| v as usize)
+}
+
+/// Applies migrations up to `target` (exclusive count), each in its own transaction
+/// together with the version bump, so a crash leaves either all of it or none.
+fn migrate(conn: &mut Connection, target: usize) -> Result<(), MigrateError> {
+    let current = schema_version(conn)?;
+    if current > MIGRATIONS.len() {
+        return Err(MigrateError::TooNew(current));
+    }
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version INTEGER PRIMARY KEY,
+             description TEXT NOT NULL,
+             applied_at TEXT NOT NULL
+         );",
+    )?;
+    for (index, (description, sql)) in MIGRATIONS.iter().enumerate().take(target).skip(current) {
+        let version = index + 1;
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO schema_migrations (version, description, applied_at)
+             VALUES (?1, ?2, ?3)",
+            params![version as i64, description, time::format(SystemTime::now())],
+        )?;
+        tx.pragma_update(None, "user_version", version as i64)?;
+        tx.commit()?;
+        tracing::info!(version, description, "store schema migrated");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store_path() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("nested/pointsman.db");
+        (dir, path)
+    }
+
+    #[test]
+    fn a_new_store_is_at_the_latest_schema_and_remembers_instances() {
+        let (_dir, path) = temp_store_path();
+        let store = Store::open(&path).expect("opens");
+        assert_eq!(store.schema_version().expect("version"), MIGRATIONS.len());
+        let key = InstanceKey::new("127.0.0.1", 3306);
+        assert!(store.remember_instance(&key).expect("insert"));
+        assert!(!store.remember_instance(&key).expect("again"));
+        drop(store);
+        let reopened = Store::open(&path).expect("reopens");
+        assert_eq!(reopened.known_instances().expect("list"), vec![key.clone()]);
+        assert!(reopened.forget_instance(&key).expect("forget"));
+        assert!(reopened.known_instances().expect("list").is_empty());
+    }
+
+    #[test]
+    fn every_earlier_schema_upgrades_and_keeps_its_data() {
+        for start in 0..=MIGRATIONS.len() {
+            let (_dir, path) = temp_store_path();
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+            let mut conn = Connection::open(&path).expect("open");
+            migrate(&mut conn, start).unwrap_or_else(|_| panic!("migrate to {start}"));
+            if start >= 1 {
+                conn.execute(
+                    "INSERT INTO instances (host, port, first_seen) VALUES ('old', 1, 'x')",
+                    [],
+                )
+                .expect("old data");
+            }
+            drop(conn);
+            let store = Store::open(&path).unwrap_or_else(|e| panic!("upgrade from {start}: {e}"));
+            assert_eq!(store.schema_version().expect("version"), MIGRATIONS.len());
+            if start >= 1 {
+                assert_eq!(
+                    store.known_instances().expect("list"),
+                    vec![InstanceKey::new("old", 1)]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn starting_twice_and_replaying_every_migration_are_harmless() {
+        let (_dir, path) = temp_store_path();
+        Store::open(&path).expect("first start");
+        Store::open(&path).expect("second start");
+        // A store whose version marker was lost replays every migration over the
+        // finished schema: idempotent statements make that a no-op, not a crash.
+        let conn = Connection::open(&path).expect("open");
+        conn.pragma_update(None, "user_version", 0).expect("reset");
+        drop(conn);
+        let store = Store::open(&path).expect("replayed");
+        assert_eq!(store.schema_version().expect("version"), MIGRATIONS.len());
+    }
+
+    #[test]
+    fn a_store_from_a_newer_pointsman_is_refused_with_a_reason() {
+        let (_dir, path) = temp_store_path();
+        Store::open(&path).expect("create");
+        let conn = Connection::open(&path).expect("open");
+        conn.pragma_update(None, "user_version", 99).expect("bump");
+        drop(conn);
+        let err = Store::open(&path).err().expect("refused").to_string();
+        assert!(err.contains("schema version 99 is newer"), "{err}");
+    }
+
+    #[test]
+    fn the_audit_log_filters_by_cluster_newest_first() {
+        let (_dir, path) = temp_store_path();
+        let store = Store::open(&path).expect("opens");
+        for (cluster, action) in [("a", "discover"), ("b", "forget"), ("a", "forget")] {
+            store
+                .audit(AuditEntry {
+                    actor: "api".into(),
+                    action: action.into(),
+                    cluster: Some(cluster.into()),
+                    instance: Some(InstanceKey::new("h", 1)),
+                    message: format!("{action} on {cluster}"),
+                })
+                .expect("audit");
+        }
+        let all = store.audit_log(None, 10).expect("log");
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].message, "forget on a");
+        let a = store.audit_log(Some("a"), 10).expect("log");
+        assert_eq!(
+            a.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
+            vec!["forget", "discover"]
+        );
+        assert_eq!(a[0].instance.as_deref(), Some("h:1"));
+        let tables: i64 = store
+            .lock()
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'schema_migrations'",
+                [],
+                |row| row.get(0),
+            )
+            .expect("query");
+        assert_eq!(tables, 1);
+    }
+}

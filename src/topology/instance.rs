@@ -1,0 +1,431 @@
+//! One database instance as pointsman sees it: its address, what the last successful
+//! probe found, and whether it currently answers. A snapshot is the set of all of
+//! them at one moment.
+
+use super::gtid::{GtidSet, MariadbGtidList};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+/// Where an instance listens: the identity of an instance everywhere in pointsman.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceKey {
+    pub host: String,
+    pub port: u16,
+}
+
+impl InstanceKey {
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            host: host.into(),
+            port,
+        }
+    }
+}
+
+impl fmt::Display for InstanceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl FromStr for InstanceKey {
+    type Err = String;
+
+    /// Accepts `host:port`, `[v6]:port`, or a bare host (port 3306).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (host, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("instance \"{text}\": missing ']' after IPv6 address"))?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match text.rsplit_once(':') {
+                Some((host, port)) if !host.contains(':') => (host, Some(port)),
+                _ => (text, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(format!(
+                "instance \"{text}\": host is empty; expected host:port"
+            ));
+        }
+        let port = match port {
+            None => 3306,
+            Some(port) => port
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| {
+                    format!("instance \"{text}\": port \"{port}\" is not a number from 1 to 65535")
+                })?,
+        };
+        Ok(Self::new(host, port))
+    }
+}
+
+impl Serialize for InstanceKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for InstanceKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Which server family an instance runs; it decides the SQL pointsman speaks to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerFlavor {
+    Mysql,
+    Mariadb,
+}
+
+impl fmt::Display for ServerFlavor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ServerFlavor::Mysql => "MySQL",
+            ServerFlavor::Mariadb => "MariaDB",
+        })
+    }
+}
+
+/// A server version as `@@version` reports it, with the numbers parsed out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerVersion {
+    /// `@@version` verbatim, e.g. `10.11.19-MariaDB-0+deb12u1-log`.
+    pub full: String,
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl ServerVersion {
+    /// Parses the leading `major.minor.patch` of `@@version`; missing parts are 0.
+    pub fn parse(full: &str) -> Self {
+        let numeric: String = full
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        let mut parts = numeric.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        Self {
+            full: full.to_string(),
+            major: parts.next().unwrap_or(0),
+            minor: parts.next().unwrap_or(0),
+            patch: parts.next().unwrap_or(0),
+        }
+    }
+
+    /// `9.7.4`, as the topology tree shows it.
+    pub fn short(&self) -> String {
+        format!("{}.{}.{}", self.major, self.minor, self.patch)
+    }
+
+    /// `major.minor`, the unit in which replication compatibility is judged.
+    pub fn series(&self) -> (u32, u32) {
+        (self.major, self.minor)
+    }
+}
+
+/// The instance's own GTID state, in its flavour's terms.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "flavor", rename_all = "lowercase")]
+pub enum GtidState {
+    Mysql {
+        /// `@@gtid_mode` (`ON`, `OFF`, `ON_PERMISSIVE`, ...).
+        mode: String,
+        executed: GtidSet,
+    },
+    Mariadb {
+        binlog_pos: MariadbGtidList,
+        current_pos: MariadbGtidList,
+        slave_pos: MariadbGtidList,
+        /// Last GTID per (domain, server id) in the binlog: what errant detection compares.
+        binlog_state: MariadbGtidList,
+        domain_id: u32,
+        strict_mode: bool,
+    },
+}
+
+impl GtidState {
+    /// Whether GTIDs are on for this instance (MariaDB always has them).
+    pub fn enabled(&self) -> bool {
+        match self {
+            GtidState::Mysql { mode, .. } => mode.eq_ignore_ascii_case("ON"),
+            GtidState::Mariadb { .. } => true,
+        }
+    }
+}
+
+/// The replica IO thread: `Connecting` is the state a replica of a dead source is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoThreadState {
+    Yes,
+    No,
+    Connecting,
+}
+
+impl IoThreadState {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "Yes" => Some(Self::Yes),
+            "No" => Some(Self::No),
+            "Connecting" => Some(Self::Connecting),
+            _ => None,
+        }
+    }
+}
+
+/// What `SHOW REPLICA STATUS` (MySQL) or `SHOW ALL SLAVES STATUS` (MariaDB) says about an
+/// instance's link to its source, plus the heartbeat counter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplicationStatus {
+    pub source: InstanceKey,
+    pub source_server_id: Option<u32>,
+    pub io_running: IoThreadState,
+    pub sql_running: bool,
+    /// `Replica_IO_State` / `Slave_IO_State`; empty when the IO thread is stopped.
+    pub io_state: String,
+    pub last_io_errno: u32,
+    pub last_io_error: String,
+    pub last_sql_errno: u32,
+    pub last_sql_error: String,
+    /// `NULL` while a thread is stopped or reconnecting.
+    pub seconds_behind_source: Option<u64>,
+    /// Configured delay (`SQL_Delay`), so a delayed replica's lag is not a surprise.
+    pub sql_delay: u64,
+    /// GTID auto-positioning in use (MySQL `Auto_Position=1`, MariaDB `Using_Gtid` not `No`).
+    pub gtid_auto_position: bool,
+    /// Transactions received from the source (MySQL `Retrieved_Gtid_Set`, MariaDB `Gtid_IO_Pos`).
+    pub received_gtids: String,
+    pub source_log_file: String,
+    pub read_source_log_pos: u64,
+    pub exec_source_log_pos: u64,
+    pub heartbeat_period: Option<f64>,
+    /// Heartbeats received since the IO thread started (MariaDB `Slave_received_heartbeats`,
+    /// MySQL `COUNT_RECEIVED_HEARTBEATS`).
+    pub received_heartbeats: Option<u64>,
+}
+
+impl ReplicationStatus {
+    /// A value that changes whenever the replica hears anything from its source: a
+    /// heartbeat or a new event. Discovery compares it between polls to tell when the
+    /// replica last heard from its source.
+    pub fn contact_marker(&self) -> (Option<u64>, &str, u64, &str) {
+        (
+            self.received_heartbeats,
+            &self.source_log_file,
+            self.read_source_log_pos,
+            &self.received_gtids,
+        )
+    }
+
+    pub fn is_replicating(&self) -> bool {
+        self.io_running == IoThreadState::Yes && self.sql_running
+    }
+}
+
+/// Semi-synchronous replication as the instance reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SemiSync {
+    pub source_enabled: bool,
+    pub replica_enabled: bool,
+    /// The source is currently waiting for acknowledgements (`Rpl_semi_sync_*_status`).
+    pub source_active: bool,
+    pub replica_active: bool,
+    pub source_clients: u32,
+}
+
+/// Everything one successful probe learned about an instance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceFacts {
+    pub flavor: ServerFlavor,
+    pub version: ServerVersion,
+    pub server_id: u32,
+    /// MySQL only: MariaDB has no server UUID.
+    pub server_uuid: Option<String>,
+    pub read_only: bool,
+    /// MySQL only.
+    pub super_read_only: Option<bool>,
+    pub log_bin: bool,
+    pub binlog_format: String,
+    pub log_replica_updates: bool,
+    pub gtid: GtidState,
+    pub replication: Option<ReplicationStatus>,
+    pub semi_sync: SemiSync,
+    /// Replicas this instance says are attached (`SHOW REPLICAS`, processlist fallback).
+    pub replicas: Vec<InstanceKey>,
+}
+
+/// An instance: its last known facts and whether it currently answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub key: InstanceKey,
+    /// `None` until the first successful probe; kept (stale) while unreachable.
+    pub facts: Option<InstanceFacts>,
+    #[serde(with = "super::time::option")]
+    pub last_seen: Option<SystemTime>,
+    #[serde(with = "super::time::option")]
+    pub last_failure: Option<SystemTime>,
+    /// Why the last probe failed, without secrets.
+    pub last_error: Option<String>,
+    /// Set while the instance does not answer: when it stopped answering.
+    #[serde(with = "super::time::option")]
+    pub unreachable_since: Option<SystemTime>,
+    /// When this replica last heard from its source (a heartbeat or an event), as
+    /// observed by comparing polls.
+    #[serde(with = "super::time::option")]
+    pub source_last_heard: Option<SystemTime>,
+    /// How long the last successful probe took.
+    pub probe_millis: Option<u64>,
+}
+
+impl Instance {
+    pub fn new(key: InstanceKey) -> Self {
+        Self {
+            key,
+            facts: None,
+            last_seen: None,
+            last_failure: None,
+            last_error: None,
+            unreachable_since: None,
+            source_last_heard: None,
+            probe_millis: None,
+        }
+    }
+
+    pub fn is_reachable(&self) -> bool {
+        self.unreachable_since.is_none() && self.facts.is_some()
+    }
+
+    /// The source this instance replicates from, by its last known facts.
+    pub fn source(&self) -> Option<&InstanceKey> {
+        self.facts
+            .as_ref()?
+            .replication
+            .as_ref()
+            .map(|replication| &replication.source)
+    }
+
+    /// How long ago the replica last heard from its source, if it is a replica.
+    pub fn source_silence(&self, now: SystemTime) -> Option<Duration> {
+        self.source_last_heard
+            .map(|heard| now.duration_since(heard).unwrap_or_default())
+    }
+}
+
+/// All known instances at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub instances: BTreeMap<InstanceKey, Instance>,
+}
+
+impl Snapshot {
+    pub fn get(&self, key: &InstanceKey) -> Option<&Instance> {
+        self.instances.get(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_keys_parse_and_print() {
+        let key: InstanceKey = "db1.example:3307".parse().expect("valid");
+        assert_eq!(key, InstanceKey::new("db1.example", 3307));
+        assert_eq!(key.to_string(), "db1.example:3307");
+        let v6: InstanceKey = "[::1]:3306".parse().expect("valid");
+        assert_eq!(v6.host, "::1");
+        assert_eq!(v6.to_string(), "[::1]:3306");
+        assert_eq!(
+            "db2".parse::<InstanceKey>().expect("valid"),
+            InstanceKey::new("db2", 3306)
+        );
+        let err = "db1:http".parse::<InstanceKey>().expect_err("bad port");
+        assert!(err.contains("port \"http\""), "{err}");
+        assert!(":3306".parse::<InstanceKey>().is_err());
+    }
+
+    #[test]
+    fn versions_parse_from_both_flavours() {
+        let maria = ServerVersion::parse("10.11.19-MariaDB-0+deb12u1-log");
+        assert_eq!((maria.major, maria.minor, maria.patch), (10, 11, 19));
+        assert_eq!(ServerVersion::parse("9.7.4-2").short(), "9.7.4");
+    }
+}
+
+/// Builders for hand-made snapshots in unit tests across the crate.
+#[cfg(test)]
+pub mod tests_support {
+    use super::*;
+
+    /// A healthy, writable MySQL 9.7 primary.
+    pub fn primary(key: InstanceKey) -> Instance {
+        let now = SystemTime::now();
+        Instance {
+            facts: Some(InstanceFacts {
+                flavor: ServerFlavor::Mysql,
+                version: ServerVersion::parse("9.7.4"),
+                server_id: u32::from(key.port),
+                server_uuid: None,
+                read_only: false,
+                super_read_only: Some(false),
+                log_bin: true,
+                binlog_format: "ROW".into(),
+                log_replica_updates: true,
+                gtid: GtidState::Mysql {
+                    mode: "ON".into(),
+                    executed: GtidSet::default(),
+                },
+                replication: None,
+                semi_sync: SemiSync::default(),
+                replicas: Vec::new(),
+            }),
+            last_seen: Some(now),
+            ..Instance::new(key)
+        }
+    }
+
+    /// A healthy, read-only replica of `source`.
+    pub fn replica(key: InstanceKey, source: InstanceKey) -> Instance {
+        let mut instance = primary(key);
+        let facts = instance.facts.as_mut().expect("primary() sets facts");
+        facts.read_only = true;
+        facts.super_read_only = Some(true);
+        facts.replication = Some(ReplicationStatus {
+            source,
+            source_server_id: None,
+            io_running: IoThreadState::Yes,
+            sql_running: true,
+            io_state: "Waiting for source to send event".into(),
+            last_io_errno: 0,
+            last_io_error: String::new(),
+            last_sql_errno: 0,
+            last_sql_error: String::new(),
+            seconds_behind_source: Some(0),
+            sql_delay: 0,
+            gtid_auto_position: true,
+            received_gtids: String::new(),
+            source_log_file: "binlog.000001".into(),
+            read_source_log_pos: 4,
+            exec_source_log_pos: 4,
+            heartbeat_period: Some(1.0),
+            received_heartbeats: Some(0),
+        });
+        instance.source_last_heard = instance.last_seen;
+        instance
+    }
+}

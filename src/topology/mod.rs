@@ -1,0 +1,14 @@
+//! The topology model: plain data describing instances, their replication state and
+//! the clusters they form. Everything here is pure — no sockets, no clock — so the
+//! analysis stages can be tested on hand-built snapshots.
+
+pub mod cluster;
+pub mod gtid;
+pub mod instance;
+pub mod time;
+
+pub use cluster::{build_clusters, ClusterTreeNode, ClusterView};
+pub use instance::{
+    GtidState, Instance, InstanceFacts, InstanceKey, IoThreadState, ReplicationStatus, SemiSync,
+    ServerFlavor, ServerVersion, Snapshot,
+};
