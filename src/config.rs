@@ -233,8 +233,9 @@ pub struct Settings {
 }
 
 impl Config {
-    /// Reads defaults, then `file` (if given), then `POINTSMAN_<SECTION>__<KEY>` variables.
-    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+    /// Reads defaults, then `file` (if given), then `POINTSMAN_<SECTION>__<KEY>` variables,
+    /// and checks the result. Every problem names where its value came from.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
         let mut figment = Figment::new();
         if let Some(file) = file {
             if !file.is_file() {
@@ -250,45 +251,78 @@ impl Config {
                 .filter(|key| key.as_str().contains("__"))
                 .split("__"),
         );
-        figment.extract::<Config>().map_err(|error| ConfigError {
+        let config = figment.extract::<Config>().map_err(|error| ConfigError {
             problems: error.into_iter().map(describe).collect(),
-        })
+        })?;
+        config.check(&|key| origin_of(&figment, key))
     }
 
-    /// Checks what serde cannot and resolves the password.
+    /// The built-in defaults alone, for configurations built in code.
+    pub fn defaults() -> Config {
+        Figment::new()
+            .extract()
+            .expect("every section has a default")
+    }
+
+    /// Checks a configuration built in code.
     pub fn validate(self) -> Result<Settings, ConfigError> {
+        self.check(&|_| "configuration".to_string())
+    }
+
+    /// Checks what serde cannot and resolves the password; `origin` says where a key's
+    /// value came from.
+    fn check(self, origin: &dyn Fn(&str) -> String) -> Result<Settings, ConfigError> {
         let mut problems = Vec::new();
+        let mut problem = |key: &str, what: String| {
+            let section = key.split(['.', '[']).next().unwrap_or(key);
+            problems.push(format!(
+                "{}: {key}: {what}",
+                origin(section_key(key, section))
+            ));
+        };
         if self.mysql.user.trim().is_empty() {
-            problems.push("mysql.user: must not be empty".to_string());
+            problem("mysql.user", "must not be empty".into());
         }
-        let password = resolve_password(&self.mysql).unwrap_or_else(|problem| {
-            problems.push(problem);
-            Secret::default()
-        });
+        let password = match resolve_password(&self.mysql) {
+            Ok(password) => password,
+            Err((key, what)) => {
+                problem(key, what);
+                Secret::default()
+            }
+        };
         for (key, value) in [
             ("discovery.poll_interval", self.discovery.poll_interval),
             ("mysql.connect_timeout", self.mysql.connect_timeout),
             ("mysql.query_timeout", self.mysql.query_timeout),
         ] {
             if value.0.is_zero() {
-                problems.push(format!("{key}: must be longer than 0s"));
+                problem(key, "must be longer than 0s".into());
             }
         }
         if self.discovery.max_concurrent_probes == 0 {
-            problems.push("discovery.max_concurrent_probes: must be at least 1".to_string());
+            problem(
+                "discovery.max_concurrent_probes",
+                "must be at least 1".into(),
+            );
         }
         let api_listen = self.api.listen.parse::<SocketAddr>().unwrap_or_else(|_| {
-            problems.push(format!(
-                "api.listen: expected an address like \"127.0.0.1:3000\", got \"{}\"",
-                self.api.listen
-            ));
+            problem(
+                "api.listen",
+                format!(
+                    "expected an address like \"127.0.0.1:3000\", got \"{}\"",
+                    self.api.listen
+                ),
+            );
             SocketAddr::from(([127, 0, 0, 1], 3000))
         });
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            problems.push(format!(
-                "log.level: expected a level like \"info\" or \"pointsman=debug\", got \"{}\"",
-                self.log.level
-            ));
+            problem(
+                "log.level",
+                format!(
+                    "expected a level like \"info\" or \"pointsman=debug\", got \"{}\"",
+                    self.log.level
+                ),
+            );
         }
         let mut aliases: Vec<ClusterAlias> = Vec::new();
         for (index, cluster) in self.clusters.iter().enumerate() {
@@ -298,22 +332,28 @@ impl Config {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
             if !valid {
-                problems.push(format!(
-                    "cluster[{index}].alias: \"{}\" must be letters, digits, '-', '_' or '.' (it is used in URLs and DNS names)",
-                    cluster.alias
-                ));
+                problem(
+                    &format!("cluster[{index}].alias"),
+                    format!(
+                        "\"{}\" must be letters, digits, '-', '_' or '.' (it is used in URLs and DNS names)",
+                        cluster.alias
+                    ),
+                );
             }
             if aliases.iter().any(|a| a.alias == cluster.alias) {
-                problems.push(format!(
-                    "cluster[{index}].alias: \"{}\" is used by another [[cluster]]",
-                    cluster.alias
-                ));
+                problem(
+                    &format!("cluster[{index}].alias"),
+                    format!("\"{}\" is used by another [[cluster]]", cluster.alias),
+                );
             }
             if cluster.instances.is_empty() {
-                problems.push(format!(
-                    "cluster[{index}].instances: list at least one host:port of the cluster \"{}\"",
-                    cluster.alias
-                ));
+                problem(
+                    &format!("cluster[{index}].instances"),
+                    format!(
+                        "list at least one host:port of the cluster \"{}\"",
+                        cluster.alias
+                    ),
+                );
             }
             aliases.push(ClusterAlias {
                 alias: cluster.alias.clone(),
@@ -332,17 +372,53 @@ impl Config {
     }
 }
 
-fn resolve_password(mysql: &MysqlConfig) -> Result<Secret, String> {
+/// The key to look a value's origin up by: array entries by their table name.
+fn section_key<'a>(key: &'a str, section: &'a str) -> &'a str {
+    if key.contains('[') {
+        section
+    } else {
+        key
+    }
+}
+
+/// Where the value of `key` came from: the file, the variable, or the defaults.
+fn origin_of(figment: &Figment, key: &str) -> String {
+    match figment.find_metadata(key) {
+        Some(metadata) => match &metadata.source {
+            Some(Source::File(path)) => path.display().to_string(),
+            _ if metadata.name.contains("environment") => format!(
+                "environment variable POINTSMAN_{}",
+                key.replace('.', "__").to_uppercase()
+            ),
+            _ => metadata.name.to_string(),
+        },
+        None => "built-in default".to_string(),
+    }
+}
+
+/// The password from wherever it was configured, or the key and what is wrong.
+fn resolve_password(mysql: &MysqlConfig) -> Result<Secret, (&'static str, String)> {
     match (&mysql.password, &mysql.password_env, &mysql.password_file) {
         (None, None, None) => Ok(Secret::default()),
         (Some(password), None, None) => Ok(password.clone()),
-        (None, Some(variable), None) => std::env::var(variable)
-            .map(Secret)
-            .map_err(|_| format!("mysql.password_env: environment variable {variable} is not set")),
+        (None, Some(variable), None) => std::env::var(variable).map(Secret).map_err(|_| {
+            (
+                "mysql.password_env",
+                format!("environment variable {variable} is not set"),
+            )
+        }),
         (None, None, Some(path)) => std::fs::read_to_string(path)
             .map(|text| Secret(text.trim_end_matches(['\n', '\r']).to_string()))
-            .map_err(|e| format!("mysql.password_file: cannot read {}: {e}", path.display())),
-        _ => Err("mysql: set only one of password, password_env and password_file".to_string()),
+            .map_err(|e| {
+                (
+                    "mysql.password_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            }),
+        _ => Err((
+            "mysql.password",
+            "set only one of password, password_env and password_file".to_string(),
+        )),
     }
 }
 
@@ -388,7 +464,7 @@ mod tests {
 
     fn load(text: &str) -> Result<Settings, ConfigError> {
         let f = file(text);
-        Config::load(Some(f.path()))?.validate()
+        Config::load(Some(f.path()))
     }
 
     #[test]
@@ -440,7 +516,10 @@ mod tests {
         let err = load("[mysql]\npassword = \"a\"\npassword_file = \"/x\"\n")
             .expect_err("two sources")
             .to_string();
-        assert!(err.contains("only one of password"), "{err}");
+        assert!(
+            err.contains("mysql.password: set only one of password"),
+            "{err}"
+        );
         let err = load("[mysql]\npassword_env = \"POINTSMAN_TEST_SURELY_UNSET\"\n")
             .expect_err("unset")
             .to_string();
@@ -466,6 +545,19 @@ mod tests {
             .to_string();
         assert!(err.contains("cluster[0].alias"), "{err}");
         assert!(err.contains("cluster[0].instances"), "{err}");
+    }
+
+    #[test]
+    fn validation_errors_name_the_file_they_come_from() {
+        let f = file("[api]\nlisten = \"everywhere\"\n");
+        let err = Config::load(Some(f.path())).expect_err("bad").to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{}: api.listen: expected an address",
+                f.path().display()
+            )),
+            "{err}"
+        );
     }
 
     #[test]

@@ -84,7 +84,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
 async fn watch(sandbox: &Sandbox, options: &DemoOptions) -> Result<(), DemoError> {
     let config_path = options.dir.join("pointsman.toml");
     write_config(sandbox, options, &config_path)?;
-    let settings = Config::load(Some(&config_path))?.validate()?;
+    let settings = Config::load(Some(&config_path))?;
     let agent = RunningAgent::start(&settings).await?;
     let url = format!("http://{}", agent.api_address);
 

@@ -149,7 +149,7 @@ async fn run(cli: Cli) -> Result<()> {
     let client = ApiClient::new(&cli.api);
     match cli.command {
         Command::Run { config } => {
-            let settings = Config::load(config.as_deref())?.validate()?;
+            let settings = Config::load(config.as_deref())?;
             init_logging(&settings.config.log);
             let agent = pointsman::agent::RunningAgent::start(&settings).await?;
             pointsman::demo::wait_for_stop_signal().await;
@@ -157,7 +157,7 @@ async fn run(cli: Cli) -> Result<()> {
             agent.stop().await?;
         }
         Command::CheckConfig { config } => {
-            let settings = Config::load(config.as_deref())?.validate()?;
+            let settings = Config::load(config.as_deref())?;
             println!("configuration is valid:\n{:#?}", settings.config);
         }
         Command::Clusters { json } => {

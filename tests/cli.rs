@@ -1,0 +1,150 @@
+//! The `pointsman` binary as a user meets it: bad configuration is refused at start-up
+//! with an error that names the file or variable, the key and what is wrong; secrets
+//! never show; and the CLI says what to do when no agent is running.
+
+use std::io::Write;
+use std::process::{Command, Output};
+
+fn pointsman(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pointsman"));
+    command.args(args);
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("POINTSMAN_")) {
+        command.env_remove(key);
+    }
+    command.envs(env.iter().copied());
+    command.output().expect("runs")
+}
+
+fn config_file(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("temp");
+    file.write_all(text.as_bytes()).expect("write");
+    file
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Each bad file is refused by both `check-config` and `run`, before anything starts.
+#[test]
+fn bad_configuration_files_produce_the_documented_errors() {
+    let cases = [
+        (
+            "[discovery]\npoll_interval = \"fast\"\n",
+            "discovery.poll_interval: expected a duration like \"1s\", got \"fast\"",
+        ),
+        (
+            "[discovery]\npoll_intervall = \"1s\"\n",
+            "unknown key \"poll_intervall\"",
+        ),
+        ("[mysql]\nusr = \"x\"\n", "unknown key \"usr\""),
+        (
+            "[api]\nlisten = \"everywhere\"\n",
+            "api.listen: expected an address like",
+        ),
+        ("[discovery]\nseeds = [\"db1:99999\"]\n", "discovery.seeds"),
+        (
+            "[mysql]\npassword = \"x\"\npassword_env = \"Y\"\n",
+            "mysql.password: set only one of password, password_env and password_file",
+        ),
+        (
+            "[mysql]\npassword_file = \"/nonexistent/pw\"\n",
+            "mysql.password_file: cannot read /nonexistent/pw",
+        ),
+        (
+            "[discovery]\nmax_concurrent_probes = 0\n",
+            "discovery.max_concurrent_probes: must be at least 1",
+        ),
+        ("this is not toml", "TOML"),
+    ];
+    for (text, expected) in cases {
+        let file = config_file(text);
+        let path = file.path().to_str().expect("utf-8 path");
+        for command in ["check-config", "run"] {
+            let output = pointsman(&[command, "--config", path], &[]);
+            let err = stderr(&output);
+            assert!(!output.status.success(), "{command} accepted {text:?}");
+            assert!(
+                err.contains(expected),
+                "{command} on {text:?}: expected {expected:?} in:\n{err}"
+            );
+            if expected != "TOML" {
+                assert!(
+                    err.contains(path),
+                    "the error names the file {path}:\n{err}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_missing_configuration_file_is_named() {
+    let output = pointsman(&["run", "--config", "/nonexistent/pointsman.toml"], &[]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("/nonexistent/pointsman.toml: configuration file not found"));
+}
+
+#[test]
+fn environment_variables_override_the_file_and_are_named_in_errors() {
+    let file = config_file("[discovery]\npoll_interval = \"5s\"\n");
+    let path = file.path().to_str().expect("utf-8 path");
+    let output = pointsman(
+        &["check-config", "--config", path],
+        &[("POINTSMAN_DISCOVERY__POLL_INTERVAL", "250ms")],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        printed.contains("250ms"),
+        "env did not override the file:\n{printed}"
+    );
+
+    let output = pointsman(
+        &["check-config", "--config", path],
+        &[("POINTSMAN_DISCOVERY__POLL_INTERVAL", "soon")],
+    );
+    let err = stderr(&output);
+    assert!(!output.status.success());
+    assert!(
+        err.contains("POINTSMAN_DISCOVERY__POLL_INTERVAL")
+            && err.contains("expected a duration like \"1s\", got \"soon\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn passwords_never_reach_the_output() {
+    let file = config_file("[mysql]\npassword = \"hunter2-secret\"\n");
+    let output = pointsman(
+        &[
+            "check-config",
+            "--config",
+            file.path().to_str().expect("path"),
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        stderr(&output)
+    );
+    assert!(!all.contains("hunter2-secret"), "{all}");
+    assert!(all.contains("<redacted>"), "{all}");
+}
+
+#[test]
+fn cli_commands_say_how_to_reach_an_agent() {
+    let output = pointsman(&["clusters", "--api", "http://127.0.0.1:9"], &[]);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(
+        err.contains("cannot reach the pointsman API at http://127.0.0.1:9"),
+        "{err}"
+    );
+    assert!(err.contains("pointsman run"), "{err}");
+}

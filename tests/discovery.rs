@@ -1,0 +1,428 @@
+//! Discovery against real servers, on MariaDB 10.11 and MySQL 9.7: the crawl finds the
+//! whole tree from any instance, and what goes wrong on a replica shows up as the
+//! finding a DBA would expect, through the same API the CLI reads.
+
+mod support;
+
+use pointsman::analysis::FindingCode;
+use pointsman::api::views::{ClusterDetail, Role};
+use pointsman::client::ApiClient;
+use pointsman::sandbox::Flavor;
+use pointsman::topology::InstanceKey;
+use std::time::{Duration, Instant, SystemTime};
+use support::{agent, eventually, settings, TestTopology};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn client(agent: &pointsman::agent::RunningAgent) -> ApiClient {
+    ApiClient::new(&format!("http://{}", agent.api_address))
+}
+
+/// The cluster `t` once every listed instance has been probed.
+async fn cluster_with(api: &ApiClient, instances: usize) -> ClusterDetail {
+    eventually(
+        PATIENCE,
+        &format!("cluster t with {instances} probed instances"),
+        || async {
+            let detail: ClusterDetail = api.get("/api/v1/clusters/t").await.ok()?;
+            (detail.instances.len() == instances
+                && detail.instances.iter().all(|i| i.instance.facts.is_some()))
+            .then_some(detail)
+        },
+    )
+    .await
+}
+
+/// Waits until `instance` carries a finding with `code`, and returns its message.
+async fn finding(
+    api: &ApiClient,
+    instance: &InstanceKey,
+    code: FindingCode,
+) -> (String, Option<String>) {
+    eventually(PATIENCE, &format!("{code:?} on {instance}"), || async {
+        let detail: ClusterDetail = api.get("/api/v1/clusters/t").await.ok()?;
+        detail
+            .findings
+            .into_iter()
+            .find(|f| &f.instance == instance && f.code == code)
+            .map(|f| (f.message, f.detail))
+    })
+    .await
+}
+
+on_every_flavor!(
+    discovery_finds_the_tree_from_the_primary_and_from_a_replica,
+    a_chained_replica_is_placed_under_its_source,
+    stopped_sql_thread_and_broken_io_thread_are_reported,
+    lag_of_a_delayed_replica_is_reported,
+    a_write_on_a_replica_is_reported_as_errant_with_its_gtids,
+    a_killed_instance_turns_unreachable_and_others_keep_their_pace,
+);
+
+async fn discovery_finds_the_tree_from_the_primary_and_from_a_replica(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let (node1, node2, node3) = (
+        topology.key("node1"),
+        topology.key("node2"),
+        topology.key("node3"),
+    );
+
+    for seed in [node1.clone(), node3.clone()] {
+        let store = tempfile::tempdir().expect("temp");
+        let running = agent(&settings(
+            &topology,
+            vec![seed.clone()],
+            store.path(),
+            |_| {},
+        ))
+        .await;
+        let detail = cluster_with(&client(&running), 3).await;
+        assert_eq!(detail.primary, node1, "seeded from {seed}");
+        let mut replicas: Vec<InstanceKey> =
+            detail.tree.replicas.iter().map(|r| r.key.clone()).collect();
+        replicas.sort();
+        let mut expected = vec![node2.clone(), node3.clone()];
+        expected.sort();
+        assert_eq!(replicas, expected, "seeded from {seed}");
+        assert!(
+            detail.findings.is_empty(),
+            "healthy sandbox, found {:?}",
+            detail.findings
+        );
+
+        let primary = detail.instance(&node1).expect("primary listed");
+        assert_eq!(primary.role, Role::Primary);
+        let facts = primary.instance.facts.as_ref().expect("probed");
+        assert!(!facts.read_only);
+        assert_eq!(facts.server_id, 101);
+        assert_eq!(facts.binlog_format, "ROW");
+        assert_eq!(
+            facts.flavor.to_string(),
+            if flavor.is_mysql() {
+                "MySQL"
+            } else {
+                "MariaDB"
+            }
+        );
+        assert_eq!(facts.server_uuid.is_some(), flavor.is_mysql());
+        let replica = detail.instance(&node3).expect("replica listed");
+        let replication = replica
+            .instance
+            .facts
+            .as_ref()
+            .and_then(|f| f.replication.as_ref())
+            .expect("replicates");
+        assert_eq!(replication.source, node1);
+        assert!(replication.gtid_auto_position);
+        assert!(replica.instance.source_last_heard.is_some());
+        running.stop().await.expect("stops");
+    }
+}
+
+async fn a_chained_replica_is_placed_under_its_source(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let (node2, node3) = (topology.key("node2"), topology.key("node3"));
+    let w = topology.words();
+    topology
+        .sql(
+            "node3",
+            &[
+                w.stop,
+                &format!(
+                    "{} {}='{}', {}={}, {}",
+                    w.change, w.host, node2.host, w.port, node2.port, w.gtid
+                ),
+                w.start,
+            ],
+        )
+        .await;
+
+    let store = tempfile::tempdir().expect("temp");
+    let running = agent(&settings(
+        &topology,
+        vec![node2.clone()],
+        store.path(),
+        |_| {},
+    ))
+    .await;
+    let api = client(&running);
+    let detail = eventually(PATIENCE, "node3 under node2", || async {
+        let detail: ClusterDetail = api.get("/api/v1/clusters/t").await.ok()?;
+        let under_node2 = detail.tree.replicas.iter().find(|r| r.key == node2)?;
+        (under_node2.replicas.iter().any(|r| r.key == node3)).then_some(detail)
+    })
+    .await;
+    assert_eq!(detail.primary, topology.key("node1"));
+    assert_eq!(
+        detail.instance(&node2).expect("node2").role,
+        Role::IntermediatePrimary
+    );
+    assert_eq!(detail.instance(&node3).expect("node3").role, Role::Replica);
+}
+
+async fn stopped_sql_thread_and_broken_io_thread_are_reported(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let (node2, node3) = (topology.key("node2"), topology.key("node3"));
+    let store = tempfile::tempdir().expect("temp");
+    let running = agent(&settings(
+        &topology,
+        vec![topology.key("node1")],
+        store.path(),
+        |_| {},
+    ))
+    .await;
+    let api = client(&running);
+    cluster_with(&api, 3).await;
+
+    let w = topology.words();
+    topology
+        .sql("node2", &[&format!("{} SQL_THREAD", w.stop)])
+        .await;
+    let (message, _) = finding(&api, &node2, FindingCode::ReplicationStopped).await;
+    assert!(message.contains("SQL thread is stopped"), "{message}");
+
+    // A wrong replication password: the IO thread fails to authenticate.
+    topology
+        .sql(
+            "node3",
+            &[
+                w.stop,
+                &format!("{} {}='wrong-password'", w.change, w.password),
+                w.start,
+            ],
+        )
+        .await;
+    let (message, _) = finding(&api, &node3, FindingCode::ReplicationIoError).await;
+    assert!(message.contains("error 1045"), "{message}");
+
+    // Repaired, both findings go away.
+    topology
+        .sql("node2", &[&format!("{} SQL_THREAD", w.start)])
+        .await;
+    topology
+        .sql(
+            "node3",
+            &[
+                w.stop,
+                &format!(
+                    "{} {}='{}'",
+                    w.change, w.password, topology.sandbox.repl_password
+                ),
+                w.start,
+            ],
+        )
+        .await;
+    eventually(PATIENCE, "no findings after repair", || async {
+        let detail: ClusterDetail = api.get("/api/v1/clusters/t").await.ok()?;
+        detail.findings.is_empty().then_some(())
+    })
+    .await;
+}
+
+async fn lag_of_a_delayed_replica_is_reported(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let node3 = topology.key("node3");
+    let store = tempfile::tempdir().expect("temp");
+    let running = agent(&settings(
+        &topology,
+        vec![topology.key("node1")],
+        store.path(),
+        |c| {
+            c.analysis.lag_warning = pointsman::config::HumanDuration(Duration::from_secs(1));
+        },
+    ))
+    .await;
+    let api = client(&running);
+    cluster_with(&api, 3).await;
+
+    let w = topology.words();
+    topology
+        .sql(
+            "node3",
+            &[w.stop, &format!("{} {}=20", w.change, w.delay), w.start],
+        )
+        .await;
+    topology
+        .sql(
+            "node1",
+            &[
+                "CREATE DATABASE lagtest",
+                "CREATE TABLE lagtest.t (id INT PRIMARY KEY)",
+            ],
+        )
+        .await;
+    // A write every half second keeps the delayed replica measurably behind.
+    let writer = {
+        let sandbox = topology.sandbox.clone();
+        tokio::spawn(async move {
+            use mysql_async::prelude::Queryable;
+            let mut conn = sandbox.connect("node1").await.expect("connect");
+            for id in 0..60 {
+                let _ = conn
+                    .query_drop(format!("INSERT INTO lagtest.t VALUES ({id})"))
+                    .await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let (message, detail) = finding(&api, &node3, FindingCode::ReplicationLagging).await;
+    writer.abort();
+    assert!(message.contains("delay of 20s"), "{message}");
+    let lag: u64 = detail.expect("lag detail").parse().expect("seconds");
+    assert!(lag > 1, "lag {lag}");
+}
+
+async fn a_write_on_a_replica_is_reported_as_errant_with_its_gtids(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let node3 = topology.key("node3");
+    let store = tempfile::tempdir().expect("temp");
+    let running = agent(&settings(
+        &topology,
+        vec![topology.key("node1")],
+        store.path(),
+        |_| {},
+    ))
+    .await;
+    let api = client(&running);
+    cluster_with(&api, 3).await;
+
+    topology.sql("node1", &["CREATE DATABASE errant"]).await;
+    topology.writable("node3", true).await;
+    topology
+        .sql(
+            "node3",
+            &["CREATE TABLE errant.local_only (id INT PRIMARY KEY)"],
+        )
+        .await;
+    topology.writable("node3", false).await;
+
+    let (message, gtids) = finding(&api, &node3, FindingCode::ErrantGtid).await;
+    let gtids = gtids.expect("the errant GTIDs");
+    if flavor.is_mysql() {
+        let uuid = topology
+            .value("node3", "SELECT @@server_uuid")
+            .await
+            .expect("uuid");
+        assert_eq!(gtids, format!("{uuid}:1"), "{message}");
+    } else {
+        // node3's server_id is 103: its own transaction is 0-103-<seq>.
+        assert!(gtids.starts_with("0-103-"), "{gtids}");
+    }
+    assert!(message.contains(&gtids), "{message}");
+    // The primary and node2 are not accused.
+    let detail: ClusterDetail = api.get("/api/v1/clusters/t").await.expect("cluster");
+    assert!(detail
+        .findings
+        .iter()
+        .all(|f| f.code != FindingCode::ErrantGtid || f.instance == node3));
+}
+
+async fn a_killed_instance_turns_unreachable_and_others_keep_their_pace(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let (node1, node3) = (topology.key("node1"), topology.key("node3"));
+    // A server that accepts connections and never answers: its probes hang until the
+    // connect timeout, and must not hold back anyone else's.
+    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let silent = InstanceKey::new("127.0.0.1", black_hole.local_addr().expect("addr").port());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = black_hole.accept().await {
+            open.push(socket);
+        }
+    });
+
+    let interval = Duration::from_millis(500);
+    let store = tempfile::tempdir().expect("temp");
+    let running = agent(&settings(
+        &topology,
+        vec![node1.clone(), silent.clone()],
+        store.path(),
+        |c| {
+            c.mysql.connect_timeout = pointsman::config::HumanDuration(Duration::from_secs(3));
+        },
+    ))
+    .await;
+    let api = client(&running);
+    cluster_with(&api, 3).await;
+
+    let mut sandbox = topology.sandbox.clone();
+    sandbox.kill("node3").expect("kill node3");
+    let killed_at = Instant::now();
+    let discovery = running.discovery.clone();
+    eventually(PATIENCE, "node3 unreachable", || {
+        let snapshot = discovery.snapshot();
+        let node3 = node3.clone();
+        async move {
+            snapshot
+                .get(&node3)
+                .and_then(|i| i.unreachable_since)
+                .map(|_| ())
+        }
+    })
+    .await;
+    let noticed = killed_at.elapsed();
+    assert!(
+        noticed <= interval * 2,
+        "killed node3 noticed after {noticed:?}, poll interval {interval:?}"
+    );
+
+    // Over the next few seconds node1 is probed on schedule, despite a dead and a silent
+    // instance in the same agent.
+    let mut seen = Vec::new();
+    let watch_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < watch_until {
+        if let Some(at) = running
+            .discovery
+            .snapshot()
+            .get(&node1)
+            .and_then(|i| i.last_seen)
+        {
+            if seen.last() != Some(&at) {
+                seen.push(at);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let gaps: Vec<Duration> = seen
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]).unwrap_or_default())
+        .collect();
+    assert!(
+        gaps.len() >= 4,
+        "node1 probed only {} times in 3s",
+        seen.len()
+    );
+    assert!(
+        gaps.iter().all(|gap| *gap < interval * 2),
+        "node1 probe gaps {gaps:?} with a {interval:?} interval"
+    );
+    let silent_state = running
+        .discovery
+        .snapshot()
+        .get(&silent)
+        .cloned()
+        .expect("tracked");
+    assert!(
+        silent_state.unreachable_since.is_some(),
+        "the silent instance is marked unreachable"
+    );
+    assert!(
+        silent_state
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("no answer within"),
+        "{:?}",
+        silent_state.last_error
+    );
+    let since = running
+        .discovery
+        .snapshot()
+        .get(&node3)
+        .and_then(|i| i.unreachable_since)
+        .expect("still unreachable");
+    assert!(since <= SystemTime::now());
+    held.abort();
+}

@@ -1,0 +1,210 @@
+//! Test support shared by the integration tests: real sandbox topologies that are torn
+//! down (by their own PIDs) when a test ends however it ends, an in-process agent
+//! configured for them, and a patient `eventually` for asserting on a live system.
+//!
+//! These are dev helpers, not product code. Every database here is a real server from
+//! `scripts/install-servers.sh`; a missing server fails the test, it is never skipped.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use mysql_async::prelude::Queryable;
+use pointsman::agent::RunningAgent;
+use pointsman::config::{Config, HumanDuration, Settings};
+use pointsman::sandbox::{Flavor, Sandbox, SandboxOptions};
+use pointsman::topology::InstanceKey;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// A sandbox that dies with the test.
+pub struct TestTopology {
+    pub sandbox: Sandbox,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestTopology {
+    pub async fn start(flavor: Flavor, replicas: usize) -> TestTopology {
+        // Unix socket paths must stay short: keep the directory directly under /tmp.
+        let dir = tempfile::Builder::new()
+            .prefix("pm-")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let mut options = SandboxOptions::new(flavor, dir.path());
+        options.replicas = replicas;
+        let sandbox = Sandbox::up(options)
+            .await
+            .unwrap_or_else(|e| panic!("sandbox {flavor}: {e}"));
+        TestTopology { sandbox, dir }
+    }
+
+    pub fn key(&self, node: &str) -> InstanceKey {
+        let node = self.sandbox.node(node).expect("node exists");
+        InstanceKey::new(node.host.clone(), node.port)
+    }
+
+    pub fn keys(&self) -> Vec<InstanceKey> {
+        self.sandbox
+            .nodes
+            .iter()
+            .map(|n| InstanceKey::new(n.host.clone(), n.port))
+            .collect()
+    }
+
+    pub fn flavor(&self) -> Flavor {
+        self.sandbox.flavor
+    }
+
+    /// Runs statements on a node as the sandbox admin.
+    pub async fn sql(&self, node: &str, statements: &[&str]) {
+        let mut conn = self.sandbox.connect(node).await.expect("connect");
+        for statement in statements {
+            conn.query_drop(*statement)
+                .await
+                .unwrap_or_else(|e| panic!("{node}: {statement}: {e}"));
+        }
+        let _ = conn.disconnect().await;
+    }
+
+    /// Runs a query on a node and returns the first column of the first row.
+    pub async fn value(&self, node: &str, query: &str) -> Option<String> {
+        let mut conn = self.sandbox.connect(node).await.expect("connect");
+        let value: Option<Option<String>> = conn
+            .query_first(query)
+            .await
+            .unwrap_or_else(|e| panic!("{node}: {query}: {e}"));
+        let _ = conn.disconnect().await;
+        value.flatten()
+    }
+
+    /// The words this flavour uses for replication statements.
+    pub fn words(&self) -> Words {
+        if self.flavor().is_mysql() {
+            Words {
+                stop: "STOP REPLICA",
+                start: "START REPLICA",
+                change: "CHANGE REPLICATION SOURCE TO",
+                host: "SOURCE_HOST",
+                port: "SOURCE_PORT",
+                password: "SOURCE_PASSWORD",
+                delay: "SOURCE_DELAY",
+                gtid: "SOURCE_AUTO_POSITION=1",
+            }
+        } else {
+            Words {
+                stop: "STOP SLAVE",
+                start: "START SLAVE",
+                change: "CHANGE MASTER TO",
+                host: "MASTER_HOST",
+                port: "MASTER_PORT",
+                password: "MASTER_PASSWORD",
+                delay: "MASTER_DELAY",
+                gtid: "MASTER_USE_GTID=slave_pos",
+            }
+        }
+    }
+
+    /// Makes a replica writable for a moment (MySQL's super_read_only too).
+    pub async fn writable(&self, node: &str, on: bool) {
+        let statements: &[&str] = match (self.flavor().is_mysql(), on) {
+            (true, true) => &["SET GLOBAL super_read_only=OFF", "SET GLOBAL read_only=OFF"],
+            (true, false) => &["SET GLOBAL read_only=ON", "SET GLOBAL super_read_only=ON"],
+            (false, true) => &["SET GLOBAL read_only=OFF"],
+            (false, false) => &["SET GLOBAL read_only=ON"],
+        };
+        self.sql(node, statements).await;
+    }
+}
+
+impl Drop for TestTopology {
+    /// SIGKILL every node this sandbox started, by PID, and reap it; the temp dir
+    /// removes the data. Runs even when the test panicked.
+    fn drop(&mut self) {
+        for node in self.sandbox.status() {
+            if let (Some(pid), true) = (node.pid, node.running) {
+                // SAFETY: plain syscalls on a PID this sandbox started.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                    libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
+                }
+            }
+        }
+    }
+}
+
+/// Statement words per flavour.
+pub struct Words {
+    pub stop: &'static str,
+    pub start: &'static str,
+    pub change: &'static str,
+    pub host: &'static str,
+    pub port: &'static str,
+    pub password: &'static str,
+    pub delay: &'static str,
+    pub gtid: &'static str,
+}
+
+/// Agent settings for a sandbox: its credentials, the given seeds, the API on a free
+/// port, a store in `dir`, and an alias `t` for the sandbox's cluster.
+pub fn settings(
+    topology: &TestTopology,
+    seeds: Vec<InstanceKey>,
+    store_dir: &std::path::Path,
+    tweak: impl FnOnce(&mut Config),
+) -> Settings {
+    let mut config = Config::defaults();
+    config.mysql.user = topology.sandbox.user.clone();
+    config.mysql.password = Some(pointsman::config::Secret::new(
+        topology.sandbox.password.clone(),
+    ));
+    config.discovery.seeds = seeds;
+    config.discovery.poll_interval = HumanDuration(Duration::from_millis(500));
+    config.store.path = store_dir.join("pointsman.db");
+    config.api.listen = "127.0.0.1:0".into();
+    config.clusters = vec![pointsman::config::ClusterConfig {
+        alias: "t".into(),
+        instances: topology.keys(),
+    }];
+    tweak(&mut config);
+    config.validate().expect("valid settings")
+}
+
+/// Starts an agent in-process.
+pub async fn agent(settings: &Settings) -> RunningAgent {
+    RunningAgent::start(settings).await.expect("agent starts")
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout`
+/// saying what never happened.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Expands to one `#[tokio::test]` per flavour that every database behaviour is
+/// tested on: MariaDB 10.11 and MySQL 9.7.
+#[macro_export]
+macro_rules! on_every_flavor {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mariadb() {
+                super::$name(pointsman::sandbox::Flavor::Mariadb).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mysql() {
+                super::$name(pointsman::sandbox::Flavor::Mysql).await
+            }
+        }
+    )*};
+}
