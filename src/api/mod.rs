@@ -85,7 +85,7 @@ async fn not_found() -> ApiError {
     )
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Health {
     pub status: String,
     pub version: String,
@@ -214,7 +214,7 @@ async fn discover(
     }
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Forgotten {
     pub forgotten: InstanceKey,
 }

@@ -1,0 +1,198 @@
+//! The HTTP API against a real topology: JSON errors with the right status codes,
+//! discover and forget as an operator uses them, the audit log, and an agent that
+//! restarts on the same store and finds its instances again without seeds.
+
+mod support;
+
+use pointsman::api::views::{ClusterDetail, ClusterSummary, InstanceView};
+use pointsman::api::{DiscoverRequest, Forgotten, Health};
+use pointsman::client::{ApiClient, ClientError};
+use pointsman::sandbox::Flavor;
+use pointsman::store::AuditRecord;
+use std::time::Duration;
+use support::{agent, eventually, settings, TestTopology};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn status_of(error: ClientError) -> (u16, String) {
+    match error {
+        ClientError::Api { status, message } => (status, message),
+        other => panic!("expected an API error, got {other}"),
+    }
+}
+
+on_every_flavor!(
+    discover_forget_and_errors_through_the_api,
+    a_restarted_agent_polls_what_it_knew
+);
+
+async fn discover_forget_and_errors_through_the_api(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let store = tempfile::tempdir().expect("temp");
+    let running = agent(&settings(&topology, vec![], store.path(), |_| {})).await;
+    let api = ApiClient::new(&format!("http://{}", running.api_address));
+
+    let health: Health = api.get("/api/v1/health").await.expect("health");
+    assert_eq!((health.status.as_str(), health.instances), ("ok", 0));
+    let clusters: Vec<ClusterSummary> = api.get("/api/v1/clusters").await.expect("list");
+    assert!(clusters.is_empty());
+
+    // Unknown things are 404 with a sentence that helps.
+    let (status, message) = status_of(
+        api.get::<ClusterDetail>("/api/v1/clusters/nope")
+            .await
+            .expect_err("404"),
+    );
+    assert_eq!(status, 404);
+    assert!(message.contains("no cluster named \"nope\""), "{message}");
+    let (status, _) = status_of(
+        api.get::<InstanceView>("/api/v1/instances/10.1.1.1:3306")
+            .await
+            .expect_err("404"),
+    );
+    assert_eq!(status, 404);
+    let (status, message) = status_of(
+        api.get::<InstanceView>("/api/v1/instances/db:http")
+            .await
+            .expect_err("400"),
+    );
+    assert_eq!(
+        (status, message.contains("port \"http\"")),
+        (400, true),
+        "{message}"
+    );
+    let (status, message) = status_of(
+        api.post::<_, InstanceView>("/api/v1/discover", &serde_json::json!({"hostname": "x"}))
+            .await
+            .expect_err("400"),
+    );
+    assert_eq!(status, 400);
+    assert!(message.contains("expected a JSON body"), "{message}");
+
+    // An instance that does not answer: 502, naming it.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let dead_port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let (status, message) = status_of(
+        api.post::<_, InstanceView>(
+            "/api/v1/discover",
+            &DiscoverRequest {
+                host: "127.0.0.1".into(),
+                port: dead_port,
+            },
+        )
+        .await
+        .expect_err("502"),
+    );
+    assert_eq!(status, 502);
+    assert!(
+        message.contains(&format!("cannot discover 127.0.0.1:{dead_port}")),
+        "{message}"
+    );
+
+    // Discovering one replica crawls the whole topology.
+    let node2 = topology.key("node2");
+    let view: InstanceView = api
+        .post(
+            "/api/v1/discover",
+            &DiscoverRequest {
+                host: node2.host.clone(),
+                port: node2.port,
+            },
+        )
+        .await
+        .expect("discover");
+    assert_eq!(view.instance.key, node2);
+    let detail: ClusterDetail = eventually(PATIENCE, "3 instances after discover", || async {
+        let detail: ClusterDetail = api.get("/api/v1/clusters/t").await.ok()?;
+        (detail
+            .instances
+            .iter()
+            .filter(|i| i.instance.facts.is_some())
+            .count()
+            == 3)
+            .then_some(detail)
+    })
+    .await;
+    assert_eq!(detail.primary, topology.key("node1"));
+    let one: InstanceView = api
+        .get(&format!("/api/v1/instances/{node2}"))
+        .await
+        .expect("instance");
+    assert_eq!(one.cluster, "t");
+    let json = serde_json::to_string(&one).expect("json");
+    assert!(
+        !json.contains(&topology.sandbox.password),
+        "the API must never show a password"
+    );
+
+    // Forget, and the audit log has both actions.
+    let forgotten: Forgotten = api
+        .delete(&format!("/api/v1/instances/{node2}"))
+        .await
+        .expect("forget");
+    assert_eq!(forgotten.forgotten, node2);
+    let (status, _) = status_of(
+        api.delete::<Forgotten>("/api/v1/instances/10.9.9.9:1")
+            .await
+            .expect_err("404"),
+    );
+    assert_eq!(status, 404);
+    let audit: Vec<AuditRecord> = api.get("/api/v1/audit").await.expect("audit");
+    let actions: Vec<&str> = audit.iter().map(|r| r.action.as_str()).collect();
+    assert!(
+        actions.contains(&"discover") && actions.contains(&"forget"),
+        "{actions:?}"
+    );
+    let forget = audit
+        .iter()
+        .find(|r| r.action == "forget")
+        .expect("forget audited");
+    assert_eq!(forget.cluster.as_deref(), Some("t"));
+    assert_eq!(forget.instance.as_deref(), Some(&*node2.to_string()));
+    let for_t: Vec<AuditRecord> = api.get("/api/v1/audit?cluster=t").await.expect("filtered");
+    assert!(for_t.iter().all(|r| r.cluster.as_deref() == Some("t")) && !for_t.is_empty());
+
+    let (status, _) = status_of(api.get::<Health>("/api/v2/nothing").await.expect_err("404"));
+    assert_eq!(status, 404);
+}
+
+async fn a_restarted_agent_polls_what_it_knew(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let store = tempfile::tempdir().expect("temp");
+    let first = agent(&settings(
+        &topology,
+        vec![topology.key("node1")],
+        store.path(),
+        |_| {},
+    ))
+    .await;
+    let discovery = first.discovery.clone();
+    eventually(PATIENCE, "3 instances", || {
+        let count = discovery
+            .snapshot()
+            .instances
+            .values()
+            .filter(|i| i.facts.is_some())
+            .count();
+        async move { (count == 3).then_some(()) }
+    })
+    .await;
+    first.stop().await.expect("stops");
+
+    // Same store, no seeds: the remembered instances are polled again.
+    let second = agent(&settings(&topology, vec![], store.path(), |_| {})).await;
+    let discovery = second.discovery.clone();
+    eventually(PATIENCE, "3 instances after restart", || {
+        let count = discovery
+            .snapshot()
+            .instances
+            .values()
+            .filter(|i| i.facts.is_some())
+            .count();
+        async move { (count == 3).then_some(()) }
+    })
+    .await;
+}
