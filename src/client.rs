@@ -182,6 +182,7 @@ pub fn instance_tags(view: &InstanceView) -> String {
     };
     let replication = facts.replication.as_ref();
     let lag = match replication {
+        _ if !instance.is_reachable() => "unknown".to_string(),
         None => "0s".to_string(),
         Some(r) => r
             .seconds_behind_source

@@ -66,7 +66,10 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
 
     let result = watch(&sandbox, &options).await;
     println!("Stopping the agent and the sandbox ...");
-    let down = sandbox.down().await;
+    // Nodes may have been killed and restarted from another terminal since `up`:
+    // tear down what the sandbox's state file says runs now.
+    let current = Sandbox::open(&options.dir).unwrap_or(sandbox);
+    let down = current.down().await;
     for file in [
         "pointsman.toml",
         "pointsman.db",
@@ -112,6 +115,7 @@ async fn watch(sandbox: &Sandbox, options: &DemoOptions) -> Result<(), DemoError
     }
 
     let dir = options.dir.display();
+    let cli = cli_path();
     let api_flag = if options.api_port == 3000 {
         String::new()
     } else {
@@ -121,11 +125,11 @@ async fn watch(sandbox: &Sandbox, options: &DemoOptions) -> Result<(), DemoError
         "\npointsman is watching the cluster \"demo\". API: {url}\n\
          \n\
          Try, in another terminal:\n\
-         \x20 pointsman clusters{api_flag}\n\
-         \x20 pointsman topology demo{api_flag}\n\
+         \x20 {cli} clusters{api_flag}\n\
+         \x20 {cli} topology demo{api_flag}\n\
          \x20 curl -s {url}/api/v1/clusters/demo\n\
-         \x20 pointsman sandbox kill --dir {dir} node3      # the replica turns unreachable\n\
-         \x20 pointsman sandbox start --dir {dir} node3     # and comes back\n\
+         \x20 {cli} sandbox kill --dir {dir} node3      # the replica turns unreachable\n\
+         \x20 {cli} sandbox start --dir {dir} node3     # and comes back\n\
          \n\
          The agent's configuration is {config}. Press Ctrl-C to stop; the demo removes what it started.",
         config = config_path.display()
@@ -134,6 +138,24 @@ async fn watch(sandbox: &Sandbox, options: &DemoOptions) -> Result<(), DemoError
     wait_for_stop_signal().await;
     agent.stop().await?;
     Ok(())
+}
+
+/// How to call this very binary from the current directory, so the hints can be
+/// pasted as they are even when pointsman is not on the PATH.
+fn cli_path() -> String {
+    let Ok(exe) = std::env::current_exe() else {
+        return "pointsman".into();
+    };
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|dir| dir.join("pointsman") == exe))
+        .unwrap_or(false);
+    if on_path {
+        return "pointsman".into();
+    }
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| exe.strip_prefix(cwd).ok().map(|p| p.display().to_string()))
+        .unwrap_or_else(|| exe.display().to_string())
 }
 
 fn rules(settings: &crate::config::Settings) -> crate::analysis::FindingRules {

@@ -320,7 +320,7 @@ async fn poll_instance(
                 if let Some(conn) = connection.take() {
                     drop(conn); // a failed connection may be half-open: never reuse it
                 }
-                Err(error.to_string())
+                Err(error.without_instance())
             }
         };
         if reports

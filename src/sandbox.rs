@@ -51,7 +51,7 @@ const DEFAULT_MARIADB11_PREFIX: &str = "/opt/pointsman/mariadb-11.8";
 const STATE_FILE: &str = "sandbox.json";
 const LOOPBACK: &str = "127.0.0.1";
 /// Bump when the way templates are initialised changes, so old caches are not reused.
-const TEMPLATE_FORMAT: u32 = 1;
+const TEMPLATE_FORMAT: u32 = 2;
 /// Generous because parallel tests may start a dozen servers on two cores.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -258,7 +258,7 @@ pub enum SandboxError {
         node: String,
         addr: String,
         what: &'static str,
-        source: mysql_async::Error,
+        source: Box<mysql_async::Error>,
     },
     #[error("{node} ({addr}): connecting timed out after {secs} s; is the server running? (`pointsman sandbox status`)")]
     ConnectTimeout {
@@ -393,6 +393,17 @@ impl Install {
             }
             _ => Command::new(&self.server),
         }
+    }
+
+    /// Another program of the prefix, run through its loader; `None` if absent.
+    fn prefix_tool(&self, rel: &str) -> Option<Command> {
+        let (prefix, loader, lib) = (self.prefix.as_ref()?, self.loader()?, self.lib_dir()?);
+        let program = prefix.join(rel);
+        program.exists().then(|| {
+            let mut cmd = Command::new(loader);
+            cmd.arg("--library-path").arg(lib).arg(program);
+            cmd
+        })
     }
 
     /// Identifies the server build for the template cache without running it.
@@ -593,8 +604,45 @@ fn initialise_datadir(
         let short = version.split("-MariaDB").next().unwrap_or(version);
         let info = data.join("mariadb_upgrade_info");
         fs::write(&info, format!("{short}-MariaDB")).map_err(io_err("writing", &info))?;
+        if install.flavor == Flavor::Mariadb11 {
+            make_certificate(install, data, log);
+        }
     }
     Ok(())
+}
+
+const CERT_FILE: &str = "sandbox-cert.pem";
+const KEY_FILE: &str = "sandbox-key.pem";
+
+/// MariaDB 11.8 generates a self-signed certificate (a new RSA key) at every start
+/// unless it is given one, which costs 0.2-0.6 s of CPU per node. The template
+/// gets one instead, made with the prefix's openssl (install-servers.sh puts it
+/// there) or the host's; without either the server just keeps generating its own.
+fn make_certificate(install: &Install, data: &Path, log: &Path) {
+    let mut cmd = match install.prefix_tool("usr/bin/openssl") {
+        Some(cmd) => cmd,
+        None => Command::new("openssl"),
+    };
+    let out = cmd
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "36500",
+        ])
+        .args(["-subj", "/CN=pointsman-sandbox", "-keyout"])
+        .arg(data.join(KEY_FILE))
+        .arg("-out")
+        .arg(data.join(CERT_FILE))
+        .stdin(Stdio::null())
+        .output();
+    let ok = matches!(&out, Ok(o) if o.status.success());
+    if !ok {
+        let _ = fs::remove_file(data.join(KEY_FILE));
+        let _ = fs::remove_file(data.join(CERT_FILE));
+        let why = match out {
+            Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(log = %log.display(), error = %why, "could not make a TLS certificate for the MariaDB 11.8 template; each start will generate its own (slower)");
+    }
 }
 
 fn mariadb_bootstrap_sql(install: &Install) -> Result<String> {
@@ -999,14 +1047,6 @@ impl Sandbox {
 
         match sandbox.bring_up(&install, &opts).await {
             Ok((start, replication)) => {
-                eprintln!(
-                    "TIMING template={:?} copy={:?} start={:?} repl={:?} total={:?}",
-                    t_template,
-                    t_copy - t_template,
-                    start,
-                    replication,
-                    started.elapsed()
-                );
                 tracing::info!(
                     dir = %sandbox.dir.display(),
                     flavor = %sandbox.flavor,
@@ -1117,7 +1157,8 @@ impl Sandbox {
             .unwrap_or_default();
 
         let mut replicas = tokio::task::JoinSet::new();
-        for node in self.nodes.iter().skip(1).cloned() {
+        for node in &self.nodes[1..] {
+            let node = node.clone();
             let me = self.clone();
             let gtids = gtids.clone();
             let primary_port = primary.port;
@@ -1551,6 +1592,11 @@ impl Sandbox {
         } else {
             o.extend(["gtid_strict_mode=ON".into(), "gtid_domain_id=0".into()]);
         }
+        let data = node_dir.join("data");
+        if data.join(CERT_FILE).exists() && data.join(KEY_FILE).exists() {
+            o.push(format!("ssl-cert={}", data.join(CERT_FILE).display()));
+            o.push(format!("ssl-key={}", data.join(KEY_FILE).display()));
+        }
         if replica {
             o.push("read_only=ON".into());
             if mysql {
@@ -1637,7 +1683,7 @@ fn sql_err<'a>(
         node: node.name.clone(),
         addr: format!("{}:{}", node.host, node.port),
         what,
-        source,
+        source: Box::new(source),
     }
 }
 

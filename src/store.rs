@@ -186,8 +186,8 @@ impl Store {
         tracing::info!(
             actor = %entry.actor,
             action = %entry.action,
-            cluster = entry.cluster.as_deref().unwrap_or(""),
-            instance = %entry.instance.as_ref().map(|k| k.to_string()).unwrap_or_default(),
+            cluster = entry.cluster.as_deref().unwrap_or("-"),
+            instance = %entry.instance.as_ref().map(|k| k.to_string()).unwrap_or_else(|| "-".into()),
             "{}",
             entry.message
         );

@@ -148,3 +148,39 @@ fn cli_commands_say_how_to_reach_an_agent() {
     );
     assert!(err.contains("pointsman run"), "{err}");
 }
+
+/// The systemd unit and the Dockerfile run commands and flags that exist, and the
+/// configuration they install passes the start-up check.
+#[test]
+fn shipped_service_files_run_real_commands() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = root.join("config/pointsman.example.toml");
+    let example = example.to_str().expect("utf-8 path");
+    let unit =
+        std::fs::read_to_string(root.join("integrations/systemd/pointsman.service")).expect("unit");
+    let mut commands = 0;
+    for line in unit.lines() {
+        let Some(command) = line
+            .strip_prefix("ExecStartPre=")
+            .or_else(|| line.strip_prefix("ExecStart="))
+        else {
+            continue;
+        };
+        let args: Vec<String> = command
+            .split_whitespace()
+            .skip(1)
+            .map(|a| a.replace("/etc/pointsman/pointsman.toml", example))
+            .collect();
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        if args[0] == "run" {
+            args.push("--help"); // parse the flags without starting an agent
+        }
+        let output = pointsman(&args, &[]);
+        assert!(output.status.success(), "{command}: {}", stderr(&output));
+        commands += 1;
+    }
+    assert_eq!(commands, 2, "the unit has ExecStartPre and ExecStart");
+    let dockerfile = std::fs::read_to_string(root.join("docker/Dockerfile")).expect("Dockerfile");
+    assert!(dockerfile.contains("COPY config/pointsman.example.toml /etc/pointsman/pointsman.toml"));
+    assert!(dockerfile.contains(r#"CMD ["run", "--config", "/etc/pointsman/pointsman.toml"]"#));
+}

@@ -32,24 +32,56 @@ pub enum MysqlError {
         instance: InstanceKey,
         message: String,
     },
-    #[error("{instance}: no answer within {timeout:?} to {what}")]
+    #[error("{instance}: no answer within {timeout:?} to {}", brief(what))]
     Timeout {
         instance: InstanceKey,
         what: String,
         timeout: Duration,
     },
-    #[error("{instance}: `{statement}` failed: {message}")]
+    #[error("{instance}: `{}` failed: {message}", brief(statement))]
     Query {
         instance: InstanceKey,
         statement: String,
         message: String,
     },
-    #[error("{instance}: unexpected answer to `{statement}`: {message}")]
+    #[error("{instance}: unexpected answer to `{}`: {message}", brief(statement))]
     Unexpected {
         instance: InstanceKey,
         statement: String,
         message: String,
     },
+}
+
+impl MysqlError {
+    /// The message without the leading `host:port: `, for places that already name
+    /// the instance.
+    pub fn without_instance(&self) -> String {
+        let text = self.to_string();
+        let instance = match self {
+            MysqlError::Connect { instance, .. }
+            | MysqlError::Timeout { instance, .. }
+            | MysqlError::Query { instance, .. }
+            | MysqlError::Unexpected { instance, .. } => instance,
+        };
+        text.strip_prefix(&format!("{instance}: "))
+            .map(str::to_string)
+            .unwrap_or(text)
+    }
+}
+
+/// A statement shortened for messages: its first words, enough to recognise it.
+fn brief(statement: &str) -> String {
+    const LIMIT: usize = 40;
+    if statement.len() <= LIMIT {
+        return statement.to_string();
+    }
+    let mut cut = LIMIT;
+    while !statement.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let head = &statement[..cut];
+    let head = head.rsplit_once(' ').map(|(h, _)| h).unwrap_or(head);
+    format!("{head} …")
 }
 
 /// An open connection to one instance, with the flavour learned on connect.
@@ -156,5 +188,28 @@ fn value_text(value: &Value) -> Option<String> {
         Value::Float(n) => Some(n.to_string()),
         Value::Double(n) => Some(n.to_string()),
         other => Some(other.as_sql(true).trim_matches('\'').to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_long_statements_by_their_first_words() {
+        let error = MysqlError::Query {
+            instance: InstanceKey::new("db1", 3306),
+            statement: dialect::MARIADB_VARIABLES.to_string(),
+            message: "connection closed".into(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "db1:3306: `SELECT @@server_id AS server_id, …` failed: connection closed"
+        );
+        assert_eq!(
+            error.without_instance(),
+            "`SELECT @@server_id AS server_id, …` failed: connection closed"
+        );
+        assert_eq!(brief("SHOW REPLICAS"), "SHOW REPLICAS");
     }
 }
