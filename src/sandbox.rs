@@ -983,6 +983,8 @@ impl Sandbox {
                 });
             }
             old.remove_files()?;
+            // remove_files drops the directory itself when it ends up empty.
+            fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
         }
 
         let install_for_template = install.clone();
@@ -1103,7 +1105,11 @@ impl Sandbox {
                     why: e.to_string(),
                 })?;
                 if let Err(e) = r {
-                    self.nodes[i].pid = None;
+                    // A server that timed out may still be running: keep its PID so
+                    // the caller's clean-up can stop it.
+                    if self.nodes[i].pid.is_some_and(exited) {
+                        self.nodes[i].pid = None;
+                    }
                     let port_taken = log_excerpt(&log, offset).contains("already in use");
                     if port_taken && opts.base_port.is_none() && attempts < PORT_ATTEMPTS {
                         retry.push(i);
@@ -1376,6 +1382,11 @@ impl Sandbox {
             reap(pid);
         }
         let install = Install::locate(self.flavor)?;
+        // A killed MySQL leaves `<socket>.lock` holding its PID; should the kernel
+        // have given that PID to another process, mysqld would refuse the socket.
+        let socket = self.nodes[i].socket.clone();
+        let _ = fs::remove_file(lock_of(&socket));
+        let _ = fs::remove_file(&socket);
         let node_dir = self.dir.join(&name);
         let log = node_dir.join("server.log");
         let offset = log_len(&log);
@@ -1424,11 +1435,6 @@ impl Sandbox {
     /// Looks a node up by name (`node1`, ...).
     pub fn node(&self, name: &str) -> Result<&SandboxNode> {
         Ok(&self.nodes[self.index(name)?])
-    }
-
-    /// node1, the primary `up` built (failovers may have moved the role since).
-    pub fn primary(&self) -> &SandboxNode {
-        &self.nodes[0]
     }
 
     /// Client options for the admin account over TCP. `prefer_socket(false)`: the
@@ -1486,7 +1492,13 @@ impl Sandbox {
 
     fn persist(&self) -> Result<()> {
         let path = self.dir.join(STATE_FILE);
-        let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
+        // Clones of one sandbox may persist from several tasks at once: a private
+        // temporary name keeps each rename whole.
+        static PERSISTS: AtomicU64 = AtomicU64::new(0);
+        let n = PERSISTS.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .dir
+            .join(format!("{STATE_FILE}.{}.{n}.tmp", std::process::id()));
         let json = serde_json::to_vec_pretty(self).map_err(|source| SandboxError::BadState {
             path: path.clone(),
             source,
@@ -1809,6 +1821,20 @@ mod tests {
         assert_eq!(all.len(), 6, "{a:?} {b:?}");
         let (low, high) = port_range();
         assert!(all.iter().all(|p| (low..high).contains(p)));
+    }
+
+    #[tokio::test]
+    async fn busy_base_port_is_refused_before_anything_starts() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let tmp = tempfile::tempdir().unwrap();
+        let mut opts = SandboxOptions::new(Flavor::Mariadb, tmp.path().join("sb"));
+        opts.base_port = Some(port);
+        match Sandbox::up(opts).await {
+            Err(SandboxError::PortInUse { port: p }) => assert_eq!(p, port),
+            other => panic!("expected PortInUse, got {other:?}"),
+        }
+        assert!(!tmp.path().join("sb/sandbox.json").exists());
     }
 
     #[test]

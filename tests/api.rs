@@ -6,11 +6,11 @@ mod support;
 
 use pointsman::api::views::{ClusterDetail, ClusterSummary, InstanceView};
 use pointsman::api::{DiscoverRequest, Forgotten, Health};
-use pointsman::client::{ApiClient, ClientError};
+use pointsman::client::ClientError;
 use pointsman::sandbox::Flavor;
 use pointsman::store::AuditRecord;
 use std::time::Duration;
-use support::{agent, eventually, settings, TestTopology};
+use support::{agent, eventually, probed, settings, watch, TestTopology};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -28,9 +28,8 @@ on_every_flavor!(
 
 async fn discover_forget_and_errors_through_the_api(flavor: Flavor) {
     let topology = TestTopology::start(flavor, 2).await;
-    let store = tempfile::tempdir().expect("temp");
-    let running = agent(&settings(&topology, vec![], store.path(), |_| {})).await;
-    let api = ApiClient::new(&format!("http://{}", running.api_address));
+    let watcher = watch(&topology, vec![], |_| {}).await;
+    let api = &watcher.api;
 
     let health: Health = api.get("/api/v1/health").await.expect("health");
     assert_eq!((health.status.as_str(), health.instances), ("ok", 0));
@@ -169,30 +168,10 @@ async fn a_restarted_agent_polls_what_it_knew(flavor: Flavor) {
         |_| {},
     ))
     .await;
-    let discovery = first.discovery.clone();
-    eventually(PATIENCE, "3 instances", || {
-        let count = discovery
-            .snapshot()
-            .instances
-            .values()
-            .filter(|i| i.facts.is_some())
-            .count();
-        async move { (count == 3).then_some(()) }
-    })
-    .await;
+    probed(&first.discovery, 3).await;
     first.stop().await.expect("stops");
 
     // Same store, no seeds: the remembered instances are polled again.
     let second = agent(&settings(&topology, vec![], store.path(), |_| {})).await;
-    let discovery = second.discovery.clone();
-    eventually(PATIENCE, "3 instances after restart", || {
-        let count = discovery
-            .snapshot()
-            .instances
-            .values()
-            .filter(|i| i.facts.is_some())
-            .count();
-        async move { (count == 3).then_some(()) }
-    })
-    .await;
+    probed(&second.discovery, 3).await;
 }

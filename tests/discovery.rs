@@ -10,13 +10,9 @@ use pointsman::client::ApiClient;
 use pointsman::sandbox::Flavor;
 use pointsman::topology::InstanceKey;
 use std::time::{Duration, Instant, SystemTime};
-use support::{agent, eventually, settings, TestTopology};
+use support::{eventually, watch, TestTopology};
 
 const PATIENCE: Duration = Duration::from_secs(20);
-
-fn client(agent: &pointsman::agent::RunningAgent) -> ApiClient {
-    ApiClient::new(&format!("http://{}", agent.api_address))
-}
 
 /// The cluster `t` once every listed instance has been probed.
 async fn cluster_with(api: &ApiClient, instances: usize) -> ClusterDetail {
@@ -68,15 +64,8 @@ async fn discovery_finds_the_tree_from_the_primary_and_from_a_replica(flavor: Fl
     );
 
     for seed in [node1.clone(), node3.clone()] {
-        let store = tempfile::tempdir().expect("temp");
-        let running = agent(&settings(
-            &topology,
-            vec![seed.clone()],
-            store.path(),
-            |_| {},
-        ))
-        .await;
-        let detail = cluster_with(&client(&running), 3).await;
+        let watcher = watch(&topology, vec![seed.clone()], |_| {}).await;
+        let detail = cluster_with(&watcher.api, 3).await;
         assert_eq!(detail.primary, node1, "seeded from {seed}");
         let mut replicas: Vec<InstanceKey> =
             detail.tree.replicas.iter().map(|r| r.key.clone()).collect();
@@ -115,7 +104,7 @@ async fn discovery_finds_the_tree_from_the_primary_and_from_a_replica(flavor: Fl
         assert_eq!(replication.source, node1);
         assert!(replication.gtid_auto_position);
         assert!(replica.instance.source_last_heard.is_some());
-        running.stop().await.expect("stops");
+        watcher.agent.stop().await.expect("stops");
     }
 }
 
@@ -137,15 +126,8 @@ async fn a_chained_replica_is_placed_under_its_source(flavor: Flavor) {
         )
         .await;
 
-    let store = tempfile::tempdir().expect("temp");
-    let running = agent(&settings(
-        &topology,
-        vec![node2.clone()],
-        store.path(),
-        |_| {},
-    ))
-    .await;
-    let api = client(&running);
+    let watcher = watch(&topology, vec![node2.clone()], |_| {}).await;
+    let api = &watcher.api;
     let detail = eventually(PATIENCE, "node3 under node2", || async {
         let detail: ClusterDetail = api.get("/api/v1/clusters/t").await.ok()?;
         let under_node2 = detail.tree.replicas.iter().find(|r| r.key == node2)?;
@@ -163,22 +145,15 @@ async fn a_chained_replica_is_placed_under_its_source(flavor: Flavor) {
 async fn stopped_sql_thread_and_broken_io_thread_are_reported(flavor: Flavor) {
     let topology = TestTopology::start(flavor, 2).await;
     let (node2, node3) = (topology.key("node2"), topology.key("node3"));
-    let store = tempfile::tempdir().expect("temp");
-    let running = agent(&settings(
-        &topology,
-        vec![topology.key("node1")],
-        store.path(),
-        |_| {},
-    ))
-    .await;
-    let api = client(&running);
-    cluster_with(&api, 3).await;
+    let watcher = watch(&topology, vec![topology.key("node1")], |_| {}).await;
+    let api = &watcher.api;
+    cluster_with(api, 3).await;
 
     let w = topology.words();
     topology
         .sql("node2", &[&format!("{} SQL_THREAD", w.stop)])
         .await;
-    let (message, _) = finding(&api, &node2, FindingCode::ReplicationStopped).await;
+    let (message, _) = finding(api, &node2, FindingCode::ReplicationStopped).await;
     assert!(message.contains("SQL thread is stopped"), "{message}");
 
     // A wrong replication password: the IO thread fails to authenticate.
@@ -192,7 +167,7 @@ async fn stopped_sql_thread_and_broken_io_thread_are_reported(flavor: Flavor) {
             ],
         )
         .await;
-    let (message, _) = finding(&api, &node3, FindingCode::ReplicationIoError).await;
+    let (message, _) = finding(api, &node3, FindingCode::ReplicationIoError).await;
     assert!(message.contains("error 1045"), "{message}");
 
     // Repaired, both findings go away.
@@ -222,18 +197,12 @@ async fn stopped_sql_thread_and_broken_io_thread_are_reported(flavor: Flavor) {
 async fn lag_of_a_delayed_replica_is_reported(flavor: Flavor) {
     let topology = TestTopology::start(flavor, 2).await;
     let node3 = topology.key("node3");
-    let store = tempfile::tempdir().expect("temp");
-    let running = agent(&settings(
-        &topology,
-        vec![topology.key("node1")],
-        store.path(),
-        |c| {
-            c.analysis.lag_warning = pointsman::config::HumanDuration(Duration::from_secs(1));
-        },
-    ))
+    let watcher = watch(&topology, vec![topology.key("node1")], |c| {
+        c.analysis.lag_warning = pointsman::config::HumanDuration(Duration::from_secs(1));
+    })
     .await;
-    let api = client(&running);
-    cluster_with(&api, 3).await;
+    let api = &watcher.api;
+    cluster_with(api, 3).await;
 
     let w = topology.words();
     topology
@@ -265,7 +234,7 @@ async fn lag_of_a_delayed_replica_is_reported(flavor: Flavor) {
             }
         })
     };
-    let (message, detail) = finding(&api, &node3, FindingCode::ReplicationLagging).await;
+    let (message, detail) = finding(api, &node3, FindingCode::ReplicationLagging).await;
     writer.abort();
     assert!(message.contains("delay of 20s"), "{message}");
     let lag: u64 = detail.expect("lag detail").parse().expect("seconds");
@@ -275,16 +244,9 @@ async fn lag_of_a_delayed_replica_is_reported(flavor: Flavor) {
 async fn a_write_on_a_replica_is_reported_as_errant_with_its_gtids(flavor: Flavor) {
     let topology = TestTopology::start(flavor, 2).await;
     let node3 = topology.key("node3");
-    let store = tempfile::tempdir().expect("temp");
-    let running = agent(&settings(
-        &topology,
-        vec![topology.key("node1")],
-        store.path(),
-        |_| {},
-    ))
-    .await;
-    let api = client(&running);
-    cluster_with(&api, 3).await;
+    let watcher = watch(&topology, vec![topology.key("node1")], |_| {}).await;
+    let api = &watcher.api;
+    cluster_with(api, 3).await;
 
     topology.sql("node1", &["CREATE DATABASE errant"]).await;
     topology.writable("node3", true).await;
@@ -296,7 +258,7 @@ async fn a_write_on_a_replica_is_reported_as_errant_with_its_gtids(flavor: Flavo
         .await;
     topology.writable("node3", false).await;
 
-    let (message, gtids) = finding(&api, &node3, FindingCode::ErrantGtid).await;
+    let (message, gtids) = finding(api, &node3, FindingCode::ErrantGtid).await;
     let gtids = gtids.expect("the errant GTIDs");
     if flavor.is_mysql() {
         let uuid = topology
@@ -334,23 +296,17 @@ async fn a_killed_instance_turns_unreachable_and_others_keep_their_pace(flavor: 
     });
 
     let interval = Duration::from_millis(500);
-    let store = tempfile::tempdir().expect("temp");
-    let running = agent(&settings(
-        &topology,
-        vec![node1.clone(), silent.clone()],
-        store.path(),
-        |c| {
-            c.mysql.connect_timeout = pointsman::config::HumanDuration(Duration::from_secs(3));
-        },
-    ))
+    let watcher = watch(&topology, vec![node1.clone(), silent.clone()], |c| {
+        c.mysql.connect_timeout = pointsman::config::HumanDuration(Duration::from_secs(3));
+    })
     .await;
-    let api = client(&running);
-    cluster_with(&api, 3).await;
+    let api = &watcher.api;
+    cluster_with(api, 3).await;
 
     let mut sandbox = topology.sandbox.clone();
     sandbox.kill("node3").expect("kill node3");
     let killed_at = Instant::now();
-    let discovery = running.discovery.clone();
+    let discovery = watcher.agent.discovery.clone();
     eventually(PATIENCE, "node3 unreachable", || {
         let snapshot = discovery.snapshot();
         let node3 = node3.clone();
@@ -373,7 +329,8 @@ async fn a_killed_instance_turns_unreachable_and_others_keep_their_pace(flavor: 
     let mut seen = Vec::new();
     let watch_until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < watch_until {
-        if let Some(at) = running
+        if let Some(at) = watcher
+            .agent
             .discovery
             .snapshot()
             .get(&node1)
@@ -398,7 +355,8 @@ async fn a_killed_instance_turns_unreachable_and_others_keep_their_pace(flavor: 
         gaps.iter().all(|gap| *gap < interval * 2),
         "node1 probe gaps {gaps:?} with a {interval:?} interval"
     );
-    let silent_state = running
+    let silent_state = watcher
+        .agent
         .discovery
         .snapshot()
         .get(&silent)
@@ -417,7 +375,8 @@ async fn a_killed_instance_turns_unreachable_and_others_keep_their_pace(flavor: 
         "{:?}",
         silent_state.last_error
     );
-    let since = running
+    let since = watcher
+        .agent
         .discovery
         .snapshot()
         .get(&node3)

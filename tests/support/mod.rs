@@ -9,7 +9,9 @@
 
 use mysql_async::prelude::Queryable;
 use pointsman::agent::RunningAgent;
+use pointsman::client::ApiClient;
 use pointsman::config::{Config, HumanDuration, Settings};
+use pointsman::discovery::DiscoveryHandle;
 use pointsman::sandbox::{Flavor, Sandbox, SandboxOptions};
 use pointsman::topology::InstanceKey;
 use std::future::Future;
@@ -170,6 +172,44 @@ pub fn settings(
 /// Starts an agent in-process.
 pub async fn agent(settings: &Settings) -> RunningAgent {
     RunningAgent::start(settings).await.expect("agent starts")
+}
+
+/// An agent watching a sandbox, a client for its API, and the store it keeps (removed
+/// with the watcher).
+pub struct Watcher {
+    pub agent: RunningAgent,
+    pub api: ApiClient,
+    pub store: tempfile::TempDir,
+}
+
+/// Starts an agent on `topology` from `seeds` (see `settings`) with its own store.
+pub async fn watch(
+    topology: &TestTopology,
+    seeds: Vec<InstanceKey>,
+    tweak: impl FnOnce(&mut Config),
+) -> Watcher {
+    let store = tempfile::tempdir().expect("temp dir");
+    let agent = agent(&settings(topology, seeds, store.path(), tweak)).await;
+    let api = ApiClient::new(&format!("http://{}", agent.api_address));
+    Watcher { agent, api, store }
+}
+
+/// Waits until `count` instances have been probed successfully.
+pub async fn probed(discovery: &DiscoveryHandle, count: usize) {
+    eventually(
+        Duration::from_secs(20),
+        &format!("{count} probed instances"),
+        || {
+            let probed = discovery
+                .snapshot()
+                .instances
+                .values()
+                .filter(|i| i.facts.is_some())
+                .count();
+            async move { (probed == count).then_some(()) }
+        },
+    )
+    .await
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout`
