@@ -158,6 +158,10 @@ pub struct SandboxNode {
     pub server_id: u32,
     /// PID of the running server process; `None` while stopped.
     pub pid: Option<u32>,
+    /// Kernel start time of `pid` (clock ticks since boot), so a PID that was
+    /// recycled for another process is never mistaken for the server.
+    #[serde(default)]
+    pub pid_start: Option<u64>,
     /// Unix socket, used only by the sandbox itself for root-level setup.
     #[serde(default)]
     pub socket: PathBuf,
@@ -821,87 +825,121 @@ enum ProcState {
     Alive,
 }
 
-fn proc_state(pid: u32) -> ProcState {
-    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return ProcState::Gone;
-    };
-    let state = status
-        .lines()
-        .find_map(|l| l.strip_prefix("State:"))
-        .and_then(|s| s.trim().chars().next());
-    match state {
-        Some('Z') | Some('X') | Some('x') => ProcState::Zombie,
-        Some(_) => ProcState::Alive,
-        None => ProcState::Gone,
-    }
+/// Fields of `/proc/PID/stat` we use.
+struct Stat {
+    state: char,
+    ppid: u32,
+    start: u64,
 }
 
-fn is_our_child(pid: u32) -> bool {
-    // The comm field may hold spaces and parentheses: the ppid follows the last ')'.
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let rest = &s[s.rfind(')')? + 1..];
-            rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+fn read_stat(pid: u32) -> Option<Stat> {
+    let raw = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The comm field may hold spaces and parentheses: the rest follows the last ')'.
+    let mut rest = raw[raw.rfind(')')? + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    // Field 22 (starttime) is the 20th after the comm.
+    let start = rest.nth(17)?.parse().ok()?;
+    Some(Stat { state, ppid, start })
+}
+
+/// A server process as recorded: its PID plus the kernel's start time for it, which
+/// tells it apart from any later process that is given the same PID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Proc {
+    pid: u32,
+    start: Option<u64>,
+}
+
+impl Proc {
+    fn of(node: &SandboxNode) -> Option<Proc> {
+        node.pid.map(|pid| Proc {
+            pid,
+            start: node.pid_start,
         })
-        .is_some_and(|ppid| ppid == std::process::id())
-}
-
-/// Collects a dead child's exit status so it stops being a zombie. Returns true
-/// once it has been reaped (or was not ours to reap).
-fn reap(pid: u32) -> bool {
-    if !is_our_child(pid) {
-        return true;
     }
-    let mut status = 0;
-    // SAFETY: waitpid with WNOHANG on a PID that is our child only reads its status.
-    let rc = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
-    rc != 0
-}
 
-/// True when `pid` is alive and its command line names this node's option file, so
-/// a PID the kernel recycled for another program is never signalled.
-fn runs_node(pid: u32, cnf: &Path) -> bool {
-    if proc_state(pid) != ProcState::Alive {
-        return false;
+    /// Right after spawning: the child exists, so its start time can be read.
+    fn spawned(pid: u32) -> Proc {
+        Proc {
+            pid,
+            start: read_stat(pid).map(|s| s.start),
+        }
     }
-    let want = format!("--defaults-file={}", cnf.display());
-    fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|raw| raw.split(|b| *b == 0).any(|arg| arg == want.as_bytes()))
-        .unwrap_or(false)
-}
 
-fn signal(node: &str, pid: u32, sig: libc::c_int) -> Result<()> {
-    // SAFETY: kill(2) has no memory-safety preconditions; the PID was checked by runs_node.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
-    if rc == 0 {
-        return Ok(());
+    fn stat(self) -> Option<Stat> {
+        read_stat(self.pid).filter(|s| self.start.is_none_or(|st| st == s.start))
     }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::ESRCH) {
-        return Ok(());
-    }
-    Err(SandboxError::Signal {
-        node: node.to_string(),
-        pid,
-        source: err,
-    })
-}
 
-/// Gone, or a zombie that is not ours. Our own child counts only once reaped: a
-/// killed multi-threaded server shows State Z while its other threads still
-/// unwind, and waitpid cannot collect it until they have.
-fn exited(pid: u32) -> bool {
-    match proc_state(pid) {
-        ProcState::Gone => true,
-        ProcState::Zombie => reap(pid),
-        ProcState::Alive => false,
+    /// Gone also when the PID now belongs to a process started later.
+    fn state(self) -> ProcState {
+        match self.stat().map(|s| s.state) {
+            None => ProcState::Gone,
+            Some('Z') | Some('X') | Some('x') => ProcState::Zombie,
+            Some(_) => ProcState::Alive,
+        }
+    }
+
+    /// True when the process is alive and its command line names this node's option
+    /// file: a PID recycled for another program is never signalled.
+    fn runs(self, cnf: &Path) -> bool {
+        if self.state() != ProcState::Alive {
+            return false;
+        }
+        let want = format!("--defaults-file={}", cnf.display());
+        fs::read(format!("/proc/{}/cmdline", self.pid))
+            .map(|raw| raw.split(|b| *b == 0).any(|arg| arg == want.as_bytes()))
+            .unwrap_or(false)
+    }
+
+    /// Collects the exit status of a dead child of ours so it stops being a zombie.
+    /// True once it is reaped, or when it is not ours to reap.
+    fn reap(self) -> bool {
+        match self.stat() {
+            Some(s) if s.ppid == std::process::id() => {
+                let mut status = 0;
+                // SAFETY: waitpid with WNOHANG on our own child only reads its status.
+                let rc =
+                    unsafe { libc::waitpid(self.pid as libc::pid_t, &mut status, libc::WNOHANG) };
+                rc != 0
+            }
+            _ => true,
+        }
+    }
+
+    /// Gone, or a zombie that is not ours. Our own child counts only once reaped: a
+    /// killed multi-threaded server shows state Z while its other threads still
+    /// unwind, and waitpid cannot collect it until they have.
+    fn exited(self) -> bool {
+        match self.state() {
+            ProcState::Gone => true,
+            ProcState::Zombie => self.reap(),
+            ProcState::Alive => false,
+        }
+    }
+
+    /// Sends `sig`; call only after `runs` confirmed the process is the node's.
+    fn signal(self, node: &str, sig: libc::c_int) -> Result<()> {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        let rc = unsafe { libc::kill(self.pid as libc::pid_t, sig) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ESRCH) {
+            return Ok(());
+        }
+        Err(SandboxError::Signal {
+            node: node.to_string(),
+            pid: self.pid,
+            source: err,
+        })
     }
 }
 
 /// Starts the server detached: its own session (no terminal signals reach it), stdin
 /// closed, output appended to the node's log, so it outlives the `sandbox up` process.
-fn spawn_server(install: &Install, node_dir: &Path, cnf: &Path) -> Result<u32> {
+fn spawn_server(install: &Install, node_dir: &Path, cnf: &Path) -> Result<Proc> {
     let log_path = node_dir.join("server.log");
     let log = fs::OpenOptions::new()
         .create(true)
@@ -927,8 +965,8 @@ fn spawn_server(install: &Install, node_dir: &Path, cnf: &Path) -> Result<u32> {
     }
     let child = cmd.spawn().map_err(io_err("starting", &install.server))?;
     // Dropping a std Child neither kills nor waits: the server keeps running and we
-    // reap it ourselves (see `reap`) if it dies while this process lives.
-    Ok(child.id())
+    // reap it ourselves (see `Proc::reap`) if it dies while this process lives.
+    Ok(Proc::spawned(child.id()))
 }
 
 fn log_len(path: &Path) -> u64 {
@@ -1018,6 +1056,7 @@ impl Sandbox {
                 port,
                 server_id: 101 + i as u32,
                 pid: None,
+                pid_start: None,
                 socket,
             });
         }
@@ -1088,11 +1127,11 @@ impl Sandbox {
                 let node_dir = self.dir.join(&self.nodes[i].name);
                 let log = node_dir.join("server.log");
                 let offset = log_len(&log);
-                let pid = spawn_server(install, &node_dir, &self.cnf_path(&self.nodes[i].name))?;
-                self.nodes[i].pid = Some(pid);
+                let proc = spawn_server(install, &node_dir, &self.cnf_path(&self.nodes[i].name))?;
+                self.nodes[i].set_proc(Some(proc));
                 let (name, port) = (self.nodes[i].name.clone(), self.nodes[i].port);
                 waits.spawn(async move {
-                    let r = wait_accepting(&name, pid, port, &log, offset).await;
+                    let r = wait_accepting(&name, proc, port, &log, offset).await;
                     (i, r, log, offset)
                 });
             }
@@ -1107,8 +1146,8 @@ impl Sandbox {
                 if let Err(e) = r {
                     // A server that timed out may still be running: keep its PID so
                     // the caller's clean-up can stop it.
-                    if self.nodes[i].pid.is_some_and(exited) {
-                        self.nodes[i].pid = None;
+                    if Proc::of(&self.nodes[i]).is_some_and(Proc::exited) {
+                        self.nodes[i].set_proc(None);
                     }
                     let port_taken = log_excerpt(&log, offset).contains("already in use");
                     if port_taken && opts.base_port.is_none() && attempts < PORT_ATTEMPTS {
