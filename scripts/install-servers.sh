@@ -28,9 +28,22 @@ MARKER=.pointsman-installed
 
 say() { printf '%s: %s\n' "$PROG" "$*"; }
 die() {
+    DIED=1
     printf '%s: error: %s\n' "$PROG" "$*" >&2
     exit 1
 }
+
+# `set -e` stops at any unguarded failure; this says which step it was in.
+STEP="starting"
+DIED=""
+step() { STEP=$*; }
+on_exit() {
+    local rc=$?
+    if ((rc != 0)) && [[ -z "$DIED" ]]; then
+        printf '%s: error: failed while %s (exit status %d); see the messages above\n' "$PROG" "$STEP" "$rc" >&2
+    fi
+}
+trap on_exit EXIT
 
 usage() {
     sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
@@ -58,6 +71,7 @@ install_mariadb() {
         say "mariadb: already installed: $(/usr/sbin/mariadbd --version)"
         return 0
     fi
+    step "installing MariaDB 10.11 with apt-get"
     [[ $(id -u) -eq 0 ]] || die "mariadb: installing system packages needs root; run this script as root (or with sudo)"
     export DEBIAN_FRONTEND=noninteractive
     local pkgs=(mariadb-server-core mariadb-client-core)
@@ -159,6 +173,7 @@ install_prefix() {
         return 0
     fi
 
+    step "preparing $prefix for $label"
     local parent base
     parent=$(dirname "$prefix")
     base=$(basename "$prefix")
@@ -206,6 +221,7 @@ install_prefix() {
     done < <(apt-get "${O[@]}" -s install --no-install-recommends "${pkgs[@]}" | awk '/^Inst /{print $2}')
     ((${#closure[@]})) || die "$label: apt could not resolve ${pkgs[*]} in Debian $suite; see apt's messages above"
 
+    step "downloading the $label packages"
     say "$label: downloading ${#closure[@]} packages from Debian $suite"
     (cd "$state/debs" && apt-get -q "${O[@]}" download "${closure[@]}") ||
         die "$label: downloading the .debs from $mirror failed; check the network and rerun"
@@ -214,6 +230,7 @@ install_prefix() {
     local partial="$prefix.partial"
     rm -rf "$partial"
     mkdir -p "$partial"
+    step "unpacking the $label packages into $partial"
     say "$label: unpacking into $prefix"
     local deb
     for pkg in "${closure[@]}"; do
@@ -222,6 +239,7 @@ install_prefix() {
         [[ -n "$deb" ]] || die "$label: downloaded package $pkg not found in $state/debs"
         dpkg -x "$deb" "$partial" || die "$label: dpkg -x $deb failed (disk full?)"
     done
+    step "merging $partial/{bin,sbin,lib} into usr/"
     usrmerge_prefix "$partial"
     verify_prefix "$label" "$partial" "$server"
     local version
@@ -231,6 +249,7 @@ install_prefix() {
             "$suite" "$mirror" "$(date -u +%FT%TZ)" "$version" "${closure[*]}"
     } >"$partial/$MARKER"
 
+    step "moving $partial into place as $prefix"
     rm -rf "$prefix"
     mv "$partial" "$prefix" || die "$label: could not move $partial to $prefix"
     rm -rf "$state"

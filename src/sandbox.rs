@@ -167,6 +167,13 @@ pub struct SandboxNode {
     pub socket: PathBuf,
 }
 
+impl SandboxNode {
+    fn set_proc(&mut self, proc: Option<Proc>) {
+        self.pid = proc.map(|p| p.pid);
+        self.pid_start = proc.and_then(|p| p.start);
+    }
+}
+
 /// What `Sandbox::status` reports per node.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct NodeStatus {
@@ -821,7 +828,11 @@ fn allocate_ports(count: usize, base: Option<u16>) -> Result<Vec<u16>> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ProcState {
     Gone,
+    /// Dead, every thread gone, waiting to be reaped by its parent.
     Zombie,
+    /// The main thread is a zombie but other threads still unwind (a SIGKILLed
+    /// server takes a few milliseconds): its sockets are still open.
+    Exiting,
     Alive,
 }
 
@@ -875,7 +886,16 @@ impl Proc {
     fn state(self) -> ProcState {
         match self.stat().map(|s| s.state) {
             None => ProcState::Gone,
-            Some('Z') | Some('X') | Some('x') => ProcState::Zombie,
+            Some('Z') | Some('X') | Some('x') => {
+                let threads = fs::read_dir(format!("/proc/{}/task", self.pid))
+                    .map(|d| d.count())
+                    .unwrap_or(0);
+                if threads > 1 {
+                    ProcState::Exiting
+                } else {
+                    ProcState::Zombie
+                }
+            }
             Some(_) => ProcState::Alive,
         }
     }
@@ -914,7 +934,7 @@ impl Proc {
         match self.state() {
             ProcState::Gone => true,
             ProcState::Zombie => self.reap(),
-            ProcState::Alive => false,
+            ProcState::Exiting | ProcState::Alive => false,
         }
     }
 
@@ -1326,30 +1346,31 @@ impl Sandbox {
     /// Stops every node by its recorded PID (SIGTERM, SIGKILL after 10 s) and
     /// removes the node directories and `sandbox.json`.
     pub async fn down(&self) -> Result<()> {
-        let mut live: Vec<(&SandboxNode, u32)> = Vec::new();
+        let mut live: Vec<(&SandboxNode, Proc)> = Vec::new();
         for node in &self.nodes {
-            if let Some(pid) = node.pid {
-                if runs_node(pid, &self.cnf_path(&node.name)) {
-                    signal(&node.name, pid, libc::SIGTERM)?;
-                    live.push((node, pid));
+            if let Some(proc) = Proc::of(node) {
+                if proc.runs(&self.cnf_path(&node.name)) {
+                    proc.signal(&node.name, libc::SIGTERM)?;
+                    live.push((node, proc));
                 } else {
-                    reap(pid);
+                    proc.reap();
                 }
             }
         }
+        // Signalled all at once, then waited for together: shutdowns overlap.
         let deadline = Instant::now() + STOP_GRACE;
         while !live.is_empty() && Instant::now() < deadline {
-            live.retain(|(_, pid)| !exited(*pid));
+            live.retain(|(_, proc)| !proc.exited());
             if !live.is_empty() {
                 tokio::time::sleep(POLL).await;
             }
         }
-        for (node, pid) in &live {
-            tracing::warn!(node = %node.name, pid, "server ignored SIGTERM for 10 s; sending SIGKILL");
-            signal(&node.name, *pid, libc::SIGKILL)?;
+        for (node, proc) in &live {
+            tracing::warn!(node = %node.name, pid = proc.pid, "server ignored SIGTERM for 10 s; sending SIGKILL");
+            proc.signal(&node.name, libc::SIGKILL)?;
         }
-        for (node, pid) in live {
-            wait_exit(&node.name, pid).await?;
+        for (node, proc) in live {
+            wait_exit(&node.name, proc).await?;
         }
         self.remove_files()?;
         tracing::info!(dir = %self.dir.display(), "sandbox down");
@@ -1361,11 +1382,10 @@ impl Sandbox {
         self.nodes
             .iter()
             .map(|n| {
-                let running = n
-                    .pid
-                    .is_some_and(|pid| runs_node(pid, &self.cnf_path(&n.name)));
-                if let (Some(pid), false) = (n.pid, running) {
-                    reap(pid);
+                let proc = Proc::of(n);
+                let running = proc.is_some_and(|p| p.runs(&self.cnf_path(&n.name)));
+                if let (Some(p), false) = (proc, running) {
+                    p.reap();
                 }
                 NodeStatus {
                     name: n.name.clone(),
@@ -1382,29 +1402,31 @@ impl Sandbox {
     pub fn kill(&mut self, node: &str) -> Result<()> {
         let i = self.index(node)?;
         let name = self.nodes[i].name.clone();
-        let Some(pid) = self.nodes[i].pid else {
+        let Some(proc) = Proc::of(&self.nodes[i]) else {
             return Err(SandboxError::NotRunning { node: name });
         };
-        if !runs_node(pid, &self.cnf_path(&name)) {
-            reap(pid);
-            self.nodes[i].pid = None;
+        if !proc.runs(&self.cnf_path(&name)) {
+            proc.reap();
+            self.nodes[i].set_proc(None);
             self.persist()?;
             return Err(SandboxError::NotRunning { node: name });
         }
-        signal(&name, pid, libc::SIGKILL)?;
+        proc.signal(&name, libc::SIGKILL)?;
+        // Synchronous on purpose: a SIGKILLed server is gone within milliseconds,
+        // and callers (the CLI, tests) want "killed" to mean gone.
         let deadline = Instant::now() + STOP_GRACE;
-        while !exited(pid) {
+        while !proc.exited() {
             if Instant::now() >= deadline {
                 return Err(SandboxError::Unkillable {
                     node: name,
-                    pid,
+                    pid: proc.pid,
                     secs: STOP_GRACE.as_secs(),
                 });
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        tracing::info!(node = %name, pid, "sandbox node killed");
-        self.nodes[i].pid = None;
+        tracing::info!(node = %name, pid = proc.pid, "sandbox node killed");
+        self.nodes[i].set_proc(None);
         self.persist()
     }
 
@@ -1414,11 +1436,11 @@ impl Sandbox {
         let i = self.index(node)?;
         let name = self.nodes[i].name.clone();
         let cnf = self.cnf_path(&name);
-        if let Some(pid) = self.nodes[i].pid {
-            if runs_node(pid, &cnf) {
+        if let Some(proc) = Proc::of(&self.nodes[i]) {
+            if proc.runs(&cnf) {
                 return Ok(());
             }
-            reap(pid);
+            proc.reap();
         }
         let install = Install::locate(self.flavor)?;
         // A killed MySQL leaves `<socket>.lock` holding its PID; should the kernel
@@ -1428,20 +1450,35 @@ impl Sandbox {
         let _ = fs::remove_file(&socket);
         let node_dir = self.dir.join(&name);
         let log = node_dir.join("server.log");
-        let offset = log_len(&log);
-        let pid = spawn_server(&install, &node_dir, &cnf)?;
-        self.nodes[i].pid = Some(pid);
-        self.persist()?;
-        if let Err(e) = wait_accepting(&name, pid, self.nodes[i].port, &log, offset).await {
-            if runs_node(pid, &cnf) {
-                let _ = signal(&name, pid, libc::SIGKILL);
-                let _ = wait_exit(&name, pid).await;
+        let port = self.nodes[i].port;
+        // The TCP probe below must reach the new server, not a listener that is
+        // still closing or that another program opened meanwhile.
+        let deadline = Instant::now() + STOP_GRACE;
+        while !port_is_free(port) {
+            if Instant::now() >= deadline {
+                return Err(SandboxError::StartFailed {
+                    node: name,
+                    port,
+                    log,
+                    detail: "another process listens on its port; stop it first".into(),
+                });
             }
-            self.nodes[i].pid = None;
+            tokio::time::sleep(POLL).await;
+        }
+        let offset = log_len(&log);
+        let proc = spawn_server(&install, &node_dir, &cnf)?;
+        self.nodes[i].set_proc(Some(proc));
+        self.persist()?;
+        if let Err(e) = wait_accepting(&name, proc, self.nodes[i].port, &log, offset).await {
+            if proc.runs(&cnf) {
+                let _ = proc.signal(&name, libc::SIGKILL);
+                let _ = wait_exit(&name, proc).await;
+            }
+            self.nodes[i].set_proc(None);
             self.persist()?;
             return Err(e);
         }
-        tracing::info!(node = %name, pid, port = self.nodes[i].port, "sandbox node started");
+        tracing::info!(node = %name, pid = proc.pid, port = self.nodes[i].port, "sandbox node started");
         Ok(())
     }
 
@@ -1450,24 +1487,24 @@ impl Sandbox {
     pub async fn stop(&mut self, node: &str) -> Result<()> {
         let i = self.index(node)?;
         let name = self.nodes[i].name.clone();
-        if let Some(pid) = self.nodes[i].pid {
-            if runs_node(pid, &self.cnf_path(&name)) {
-                signal(&name, pid, libc::SIGTERM)?;
+        if let Some(proc) = Proc::of(&self.nodes[i]) {
+            if proc.runs(&self.cnf_path(&name)) {
+                proc.signal(&name, libc::SIGTERM)?;
                 let deadline = Instant::now() + STOP_GRACE;
-                while !exited(pid) && Instant::now() < deadline {
+                while !proc.exited() && Instant::now() < deadline {
                     tokio::time::sleep(POLL).await;
                 }
-                if !exited(pid) {
-                    tracing::warn!(node = %name, pid, "server ignored SIGTERM for 10 s; sending SIGKILL");
-                    signal(&name, pid, libc::SIGKILL)?;
-                    wait_exit(&name, pid).await?;
+                if !proc.exited() {
+                    tracing::warn!(node = %name, pid = proc.pid, "server ignored SIGTERM for 10 s; sending SIGKILL");
+                    proc.signal(&name, libc::SIGKILL)?;
+                    wait_exit(&name, proc).await?;
                 }
-                tracing::info!(node = %name, pid, "sandbox node stopped");
+                tracing::info!(node = %name, pid = proc.pid, "sandbox node stopped");
             } else {
-                reap(pid);
+                proc.reap();
             }
         }
-        self.nodes[i].pid = None;
+        self.nodes[i].set_proc(None);
         self.persist()
     }
 
@@ -1549,16 +1586,17 @@ impl Sandbox {
     /// Best effort after a failed `up`: SIGKILL whatever we started.
     fn kill_all(&mut self) {
         for i in 0..self.nodes.len() {
-            if let Some(pid) = self.nodes[i].pid.take() {
+            if let Some(proc) = Proc::of(&self.nodes[i]) {
+                self.nodes[i].set_proc(None);
                 let name = self.nodes[i].name.clone();
-                if runs_node(pid, &self.cnf_path(&name)) {
-                    let _ = signal(&name, pid, libc::SIGKILL);
+                if proc.runs(&self.cnf_path(&name)) {
+                    let _ = proc.signal(&name, libc::SIGKILL);
                     let deadline = Instant::now() + STOP_GRACE;
-                    while !exited(pid) && Instant::now() < deadline {
+                    while !proc.exited() && Instant::now() < deadline {
                         std::thread::sleep(Duration::from_millis(2));
                     }
                 } else {
-                    reap(pid);
+                    proc.reap();
                 }
             }
         }
@@ -1770,11 +1808,11 @@ async fn replica_errors(conn: &mut Conn) -> (String, String) {
 
 /// Waits until a freshly spawned server accepts TCP on its port, failing early with
 /// the server's own error lines if it exits.
-async fn wait_accepting(node: &str, pid: u32, port: u16, log: &Path, offset: u64) -> Result<()> {
+async fn wait_accepting(node: &str, proc: Proc, port: u16, log: &Path, offset: u64) -> Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     loop {
-        if exited(pid) {
+        if proc.exited() {
             return Err(SandboxError::StartFailed {
                 node: node.to_string(),
                 port,
@@ -1789,7 +1827,7 @@ async fn wait_accepting(node: &str, pid: u32, port: u16, log: &Path, offset: u64
         .await
         {
             // A stranger on the port would make our server exit: confirm it lives.
-            if !exited(pid) {
+            if !proc.exited() {
                 return Ok(());
             }
         }
@@ -1805,13 +1843,13 @@ async fn wait_accepting(node: &str, pid: u32, port: u16, log: &Path, offset: u64
     }
 }
 
-async fn wait_exit(node: &str, pid: u32) -> Result<()> {
+async fn wait_exit(node: &str, proc: Proc) -> Result<()> {
     let deadline = Instant::now() + STOP_GRACE;
-    while !exited(pid) {
+    while !proc.exited() {
         if Instant::now() >= deadline {
             return Err(SandboxError::Unkillable {
                 node: node.to_string(),
-                pid,
+                pid: proc.pid,
                 secs: STOP_GRACE.as_secs(),
             });
         }
@@ -1897,6 +1935,7 @@ mod tests {
                 port: 20001,
                 server_id: 101,
                 pid: Some(42),
+                pid_start: Some(4242),
                 socket: PathBuf::from("/tmp/sb/node1/mysql.sock"),
             }],
             user: SANDBOX_USER.into(),
@@ -1954,8 +1993,8 @@ mod tests {
 
     /// The user-visible life of a sandbox; returns the PIDs it saw so the caller can
     /// check that nothing survives `down`, which runs even when a step fails.
-    async fn scenario(sb: &mut Sandbox, pids: &mut Vec<u32>) -> Result<(), String> {
-        pids.extend(sb.nodes.iter().filter_map(|n| n.pid));
+    async fn scenario(sb: &mut Sandbox, pids: &mut Vec<Proc>) -> Result<(), String> {
+        pids.extend(sb.nodes.iter().filter_map(Proc::of));
         let status = sb.status();
         if status.len() != 3 || !status.iter().all(|s| s.running) {
             return Err(format!("not all running after up: {status:?}"));
@@ -1994,7 +2033,13 @@ mod tests {
         // Kill the primary: gone at once, and the replicas notice within seconds.
         let old = sb.nodes[0].pid.ok_or("node1 has no pid")?;
         sb.kill("node1").map_err(|e| e.to_string())?;
-        if proc_state(old) != ProcState::Gone {
+        if (Proc {
+            pid: old,
+            start: None,
+        })
+        .state()
+            != ProcState::Gone
+        {
             return Err(format!("node1 pid {old} still in /proc after kill"));
         }
         let s1 = &sb.status()[0];
@@ -2021,7 +2066,7 @@ mod tests {
 
         // Start it again: same data, and the replicas resume from it.
         sb.start("node1").await.map_err(|e| e.to_string())?;
-        pids.extend(sb.nodes[0].pid);
+        pids.extend(Proc::of(&sb.nodes[0]));
         if !sb.status()[0].running {
             return Err("node1 not running after start".into());
         }
@@ -2039,7 +2084,7 @@ mod tests {
             return Err("node2 running after stop".into());
         }
         sb.start("node2").await.map_err(|e| e.to_string())?;
-        pids.extend(sb.nodes[1].pid);
+        pids.extend(Proc::of(&sb.nodes[1]));
         wait_for_rows(sb, "node2", "2").await?;
         Ok(())
     }
@@ -2056,8 +2101,9 @@ mod tests {
         let result = scenario(&mut sb, &mut pids).await;
         sb.down().await.unwrap();
         result.unwrap();
-        for pid in pids {
-            assert_eq!(proc_state(pid), ProcState::Gone, "pid {pid} survived down");
+        assert!(pids.len() >= 5, "saw only {pids:?}");
+        for proc in pids {
+            assert_eq!(proc.state(), ProcState::Gone, "{proc:?} survived down");
         }
         assert!(!dir.exists(), "down left {}", dir.display());
         assert!(matches!(
@@ -2132,33 +2178,6 @@ mod tests {
         assert_eq!(ports.len(), 6);
         if let Some(f) = failure {
             panic!("{f}");
-        }
-    }
-
-    /// Prints warm `up` times: `cargo test -- --ignored --nocapture warm_up_times`.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "benchmark: prints timings"]
-    async fn warm_up_times() {
-        for flavor in Flavor::ALL {
-            let tmp = tempfile::tempdir().unwrap();
-            // First run warms the template cache and the page cache.
-            let sb = Sandbox::up(SandboxOptions::new(flavor, tmp.path().join("warm")))
-                .await
-                .unwrap();
-            sb.down().await.unwrap();
-            let mut times = Vec::new();
-            for i in 0..3 {
-                let t = Instant::now();
-                let sb = Sandbox::up(SandboxOptions::new(
-                    flavor,
-                    tmp.path().join(format!("r{i}")),
-                ))
-                .await
-                .unwrap();
-                times.push(t.elapsed());
-                sb.down().await.unwrap();
-            }
-            eprintln!("{flavor}: warm up (3 nodes): {times:?}");
         }
     }
 }
