@@ -2,8 +2,10 @@
 //! `now` is passed in — so hundreds of topology shapes are tested in milliseconds.
 
 pub mod findings;
+pub mod problems;
 
 pub use findings::{cluster_findings, Finding, FindingCode, FindingRules, Severity};
+pub use problems::{cluster_problems, Problem, ProblemCode, ProblemRules};
 
 use serde::{Deserialize, Serialize};
 

@@ -22,9 +22,10 @@ pub const MARIADB_VARIABLES: &str = "SELECT @@server_id AS server_id, @@version 
      @@gtid_binlog_state AS gtid_binlog_state, @@gtid_domain_id AS gtid_domain_id, \
      @@gtid_strict_mode AS gtid_strict_mode";
 
-/// MySQL's heartbeat counter is not in SHOW REPLICA STATUS.
-pub const MYSQL_HEARTBEATS: &str = "SELECT CHANNEL_NAME, COUNT_RECEIVED_HEARTBEATS \
-     FROM performance_schema.replication_connection_status";
+/// MySQL's heartbeat counter and period are not in SHOW REPLICA STATUS.
+pub const MYSQL_HEARTBEATS: &str = "SELECT s.CHANNEL_NAME, s.COUNT_RECEIVED_HEARTBEATS, \
+     c.HEARTBEAT_INTERVAL FROM performance_schema.replication_connection_status s \
+     JOIN performance_schema.replication_connection_configuration c USING (CHANNEL_NAME)";
 
 /// Semi-sync settings and state: these never fail, even without the plugin loaded.
 pub const SEMI_SYNC_VARIABLES: &str = "SHOW GLOBAL VARIABLES LIKE 'rpl_semi_sync%enabled'";

@@ -246,11 +246,14 @@ pub fn binlog_dump_hosts(rows: &[TextRow]) -> Vec<String> {
         .collect()
 }
 
-/// MySQL's heartbeat counter from `performance_schema.replication_connection_status`.
-pub fn mysql_received_heartbeats(rows: &[TextRow]) -> Option<u64> {
-    default_channel(rows)
-        .and_then(|row| text(row, &["COUNT_RECEIVED_HEARTBEATS"]))
-        .and_then(|v| v.trim().parse().ok())
+/// MySQL's heartbeat counter and period (seconds) from performance_schema.
+pub fn mysql_heartbeats(rows: &[TextRow]) -> (Option<u64>, Option<f64>) {
+    let row = default_channel(rows);
+    let read = |name: &str| row.and_then(|row| text(row, &[name])).map(str::trim);
+    (
+        read("COUNT_RECEIVED_HEARTBEATS").and_then(|v| v.parse().ok()),
+        read("HEARTBEAT_INTERVAL").and_then(|v| v.parse().ok()),
+    )
 }
 
 #[cfg(test)]
@@ -468,11 +471,14 @@ mod tests {
 
     #[test]
     fn mysql_heartbeat_counter_is_read() {
-        let beats = mysql_received_heartbeats(&rows(
+        let mut status = rows(
             "mysql-9.7",
             "healthy__node2__ps-replication-connection-status",
-        ));
-        assert_eq!(beats, Some(0));
+        );
+        assert_eq!(mysql_heartbeats(&status), (Some(0), None));
+        // The probe joins the configured interval in.
+        status[0].insert("HEARTBEAT_INTERVAL".into(), Some("1.000".into()));
+        assert_eq!(mysql_heartbeats(&status), (Some(0), Some(1.0)));
     }
 
     #[test]

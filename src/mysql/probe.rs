@@ -36,8 +36,9 @@ pub async fn probe(conn: &mut Connection) -> Result<InstanceFacts, MysqlError> {
         .transpose()
         .map_err(|e| unexpected(dialect.replica_status, e))?;
     if let (Some(status), Some(statement)) = (replication.as_mut(), dialect.heartbeats) {
-        status.received_heartbeats =
-            parse::mysql_received_heartbeats(&conn.query(statement).await?);
+        let (beats, period) = parse::mysql_heartbeats(&conn.query(statement).await?);
+        status.received_heartbeats = beats;
+        status.heartbeat_period = period;
     }
 
     let mut semi_sync_rows = conn.query(SEMI_SYNC_VARIABLES).await?;
