@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod discovery;
 pub mod mysql;
+pub mod recovery;
 pub mod sandbox;
 pub mod store;
 pub mod topology;
