@@ -4,6 +4,11 @@
 //! instance never delays another; a semaphore bounds how many probes run at once. One
 //! owner task holds the state, applies probe results, follows new sources and replicas,
 //! and publishes an immutable snapshot after every change.
+//!
+//! A death must be news at once, not at the next poll: beside its poller, every instance
+//! has a liveness watch — a second connection parked in `SELECT SLEEP(..)`, which fails
+//! the moment the server's process dies and wakes the poller. `probe_now` lets the
+//! recovery logic re-read the replicas of a primary it just lost without waiting.
 
 use crate::mysql::probe::probe;
 use crate::mysql::{ConnectSettings, Connection, MysqlError};
@@ -12,7 +17,7 @@ use crate::topology::{Instance, InstanceFacts, InstanceKey, Snapshot};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
@@ -42,6 +47,9 @@ enum Command {
     Forget {
         key: InstanceKey,
         done: oneshot::Sender<bool>,
+    },
+    ProbeNow {
+        keys: Vec<InstanceKey>,
     },
 }
 
@@ -104,6 +112,12 @@ impl DiscoveryHandle {
         Ok(facts)
     }
 
+    /// Probes these instances now instead of at their next tick. Never waits: when the
+    /// owner is busy the request is dropped, and the regular schedule stands.
+    pub fn probe_now(&self, keys: Vec<InstanceKey>) {
+        let _ = self.commands.try_send(Command::ProbeNow { keys });
+    }
+
     /// Stops polling `key` and removes it. Returns whether it was known. An instance that
     /// still replicates from or to a known one is found again on the next poll.
     pub async fn forget(&self, key: InstanceKey) -> Result<bool, DiscoverError> {
@@ -124,9 +138,23 @@ pub enum DiscoverError {
     Stopped,
 }
 
+/// The tasks that watch one instance.
+struct Poller {
+    probing: JoinHandle<()>,
+    liveness: JoinHandle<()>,
+    wake: Arc<Notify>,
+}
+
+impl Poller {
+    fn stop(&self) {
+        self.probing.abort();
+        self.liveness.abort();
+    }
+}
+
 struct Owner {
     instances: BTreeMap<InstanceKey, Instance>,
-    pollers: HashMap<InstanceKey, JoinHandle<()>>,
+    pollers: HashMap<InstanceKey, Poller>,
     options: DiscoveryOptions,
     semaphore: Arc<Semaphore>,
     reports: mpsc::Sender<ProbeReport>,
@@ -166,6 +194,13 @@ impl Owner {
                         self.publish();
                         let _ = done.send(());
                     }
+                    Some(Command::ProbeNow { keys }) => {
+                        for key in keys {
+                            if let Some(poller) = self.pollers.get(&key) {
+                                poller.wake.notify_one();
+                            }
+                        }
+                    }
                     Some(Command::Forget { key, done }) => {
                         let known = self.untrack(&key);
                         self.publish();
@@ -176,7 +211,7 @@ impl Owner {
             }
         }
         for (_, poller) in self.pollers.drain() {
-            poller.abort();
+            poller.stop();
         }
     }
 
@@ -201,18 +236,28 @@ impl Owner {
         self.instances
             .entry(key.clone())
             .or_insert_with(|| Instance::new(key.clone()));
-        let poller = tokio::spawn(poll_instance(
-            key.clone(),
-            self.options.clone(),
-            self.semaphore.clone(),
-            self.reports.clone(),
-        ));
+        let wake = Arc::new(Notify::new());
+        let poller = Poller {
+            probing: tokio::spawn(poll_instance(
+                key.clone(),
+                self.options.clone(),
+                self.semaphore.clone(),
+                self.reports.clone(),
+                wake.clone(),
+            )),
+            liveness: tokio::spawn(watch_liveness(
+                key.clone(),
+                self.options.clone(),
+                wake.clone(),
+            )),
+            wake,
+        };
         self.pollers.insert(key, poller);
     }
 
     fn untrack(&mut self, key: &InstanceKey) -> bool {
         if let Some(poller) = self.pollers.remove(key) {
-            poller.abort();
+            poller.stop();
         }
         let known = self.instances.remove(key).is_some();
         if let Err(error) = self.store.forget_instance(key) {
@@ -296,18 +341,22 @@ fn source_last_heard(
 }
 
 /// Polls one instance forever on a fixed schedule, keeping one connection open and
-/// reconnecting after any failure.
+/// reconnecting after any failure; `wake` brings the next probe forward.
 async fn poll_instance(
     key: InstanceKey,
     options: DiscoveryOptions,
     semaphore: Arc<Semaphore>,
     reports: mpsc::Sender<ProbeReport>,
+    wake: Arc<Notify>,
 ) {
     let mut ticker = tokio::time::interval(options.poll_interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut connection: Option<Connection> = None;
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = wake.notified() => ticker.reset(),
+        }
         let Ok(_permit) = semaphore.acquire().await else {
             return;
         };
@@ -333,6 +382,23 @@ async fn poll_instance(
             .is_err()
         {
             return;
+        }
+    }
+}
+
+/// Keeps a second connection parked in a long `SLEEP`: when the server dies the query
+/// fails at once, and the poller is woken to see what happened. Reconnects every poll
+/// interval while the server does not answer.
+async fn watch_liveness(key: InstanceKey, options: DiscoveryOptions, wake: Arc<Notify>) {
+    const PARK: Duration = Duration::from_secs(30);
+    loop {
+        match Connection::open(&key, &options.connect).await {
+            Ok(mut conn) => {
+                while conn.park(PARK).await.is_ok() {}
+                tracing::debug!(instance = %key, "liveness connection lost");
+                wake.notify_one();
+            }
+            Err(_) => tokio::time::sleep(options.poll_interval).await,
         }
     }
 }

@@ -147,6 +147,28 @@ impl Connection {
         self.query(statement).await.map(|_| ())
     }
 
+    /// Parks the connection in `SLEEP(period)`; returns `Err` as soon as the server goes
+    /// away (the query fails on a dead peer at once) or stops answering.
+    pub async fn park(&mut self, period: Duration) -> Result<(), MysqlError> {
+        let statement = format!(
+            "SELECT /* pointsman liveness */ SLEEP({})",
+            period.as_secs()
+        );
+        let key = self.key.clone();
+        within(
+            &key,
+            "liveness",
+            period + self.query_timeout,
+            self.conn.query_drop(statement.as_str()),
+        )
+        .await?
+        .map_err(|e| MysqlError::Query {
+            instance: key,
+            statement,
+            message: e.to_string(),
+        })
+    }
+
     /// Closes politely, bounded by the query timeout; a dead peer is simply dropped.
     pub async fn close(self) {
         let _ = tokio::time::timeout(self.query_timeout, self.conn.disconnect()).await;
