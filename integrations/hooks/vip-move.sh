@@ -31,21 +31,26 @@ IFACE=${POINTSMAN_VIP_IFACE:-eth0}
 read -r -a REMOTE <<<"${POINTSMAN_VIP_REMOTE:-ssh -o BatchMode=yes -o ConnectTimeout=5}"
 read -r -a SUDO <<<"${POINTSMAN_VIP_SUDO:-}"
 DRY_RUN=${POINTSMAN_VIP_DRY_RUN:-0}
+# In a dry run every report says so, so its output cannot be mistaken for a real move.
+DRY=""
+if [[ $DRY_RUN == 1 ]]; then
+	DRY="dry run: "
+fi
 
 OLD_HOST=${POINTSMAN_FAILED_HOST:-}
 NEW_HOST=${POINTSMAN_SUCCESSOR_HOST:-}
 # arping wants the bare address, `ip addr` the address with its prefix.
 VIP_ADDRESS=${VIP%/*}
 
-say() { printf 'vip-move: %s\n' "$*"; }
-warn() { printf 'vip-move: WARNING: %s\n' "$*" >&2; }
+say() { printf 'vip-move: %s%s\n' "$DRY" "$*"; }
+warn() { printf 'vip-move: %sWARNING: %s\n' "$DRY" "$*" >&2; }
 
 # Runs (or, in a dry run, prints) a command on a host.
 on_host() {
 	local host=$1
 	shift
 	if [[ $DRY_RUN == 1 ]]; then
-		say "dry run: ${REMOTE[*]} $host ${SUDO[*]}${SUDO[*]:+ }$*"
+		say "would run: ${REMOTE[*]} $host ${SUDO[*]}${SUDO[*]:+ }$*"
 		return 0
 	fi
 	"${REMOTE[@]}" "$host" "${SUDO[@]}" "$@"

@@ -4,6 +4,11 @@
 //! store from any earlier version upgrades, and starting twice on the same file is a
 //! no-op. (orchestrator users lost start-ups to "Error 1091: Can't DROP INDEX"; here a
 //! migration that meets its own work already done simply passes.)
+//!
+//! `recovery` holds the failover state: recoveries with their steps, fenced old
+//! primaries, downtime, and the global recovery switch.
+
+pub mod recovery;
 
 use crate::topology::time;
 use crate::topology::InstanceKey;
@@ -36,6 +41,46 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     (
         "audit lookups by cluster",
         "CREATE INDEX IF NOT EXISTS audit_by_cluster ON audit (cluster, id);",
+    ),
+    (
+        "recoveries, fenced instances, downtime, settings",
+        "CREATE TABLE IF NOT EXISTS recoveries (
+             id TEXT PRIMARY KEY,
+             cluster TEXT NOT NULL,
+             kind TEXT NOT NULL,
+             problem TEXT NOT NULL,
+             failed TEXT NOT NULL,
+             successor TEXT,
+             trigger TEXT NOT NULL,
+             status TEXT NOT NULL,
+             started_at TEXT NOT NULL,
+             finished_at TEXT,
+             steps TEXT NOT NULL DEFAULT '[]',
+             acknowledged_at TEXT,
+             acknowledged_by TEXT,
+             ack_comment TEXT
+         );
+         CREATE INDEX IF NOT EXISTS recoveries_by_cluster ON recoveries (cluster, started_at);
+         CREATE TABLE IF NOT EXISTS fenced (
+             host TEXT NOT NULL,
+             port INTEGER NOT NULL,
+             cluster TEXT NOT NULL,
+             recovery_id TEXT,
+             fenced_at TEXT NOT NULL,
+             PRIMARY KEY (host, port)
+         );
+         CREATE TABLE IF NOT EXISTS downtime (
+             host TEXT NOT NULL,
+             port INTEGER NOT NULL,
+             until TEXT NOT NULL,
+             reason TEXT NOT NULL,
+             owner TEXT NOT NULL,
+             PRIMARY KEY (host, port)
+         );
+         CREATE TABLE IF NOT EXISTS settings (
+             name TEXT PRIMARY KEY,
+             value TEXT NOT NULL
+         );",
     ),
 ];
 
@@ -128,7 +173,7 @@ impl Store {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (statements are
         // atomic), so a poisoned mutex is safe to keep using.
         self.conn
@@ -136,7 +181,7 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn error(&self, source: rusqlite::Error) -> StoreError {
+    pub(crate) fn error(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Sqlite {
             path: self.path.clone(),
             source,

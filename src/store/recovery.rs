@@ -1,0 +1,500 @@
+//! Failover state that must survive a restart: every recovery with its steps and
+//! outcome (and whether an operator acknowledged it), the old primaries that are fenced,
+//! downtime, and the global switch for automatic recovery. A recovery still `running`
+//! when the agent starts was cut short by a restart: it is marked `interrupted`, and it
+//! blocks automatic recovery of its cluster like any other, so a restart never starts a
+//! second recovery for the same failure.
+
+use super::{Store, StoreError};
+use crate::topology::{time, InstanceKey};
+use rusqlite::{params, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+use std::time::SystemTime;
+
+/// One step of a recovery, as run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub step: String,
+    pub instance: Option<InstanceKey>,
+    pub ok: bool,
+    pub detail: String,
+    pub duration_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecoveryStatus {
+    Running,
+    Succeeded,
+    Failed,
+    /// Stopped before changing anything (a pre hook said no, or no candidate).
+    Aborted,
+    /// The agent restarted while it ran.
+    Interrupted,
+}
+
+impl RecoveryStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            RecoveryStatus::Running => "running",
+            RecoveryStatus::Succeeded => "succeeded",
+            RecoveryStatus::Failed => "failed",
+            RecoveryStatus::Aborted => "aborted",
+            RecoveryStatus::Interrupted => "interrupted",
+        }
+    }
+
+    fn parse(text: &str) -> RecoveryStatus {
+        match text {
+            "running" => RecoveryStatus::Running,
+            "succeeded" => RecoveryStatus::Succeeded,
+            "failed" => RecoveryStatus::Failed,
+            "aborted" => RecoveryStatus::Aborted,
+            _ => RecoveryStatus::Interrupted,
+        }
+    }
+}
+
+/// A recovery: what failed, who took over, every step, and the acknowledgement.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryRecord {
+    pub id: String,
+    pub cluster: String,
+    /// `failover`, `intermediate` (re-pointing under a dead intermediate primary).
+    pub kind: String,
+    /// The problem code that triggered it.
+    pub problem: String,
+    pub failed: InstanceKey,
+    pub successor: Option<InstanceKey>,
+    /// `automatic`, or who asked (`api`, `cli`).
+    pub trigger: String,
+    pub status: RecoveryStatus,
+    #[serde(with = "time")]
+    pub started_at: SystemTime,
+    #[serde(with = "time::option")]
+    pub finished_at: Option<SystemTime>,
+    pub steps: Vec<StepRecord>,
+    #[serde(with = "time::option")]
+    pub acknowledged_at: Option<SystemTime>,
+    pub acknowledged_by: Option<String>,
+    pub ack_comment: Option<String>,
+}
+
+/// An old primary kept read_only and out of the writable set until re-attached.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FencedInstance {
+    pub instance: InstanceKey,
+    pub cluster: String,
+    pub recovery_id: Option<String>,
+    #[serde(with = "time")]
+    pub fenced_at: SystemTime,
+}
+
+/// An instance an operator took out of automatic recovery for a while.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Downtime {
+    pub instance: InstanceKey,
+    #[serde(with = "time")]
+    pub until: SystemTime,
+    pub reason: String,
+    pub owner: String,
+}
+
+fn parse_time(text: &str) -> SystemTime {
+    humantime::parse_rfc3339(text).unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+fn parse_key(text: &str) -> rusqlite::Result<InstanceKey> {
+    text.parse().map_err(|e: String| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+    })
+}
+
+const RECOVERY_COLUMNS: &str = "id, cluster, kind, problem, failed, successor, trigger, status, \
+     started_at, finished_at, steps, acknowledged_at, acknowledged_by, ack_comment";
+
+fn recovery_from_row(row: &Row<'_>) -> rusqlite::Result<RecoveryRecord> {
+    let steps: String = row.get(10)?;
+    Ok(RecoveryRecord {
+        id: row.get(0)?,
+        cluster: row.get(1)?,
+        kind: row.get(2)?,
+        problem: row.get(3)?,
+        failed: parse_key(&row.get::<_, String>(4)?)?,
+        successor: row
+            .get::<_, Option<String>>(5)?
+            .map(|k| parse_key(&k))
+            .transpose()?,
+        trigger: row.get(6)?,
+        status: RecoveryStatus::parse(&row.get::<_, String>(7)?),
+        started_at: parse_time(&row.get::<_, String>(8)?),
+        finished_at: row.get::<_, Option<String>>(9)?.map(|t| parse_time(&t)),
+        steps: serde_json::from_str(&steps).unwrap_or_default(),
+        acknowledged_at: row.get::<_, Option<String>>(11)?.map(|t| parse_time(&t)),
+        acknowledged_by: row.get(12)?,
+        ack_comment: row.get(13)?,
+    })
+}
+
+impl Store {
+    /// Records a recovery as it starts.
+    pub fn insert_recovery(&self, record: &RecoveryRecord) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                &format!(
+                    "INSERT INTO recoveries ({RECOVERY_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL, NULL, NULL)"
+                ),
+                params![
+                    record.id,
+                    record.cluster,
+                    record.kind,
+                    record.problem,
+                    record.failed.to_string(),
+                    record.successor.as_ref().map(|k| k.to_string()),
+                    record.trigger,
+                    record.status.as_str(),
+                    time::format(record.started_at),
+                    record.finished_at.map(time::format),
+                    serde_json::to_string(&record.steps).unwrap_or_else(|_| "[]".into()),
+                ],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// Saves a recovery's progress: status, successor, steps, end.
+    pub fn update_recovery(&self, record: &RecoveryRecord) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "UPDATE recoveries SET status = ?2, successor = ?3, finished_at = ?4, steps = ?5
+                 WHERE id = ?1",
+                params![
+                    record.id,
+                    record.status.as_str(),
+                    record.successor.as_ref().map(|k| k.to_string()),
+                    record.finished_at.map(time::format),
+                    serde_json::to_string(&record.steps).unwrap_or_else(|_| "[]".into()),
+                ],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// Recoveries, newest first, optionally of one cluster.
+    pub fn recoveries(
+        &self,
+        cluster: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RecoveryRecord>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn
+            .prepare(&format!(
+                "SELECT {RECOVERY_COLUMNS} FROM recoveries WHERE (?1 IS NULL OR cluster = ?1)
+                 ORDER BY started_at DESC, rowid DESC LIMIT ?2"
+            ))
+            .map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map(params![cluster, limit as i64], recovery_from_row)
+            .map_err(|e| self.error(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.error(e))
+    }
+
+    /// The newest recovery of `cluster` started at or after `since` that no operator has
+    /// acknowledged: while there is one, the cluster is not recovered automatically.
+    pub fn blocking_recovery(
+        &self,
+        cluster: &str,
+        since: SystemTime,
+    ) -> Result<Option<RecoveryRecord>, StoreError> {
+        self.lock()
+            .query_row(
+                &format!(
+                    "SELECT {RECOVERY_COLUMNS} FROM recoveries
+                     WHERE cluster = ?1 AND started_at >= ?2 AND acknowledged_at IS NULL
+                       AND status != 'aborted'
+                     ORDER BY started_at DESC LIMIT 1"
+                ),
+                params![cluster, time::format(since)],
+                recovery_from_row,
+            )
+            .optional()
+            .map_err(|e| self.error(e))
+    }
+
+    /// Acknowledges every unacknowledged recovery of `cluster`; returns how many.
+    pub fn acknowledge(&self, cluster: &str, by: &str, comment: &str) -> Result<usize, StoreError> {
+        self.lock()
+            .execute(
+                "UPDATE recoveries SET acknowledged_at = ?2, acknowledged_by = ?3, ack_comment = ?4
+                 WHERE cluster = ?1 AND acknowledged_at IS NULL",
+                params![cluster, time::format(SystemTime::now()), by, comment],
+            )
+            .map_err(|e| self.error(e))
+    }
+
+    /// At start-up: recoveries a restart cut short become `interrupted`; returned so the
+    /// agent can say so loudly.
+    pub fn interrupt_running_recoveries(&self) -> Result<Vec<RecoveryRecord>, StoreError> {
+        let running: Vec<RecoveryRecord> = self
+            .recoveries(None, usize::MAX >> 1)?
+            .into_iter()
+            .filter(|r| r.status == RecoveryStatus::Running)
+            .collect();
+        for record in &running {
+            let mut interrupted = record.clone();
+            interrupted.status = RecoveryStatus::Interrupted;
+            interrupted.finished_at = Some(SystemTime::now());
+            self.update_recovery(&interrupted)?;
+        }
+        Ok(running)
+    }
+
+    pub fn fence(
+        &self,
+        instance: &InstanceKey,
+        cluster: &str,
+        recovery_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "INSERT OR REPLACE INTO fenced (host, port, cluster, recovery_id, fenced_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    instance.host,
+                    instance.port,
+                    cluster,
+                    recovery_id,
+                    time::format(SystemTime::now())
+                ],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    pub fn fenced(&self) -> Result<Vec<FencedInstance>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn
+            .prepare("SELECT host, port, cluster, recovery_id, fenced_at FROM fenced ORDER BY host, port")
+            .map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok(FencedInstance {
+                    instance: InstanceKey::new(row.get::<_, String>(0)?, row.get(1)?),
+                    cluster: row.get(2)?,
+                    recovery_id: row.get(3)?,
+                    fenced_at: parse_time(&row.get::<_, String>(4)?),
+                })
+            })
+            .map_err(|e| self.error(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.error(e))
+    }
+
+    /// Lifts the fence (after a re-attach); returns whether it was fenced.
+    pub fn unfence(&self, instance: &InstanceKey) -> Result<bool, StoreError> {
+        let changed = self
+            .lock()
+            .execute(
+                "DELETE FROM fenced WHERE host = ?1 AND port = ?2",
+                params![instance.host, instance.port],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(changed > 0)
+    }
+
+    pub fn set_downtime(&self, downtime: &Downtime) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "INSERT OR REPLACE INTO downtime (host, port, until, reason, owner)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    downtime.instance.host,
+                    downtime.instance.port,
+                    time::format(downtime.until),
+                    downtime.reason,
+                    downtime.owner
+                ],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// Downtime still in force at `now`.
+    pub fn downtimes(&self, now: SystemTime) -> Result<Vec<Downtime>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn
+            .prepare(
+                "SELECT host, port, until, reason, owner FROM downtime WHERE until > ?1
+                 ORDER BY host, port",
+            )
+            .map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map([time::format(now)], |row| {
+                Ok(Downtime {
+                    instance: InstanceKey::new(row.get::<_, String>(0)?, row.get(1)?),
+                    until: parse_time(&row.get::<_, String>(2)?),
+                    reason: row.get(3)?,
+                    owner: row.get(4)?,
+                })
+            })
+            .map_err(|e| self.error(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.error(e))
+    }
+
+    pub fn end_downtime(&self, instance: &InstanceKey) -> Result<bool, StoreError> {
+        let changed = self
+            .lock()
+            .execute(
+                "DELETE FROM downtime WHERE host = ?1 AND port = ?2",
+                params![instance.host, instance.port],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(changed > 0)
+    }
+
+    /// The global switch for automatic recovery (on unless an operator turned it off).
+    pub fn automatic_recovery_enabled(&self) -> Result<bool, StoreError> {
+        let value: Option<String> = self
+            .lock()
+            .query_row(
+                "SELECT value FROM settings WHERE name = 'automatic_recovery'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.error(e))?;
+        Ok(value.as_deref() != Some("off"))
+    }
+
+    pub fn set_automatic_recovery(&self, enabled: bool) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "INSERT OR REPLACE INTO settings (name, value) VALUES ('automatic_recovery', ?1)",
+                [if enabled { "on" } else { "off" }],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("temp");
+        let store = Store::open(&dir.path().join("s.db")).expect("opens");
+        (dir, store)
+    }
+
+    fn record(id: &str, cluster: &str, started_at: SystemTime) -> RecoveryRecord {
+        RecoveryRecord {
+            id: id.into(),
+            cluster: cluster.into(),
+            kind: "failover".into(),
+            problem: "DeadPrimary".into(),
+            failed: InstanceKey::new("db1", 3306),
+            successor: None,
+            trigger: "automatic".into(),
+            status: RecoveryStatus::Running,
+            started_at,
+            finished_at: None,
+            steps: Vec::new(),
+            acknowledged_at: None,
+            acknowledged_by: None,
+            ack_comment: None,
+        }
+    }
+
+    #[test]
+    fn a_recovery_blocks_its_cluster_until_acknowledged() {
+        let (_dir, store) = store();
+        let now = SystemTime::now();
+        let mut first = record("r1", "orders", now);
+        store.insert_recovery(&first).expect("insert");
+        first.status = RecoveryStatus::Succeeded;
+        first.successor = Some(InstanceKey::new("db2", 3306));
+        first.steps.push(StepRecord {
+            step: "promote".into(),
+            instance: Some(InstanceKey::new("db2", 3306)),
+            ok: true,
+            detail: "read_only OFF".into(),
+            duration_ms: 12,
+        });
+        store.update_recovery(&first).expect("update");
+
+        let hour_ago = now - Duration::from_secs(3600);
+        let blocking = store
+            .blocking_recovery("orders", hour_ago)
+            .expect("query")
+            .expect("blocked");
+        assert_eq!(blocking.successor, Some(InstanceKey::new("db2", 3306)));
+        assert_eq!(blocking.steps.len(), 1);
+        assert!(store
+            .blocking_recovery("other", hour_ago)
+            .expect("query")
+            .is_none());
+        assert!(store
+            .blocking_recovery("orders", now + Duration::from_secs(1))
+            .expect("query")
+            .is_none());
+
+        assert_eq!(
+            store.acknowledge("orders", "dba", "checked").expect("ack"),
+            1
+        );
+        assert!(store
+            .blocking_recovery("orders", hour_ago)
+            .expect("query")
+            .is_none());
+        let listed = store.recoveries(Some("orders"), 10).expect("list");
+        assert_eq!(listed[0].acknowledged_by.as_deref(), Some("dba"));
+    }
+
+    #[test]
+    fn a_restart_marks_running_recoveries_interrupted_and_they_still_block() {
+        let (_dir, store) = store();
+        let now = SystemTime::now();
+        store
+            .insert_recovery(&record("r1", "orders", now))
+            .expect("insert");
+        let interrupted = store.interrupt_running_recoveries().expect("interrupt");
+        assert_eq!(interrupted.len(), 1);
+        let blocking = store
+            .blocking_recovery("orders", now - Duration::from_secs(60))
+            .expect("query")
+            .expect("still blocks");
+        assert_eq!(blocking.status, RecoveryStatus::Interrupted);
+    }
+
+    #[test]
+    fn fences_downtime_and_the_switch_persist() {
+        let (_dir, store) = store();
+        let key = InstanceKey::new("db1", 3306);
+        store.fence(&key, "orders", Some("r1")).expect("fence");
+        assert_eq!(store.fenced().expect("list")[0].instance, key);
+        assert!(store.unfence(&key).expect("unfence"));
+        assert!(store.fenced().expect("list").is_empty());
+
+        let now = SystemTime::now();
+        store
+            .set_downtime(&Downtime {
+                instance: key.clone(),
+                until: now + Duration::from_secs(60),
+                reason: "kernel upgrade".into(),
+                owner: "dba".into(),
+            })
+            .expect("downtime");
+        assert_eq!(store.downtimes(now).expect("list").len(), 1);
+        assert!(store
+            .downtimes(now + Duration::from_secs(120))
+            .expect("list")
+            .is_empty());
+        assert!(store.end_downtime(&key).expect("end"));
+
+        assert!(store.automatic_recovery_enabled().expect("read"));
+        store.set_automatic_recovery(false).expect("write");
+        assert!(!store.automatic_recovery_enabled().expect("read"));
+    }
+}
