@@ -1,11 +1,15 @@
-//! The agent: opens the store, starts discovery and serves the API, until told to stop.
+//! The agent: opens the store, starts discovery and the recovery coordinator, and serves
+//! the API, until told to stop.
 //! `pointsman run` and `pointsman demo` both run it; tests run it in-process.
 
-use crate::analysis::FindingRules;
+use crate::analysis::{FindingRules, ProblemRules};
 use crate::api::{self, ApiState};
 use crate::config::Settings;
 use crate::discovery::{self, DiscoveryHandle, DiscoveryOptions};
+use crate::mysql::admin::ReplicationAccount;
 use crate::mysql::ConnectSettings;
+use crate::recovery::coordinator::Coordinator;
+use crate::recovery::execute::Executor;
 use crate::store::{Store, StoreError};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +35,7 @@ pub struct RunningAgent {
     pub api_address: SocketAddr,
     pub discovery: DiscoveryHandle,
     pub store: Store,
+    pub coordinator: Arc<Coordinator>,
     stop: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
 }
@@ -60,14 +65,40 @@ impl RunningAgent {
             address: settings.api_listen,
             source,
         })?;
+        let executor = Executor {
+            connect: options.connect.clone(),
+            account: ReplicationAccount {
+                user: config.recovery.replication_user.clone(),
+                password: settings.replication_password.clone(),
+            },
+            apply_timeout: config.recovery.apply_timeout.0,
+            verify_timeout: config.recovery.verify_timeout.0,
+        };
         let discovery = discovery::start(options, config.discovery.seeds.clone(), store.clone());
+        let findings = FindingRules {
+            lag_warning: config.analysis.lag_warning.0,
+        };
+        let coordinator = Coordinator::new(
+            discovery.clone(),
+            store.clone(),
+            executor,
+            settings.promotion.clone(),
+            ProblemRules {
+                findings,
+                silent_heartbeats: config.recovery.silent_heartbeats,
+            },
+            settings.aliases.clone(),
+            settings.auto_clusters.clone(),
+            config.recovery.block_period.0,
+            config.hooks.clone(),
+        );
+        tokio::spawn(coordinator.clone().run());
         let state = ApiState {
             discovery: discovery.clone(),
             store: store.clone(),
             aliases: Arc::new(settings.aliases.clone()),
-            rules: FindingRules {
-                lag_warning: config.analysis.lag_warning.0,
-            },
+            rules: findings,
+            coordinator: coordinator.clone(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -82,6 +113,7 @@ impl RunningAgent {
             api_address,
             discovery,
             store,
+            coordinator,
             stop,
             server,
         })

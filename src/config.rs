@@ -3,6 +3,8 @@
 //! error names where the value came from (file or variable), the key, and what is wrong —
 //! a bad setting must stop the agent when it starts, not surprise it during a failover.
 
+use crate::recovery::hooks::HooksConfig;
+use crate::recovery::plan::PromotionPolicy;
 use crate::topology::cluster::ClusterAlias;
 use crate::topology::InstanceKey;
 use figment::providers::{Env, Format, Toml};
@@ -80,6 +82,12 @@ pub struct Config {
     pub api: ApiConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub recovery: RecoveryConfig,
+    #[serde(default)]
+    pub promotion: PromotionConfig,
+    #[serde(default)]
+    pub hooks: HooksConfig,
     /// `[[cluster]]` tables: aliases for clusters.
     #[serde(default, rename = "cluster")]
     pub clusters: Vec<ClusterConfig>,
@@ -199,6 +207,70 @@ impl Default for LogConfig {
     }
 }
 
+/// When and how pointsman recovers from a failed primary.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecoveryConfig {
+    /// Clusters recovered automatically: regexes on the cluster name, or `alias=NAME`.
+    /// Empty: none (manual recovery only), as orchestrator's RecoverMasterClusterFilters.
+    pub auto_clusters: Vec<String>,
+    /// After a recovery, no automatic recovery of the same cluster for this long, unless
+    /// an operator acknowledges it (`pointsman ack CLUSTER`).
+    pub block_period: HumanDuration,
+    /// A replica whose IO thread says Yes but has heard nothing for this many heartbeat
+    /// periods counts as not replicating (a primary alive but cut off).
+    pub silent_heartbeats: u32,
+    /// How long a candidate may take to apply its relay log or catch up.
+    pub apply_timeout: HumanDuration,
+    /// How long a re-pointed replica may take to replicate again.
+    pub verify_timeout: HumanDuration,
+    /// The account new replication links use (re-attaching an old primary, switchover).
+    pub replication_user: String,
+    pub replication_password: Option<Secret>,
+    pub replication_password_env: Option<String>,
+    pub replication_password_file: Option<PathBuf>,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        Self {
+            auto_clusters: Vec::new(),
+            block_period: HumanDuration(Duration::from_secs(3600)),
+            silent_heartbeats: 3,
+            apply_timeout: HumanDuration(Duration::from_secs(10)),
+            verify_timeout: HumanDuration(Duration::from_secs(10)),
+            replication_user: "repl".into(),
+            replication_password: None,
+            replication_password_env: None,
+            replication_password_file: None,
+        }
+    }
+}
+
+/// Which replica may take over. Patterns are regexes matched against `host:port`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromotionConfig {
+    /// A replica further behind than this (or delayed by more) is not promoted.
+    pub max_lag: HumanDuration,
+    pub ignore_hosts: Vec<String>,
+    pub prefer: Vec<String>,
+    pub prefer_not: Vec<String>,
+    pub must_not: Vec<String>,
+}
+
+impl Default for PromotionConfig {
+    fn default() -> Self {
+        Self {
+            max_lag: HumanDuration(Duration::from_secs(10)),
+            ignore_hosts: Vec::new(),
+            prefer: Vec::new(),
+            prefer_not: Vec::new(),
+            must_not: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
@@ -228,8 +300,29 @@ impl ConfigError {
 pub struct Settings {
     pub config: Config,
     pub mysql_password: Secret,
+    pub replication_password: Secret,
     pub api_listen: SocketAddr,
     pub aliases: Vec<ClusterAlias>,
+    /// `recovery.auto_clusters`, compiled.
+    pub auto_clusters: Vec<ClusterFilter>,
+    /// The promotion rules, compiled.
+    pub promotion: PromotionPolicy,
+}
+
+/// One entry of `recovery.auto_clusters`.
+#[derive(Debug, Clone)]
+pub enum ClusterFilter {
+    Alias(String),
+    Pattern(regex::Regex),
+}
+
+impl ClusterFilter {
+    pub fn matches(&self, name: &str, alias: Option<&str>) -> bool {
+        match self {
+            ClusterFilter::Alias(wanted) => alias == Some(wanted.as_str()),
+            ClusterFilter::Pattern(pattern) => pattern.is_match(name),
+        }
+    }
 }
 
 impl Config {
@@ -283,12 +376,87 @@ impl Config {
         if self.mysql.user.trim().is_empty() {
             problem("mysql.user", "must not be empty".into());
         }
-        let password = match resolve_password(&self.mysql) {
+        let password = match resolve_secret(
+            [
+                "mysql.password",
+                "mysql.password_env",
+                "mysql.password_file",
+            ],
+            &self.mysql.password,
+            &self.mysql.password_env,
+            &self.mysql.password_file,
+        ) {
             Ok(password) => password,
             Err((key, what)) => {
                 problem(key, what);
                 Secret::default()
             }
+        };
+        let recovery = &self.recovery;
+        let replication_password = match resolve_secret(
+            [
+                "recovery.replication_password",
+                "recovery.replication_password_env",
+                "recovery.replication_password_file",
+            ],
+            &recovery.replication_password,
+            &recovery.replication_password_env,
+            &recovery.replication_password_file,
+        ) {
+            Ok(password) => password,
+            Err((key, what)) => {
+                problem(key, what);
+                Secret::default()
+            }
+        };
+        for (key, what) in self.hooks.check() {
+            problem(&key, what);
+        }
+        if recovery.silent_heartbeats == 0 {
+            problem("recovery.silent_heartbeats", "must be at least 1".into());
+        }
+        let auto_clusters: Vec<ClusterFilter> = recovery
+            .auto_clusters
+            .iter()
+            .enumerate()
+            .filter_map(|(index, entry)| match entry.strip_prefix("alias=") {
+                Some(alias) => Some(ClusterFilter::Alias(alias.to_string())),
+                None => match regex::Regex::new(entry) {
+                    Ok(regex) => Some(ClusterFilter::Pattern(regex)),
+                    Err(error) => {
+                        problem(
+                            "recovery.auto_clusters",
+                            format!("entry {index} \"{entry}\" is not a valid regex: {error}"),
+                        );
+                        None
+                    }
+                },
+            })
+            .collect();
+        let promotion_config = &self.promotion;
+        let promotion = PromotionPolicy {
+            max_lag: promotion_config.max_lag.0,
+            ignore_hosts: compile_patterns(
+                "promotion.ignore_hosts",
+                &promotion_config.ignore_hosts,
+                &mut problem,
+            ),
+            prefer: compile_patterns("promotion.prefer", &promotion_config.prefer, &mut problem),
+            prefer_not: compile_patterns(
+                "promotion.prefer_not",
+                &promotion_config.prefer_not,
+                &mut problem,
+            ),
+            must_not: compile_patterns(
+                "promotion.must_not",
+                &promotion_config.must_not,
+                &mut problem,
+            ),
+            order: self
+                .clusters
+                .iter()
+                .flat_map(|c| c.instances.iter().cloned())
+                .collect(),
         };
         for (key, value) in [
             ("discovery.poll_interval", self.discovery.poll_interval),
@@ -366,8 +534,11 @@ impl Config {
         Ok(Settings {
             config: self,
             mysql_password: password,
+            replication_password,
             api_listen,
             aliases,
+            auto_clusters,
+            promotion,
         })
     }
 }
@@ -396,30 +567,61 @@ fn origin_of(figment: &Figment, key: &str) -> String {
     }
 }
 
-/// The password from wherever it was configured, or the key and what is wrong.
-fn resolve_password(mysql: &MysqlConfig) -> Result<Secret, (&'static str, String)> {
-    match (&mysql.password, &mysql.password_env, &mysql.password_file) {
+/// A password from wherever it was configured (at most one of the three keys), or the
+/// key and what is wrong.
+fn resolve_secret(
+    keys: [&'static str; 3],
+    value: &Option<Secret>,
+    variable: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<Secret, (&'static str, String)> {
+    match (value, variable, file) {
         (None, None, None) => Ok(Secret::default()),
         (Some(password), None, None) => Ok(password.clone()),
         (None, Some(variable), None) => std::env::var(variable).map(Secret).map_err(|_| {
             (
-                "mysql.password_env",
+                keys[1],
                 format!("environment variable {variable} is not set"),
             )
         }),
         (None, None, Some(path)) => std::fs::read_to_string(path)
             .map(|text| Secret(text.trim_end_matches(['\n', '\r']).to_string()))
-            .map_err(|e| {
-                (
-                    "mysql.password_file",
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            }),
+            .map_err(|e| (keys[2], format!("cannot read {}: {e}", path.display()))),
         _ => Err((
-            "mysql.password",
-            "set only one of password, password_env and password_file".to_string(),
+            keys[0],
+            format!(
+                "set only one of {}, {} and {}",
+                short(keys[0]),
+                short(keys[1]),
+                short(keys[2])
+            ),
         )),
     }
+}
+
+fn short(key: &str) -> &str {
+    key.rsplit('.').next().unwrap_or(key)
+}
+
+fn compile_patterns(
+    key: &str,
+    patterns: &[String],
+    problem: &mut dyn FnMut(&str, String),
+) -> Vec<regex::Regex> {
+    patterns
+        .iter()
+        .enumerate()
+        .filter_map(|(index, pattern)| match regex::Regex::new(pattern) {
+            Ok(regex) => Some(regex),
+            Err(error) => {
+                problem(
+                    key,
+                    format!("entry {index} \"{pattern}\" is not a valid regex: {error}"),
+                );
+                None
+            }
+        })
+        .collect()
 }
 
 /// One figment error as a line: where the value came from, the key, what is wrong.

@@ -2,10 +2,12 @@
 //! discover, forget, the audit log, and a health endpoint for load balancers. Errors
 //! are JSON (`{"error": "..."}`) with a status code that says whose fault it is.
 
+pub mod recovery;
 pub mod views;
 
 use crate::analysis::FindingRules;
 use crate::discovery::{DiscoverError, DiscoveryHandle};
+use crate::recovery::coordinator::Coordinator;
 use crate::store::{AuditEntry, Store};
 use crate::topology::cluster::ClusterAlias;
 use crate::topology::InstanceKey;
@@ -27,6 +29,7 @@ pub struct ApiState {
     pub store: Store,
     pub aliases: Arc<Vec<ClusterAlias>>,
     pub rules: FindingRules,
+    pub coordinator: Arc<Coordinator>,
 }
 
 impl ApiState {
@@ -48,6 +51,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/instances/{key}", get(instance).delete(forget))
         .route("/api/v1/discover", post(discover))
         .route("/api/v1/audit", get(audit))
+        .merge(recovery::routes())
         .fallback(not_found)
         .with_state(state)
 }
@@ -61,7 +65,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, error: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, error: impl Into<String>) -> Self {
         Self {
             status: status.as_u16(),
             error: error.into(),
@@ -76,7 +80,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<Json<T>, ApiError>;
+pub(crate) type ApiResult<T> = Result<Json<T>, ApiError>;
 
 async fn not_found() -> ApiError {
     ApiError::new(

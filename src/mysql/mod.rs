@@ -2,6 +2,7 @@
 //! timeout), the SQL each flavour speaks, and reading what comes back. Nothing here
 //! decides anything; it reports what a server says.
 
+pub mod admin;
 pub mod dialect;
 pub mod parse;
 pub mod probe;
@@ -126,11 +127,20 @@ impl Connection {
 
     /// Runs a statement and returns its rows as text, under the query timeout.
     pub async fn query(&mut self, statement: &str) -> Result<Vec<TextRow>, MysqlError> {
+        self.query_for(statement, self.query_timeout).await
+    }
+
+    /// As `query`, for statements that wait on purpose (GTID waits) up to `timeout`.
+    pub async fn query_for(
+        &mut self,
+        statement: &str,
+        timeout: Duration,
+    ) -> Result<Vec<TextRow>, MysqlError> {
         let key = self.key.clone();
         let rows: Vec<Row> = within(
             &key,
             statement,
-            self.query_timeout,
+            timeout,
             self.conn.query::<Row, _>(statement),
         )
         .await?

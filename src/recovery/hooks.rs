@@ -278,7 +278,8 @@ fn record(run: &HookRun, context: &HookContext) {
 enum Ending {
     Exited(ExitStatus),
     TimedOut,
-    /// Waiting for the shell failed; the reason goes to the output.
+    /// Waiting for the shell failed, so its group was killed; the reason goes to the
+    /// output.
     Lost(io::Error),
 }
 
@@ -391,7 +392,11 @@ async fn supervise(
     };
     let ending = match ended {
         Some(Ok(status)) => Ending::Exited(status),
-        Some(Err(error)) => Ending::Lost(error),
+        Some(Err(error)) => {
+            // Unwatched, the command would run on without its timeout: stop it.
+            kill_group(&mut child, &mut pipe, &guard, output).await;
+            Ending::Lost(error)
+        }
         None => {
             kill_group(&mut child, &mut pipe, &guard, output).await;
             Ending::TimedOut
@@ -413,26 +418,43 @@ async fn kill_group(
     guard: &GroupGuard,
     output: &mut Captured,
 ) {
+    let mut shell_gone = false;
     guard.signal(libc::SIGTERM);
     let grace_end = Instant::now() + KILL_GRACE;
-    let mut shell_gone = false;
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    if wait_for_group(child, pipe, guard, output, &mut shell_gone, grace_end).await {
+        return;
+    }
+    guard.signal(libc::SIGKILL);
+    // SIGKILL lands asynchronously; waiting for it makes "killed" mean "gone" when the
+    // run is reported. The bound only matters for a process stuck in the kernel.
+    let kill_end = Instant::now() + Duration::from_secs(1);
+    wait_for_group(child, pipe, guard, output, &mut shell_gone, kill_end).await;
+}
+
+/// Waits until no process of the group runs any more (true) or `until` passes (false),
+/// reaping the shell and reading its output meanwhile.
+async fn wait_for_group(
+    child: &mut Child,
+    pipe: &mut OutputPipe,
+    guard: &GroupGuard,
+    output: &mut Captured,
+    shell_gone: &mut bool,
+    until: Instant,
+) -> bool {
+    // Other members of the group are not our children, so there is no event to wait
+    // for: poll.
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
     loop {
         tokio::select! {
             () = pipe.read_into(output) => {}
-            _ = child.wait(), if !shell_gone => shell_gone = true,
+            _ = child.wait(), if !*shell_gone => *shell_gone = true,
             _ = tick.tick() => {
-                if shell_gone && !guard.group_alive() {
-                    return;
+                if *shell_gone && !guard.group_alive() {
+                    return true;
                 }
             }
-            () = tokio::time::sleep_until(grace_end) => break,
+            () = tokio::time::sleep_until(until) => return false,
         }
-    }
-    guard.signal(libc::SIGKILL);
-    if !shell_gone {
-        // SIGKILL cannot be ignored; the bound only covers a process stuck in the kernel.
-        let _ = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
     }
 }
 

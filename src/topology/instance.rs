@@ -182,7 +182,8 @@ impl IoThreadState {
         match text {
             "Yes" => Some(Self::Yes),
             "No" => Some(Self::No),
-            "Connecting" => Some(Self::Connecting),
+            // MariaDB says Preparing for a moment after START SLAVE: not connected yet.
+            "Connecting" | "Preparing" => Some(Self::Connecting),
             _ => None,
         }
     }
@@ -357,6 +358,16 @@ mod tests {
         let err = "db1:http".parse::<InstanceKey>().expect_err("bad port");
         assert!(err.contains("port \"http\""), "{err}");
         assert!(":3306".parse::<InstanceKey>().is_err());
+    }
+
+    #[test]
+    fn io_thread_states_of_both_flavours() {
+        assert_eq!(IoThreadState::parse("Yes"), Some(IoThreadState::Yes));
+        assert_eq!(
+            IoThreadState::parse("Preparing"),
+            Some(IoThreadState::Connecting)
+        );
+        assert_eq!(IoThreadState::parse("Maybe"), None);
     }
 
     #[test]

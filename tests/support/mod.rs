@@ -25,6 +25,11 @@ pub struct TestTopology {
 
 impl TestTopology {
     pub async fn start(flavor: Flavor, replicas: usize) -> TestTopology {
+        Self::start_with(flavor, replicas, false).await
+    }
+
+    /// As `start`, with semi-synchronous replication when `semi_sync`.
+    pub async fn start_with(flavor: Flavor, replicas: usize, semi_sync: bool) -> TestTopology {
         // Unix socket paths must stay short: keep the directory directly under /tmp.
         let dir = tempfile::Builder::new()
             .prefix("pm-")
@@ -32,6 +37,7 @@ impl TestTopology {
             .expect("temp dir");
         let mut options = SandboxOptions::new(flavor, dir.path());
         options.replicas = replicas;
+        options.semi_sync = semi_sync;
         let sandbox = Sandbox::up(options)
             .await
             .unwrap_or_else(|e| panic!("sandbox {flavor}: {e}"));
@@ -167,6 +173,18 @@ pub fn settings(
     }];
     tweak(&mut config);
     config.validate().expect("valid settings")
+}
+
+/// Lets the agent recover the sandbox's cluster `t` by itself, with the sandbox's
+/// replication account.
+pub fn automatic_recovery(topology: &TestTopology) -> impl FnOnce(&mut Config) {
+    let user = topology.sandbox.repl_user.clone();
+    let password = topology.sandbox.repl_password.clone();
+    move |config: &mut Config| {
+        config.recovery.auto_clusters = vec!["alias=t".into()];
+        config.recovery.replication_user = user;
+        config.recovery.replication_password = Some(pointsman::config::Secret::new(password));
+    }
 }
 
 /// Starts an agent in-process.

@@ -1,0 +1,280 @@
+//! Recovery endpoints: recover a cluster by hand, list recoveries, acknowledge them,
+//! switch automatic recovery, downtime instances, and re-attach a fenced old primary.
+
+use super::{ApiError, ApiResult, ApiState};
+use crate::recovery::coordinator::{ReattachError, RecoverError};
+use crate::store::recovery::{Downtime, RecoveryRecord};
+use crate::store::AuditEntry;
+use crate::topology::InstanceKey;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::time::SystemTime;
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/clusters/{name}/recover", post(recover))
+        .route("/api/v1/clusters/{name}/ack", post(acknowledge))
+        .route("/api/v1/recoveries", get(recoveries))
+        .route("/api/v1/recovery", get(switch).put(set_switch))
+        .route(
+            "/api/v1/instances/{key}/downtime",
+            put(downtime).delete(end_downtime),
+        )
+        .route("/api/v1/instances/{key}/reattach", post(reattach))
+}
+
+/// Accepts a missing or empty body as the default request.
+fn body_or_default<T: Default>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    match body {
+        Ok(Json(value)) => Ok(value),
+        Err(JsonRejection::MissingJsonContentType(_)) => Ok(T::default()),
+        Err(error) => Err(ApiError::new(StatusCode::BAD_REQUEST, error.body_text())),
+    }
+}
+
+fn key_of(text: &str) -> Result<InstanceKey, ApiError> {
+    text.parse()
+        .map_err(|e: String| ApiError::new(StatusCode::BAD_REQUEST, e))
+}
+
+/// The body of `POST /api/v1/clusters/{name}/recover`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RecoverRequest {
+    /// Promote this replica instead of the best candidate.
+    #[serde(default)]
+    pub to: Option<InstanceKey>,
+}
+
+async fn recover(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Result<Json<RecoverRequest>, JsonRejection>,
+) -> ApiResult<RecoveryRecord> {
+    let request = body_or_default(body)?;
+    state
+        .coordinator
+        .recover_by_hand(&name, request.to, "api")
+        .await
+        .map(Json)
+        .map_err(|error| {
+            let status = match error {
+                RecoverError::UnknownCluster(_) => StatusCode::NOT_FOUND,
+                _ => StatusCode::CONFLICT,
+            };
+            ApiError::new(status, error.to_string())
+        })
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    cluster: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn recoveries(
+    State(state): State<ApiState>,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Vec<RecoveryRecord>> {
+    state
+        .store
+        .recoveries(
+            query.cluster.as_deref(),
+            query.limit.unwrap_or(50).min(1000),
+        )
+        .map(Json)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// The body of `POST /api/v1/clusters/{name}/ack`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct AckRequest {
+    #[serde(default)]
+    pub comment: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Acknowledged {
+    pub cluster: String,
+    pub acknowledged: usize,
+}
+
+async fn acknowledge(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Result<Json<AckRequest>, JsonRejection>,
+) -> ApiResult<Acknowledged> {
+    let request = body_or_default(body)?;
+    let count = state
+        .store
+        .acknowledge(&name, "api", &request.comment)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let _ = state.store.audit(AuditEntry {
+        actor: "api".into(),
+        action: "acknowledge".into(),
+        cluster: Some(name.clone()),
+        instance: None,
+        message: format!("{count} recoveries acknowledged: {}", request.comment),
+    });
+    Ok(Json(Acknowledged {
+        cluster: name,
+        acknowledged: count,
+    }))
+}
+
+/// The global switch for automatic recovery.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecoverySwitch {
+    pub automatic: bool,
+}
+
+async fn switch(State(state): State<ApiState>) -> ApiResult<RecoverySwitch> {
+    state
+        .store
+        .automatic_recovery_enabled()
+        .map(|automatic| Json(RecoverySwitch { automatic }))
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+async fn set_switch(
+    State(state): State<ApiState>,
+    body: Result<Json<RecoverySwitch>, JsonRejection>,
+) -> ApiResult<RecoverySwitch> {
+    let Json(request) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"automatic\": true|false}}: {}", e.body_text()),
+        )
+    })?;
+    state
+        .store
+        .set_automatic_recovery(request.automatic)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let _ = state.store.audit(AuditEntry {
+        actor: "api".into(),
+        action: "recovery-switch".into(),
+        cluster: None,
+        instance: None,
+        message: format!(
+            "automatic recovery turned {}",
+            if request.automatic { "on" } else { "off" }
+        ),
+    });
+    Ok(Json(request))
+}
+
+/// The body of `PUT /api/v1/instances/{key}/downtime`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DowntimeRequest {
+    /// How long, like "1h" or "30m".
+    pub duration: String,
+    pub reason: String,
+}
+
+async fn downtime(
+    State(state): State<ApiState>,
+    Path(key): Path<String>,
+    body: Result<Json<DowntimeRequest>, JsonRejection>,
+) -> ApiResult<Downtime> {
+    let key = key_of(&key)?;
+    let Json(request) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "expected {{\"duration\": \"1h\", \"reason\": \"...\"}}: {}",
+                e.body_text()
+            ),
+        )
+    })?;
+    let duration = humantime::parse_duration(&request.duration).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "duration: expected a duration like \"1h\", got \"{}\"",
+                request.duration
+            ),
+        )
+    })?;
+    if request.reason.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "reason: say why the instance is downtimed",
+        ));
+    }
+    let downtime = Downtime {
+        instance: key.clone(),
+        until: SystemTime::now() + duration,
+        reason: request.reason,
+        owner: "api".into(),
+    };
+    state
+        .store
+        .set_downtime(&downtime)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let _ = state.store.audit(AuditEntry {
+        actor: "api".into(),
+        action: "downtime".into(),
+        cluster: None,
+        instance: Some(key),
+        message: format!(
+            "downtimed for {}: {}",
+            humantime::format_duration(duration),
+            downtime.reason
+        ),
+    });
+    Ok(Json(downtime))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DowntimeEnded {
+    pub instance: InstanceKey,
+    pub ended: bool,
+}
+
+async fn end_downtime(
+    State(state): State<ApiState>,
+    Path(key): Path<String>,
+) -> ApiResult<DowntimeEnded> {
+    let key = key_of(&key)?;
+    let ended = state
+        .store
+        .end_downtime(&key)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(DowntimeEnded {
+        instance: key,
+        ended,
+    }))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Reattached {
+    pub instance: InstanceKey,
+    pub source: InstanceKey,
+}
+
+async fn reattach(State(state): State<ApiState>, Path(key): Path<String>) -> ApiResult<Reattached> {
+    let key = key_of(&key)?;
+    state
+        .coordinator
+        .reattach(&key, "api")
+        .await
+        .map(|source| {
+            Json(Reattached {
+                instance: key.clone(),
+                source,
+            })
+        })
+        .map_err(|error| {
+            let status = match error {
+                ReattachError::NotFenced(_) | ReattachError::Diverged { .. } => {
+                    StatusCode::CONFLICT
+                }
+                ReattachError::Unreachable(_) | ReattachError::NoPrimary(_) => StatusCode::CONFLICT,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            ApiError::new(status, error.to_string())
+        })
+}

@@ -1,0 +1,274 @@
+//! The statements that change replication, in each flavour's words: stop a replica's IO
+//! thread, wait until it has applied what it received, promote, re-point, attach a new
+//! replica, set read_only. Each is one small function over an open connection; the
+//! recovery executor decides the order. GTID auto-positioning everywhere (MySQL
+//! `SOURCE_AUTO_POSITION=1` with `GET_SOURCE_PUBLIC_KEY=1`, since caching_sha2_password
+//! needs the key or TLS on a freshly promoted source; MariaDB `MASTER_USE_GTID=slave_pos`).
+
+use super::parse::{self, TextRow};
+use super::{dialect, Connection, MysqlError};
+use crate::config::Secret;
+use crate::topology::{InstanceKey, IoThreadState, ReplicationStatus, ServerFlavor};
+use std::time::{Duration, Instant};
+
+/// The account a new replication link logs in with.
+#[derive(Clone, Debug)]
+pub struct ReplicationAccount {
+    pub user: String,
+    pub password: Secret,
+}
+
+/// A string literal for SQL: quotes and backslashes escaped.
+pub fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+fn stop_replica(flavor: ServerFlavor) -> &'static str {
+    match flavor {
+        ServerFlavor::Mysql => "STOP REPLICA",
+        ServerFlavor::Mariadb => "STOP SLAVE",
+    }
+}
+
+fn start_replica(flavor: ServerFlavor) -> &'static str {
+    match flavor {
+        ServerFlavor::Mysql => "START REPLICA",
+        ServerFlavor::Mariadb => "START SLAVE",
+    }
+}
+
+/// The replica status of the default channel, if the instance is a replica.
+pub async fn replica_status(
+    conn: &mut Connection,
+) -> Result<Option<ReplicationStatus>, MysqlError> {
+    let statement = dialect::for_flavor(conn.flavor).replica_status;
+    let rows = conn.query(statement).await?;
+    parse::default_channel(&rows)
+        .map(parse::replica_status)
+        .transpose()
+        .map_err(|e| MysqlError::Unexpected {
+            instance: conn.key.clone(),
+            statement: statement.to_string(),
+            message: e.to_string(),
+        })
+}
+
+/// Stops receiving from the source, so nothing new arrives while a recovery decides.
+pub async fn stop_io_thread(conn: &mut Connection) -> Result<(), MysqlError> {
+    let statement = format!("{} IO_THREAD", stop_replica(conn.flavor));
+    conn.execute(&statement).await
+}
+
+/// Starts both replication threads.
+pub async fn start_replication(conn: &mut Connection) -> Result<(), MysqlError> {
+    conn.execute(start_replica(conn.flavor)).await
+}
+
+/// Waits until the replica has applied everything it received (its relay log), or fails
+/// after `timeout`.
+pub async fn wait_relay_applied(
+    conn: &mut Connection,
+    timeout: Duration,
+) -> Result<(), MysqlError> {
+    let Some(status) = replica_status(conn).await? else {
+        return Ok(());
+    };
+    wait_for_gtids(conn, &status.received_gtids, timeout).await
+}
+
+/// Waits until the instance has executed `gtids` (a MySQL set or a MariaDB position).
+pub async fn wait_for_gtids(
+    conn: &mut Connection,
+    gtids: &str,
+    timeout: Duration,
+) -> Result<(), MysqlError> {
+    if gtids.trim().is_empty() {
+        return Ok(());
+    }
+    let seconds = timeout.as_secs().max(1);
+    let statement = match conn.flavor {
+        ServerFlavor::Mysql => format!(
+            "SELECT WAIT_FOR_EXECUTED_GTID_SET({}, {seconds}) AS r",
+            quote(gtids)
+        ),
+        ServerFlavor::Mariadb => {
+            format!("SELECT MASTER_GTID_WAIT({}, {seconds}) AS r", quote(gtids))
+        }
+    };
+    let rows = conn
+        .query_for(&statement, timeout + Duration::from_secs(2))
+        .await?;
+    let result = rows.first().and_then(|row| row.get("r").cloned().flatten());
+    if result.as_deref() == Some("0") {
+        Ok(())
+    } else {
+        Err(MysqlError::Unexpected {
+            instance: conn.key.clone(),
+            statement,
+            message: format!("did not reach {gtids} within {seconds}s"),
+        })
+    }
+}
+
+/// What the instance has executed, in the form `wait_for_gtids` takes.
+pub async fn executed_gtids(conn: &mut Connection) -> Result<String, MysqlError> {
+    let statement = match conn.flavor {
+        ServerFlavor::Mysql => "SELECT @@GLOBAL.gtid_executed AS g",
+        ServerFlavor::Mariadb => "SELECT @@GLOBAL.gtid_current_pos AS g",
+    };
+    let rows: Vec<TextRow> = conn.query(statement).await?;
+    Ok(rows
+        .first()
+        .and_then(|row| row.get("g").cloned().flatten())
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect())
+}
+
+/// Makes the instance a standalone writable primary: replication stopped and forgotten,
+/// read_only (and MySQL's super_read_only) OFF.
+pub async fn promote(conn: &mut Connection) -> Result<(), MysqlError> {
+    let flavor = conn.flavor;
+    conn.execute(stop_replica(flavor)).await?;
+    conn.execute(match flavor {
+        ServerFlavor::Mysql => "RESET REPLICA ALL",
+        ServerFlavor::Mariadb => "RESET SLAVE ALL",
+    })
+    .await?;
+    set_read_only(conn, false).await
+}
+
+/// read_only ON (with super_read_only on MySQL, so even SUPER cannot write) or OFF.
+pub async fn set_read_only(conn: &mut Connection, on: bool) -> Result<(), MysqlError> {
+    let statements: &[&str] = match (conn.flavor, on) {
+        (ServerFlavor::Mysql, true) => {
+            &["SET GLOBAL read_only=ON", "SET GLOBAL super_read_only=ON"]
+        }
+        (ServerFlavor::Mysql, false) => {
+            &["SET GLOBAL super_read_only=OFF", "SET GLOBAL read_only=OFF"]
+        }
+        (ServerFlavor::Mariadb, true) => &["SET GLOBAL read_only=ON"],
+        (ServerFlavor::Mariadb, false) => &["SET GLOBAL read_only=OFF"],
+    };
+    for statement in statements {
+        conn.execute(statement).await?;
+    }
+    Ok(())
+}
+
+/// Points an existing replica at a new source, keeping its credentials, and starts it.
+pub async fn repoint(conn: &mut Connection, source: &InstanceKey) -> Result<(), MysqlError> {
+    let flavor = conn.flavor;
+    conn.execute(stop_replica(flavor)).await?;
+    let change = match flavor {
+        ServerFlavor::Mysql => format!(
+            "CHANGE REPLICATION SOURCE TO SOURCE_HOST={}, SOURCE_PORT={}, SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1",
+            quote(&source.host),
+            source.port
+        ),
+        ServerFlavor::Mariadb => format!(
+            "CHANGE MASTER TO MASTER_HOST={}, MASTER_PORT={}, MASTER_USE_GTID=slave_pos",
+            quote(&source.host),
+            source.port
+        ),
+    };
+    conn.execute(&change).await?;
+    conn.execute(start_replica(flavor)).await
+}
+
+/// Makes an instance that is not a replica (an old primary) replicate from `source`
+/// with the given account.
+pub async fn attach(
+    conn: &mut Connection,
+    source: &InstanceKey,
+    account: &ReplicationAccount,
+) -> Result<(), MysqlError> {
+    let flavor = conn.flavor;
+    conn.execute(stop_replica(flavor)).await?;
+    let change = match flavor {
+        ServerFlavor::Mysql => format!(
+            "CHANGE REPLICATION SOURCE TO SOURCE_HOST={}, SOURCE_PORT={}, SOURCE_USER={}, SOURCE_PASSWORD={}, \
+             SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1, SOURCE_CONNECT_RETRY=1, SOURCE_RETRY_COUNT=86400, \
+             SOURCE_HEARTBEAT_PERIOD=1",
+            quote(&source.host),
+            source.port,
+            quote(&account.user),
+            quote(account.password.expose())
+        ),
+        ServerFlavor::Mariadb => {
+            // An old primary's own transactions are in its binlog, not in gtid_slave_pos:
+            // without this it would ask its new source for them again.
+            conn.execute("SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos").await?;
+            format!(
+                "CHANGE MASTER TO MASTER_HOST={}, MASTER_PORT={}, MASTER_USER={}, MASTER_PASSWORD={}, \
+                 MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1",
+                quote(&source.host),
+                source.port,
+                quote(&account.user),
+                quote(account.password.expose())
+            )
+        }
+    };
+    conn.execute(&change)
+        .await
+        .map_err(|e| redact(e, account))?;
+    conn.execute(start_replica(flavor)).await
+}
+
+/// A statement that carried the replication password must not put it in an error.
+fn redact(error: MysqlError, account: &ReplicationAccount) -> MysqlError {
+    match error {
+        MysqlError::Query {
+            instance, message, ..
+        } => MysqlError::Query {
+            instance,
+            statement: "CHANGE REPLICATION SOURCE / CHANGE MASTER (credentials hidden)".into(),
+            message: message.replace(account.password.expose(), "<redacted>"),
+        },
+        other => other,
+    }
+}
+
+/// Waits until both replication threads run, or fails with the replica's own error.
+pub async fn verify_replicating(
+    conn: &mut Connection,
+    timeout: Duration,
+) -> Result<(), MysqlError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = replica_status(conn).await?;
+        let why = match &status {
+            None => "it is not a replica".to_string(),
+            Some(s) if s.io_running == IoThreadState::Yes && s.sql_running => return Ok(()),
+            Some(s) if s.last_io_errno != 0 => {
+                format!("IO error {}: {}", s.last_io_errno, s.last_io_error)
+            }
+            Some(s) if s.last_sql_errno != 0 => {
+                format!("SQL error {}: {}", s.last_sql_errno, s.last_sql_error)
+            }
+            Some(s) => format!(
+                "IO thread {:?}, SQL thread running: {}",
+                s.io_running, s.sql_running
+            ),
+        };
+        if Instant::now() >= deadline {
+            return Err(MysqlError::Unexpected {
+                instance: conn.key.clone(),
+                statement: "SHOW REPLICA STATUS".into(),
+                message: format!("not replicating after {}s: {why}", timeout.as_secs()),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_are_escaped() {
+        assert_eq!(quote("db1"), "'db1'");
+        assert_eq!(quote("o'brien\\x"), "'o\\'brien\\\\x'");
+    }
+}

@@ -1,0 +1,741 @@
+//! The coordinator decides when to act. On every new snapshot it judges each cluster;
+//! a primary that just stopped answering gets its replicas re-probed at once so the
+//! verdict (dead or merely unreachable) comes in milliseconds, not at the next poll. A
+//! failure that needs recovery is recovered automatically only when everything allows it
+//! — the cluster is in `recovery.auto_clusters`, automatic recovery is on, the failed
+//! instance is not downtimed, and no unacknowledged recovery of the cluster happened
+//! within `recovery.block_period` — and each refusal is said loudly, once. Operators can
+//! always recover by hand. Old primaries stay fenced: whenever one answers and is
+//! writable, it is set read_only at once.
+
+use super::execute::{Executor, StepLog};
+use super::hooks::{run_hooks, HookContext, HookPoint, HookRun, HooksConfig};
+use super::plan::{plan_promotion, PlanError, PromotionPolicy};
+use crate::analysis::{cluster_problems, Problem, ProblemCode, ProblemRules};
+use crate::config::ClusterFilter;
+use crate::discovery::DiscoveryHandle;
+use crate::store::recovery::{RecoveryRecord, RecoveryStatus};
+use crate::store::{AuditEntry, Store};
+use crate::topology::cluster::ClusterAlias;
+use crate::topology::{build_clusters, ClusterView, InstanceKey, Snapshot};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Everything the coordinator decides with.
+pub struct Coordinator {
+    pub discovery: DiscoveryHandle,
+    pub store: Store,
+    pub executor: Executor,
+    pub policy: PromotionPolicy,
+    pub rules: ProblemRules,
+    pub aliases: Vec<ClusterAlias>,
+    pub auto_clusters: Vec<ClusterFilter>,
+    pub block_period: Duration,
+    pub hooks: HooksConfig,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Clusters with a recovery in progress.
+    recovering: HashSet<String>,
+    /// Refusals and detections already reported, so each is said once per failure.
+    said: HashSet<String>,
+    /// When replicas of a cluster's primary were last re-probed on suspicion.
+    confirming: HashMap<String, Instant>,
+    /// When a fenced instance was last set read_only.
+    fencing: HashMap<InstanceKey, Instant>,
+}
+
+/// Why a manual recovery was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    #[error("no cluster named \"{0}\"")]
+    UnknownCluster(String),
+    #[error("cluster {cluster} needs no recovery: {why}")]
+    NothingToRecover { cluster: String, why: String },
+    #[error("a recovery of cluster {0} is already running")]
+    AlreadyRunning(String),
+}
+
+/// How a recovery was asked for.
+#[derive(Clone, Debug)]
+pub enum Trigger {
+    Automatic,
+    Operator { who: String },
+}
+
+impl Trigger {
+    fn name(&self) -> String {
+        match self {
+            Trigger::Automatic => "automatic".into(),
+            Trigger::Operator { who } => who.clone(),
+        }
+    }
+}
+
+impl Coordinator {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        discovery: DiscoveryHandle,
+        store: Store,
+        executor: Executor,
+        policy: PromotionPolicy,
+        rules: ProblemRules,
+        aliases: Vec<ClusterAlias>,
+        auto_clusters: Vec<ClusterFilter>,
+        block_period: Duration,
+        hooks: HooksConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            discovery,
+            store,
+            executor,
+            policy,
+            rules,
+            aliases,
+            auto_clusters,
+            block_period,
+            hooks,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Watches snapshots until discovery stops.
+    pub async fn run(self: Arc<Self>) {
+        match self.store.interrupt_running_recoveries() {
+            Ok(interrupted) => {
+                for record in interrupted {
+                    tracing::error!(
+                        recovery_id = %record.id,
+                        cluster = %record.cluster,
+                        "a recovery was interrupted by an agent restart; it blocks automatic recovery until acknowledged"
+                    );
+                }
+            }
+            Err(error) => tracing::error!(%error, "cannot read recoveries from the store"),
+        }
+        let mut snapshots = self.discovery.subscribe();
+        while snapshots.changed().await.is_ok() {
+            let snapshot = snapshots.borrow_and_update().clone();
+            self.consider(&snapshot);
+        }
+    }
+
+    /// The problems of every cluster now.
+    pub fn problems(&self, snapshot: &Snapshot) -> Vec<(ClusterView, Vec<Problem>)> {
+        build_clusters(snapshot, &self.aliases)
+            .into_iter()
+            .map(|cluster| {
+                let problems = cluster_problems(&cluster, snapshot, &self.rules, SystemTime::now());
+                (cluster, problems)
+            })
+            .collect()
+    }
+
+    fn consider(self: &Arc<Self>, snapshot: &Snapshot) {
+        self.keep_fenced(snapshot);
+        for (cluster, problems) in self.problems(snapshot) {
+            if problems.is_empty() {
+                self.state()
+                    .said
+                    .retain(|key| !key.starts_with(&format!("{}|", cluster.name)));
+            }
+            for problem in problems {
+                match problem.code {
+                    ProblemCode::UnreachablePrimary
+                    | ProblemCode::UnreachablePrimaryWithLaggingReplicas => {
+                        self.confirm(&cluster, &problem);
+                    }
+                    code if code.needs_recovery() => {
+                        let first = self.say_once(&cluster.name, &problem, "detected", || {
+                            format!(
+                                "{:?} on {}: {}",
+                                problem.code, problem.instance, problem.explanation
+                            )
+                        });
+                        if first {
+                            self.failure_detected_hooks(&cluster, &problem);
+                        }
+                        if let Some(refusal) = self.automatic_refusal(&cluster, &problem) {
+                            self.say_once(&cluster.name, &problem, "refused", || refusal);
+                        } else {
+                            self.start(cluster.clone(), problem.clone(), Trigger::Automatic, None);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Re-reads the replicas of a primary the agent lost, a few times a second, until
+    /// they either confirm it dead or show it alive.
+    fn confirm(&self, cluster: &ClusterView, problem: &Problem) {
+        let mut state = self.state();
+        let due = state
+            .confirming
+            .get(&cluster.name)
+            .is_none_or(|last| last.elapsed() >= Duration::from_millis(50));
+        if due {
+            state
+                .confirming
+                .insert(cluster.name.clone(), Instant::now());
+            drop(state);
+            self.discovery.probe_now(problem.related.clone());
+        }
+    }
+
+    /// Logs and audits a message once per (cluster, problem, kind) until the cluster is
+    /// healthy again; returns whether it was said now.
+    fn say_once(
+        &self,
+        cluster: &str,
+        problem: &Problem,
+        kind: &str,
+        message: impl FnOnce() -> String,
+    ) -> bool {
+        let key = format!("{cluster}|{:?}|{}|{kind}", problem.code, problem.instance);
+        if !self.state().said.insert(key) {
+            return false;
+        }
+        let message = message();
+        if kind == "refused" {
+            tracing::warn!(cluster, instance = %problem.instance, "{message}");
+        }
+        let _ = self.store.audit(AuditEntry {
+            actor: "agent".into(),
+            action: format!("failure-{kind}"),
+            cluster: Some(cluster.to_string()),
+            instance: Some(problem.instance.clone()),
+            message,
+        });
+        true
+    }
+
+    /// Runs the `on_failure_detected` hooks in the background; their runs go to the audit.
+    fn failure_detected_hooks(self: &Arc<Self>, cluster: &ClusterView, problem: &Problem) {
+        if self.hooks.on_failure_detected.is_empty() {
+            return;
+        }
+        let this = self.clone();
+        let context = HookContext {
+            failure_type: format!("{:?}", problem.code),
+            cluster: cluster.name.clone(),
+            failed: Some(problem.instance.clone()),
+            successor: None,
+            recovery_id: String::new(),
+        };
+        tokio::spawn(async move {
+            for run in run_hooks(HookPoint::OnFailureDetected, &this.hooks, &context).await {
+                let _ = this.store.audit(AuditEntry {
+                    actor: "agent".into(),
+                    action: "hook".into(),
+                    cluster: Some(context.cluster.clone()),
+                    instance: context.failed.clone(),
+                    message: describe_run(&run),
+                });
+            }
+        });
+    }
+
+    /// Runs the hooks of `point` and records each run as a step; false if one failed.
+    async fn hooks_as_steps(
+        &self,
+        point: HookPoint,
+        context: &HookContext,
+        log: &mut StepLog,
+    ) -> bool {
+        let mut all_ok = true;
+        for run in run_hooks(point, &self.hooks, context).await {
+            all_ok &= run.succeeded();
+            log.note(
+                &format!("hook {}", point.name()),
+                None,
+                run.succeeded(),
+                describe_run(&run),
+                Duration::from_millis(run.duration_ms),
+            );
+        }
+        all_ok
+    }
+
+    /// Why this failure may not be recovered automatically, or `None` if it may.
+    fn automatic_refusal(&self, cluster: &ClusterView, problem: &Problem) -> Option<String> {
+        if !self
+            .auto_clusters
+            .iter()
+            .any(|f| f.matches(&cluster.name, cluster.alias.as_deref()))
+        {
+            return Some(format!(
+                "cluster {} is not in recovery.auto_clusters: recover it by hand with `pointsman recover {}`",
+                cluster.name, cluster.name
+            ));
+        }
+        match self.store.automatic_recovery_enabled() {
+            Ok(true) => {}
+            Ok(false) => {
+                return Some(
+                    "automatic recovery is disabled (`pointsman recovery enable` turns it on)"
+                        .into(),
+                )
+            }
+            Err(error) => return Some(format!("cannot read the recovery switch: {error}")),
+        }
+        let now = SystemTime::now();
+        if let Ok(downtimes) = self.store.downtimes(now) {
+            if let Some(downtime) = downtimes.iter().find(|d| d.instance == problem.instance) {
+                return Some(format!(
+                    "{} is downtimed until {} ({}, by {})",
+                    problem.instance,
+                    crate::topology::time::format(downtime.until),
+                    downtime.reason,
+                    downtime.owner
+                ));
+            }
+        }
+        match self.store.blocking_recovery(&cluster.name, now - self.block_period) {
+            Ok(Some(recovery)) => Some(format!(
+                "blocked: recovery {} of this cluster at {} is within recovery.block_period and not acknowledged; `pointsman ack {}` allows the next one",
+                recovery.id,
+                crate::topology::time::format(recovery.started_at),
+                cluster.name
+            )),
+            Ok(None) => None,
+            Err(error) => Some(format!("cannot read past recoveries: {error}")),
+        }
+    }
+
+    /// Recovers a cluster now on an operator's request (outside auto_clusters, blocked,
+    /// or disabled alike). The failure must be one a recovery fixes: an unreachable
+    /// primary that replicas still hear is refused, since promoting then splits the brain.
+    pub async fn recover_by_hand(
+        self: &Arc<Self>,
+        cluster_name: &str,
+        to: Option<InstanceKey>,
+        who: &str,
+    ) -> Result<RecoveryRecord, RecoverError> {
+        let snapshot = self.discovery.snapshot();
+        let (cluster, problems) = self
+            .problems(&snapshot)
+            .into_iter()
+            .find(|(c, _)| c.name == cluster_name)
+            .ok_or_else(|| RecoverError::UnknownCluster(cluster_name.to_string()))?;
+        let Some(problem) = problems.iter().find(|p| p.code.needs_recovery()).cloned() else {
+            let why = problems
+                .first()
+                .map(|p| format!("{:?}: {}", p.code, p.explanation))
+                .unwrap_or_else(|| {
+                    "its primary is healthy (use switchover to change primaries)".into()
+                });
+            return Err(RecoverError::NothingToRecover {
+                cluster: cluster_name.to_string(),
+                why,
+            });
+        };
+        if self.state().recovering.contains(cluster_name) {
+            return Err(RecoverError::AlreadyRunning(cluster_name.to_string()));
+        }
+        Ok(self
+            .recover(
+                cluster,
+                problem,
+                Trigger::Operator {
+                    who: who.to_string(),
+                },
+                to,
+            )
+            .await)
+    }
+
+    fn start(
+        self: &Arc<Self>,
+        cluster: ClusterView,
+        problem: Problem,
+        trigger: Trigger,
+        to: Option<InstanceKey>,
+    ) {
+        if self.state().recovering.contains(&cluster.name) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.recover(cluster, problem, trigger, to).await;
+        });
+    }
+
+    /// Runs one recovery to its end and records it.
+    async fn recover(
+        self: &Arc<Self>,
+        cluster: ClusterView,
+        problem: Problem,
+        trigger: Trigger,
+        to: Option<InstanceKey>,
+    ) -> RecoveryRecord {
+        if !self.state().recovering.insert(cluster.name.clone()) {
+            tracing::warn!(cluster = %cluster.name, "a recovery is already running");
+        }
+        let started = Instant::now();
+        let now = SystemTime::now();
+        let id = format!(
+            "{}-{}",
+            cluster.name.replace([':', '.'], "-"),
+            now.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis()
+        );
+        let kind = if problem.code == ProblemCode::DeadIntermediatePrimary {
+            "intermediate"
+        } else {
+            "failover"
+        };
+        let mut record = RecoveryRecord {
+            id: id.clone(),
+            cluster: cluster.name.clone(),
+            kind: kind.into(),
+            problem: format!("{:?}", problem.code),
+            failed: problem.instance.clone(),
+            successor: None,
+            trigger: trigger.name(),
+            status: RecoveryStatus::Running,
+            started_at: now,
+            finished_at: None,
+            steps: Vec::new(),
+            acknowledged_at: None,
+            acknowledged_by: None,
+            ack_comment: None,
+        };
+        if let Err(error) = self.store.insert_recovery(&record) {
+            tracing::error!(%error, recovery_id = %id, "cannot record the recovery");
+        }
+        let mut log = StepLog::new(&id);
+        let snapshot = self.discovery.snapshot();
+        let outcome = if kind == "intermediate" {
+            self.recover_intermediate(&problem, &snapshot, &mut log)
+                .await
+        } else {
+            self.fail_over(&cluster, &problem, &snapshot, to.as_ref(), &mut log)
+                .await
+        };
+        record.status = match &outcome {
+            Ok(_) => RecoveryStatus::Succeeded,
+            Err(Outcome::Aborted(_)) => RecoveryStatus::Aborted,
+            Err(Outcome::Failed(_)) => RecoveryStatus::Failed,
+        };
+        record.successor = outcome.as_ref().ok().cloned();
+        let context = HookContext {
+            failure_type: record.problem.clone(),
+            cluster: cluster.name.clone(),
+            failed: Some(problem.instance.clone()),
+            successor: record.successor.clone(),
+            recovery_id: id.clone(),
+        };
+        let point = if outcome.is_ok() {
+            HookPoint::PostFailover
+        } else {
+            HookPoint::PostUnsuccessfulFailover
+        };
+        self.hooks_as_steps(point, &context, &mut log).await;
+        record.steps = log.steps;
+        record.finished_at = Some(SystemTime::now());
+        if let Err(error) = self.store.update_recovery(&record) {
+            tracing::error!(%error, recovery_id = %id, "cannot record the recovery's outcome");
+        }
+        let message = match &outcome {
+            Ok(successor) => format!(
+                "{:?} on {}: {} recovered in {} ms, {} is the new {}",
+                problem.code,
+                problem.instance,
+                cluster.name,
+                started.elapsed().as_millis(),
+                successor,
+                if kind == "intermediate" {
+                    "source"
+                } else {
+                    "primary"
+                }
+            ),
+            Err(Outcome::Aborted(why)) | Err(Outcome::Failed(why)) => {
+                format!(
+                    "{:?} on {}: recovery {:?}: {why}",
+                    problem.code, problem.instance, record.status
+                )
+            }
+        };
+        let _ = self.store.audit(AuditEntry {
+            actor: trigger.name(),
+            action: "recovery".into(),
+            cluster: Some(cluster.name.clone()),
+            instance: Some(problem.instance.clone()),
+            message,
+        });
+        self.state().recovering.remove(&cluster.name);
+        // Everyone's state just changed: look now rather than at the next tick.
+        self.discovery
+            .probe_now(snapshot.instances.keys().cloned().collect());
+        record
+    }
+
+    async fn fail_over(
+        &self,
+        cluster: &ClusterView,
+        problem: &Problem,
+        snapshot: &Snapshot,
+        to: Option<&InstanceKey>,
+        log: &mut StepLog,
+    ) -> Result<InstanceKey, Outcome> {
+        let started = Instant::now();
+        let plan = match plan_promotion(&problem.instance, snapshot, &self.policy, to) {
+            Ok(plan) => plan,
+            Err(error) => {
+                log.note(
+                    "choose candidate",
+                    None,
+                    false,
+                    error.to_string(),
+                    started.elapsed(),
+                );
+                return Err(Outcome::Aborted(match error {
+                    PlanError::NoCandidate { failed, .. } => {
+                        format!("no replica of {failed} may be promoted")
+                    }
+                    other => other.to_string(),
+                }));
+            }
+        };
+        log.note(
+            "choose candidate",
+            Some(&plan.candidate),
+            true,
+            plan.explain(),
+            started.elapsed(),
+        );
+        // Fenced from this moment, whatever happens next: never writable again on its own.
+        if let Err(error) =
+            self.store
+                .fence(&problem.instance, &cluster.name, Some(&log.recovery_id))
+        {
+            tracing::error!(%error, "cannot record the fence");
+        }
+        log.note(
+            "fence",
+            Some(&problem.instance),
+            true,
+            "marked fenced: set read_only whenever it answers, until re-attached".into(),
+            Duration::ZERO,
+        );
+        self.executor
+            .fail_over(&plan, log)
+            .await
+            .map_err(|e| Outcome::Failed(e.to_string()))?;
+        Ok(plan.candidate)
+    }
+
+    async fn recover_intermediate(
+        &self,
+        problem: &Problem,
+        snapshot: &Snapshot,
+        log: &mut StepLog,
+    ) -> Result<InstanceKey, Outcome> {
+        let Some(new_source) = snapshot
+            .get(&problem.instance)
+            .and_then(|i| i.source())
+            .cloned()
+        else {
+            return Err(Outcome::Aborted(format!(
+                "the source of {} is not known",
+                problem.instance
+            )));
+        };
+        let failed = self
+            .executor
+            .repoint_under(log, &problem.related, &new_source)
+            .await;
+        if failed.len() == problem.related.len() {
+            return Err(Outcome::Failed(format!(
+                "no replica of {} could be re-pointed",
+                problem.instance
+            )));
+        }
+        Ok(new_source)
+    }
+
+    /// Sets every fenced old primary that answers and is writable back to read_only.
+    fn keep_fenced(self: &Arc<Self>, snapshot: &Snapshot) {
+        let Ok(fenced) = self.store.fenced() else {
+            return;
+        };
+        for fence in fenced {
+            let Some(instance) = snapshot.get(&fence.instance) else {
+                continue;
+            };
+            let writable = instance.is_reachable()
+                && instance
+                    .facts
+                    .as_ref()
+                    .is_some_and(|f| !f.read_only || f.super_read_only == Some(false));
+            if !writable {
+                continue;
+            }
+            {
+                let mut state = self.state();
+                let recent = state
+                    .fencing
+                    .get(&fence.instance)
+                    .is_some_and(|last| last.elapsed() < Duration::from_secs(1));
+                if recent {
+                    continue;
+                }
+                state.fencing.insert(fence.instance.clone(), Instant::now());
+            }
+            let this = self.clone();
+            tokio::spawn(async move {
+                let mut log = StepLog::new(fence.recovery_id.as_deref().unwrap_or("fence"));
+                let result = this.executor.fence(&mut log, &fence.instance).await;
+                let _ = this.store.audit(AuditEntry {
+                    actor: "agent".into(),
+                    action: "fence".into(),
+                    cluster: Some(fence.cluster.clone()),
+                    instance: Some(fence.instance.clone()),
+                    message: match result {
+                        Ok(()) => format!(
+                            "old primary {} answered writable: set read_only (fenced until `pointsman reattach`)",
+                            fence.instance
+                        ),
+                        Err(error) => format!("old primary {} answered writable, fencing failed: {error}", fence.instance),
+                    },
+                });
+                this.discovery.probe_now(vec![fence.instance.clone()]);
+            });
+        }
+    }
+}
+
+/// One hook run in a line (and its output, shortened) for steps and the audit.
+fn describe_run(run: &HookRun) -> String {
+    const KEEP: usize = 2000;
+    let status = match (run.exit_code, run.timed_out) {
+        (_, true) => "timed out".to_string(),
+        (Some(code), false) => format!("exit {code}"),
+        (None, false) => "killed".to_string(),
+    };
+    let mut output = run.output.trim().to_string();
+    if output.len() > KEEP {
+        let mut cut = KEEP;
+        while !output.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        output.truncate(cut);
+        output.push_str(" …");
+    }
+    format!(
+        "`{}`: {status} in {} ms; output: {output}",
+        run.command, run.duration_ms
+    )
+}
+
+/// How a recovery ended when it did not succeed.
+enum Outcome {
+    /// Nothing was changed.
+    Aborted(String),
+    /// It stopped part-way.
+    Failed(String),
+}
+
+/// Why an old primary could not be re-attached.
+#[derive(Debug, thiserror::Error)]
+pub enum ReattachError {
+    #[error("{0} is not fenced: only an old primary fenced by a failover is re-attached")]
+    NotFenced(InstanceKey),
+    #[error("{0} does not answer: start it first")]
+    Unreachable(InstanceKey),
+    #[error("the primary that replaced {0} is not known any more: re-attach it by hand")]
+    NoPrimary(InstanceKey),
+    #[error("{instance} has transactions {primary} never had ({errant}): as a replica they would conflict or be lost; rebuild it from a backup of {primary}, or reconcile by hand")]
+    Diverged {
+        instance: InstanceKey,
+        primary: InstanceKey,
+        errant: String,
+    },
+    #[error("{0}")]
+    Failed(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl Coordinator {
+    /// Makes a fenced old primary a replica of the primary that replaced it, when its
+    /// GTIDs allow (it has nothing the new primary lacks).
+    pub async fn reattach(
+        &self,
+        key: &InstanceKey,
+        who: &str,
+    ) -> Result<InstanceKey, ReattachError> {
+        let fence = self
+            .store
+            .fenced()?
+            .into_iter()
+            .find(|f| &f.instance == key)
+            .ok_or_else(|| ReattachError::NotFenced(key.clone()))?;
+        let snapshot = self.discovery.snapshot();
+        let old = snapshot
+            .get(key)
+            .filter(|i| i.is_reachable())
+            .and_then(|i| i.facts.as_ref())
+            .ok_or_else(|| ReattachError::Unreachable(key.clone()))?;
+        let successor = fence
+            .recovery_id
+            .as_deref()
+            .and_then(|id| {
+                self.store
+                    .recoveries(Some(&fence.cluster), 1000)
+                    .ok()?
+                    .into_iter()
+                    .find(|r| r.id == id)?
+                    .successor
+            })
+            .ok_or_else(|| ReattachError::NoPrimary(key.clone()))?;
+        let primary_key = build_clusters(&snapshot, &self.aliases)
+            .into_iter()
+            .find(|c| c.members.contains(&successor))
+            .map(|c| c.primary)
+            .ok_or_else(|| ReattachError::NoPrimary(key.clone()))?;
+        let primary = snapshot
+            .get(&primary_key)
+            .filter(|i| i.is_reachable())
+            .and_then(|i| i.facts.as_ref())
+            .ok_or_else(|| ReattachError::NoPrimary(key.clone()))?;
+        if let Some(errant) =
+            crate::analysis::findings::errant_gtids(&old.gtid, &primary.gtid, primary)
+        {
+            return Err(ReattachError::Diverged {
+                instance: key.clone(),
+                primary: primary_key,
+                errant,
+            });
+        }
+        let mut log = StepLog::new(fence.recovery_id.as_deref().unwrap_or("reattach"));
+        self.executor
+            .attach(&mut log, key, &primary_key)
+            .await
+            .map_err(|e| ReattachError::Failed(e.to_string()))?;
+        self.store.unfence(key)?;
+        let _ = self.store.audit(AuditEntry {
+            actor: who.to_string(),
+            action: "reattach".into(),
+            cluster: Some(fence.cluster.clone()),
+            instance: Some(key.clone()),
+            message: format!("old primary {key} re-attached as a replica of {primary_key}"),
+        });
+        self.discovery
+            .probe_now(vec![key.clone(), primary_key.clone()]);
+        Ok(primary_key)
+    }
+}
