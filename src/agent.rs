@@ -78,15 +78,16 @@ impl RunningAgent {
         let findings = FindingRules {
             lag_warning: config.analysis.lag_warning.0,
         };
+        let rules = ProblemRules {
+            findings,
+            silent_heartbeats: config.recovery.silent_heartbeats,
+        };
         let coordinator = Coordinator::new(
             discovery.clone(),
             store.clone(),
             executor,
             settings.promotion.clone(),
-            ProblemRules {
-                findings,
-                silent_heartbeats: config.recovery.silent_heartbeats,
-            },
+            rules,
             settings.aliases.clone(),
             settings.auto_clusters.clone(),
             config.recovery.block_period.0,
@@ -97,7 +98,7 @@ impl RunningAgent {
             discovery: discovery.clone(),
             store: store.clone(),
             aliases: Arc::new(settings.aliases.clone()),
-            rules: findings,
+            rules,
             coordinator: coordinator.clone(),
         };
         let (stop, stopped) = oneshot::channel::<()>();

@@ -2,8 +2,8 @@
 //! way DBAs read topologies — an indented tree like orchestrator's
 //! (`host:port [0s,ok,9.7.4,rw,ROW,>>,GTID]`) followed by what is wrong.
 
-use crate::analysis::{HealthStatus, Severity};
-use crate::api::views::{ClusterDetail, ClusterSummary, InstanceView};
+use crate::analysis::{HealthStatus, ProblemCode, Severity};
+use crate::api::views::{ClusterDetail, ClusterSummary, InstanceView, Role};
 use crate::api::ApiError;
 use crate::topology::{ClusterTreeNode, IoThreadState};
 use serde::de::DeserializeOwned;
@@ -49,6 +49,15 @@ impl ApiClient {
         body: &B,
     ) -> Result<T, ClientError> {
         self.send(self.http.post(self.url(path)).json(body), path)
+            .await
+    }
+
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.send(self.http.put(self.url(path)).json(body), path)
             .await
     }
 
@@ -131,24 +140,50 @@ pub fn format_clusters(clusters: &[ClusterSummary]) -> String {
 pub fn format_topology(detail: &ClusterDetail) -> String {
     let mut lines: Vec<(String, String)> = Vec::new();
     tree_lines(detail, &detail.tree, 0, &mut lines);
+    for view in detail
+        .instances
+        .iter()
+        .filter(|v| v.role == Role::FencedPrimary)
+    {
+        lines.push((
+            format!("- {}", view.instance.key),
+            format!("{} old primary, fenced", instance_tags(view)),
+        ));
+    }
     let width = lines.iter().map(|(key, _)| key.len()).max().unwrap_or(0);
     let mut out = String::new();
     for (key, tags) in lines {
         let _ = writeln!(out, "{key:width$}  {tags}");
     }
-    if !detail.findings.is_empty() {
+    if !detail.problems.is_empty() || !detail.findings.is_empty() {
         out.push('\n');
-        for finding in &detail.findings {
-            let mark = match finding.severity {
-                Severity::Problem => "PROBLEM",
-                Severity::Warning => "warning",
-            };
-            let _ = writeln!(
-                out,
-                "{mark} {} {:?}: {}",
-                finding.instance, finding.code, finding.message
-            );
-        }
+    }
+    // Failover-level problems first; those that restate a finding are left to it.
+    for problem in detail.problems.iter().filter(|p| {
+        !matches!(
+            p.code,
+            ProblemCode::ErrantGtid
+                | ProblemCode::ReplicationStopped
+                | ProblemCode::ReplicationLagging
+                | ProblemCode::PrimaryReadOnly
+        )
+    }) {
+        let _ = writeln!(
+            out,
+            "PROBLEM {} {:?}: {}",
+            problem.instance, problem.code, problem.explanation
+        );
+    }
+    for finding in &detail.findings {
+        let mark = match finding.severity {
+            Severity::Problem => "PROBLEM",
+            Severity::Warning => "warning",
+        };
+        let _ = writeln!(
+            out,
+            "{mark} {} {:?}: {}",
+            finding.instance, finding.code, finding.message
+        );
     }
     out
 }
@@ -235,13 +270,67 @@ pub fn instance_tags(view: &InstanceView) -> String {
     if let Some(delay) = replication.map(|r| r.sql_delay).filter(|d| *d > 0) {
         tags.push(format!("delay={delay}s"));
     }
+    if view.fenced {
+        tags.push("FENCED".into());
+    }
+    if view.downtimed_until.is_some() {
+        tags.push("downtimed".into());
+    }
     format!("[{}]", tags.join(","))
+}
+
+/// One recovery: what failed, who took over, each step with its duration.
+pub fn format_recovery(record: &crate::store::recovery::RecoveryRecord) -> String {
+    let took = record
+        .finished_at
+        .and_then(|end| end.duration_since(record.started_at).ok())
+        .map(|d| format!(" in {} ms", d.as_millis()))
+        .unwrap_or_default();
+    let mut out = format!(
+        "recovery {} of {} ({}, {}): {:?}{took}\n  {} failed ({}), successor: {}\n",
+        record.id,
+        record.cluster,
+        record.kind,
+        record.trigger,
+        record.status,
+        record.failed,
+        record.problem,
+        record
+            .successor
+            .as_ref()
+            .map(|k| k.to_string())
+            .unwrap_or_else(|| "none".into())
+    );
+    for step in &record.steps {
+        let instance = step
+            .instance
+            .as_ref()
+            .map(|k| format!(" {k}"))
+            .unwrap_or_default();
+        let mark = if step.ok { "ok  " } else { "FAIL" };
+        let detail = step.detail.replace('\n', "\n        ");
+        let _ = writeln!(
+            out,
+            "  {mark} {:>5} ms  {}{instance}: {detail}",
+            step.duration_ms, step.step
+        );
+    }
+    if let Some(at) = record.acknowledged_at {
+        let _ = writeln!(
+            out,
+            "  acknowledged {} by {}: {}",
+            crate::topology::time::format(at),
+            record.acknowledged_by.as_deref().unwrap_or("?"),
+            record.ack_comment.as_deref().unwrap_or("")
+        );
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::FindingRules;
+    use crate::analysis::{FindingRules, ProblemRules};
     use crate::api::views::cluster_details;
     use crate::topology::instance::tests_support::{primary, replica};
     use crate::topology::{InstanceKey, Snapshot};
@@ -266,7 +355,17 @@ mod tests {
         let rules = FindingRules {
             lag_warning: Duration::from_secs(10),
         };
-        let details = cluster_details(&snapshot, &[], &rules, SystemTime::now());
+        let rules = ProblemRules {
+            findings: rules,
+            silent_heartbeats: 3,
+        };
+        let details = cluster_details(
+            &snapshot,
+            &[],
+            &rules,
+            &Default::default(),
+            SystemTime::now(),
+        );
         let text = format_topology(&details[0]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "127.0.0.1:1      [0s,ok,9.7.4,rw,ROW,>>,GTID]");

@@ -102,6 +102,7 @@ async fn watch(sandbox: &Sandbox, options: &DemoOptions) -> Result<(), DemoError
                 &snapshot,
                 &settings.aliases,
                 &rules(&settings),
+                &Default::default(),
                 SystemTime::now(),
             );
             println!();
@@ -122,17 +123,21 @@ async fn watch(sandbox: &Sandbox, options: &DemoOptions) -> Result<(), DemoError
         format!(" --api {url}")
     };
     println!(
-        "\npointsman is watching the cluster \"demo\". API: {url}\n\
+        "\npointsman is watching the cluster \"demo\" with automatic recovery on. API: {url}\n\
          \n\
          Try, in another terminal:\n\
-         \x20 {cli} clusters{api_flag}\n\
          \x20 {cli} topology demo{api_flag}\n\
+         \x20 {cli} sandbox kill --dir {dir} node1      # kill -9 the primary: a replica takes over\n\
+         \x20 {cli} topology demo{api_flag}                  # the new primary, node1 FENCED and unreachable\n\
+         \x20 {cli} recoveries{api_flag}                     # every step of the failover, with its duration\n\
+         \x20 {cli} sandbox start --dir {dir} node1     # node1 comes back read_only, fenced\n\
+         \x20 {cli} reattach 127.0.0.1:{node1_port}{api_flag}       # and becomes a replica of the new primary\n\
+         \x20 {cli} ack demo{api_flag}                       # allow the next automatic recovery at once\n\
          \x20 curl -s {url}/api/v1/clusters/demo\n\
-         \x20 {cli} sandbox kill --dir {dir} node3      # the replica turns unreachable\n\
-         \x20 {cli} sandbox start --dir {dir} node3     # and comes back\n\
          \n\
          The agent's configuration is {config}. Press Ctrl-C to stop; the demo removes what it started.",
-        config = config_path.display()
+        config = config_path.display(),
+        node1_port = sandbox.nodes.first().map(|n| n.port).unwrap_or_default(),
     );
 
     wait_for_stop_signal().await;
@@ -158,9 +163,12 @@ fn cli_path() -> String {
         .unwrap_or_else(|| exe.display().to_string())
 }
 
-fn rules(settings: &crate::config::Settings) -> crate::analysis::FindingRules {
-    crate::analysis::FindingRules {
-        lag_warning: settings.config.analysis.lag_warning.0,
+fn rules(settings: &crate::config::Settings) -> crate::analysis::ProblemRules {
+    crate::analysis::ProblemRules {
+        findings: crate::analysis::FindingRules {
+            lag_warning: settings.config.analysis.lag_warning.0,
+        },
+        silent_heartbeats: settings.config.recovery.silent_heartbeats,
     }
 }
 
@@ -190,11 +198,15 @@ fn write_config(sandbox: &Sandbox, options: &DemoOptions, path: &Path) -> Result
          [discovery]\nseeds = [\"{seed}\"]\npoll_interval = \"1s\"\n\n\
          [store]\npath = \"{store}\"\n\n\
          [api]\nlisten = \"127.0.0.1:{port}\"\n\n\
+         [recovery]\nauto_clusters = [\"alias=demo\"]\nreplication_user = \"{repl_user}\"\n\
+         replication_password = \"{repl_password}\"\n\n\
          [[cluster]]\nalias = \"demo\"\ninstances = [{instances}]\n",
         user = sandbox.user,
         password = sandbox.password,
         store = options.dir.join("pointsman.db").display(),
         port = options.api_port,
+        repl_user = sandbox.repl_user,
+        repl_password = sandbox.repl_password,
     );
     std::fs::write(path, text).map_err(|source| DemoError::Io {
         path: path.to_path_buf(),

@@ -3,11 +3,18 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use pointsman::api::recovery::{
+    AckRequest, Acknowledged, DowntimeEnded, DowntimeRequest, Reattached, RecoverRequest,
+    RecoverySwitch,
+};
 use pointsman::api::views::{ClusterDetail, ClusterSummary, InstanceView};
 use pointsman::api::{DiscoverRequest, Forgotten};
-use pointsman::client::{format_clusters, format_topology, instance_tags, ApiClient};
+use pointsman::client::{
+    format_clusters, format_recovery, format_topology, instance_tags, ApiClient,
+};
 use pointsman::config::{Config, LogConfig, LogFormat};
 use pointsman::sandbox::{Flavor, Sandbox, SandboxOptions};
+use pointsman::store::recovery::{Downtime, RecoveryRecord, RecoveryStatus};
 use pointsman::store::AuditRecord;
 use pointsman::topology::InstanceKey;
 use std::path::PathBuf;
@@ -67,6 +74,45 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Recover a cluster whose primary is dead, now (also outside auto_clusters or when blocked).
+    Recover {
+        cluster: String,
+        /// Promote this replica instead of the best candidate.
+        #[arg(long)]
+        to: Option<InstanceKey>,
+    },
+    /// Recovery history, newest first, each with its steps.
+    Recoveries {
+        #[arg(long)]
+        cluster: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+    /// Acknowledge a cluster's recoveries, lifting the anti-flapping block.
+    Ack {
+        cluster: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Show or switch automatic recovery for every cluster.
+    Recovery {
+        #[arg(value_parser = ["status", "enable", "disable"], default_value = "status")]
+        action: String,
+    },
+    /// Take an instance out of automatic recovery for a while, or end that.
+    Downtime {
+        instance: InstanceKey,
+        /// How long, like "1h" or "30m".
+        #[arg(long = "for", required_unless_present = "end")]
+        duration: Option<String>,
+        #[arg(long, required_unless_present = "end")]
+        reason: Option<String>,
+        /// End the downtime now.
+        #[arg(long)]
+        end: bool,
+    },
+    /// Make a fenced old primary a replica of the primary that replaced it.
+    Reattach { instance: InstanceKey },
     /// Real local topologies from real server binaries.
     Sandbox {
         #[command(subcommand)]
@@ -219,6 +265,108 @@ async fn run(cli: Cli) -> Result<()> {
                     record.message
                 );
             }
+        }
+        Command::Recover { cluster, to } => {
+            let record: RecoveryRecord = client
+                .post(
+                    &format!("/api/v1/clusters/{cluster}/recover"),
+                    &RecoverRequest { to },
+                )
+                .await?;
+            print!("{}", format_recovery(&record));
+            if record.status != RecoveryStatus::Succeeded {
+                bail!("the recovery of {cluster} did not succeed");
+            }
+        }
+        Command::Recoveries { cluster, limit } => {
+            let mut path = format!("/api/v1/recoveries?limit={limit}");
+            if let Some(cluster) = cluster {
+                path.push_str(&format!("&cluster={cluster}"));
+            }
+            let records: Vec<RecoveryRecord> = client.get(&path).await?;
+            if records.is_empty() {
+                println!("no recoveries");
+            }
+            for record in records {
+                print!("{}", format_recovery(&record));
+            }
+        }
+        Command::Ack { cluster, comment } => {
+            let done: Acknowledged = client
+                .post(
+                    &format!("/api/v1/clusters/{cluster}/ack"),
+                    &AckRequest { comment },
+                )
+                .await?;
+            println!(
+                "{} recoveries of {} acknowledged: automatic recovery may act again",
+                done.acknowledged, done.cluster
+            );
+        }
+        Command::Recovery { action } => {
+            let switch: RecoverySwitch = match action.as_str() {
+                "enable" | "disable" => {
+                    client
+                        .put(
+                            "/api/v1/recovery",
+                            &RecoverySwitch {
+                                automatic: action == "enable",
+                            },
+                        )
+                        .await?
+                }
+                _ => client.get("/api/v1/recovery").await?,
+            };
+            println!(
+                "automatic recovery is {}",
+                if switch.automatic {
+                    "on (for clusters in recovery.auto_clusters)"
+                } else {
+                    "OFF for every cluster"
+                }
+            );
+        }
+        Command::Downtime {
+            instance,
+            duration,
+            reason,
+            end,
+        } => {
+            let path = format!("/api/v1/instances/{instance}/downtime");
+            if end {
+                let ended: DowntimeEnded = client.delete(&path).await?;
+                println!(
+                    "{}: {}",
+                    ended.instance,
+                    if ended.ended {
+                        "downtime ended"
+                    } else {
+                        "was not downtimed"
+                    }
+                );
+            } else {
+                let downtime: Downtime = client
+                    .put(
+                        &path,
+                        &DowntimeRequest {
+                            duration: duration.unwrap_or_default(),
+                            reason: reason.unwrap_or_default(),
+                        },
+                    )
+                    .await?;
+                println!(
+                    "{} downtimed until {}: {}",
+                    downtime.instance,
+                    pointsman::topology::time::format(downtime.until),
+                    downtime.reason
+                );
+            }
+        }
+        Command::Reattach { instance } => {
+            let done: Reattached = client
+                .post(&format!("/api/v1/instances/{instance}/reattach"), &())
+                .await?;
+            println!("{} now replicates from {}", done.instance, done.source);
         }
         Command::Sandbox { action } => sandbox(action).await?,
         Command::Demo { flavor, dir, port } => {

@@ -16,7 +16,304 @@ use support::{automatic_recovery, eventually, probed, watch, TestTopology};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-on_every_flavor!(a_killed_primary_is_replaced_without_losing_acknowledged_writes);
+on_every_flavor!(
+    a_killed_primary_is_replaced_without_losing_acknowledged_writes,
+    the_old_primary_returns_fenced_and_reattach_makes_it_a_replica,
+    a_second_failure_inside_the_block_period_waits_for_an_ack,
+    a_failing_pre_failover_hook_aborts_the_recovery,
+    a_killed_intermediate_primary_has_its_replicas_repointed,
+);
+
+/// The newest recovery of cluster `t` once it has ended.
+async fn finished_recovery(api: &pointsman::client::ApiClient, count: usize) -> RecoveryRecord {
+    eventually(
+        PATIENCE,
+        &format!("recovery number {count} to finish"),
+        || async {
+            let records: Vec<RecoveryRecord> =
+                api.get("/api/v1/recoveries?cluster=t").await.ok()?;
+            (records.len() >= count && records[0].status != RecoveryStatus::Running)
+                .then(|| records[0].clone())
+        },
+    )
+    .await
+}
+
+/// The sandbox node name of an instance key.
+fn node_of(topology: &TestTopology, key: &InstanceKey) -> String {
+    topology
+        .sandbox
+        .nodes
+        .iter()
+        .find(|n| n.port == key.port)
+        .map(|n| n.name.clone())
+        .expect("a sandbox node")
+}
+
+/// Both replication threads of `node` run, by asking the server itself.
+async fn replicating(topology: &TestTopology, node: &str) -> bool {
+    let mut conn = topology.sandbox.connect(node).await.expect("connect");
+    let statement = if topology.flavor().is_mysql() {
+        "SHOW REPLICA STATUS"
+    } else {
+        "SHOW SLAVE STATUS"
+    };
+    let row: Option<mysql_async::Row> = conn.query_first(statement).await.expect("status");
+    let _ = conn.disconnect().await;
+    let Some(row) = row else { return false };
+    let get = |names: [&str; 2]| {
+        names
+            .iter()
+            .find_map(|n| row.get_opt::<String, _>(*n).and_then(Result::ok))
+    };
+    get(["Replica_IO_Running", "Slave_IO_Running"]).as_deref() == Some("Yes")
+        && get(["Replica_SQL_Running", "Slave_SQL_Running"]).as_deref() == Some("Yes")
+}
+
+async fn the_old_primary_returns_fenced_and_reattach_makes_it_a_replica(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let node1 = topology.key("node1");
+    let watcher = watch(
+        &topology,
+        vec![node1.clone()],
+        automatic_recovery(&topology),
+    )
+    .await;
+    probed(&watcher.agent.discovery, 3).await;
+    let mut sandbox = topology.sandbox.clone();
+    sandbox.kill("node1").expect("kill");
+    let recovery = finished_recovery(&watcher.api, 1).await;
+    assert_eq!(recovery.status, RecoveryStatus::Succeeded, "{recovery:?}");
+    let successor = recovery.successor.clone().expect("a successor");
+
+    // node1 comes back writable from its own configuration: the agent fences it.
+    sandbox.start("node1").await.expect("start node1");
+    eventually(PATIENCE, "node1 set read_only by the agent", || async {
+        (topology
+            .value("node1", "SELECT @@read_only")
+            .await
+            .as_deref()
+            == Some("1"))
+        .then_some(())
+    })
+    .await;
+    if flavor.is_mysql() {
+        assert_eq!(
+            topology
+                .value("node1", "SELECT @@super_read_only")
+                .await
+                .as_deref(),
+            Some("1")
+        );
+    }
+    let detail: ClusterDetail = watcher
+        .api
+        .get("/api/v1/clusters/t")
+        .await
+        .expect("cluster");
+    assert_eq!(
+        detail.primary, successor,
+        "the old primary never becomes primary again"
+    );
+    let old = detail
+        .instance(&node1)
+        .expect("the old primary is shown in its cluster");
+    assert!(old.fenced);
+
+    // Re-attached, it replicates from the new primary and receives its writes.
+    let reattached: serde_json::Value = watcher
+        .api
+        .post(&format!("/api/v1/instances/{node1}/reattach"), &())
+        .await
+        .expect("reattach");
+    assert_eq!(reattached["source"], successor.to_string());
+    assert!(replicating(&topology, "node1").await);
+    let primary_node = node_of(&topology, &successor);
+    topology
+        .sql(&primary_node, &["CREATE DATABASE after_reattach"])
+        .await;
+    eventually(PATIENCE, "the write reaches node1", || async {
+        topology
+            .value("node1", "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'after_reattach'")
+            .await
+            .filter(|count| count == "1")
+    })
+    .await;
+    let detail: ClusterDetail = eventually(PATIENCE, "node1 back in the tree", || async {
+        let detail: ClusterDetail = watcher.api.get("/api/v1/clusters/t").await.ok()?;
+        detail
+            .instance(&node1)
+            .filter(|v| !v.fenced && v.role != pointsman::api::views::Role::FencedPrimary)?;
+        Some(detail)
+    })
+    .await;
+    assert_eq!(detail.instances.len(), 3);
+}
+
+async fn a_second_failure_inside_the_block_period_waits_for_an_ack(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let watcher = watch(
+        &topology,
+        vec![topology.key("node1")],
+        automatic_recovery(&topology),
+    )
+    .await;
+    probed(&watcher.agent.discovery, 3).await;
+    let mut sandbox = topology.sandbox.clone();
+    sandbox.kill("node1").expect("kill");
+    let first = finished_recovery(&watcher.api, 1).await;
+    assert_eq!(first.status, RecoveryStatus::Succeeded);
+    let second_primary = first.successor.clone().expect("successor");
+    eventually(
+        PATIENCE,
+        "the remaining replica replicates from the new primary",
+        || async {
+            let detail: ClusterDetail = watcher.api.get("/api/v1/clusters/t").await.ok()?;
+            (detail.primary == second_primary
+                && detail.tree.replicas.len() == 1
+                && detail
+                    .findings
+                    .iter()
+                    .all(|f| f.instance == topology.key("node1")))
+            .then_some(())
+        },
+    )
+    .await;
+
+    // The new primary dies too, inside the block period: detected, not recovered.
+    sandbox
+        .kill(&node_of(&topology, &second_primary))
+        .expect("kill the new primary");
+    let audit: Vec<pointsman::store::AuditRecord> =
+        eventually(PATIENCE, "the refusal in the audit", || async {
+            let audit: Vec<pointsman::store::AuditRecord> =
+                watcher.api.get("/api/v1/audit?cluster=t").await.ok()?;
+            audit
+                .iter()
+                .any(|r| r.action == "failure-refused")
+                .then_some(audit)
+        })
+        .await;
+    let refusal = audit
+        .iter()
+        .find(|r| r.action == "failure-refused")
+        .expect("refused");
+    assert!(
+        refusal.message.contains("blocked") && refusal.message.contains("pointsman ack t"),
+        "{}",
+        refusal.message
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let records: Vec<RecoveryRecord> = watcher
+        .api
+        .get("/api/v1/recoveries?cluster=t")
+        .await
+        .expect("list");
+    assert_eq!(
+        records.len(),
+        1,
+        "no second automatic recovery inside the block period"
+    );
+
+    // After an acknowledgement it recovers.
+    let _: serde_json::Value = watcher
+        .api
+        .post(
+            "/api/v1/clusters/t/ack",
+            &serde_json::json!({"comment": "first failover checked"}),
+        )
+        .await
+        .expect("ack");
+    let second = finished_recovery(&watcher.api, 2).await;
+    assert_eq!(second.status, RecoveryStatus::Succeeded, "{second:?}");
+    assert_eq!(second.failed, second_primary);
+}
+
+async fn a_failing_pre_failover_hook_aborts_the_recovery(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let recovery = automatic_recovery(&topology);
+    let watcher = watch(&topology, vec![topology.key("node1")], |config| {
+        recovery(config);
+        config.hooks.pre_failover = vec!["echo not now, maintenance window; exit 1".into()];
+    })
+    .await;
+    probed(&watcher.agent.discovery, 3).await;
+    let mut sandbox = topology.sandbox.clone();
+    sandbox.kill("node1").expect("kill");
+    let record = finished_recovery(&watcher.api, 1).await;
+    assert_eq!(record.status, RecoveryStatus::Aborted, "{record:?}");
+    let hook = record
+        .steps
+        .iter()
+        .find(|s| s.step == "hook pre_failover")
+        .expect("hook step");
+    assert!(
+        !hook.ok && hook.detail.contains("exit 1") && hook.detail.contains("maintenance window"),
+        "{}",
+        hook.detail
+    );
+    // Nothing changed: both replicas are still read_only replicas of node1.
+    for node in ["node2", "node3"] {
+        assert_eq!(
+            topology.value(node, "SELECT @@read_only").await.as_deref(),
+            Some("1"),
+            "{node}"
+        );
+    }
+    let audit: Vec<pointsman::store::AuditRecord> = watcher
+        .api
+        .get("/api/v1/audit?cluster=t")
+        .await
+        .expect("audit");
+    assert!(audit
+        .iter()
+        .any(|r| r.action == "recovery" && r.message.contains("pre_failover hook failed")));
+}
+
+async fn a_killed_intermediate_primary_has_its_replicas_repointed(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let (node1, node2) = (topology.key("node1"), topology.key("node2"));
+    let w = topology.words();
+    topology
+        .sql(
+            "node3",
+            &[
+                w.stop,
+                &format!(
+                    "{} {}='{}', {}={}, {}",
+                    w.change, w.host, node2.host, w.port, node2.port, w.gtid
+                ),
+                w.start,
+            ],
+        )
+        .await;
+    let watcher = watch(
+        &topology,
+        vec![node1.clone()],
+        automatic_recovery(&topology),
+    )
+    .await;
+    probed(&watcher.agent.discovery, 3).await;
+    let mut sandbox = topology.sandbox.clone();
+    sandbox
+        .kill("node2")
+        .expect("kill the intermediate primary");
+    let record = finished_recovery(&watcher.api, 1).await;
+    assert_eq!(record.status, RecoveryStatus::Succeeded, "{record:?}");
+    assert_eq!(record.problem, "DeadIntermediatePrimary");
+    assert_eq!(record.successor.as_ref(), Some(&node1));
+    assert!(replicating(&topology, "node3").await);
+    topology
+        .sql("node1", &["CREATE DATABASE after_intermediate"])
+        .await;
+    eventually(PATIENCE, "node3 receives node1's writes", || async {
+        topology
+            .value("node3", "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'after_intermediate'")
+            .await
+            .filter(|count| count == "1")
+    })
+    .await;
+}
 
 async fn a_killed_primary_is_replaced_without_losing_acknowledged_writes(flavor: Flavor) {
     let topology = TestTopology::start_with(flavor, 2, true).await;

@@ -5,7 +5,7 @@
 pub mod recovery;
 pub mod views;
 
-use crate::analysis::FindingRules;
+use crate::analysis::ProblemRules;
 use crate::discovery::{DiscoverError, DiscoveryHandle};
 use crate::recovery::coordinator::Coordinator;
 use crate::store::{AuditEntry, Store};
@@ -20,7 +20,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::SystemTime;
-use views::{cluster_details, ClusterDetail, ClusterSummary, InstanceView};
+use views::{
+    cluster_details, ClusterDetail, ClusterSummary, FencedMark, InstanceMarks, InstanceView,
+};
 
 /// What every handler needs.
 #[derive(Clone)]
@@ -28,17 +30,37 @@ pub struct ApiState {
     pub discovery: DiscoveryHandle,
     pub store: Store,
     pub aliases: Arc<Vec<ClusterAlias>>,
-    pub rules: FindingRules,
+    pub rules: ProblemRules,
     pub coordinator: Arc<Coordinator>,
 }
 
 impl ApiState {
     fn details(&self) -> Vec<ClusterDetail> {
+        let now = SystemTime::now();
+        let recoveries = self.store.recoveries(None, 200).unwrap_or_default();
+        let marks = InstanceMarks {
+            fenced: self
+                .store
+                .fenced()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|f| FencedMark {
+                    successor: recoveries
+                        .iter()
+                        .find(|r| Some(&r.id) == f.recovery_id.as_ref())
+                        .and_then(|r| r.successor.clone()),
+                    instance: f.instance,
+                    cluster: f.cluster,
+                })
+                .collect(),
+            downtimes: self.store.downtimes(now).unwrap_or_default(),
+        };
         cluster_details(
             &self.discovery.snapshot(),
             &self.aliases,
             &self.rules,
-            SystemTime::now(),
+            &marks,
+            now,
         )
     }
 }

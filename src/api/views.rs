@@ -2,7 +2,10 @@
 //! cluster's tree with every instance and its findings. Built purely from a snapshot,
 //! the configured aliases and rules, and `now`.
 
-use crate::analysis::{cluster_findings, summarize, Finding, FindingRules, HealthSummary};
+use crate::analysis::{
+    cluster_findings, cluster_problems, summarize, Finding, HealthSummary, Problem, ProblemRules,
+};
+use crate::store::recovery::Downtime;
 use crate::topology::cluster::ClusterAlias;
 use crate::topology::{build_clusters, ClusterTreeNode, Instance, InstanceKey, Snapshot};
 use serde::{Deserialize, Serialize};
@@ -26,6 +29,8 @@ pub enum Role {
     /// A replica that other replicas replicate from.
     IntermediatePrimary,
     Replica,
+    /// An old primary fenced by a failover, outside the replication tree.
+    FencedPrimary,
 }
 
 /// An instance with its place in the cluster and what was found on it.
@@ -36,6 +41,12 @@ pub struct InstanceView {
     #[serde(flatten)]
     pub instance: Instance,
     pub findings: Vec<Finding>,
+    /// An old primary fenced by a failover: kept read_only until re-attached.
+    #[serde(default)]
+    pub fenced: bool,
+    /// Out of automatic recovery until then.
+    #[serde(default, with = "crate::topology::time::option")]
+    pub downtimed_until: Option<SystemTime>,
 }
 
 /// One cluster in full.
@@ -48,6 +59,25 @@ pub struct ClusterDetail {
     pub tree: ClusterTreeNode,
     pub instances: Vec<InstanceView>,
     pub findings: Vec<Finding>,
+    /// Failover-level judgements (DeadPrimary, UnreachablePrimary, ...).
+    pub problems: Vec<Problem>,
+}
+
+/// What the store knows about instances beyond the snapshot.
+#[derive(Clone, Debug, Default)]
+pub struct InstanceMarks {
+    pub fenced: Vec<FencedMark>,
+    pub downtimes: Vec<Downtime>,
+}
+
+/// A fenced old primary, and where it belongs.
+#[derive(Clone, Debug)]
+pub struct FencedMark {
+    pub instance: InstanceKey,
+    /// The cluster's name when it was fenced.
+    pub cluster: String,
+    /// The instance that replaced it.
+    pub successor: Option<InstanceKey>,
 }
 
 impl ClusterDetail {
@@ -70,13 +100,15 @@ impl ClusterDetail {
 pub fn cluster_details(
     snapshot: &Snapshot,
     aliases: &[ClusterAlias],
-    rules: &FindingRules,
+    rules: &ProblemRules,
+    marks: &InstanceMarks,
     now: SystemTime,
 ) -> Vec<ClusterDetail> {
-    build_clusters(snapshot, aliases)
+    let details = build_clusters(snapshot, aliases)
         .into_iter()
         .map(|cluster| {
-            let findings = cluster_findings(&cluster, snapshot, rules, now);
+            let findings = cluster_findings(&cluster, snapshot, &rules.findings, now);
+            let problems = cluster_problems(&cluster, snapshot, rules, now);
             let instances = cluster
                 .members
                 .iter()
@@ -100,6 +132,12 @@ pub fn cluster_details(
                             .filter(|f| &f.instance == key)
                             .cloned()
                             .collect(),
+                        fenced: marks.fenced.iter().any(|f| &f.instance == key),
+                        downtimed_until: marks
+                            .downtimes
+                            .iter()
+                            .find(|d| &d.instance == key)
+                            .map(|d| d.until),
                         instance,
                     }
                 })
@@ -112,9 +150,49 @@ pub fn cluster_details(
                 tree: cluster.tree,
                 instances,
                 findings,
+                problems,
             }
         })
-        .collect()
+        .collect();
+    fold_fenced(details, marks)
+}
+
+/// A fenced old primary replicates from no one, so it forms a tree of its own; it is
+/// shown inside the cluster it was fenced from instead, outside that cluster's tree.
+fn fold_fenced(mut details: Vec<ClusterDetail>, marks: &InstanceMarks) -> Vec<ClusterDetail> {
+    for mark in &marks.fenced {
+        let Some(alone) = details
+            .iter()
+            .position(|d| d.primary == mark.instance && d.instances.len() == 1)
+        else {
+            continue;
+        };
+        let home = details.iter().position(|d| {
+            d.primary != mark.instance
+                && (d.name == mark.cluster
+                    || mark
+                        .successor
+                        .as_ref()
+                        .is_some_and(|s| d.instance(s).is_some()))
+        });
+        let Some(mut home) = home else {
+            continue;
+        };
+        let alone_detail = details.remove(alone);
+        if alone < home {
+            home -= 1;
+        }
+        let alone = alone_detail;
+        let target = &mut details[home];
+        for mut view in alone.instances {
+            view.role = Role::FencedPrimary;
+            view.cluster = target.name.clone();
+            target.instances.push(view);
+        }
+        target.findings.extend(alone.findings);
+        target.health = summarize(&target.findings);
+    }
+    details
 }
 
 fn has_replicas(node: &ClusterTreeNode, key: &InstanceKey) -> bool {
@@ -122,4 +200,55 @@ fn has_replicas(node: &ClusterTreeNode, key: &InstanceKey) -> bool {
         return !node.replicas.is_empty();
     }
     node.replicas.iter().any(|child| has_replicas(child, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::FindingRules;
+    use crate::topology::instance::tests_support::{primary, replica};
+    use std::time::Duration;
+
+    #[test]
+    fn a_fenced_old_primary_is_shown_inside_the_cluster_it_left() {
+        let key = |port| InstanceKey::new("127.0.0.1", port);
+        let mut old = primary(key(1));
+        old.unreachable_since = Some(SystemTime::now());
+        let snapshot = Snapshot {
+            instances: [old, primary(key(2)), replica(key(3), key(2))]
+                .into_iter()
+                .map(|i| (i.key.clone(), i))
+                .collect(),
+        };
+        let rules = ProblemRules {
+            findings: FindingRules {
+                lag_warning: Duration::from_secs(10),
+            },
+            silent_heartbeats: 3,
+        };
+        let marks = InstanceMarks {
+            fenced: vec![FencedMark {
+                instance: key(1),
+                cluster: "127.0.0.1:1".into(),
+                successor: Some(key(2)),
+            }],
+            downtimes: Vec::new(),
+        };
+        let details = cluster_details(&snapshot, &[], &rules, &marks, SystemTime::now());
+        assert_eq!(
+            details.len(),
+            1,
+            "{:?}",
+            details.iter().map(|d| &d.name).collect::<Vec<_>>()
+        );
+        let cluster = &details[0];
+        assert_eq!(cluster.primary, key(2));
+        let fenced = cluster.instance(&key(1)).expect("folded in");
+        assert_eq!(fenced.role, Role::FencedPrimary);
+        assert!(fenced.fenced);
+        assert_eq!(cluster.health.problems, 1, "the old primary is still down");
+        let text = crate::client::format_topology(cluster);
+        assert!(text.contains("- 127.0.0.1:1"), "{text}");
+        assert!(text.contains("FENCED] old primary, fenced"), "{text}");
+    }
 }

@@ -517,6 +517,21 @@ impl Coordinator {
             plan.explain(),
             started.elapsed(),
         );
+        let context = HookContext {
+            failure_type: format!("{:?}", problem.code),
+            cluster: cluster.name.clone(),
+            failed: Some(problem.instance.clone()),
+            successor: Some(plan.candidate.clone()),
+            recovery_id: log.recovery_id.clone(),
+        };
+        if !self
+            .hooks_as_steps(HookPoint::PreFailover, &context, log)
+            .await
+        {
+            return Err(Outcome::Aborted(
+                "a pre_failover hook failed: nothing was changed".into(),
+            ));
+        }
         // Fenced from this moment, whatever happens next: never writable again on its own.
         if let Err(error) =
             self.store

@@ -201,7 +201,9 @@ impl Store {
     }
 
     /// The newest recovery of `cluster` started at or after `since` that no operator has
-    /// acknowledged: while there is one, the cluster is not recovered automatically.
+    /// acknowledged: while there is one, the cluster is not recovered automatically. Every
+    /// attempt counts, aborted or failed too (retrying a failed recovery every poll helps
+    /// no one); a planned switchover does not.
     pub fn blocking_recovery(
         &self,
         cluster: &str,
@@ -212,7 +214,7 @@ impl Store {
                 &format!(
                     "SELECT {RECOVERY_COLUMNS} FROM recoveries
                      WHERE cluster = ?1 AND started_at >= ?2 AND acknowledged_at IS NULL
-                       AND status != 'aborted'
+                       AND kind != 'switchover'
                      ORDER BY started_at DESC LIMIT 1"
                 ),
                 params![cluster, time::format(since)],
