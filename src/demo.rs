@@ -64,20 +64,16 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
             .join(", ")
     );
 
+    // A demo starts from a clean slate: a store left by a demo that was killed would
+    // carry its recoveries (and their anti-flapping block) and its instances.
+    remove_demo_files(&options.dir);
     let result = watch(&sandbox, &options).await;
     println!("Stopping the agent and the sandbox ...");
     // Nodes may have been killed and restarted from another terminal since `up`:
     // tear down what the sandbox's state file says runs now.
     let current = Sandbox::open(&options.dir).unwrap_or(sandbox);
     let down = current.down().await;
-    for file in [
-        "pointsman.toml",
-        "pointsman.db",
-        "pointsman.db-wal",
-        "pointsman.db-shm",
-    ] {
-        let _ = std::fs::remove_file(options.dir.join(file));
-    }
+    remove_demo_files(&options.dir);
     result?;
     down?;
     println!("Stopped. Everything the demo started is gone.");
@@ -143,6 +139,18 @@ async fn watch(sandbox: &Sandbox, options: &DemoOptions) -> Result<(), DemoError
     wait_for_stop_signal().await;
     agent.stop().await?;
     Ok(())
+}
+
+/// The files the demo writes beside the sandbox.
+fn remove_demo_files(dir: &Path) {
+    for file in [
+        "pointsman.toml",
+        "pointsman.db",
+        "pointsman.db-wal",
+        "pointsman.db-shm",
+    ] {
+        let _ = std::fs::remove_file(dir.join(file));
+    }
 }
 
 /// How to call this very binary from the current directory, so the hints can be
@@ -214,17 +222,24 @@ fn write_config(sandbox: &Sandbox, options: &DemoOptions, path: &Path) -> Result
     })
 }
 
-/// Resolves on Ctrl-C or SIGTERM, whichever comes first.
+/// Resolves on Ctrl-C, SIGTERM or SIGHUP (a closed terminal), whichever comes first.
 pub async fn wait_for_stop_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    let mut hangup = signal(SignalKind::hangup()).ok();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match terminate.as_mut() {
-                Some(signal) => { signal.recv().await; }
-                None => std::future::pending::<()>().await,
-            }
-        } => {}
+        _ = received(terminate.as_mut()) => {}
+        _ = received(hangup.as_mut()) => {}
+    }
+}
+
+/// Resolves when `signal` arrives; never, when it could not be installed.
+async fn received(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }

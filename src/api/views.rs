@@ -189,7 +189,13 @@ fn fold_fenced(mut details: Vec<ClusterDetail>, marks: &InstanceMarks) -> Vec<Cl
             view.cluster = target.name.clone();
             target.instances.push(view);
         }
-        target.findings.extend(alone.findings);
+        // Read-only is what fencing is for: not a finding on a fenced old primary.
+        target.findings.extend(
+            alone
+                .findings
+                .into_iter()
+                .filter(|f| f.code != crate::analysis::FindingCode::PrimaryReadOnly),
+        );
         target.health = summarize(&target.findings);
     }
     details

@@ -23,6 +23,17 @@ pub fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// How long a STOP REPLICA may take. Not the query timeout: MySQL waits about 2 s (a
+/// round of its kill-and-wait loop) to stop an IO thread that is connecting to a silent
+/// source — exactly the state the replicas of a cut-off primary are in.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Stops replication (`what`: "" for both threads, " IO_THREAD" for receiving only).
+async fn stop(conn: &mut Connection, what: &str) -> Result<(), MysqlError> {
+    let statement = format!("{}{what}", stop_replica(conn.flavor));
+    conn.query_for(&statement, STOP_TIMEOUT).await.map(|_| ())
+}
+
 fn stop_replica(flavor: ServerFlavor) -> &'static str {
     match flavor {
         ServerFlavor::Mysql => "STOP REPLICA",
@@ -55,8 +66,7 @@ pub async fn replica_status(
 
 /// Stops receiving from the source, so nothing new arrives while a recovery decides.
 pub async fn stop_io_thread(conn: &mut Connection) -> Result<(), MysqlError> {
-    let statement = format!("{} IO_THREAD", stop_replica(conn.flavor));
-    conn.execute(&statement).await
+    stop(conn, " IO_THREAD").await
 }
 
 /// Starts both replication threads.
@@ -129,7 +139,7 @@ pub async fn executed_gtids(conn: &mut Connection) -> Result<String, MysqlError>
 /// read_only (and MySQL's super_read_only) OFF.
 pub async fn promote(conn: &mut Connection) -> Result<(), MysqlError> {
     let flavor = conn.flavor;
-    conn.execute(stop_replica(flavor)).await?;
+    stop(conn, "").await?;
     conn.execute(match flavor {
         ServerFlavor::Mysql => "RESET REPLICA ALL",
         ServerFlavor::Mariadb => "RESET SLAVE ALL",
@@ -159,7 +169,7 @@ pub async fn set_read_only(conn: &mut Connection, on: bool) -> Result<(), MysqlE
 /// Points an existing replica at a new source, keeping its credentials, and starts it.
 pub async fn repoint(conn: &mut Connection, source: &InstanceKey) -> Result<(), MysqlError> {
     let flavor = conn.flavor;
-    conn.execute(stop_replica(flavor)).await?;
+    stop(conn, "").await?;
     let change = match flavor {
         ServerFlavor::Mysql => format!(
             "CHANGE REPLICATION SOURCE TO SOURCE_HOST={}, SOURCE_PORT={}, SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1",
@@ -184,7 +194,7 @@ pub async fn attach(
     account: &ReplicationAccount,
 ) -> Result<(), MysqlError> {
     let flavor = conn.flavor;
-    conn.execute(stop_replica(flavor)).await?;
+    stop(conn, "").await?;
     let change = match flavor {
         ServerFlavor::Mysql => format!(
             "CHANGE REPLICATION SOURCE TO SOURCE_HOST={}, SOURCE_PORT={}, SOURCE_USER={}, SOURCE_PASSWORD={}, \

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod proxy;
 
 use mysql_async::prelude::Queryable;
 use pointsman::agent::RunningAgent;
