@@ -57,7 +57,7 @@ impl BehindProxy {
         let proxy = Proxy::start(target).await.expect("proxy starts");
         let primary = InstanceKey::new("127.0.0.1", proxy.address().port());
         for replica in ["node2", "node3"] {
-            replicate_through(&topology, replica, &primary).await;
+            topology.replicate_from(replica, &primary).await;
         }
         let automatic = automatic_recovery(&topology);
         let watcher = watch(&topology, vec![primary.clone()], |config| {
@@ -109,24 +109,6 @@ impl BehindProxy {
             .await
             .expect("recoveries")
     }
-}
-
-/// Re-points a replica at `source` by GTID, keeping its account; heartbeats every second
-/// as the sandbox set them (MariaDB resets the period on CHANGE MASTER).
-async fn replicate_through(topology: &TestTopology, replica: &str, source: &InstanceKey) {
-    let words = topology.words();
-    let heartbeat = if topology.flavor().is_mysql() {
-        "SOURCE_HEARTBEAT_PERIOD=1"
-    } else {
-        "MASTER_HEARTBEAT_PERIOD=1"
-    };
-    let change = format!(
-        "{} {}='{}', {}={}, {}, {heartbeat}",
-        words.change, words.host, source.host, words.port, source.port, words.gtid
-    );
-    topology
-        .sql(replica, &[words.stop, change.as_str(), words.start])
-        .await;
 }
 
 /// One insert on node1, straight to the server (no proxy), as the application account.

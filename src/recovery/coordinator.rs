@@ -22,6 +22,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+/// How long the replicas of a lost primary are re-probed at a quick pace: past this, a
+/// primary the replicas still hear is plainly unreachable, and regular polling goes on
+/// (a new quick round at most every `CONFIRM_AGAIN` while the suspicion lasts).
+const CONFIRM_FOR: Duration = Duration::from_secs(10);
+const CONFIRM_AGAIN: Duration = Duration::from_secs(60);
+
+/// How often the coordinator judges even when no new snapshot arrived.
+const JUDGE_EVERY: Duration = Duration::from_millis(100);
+
 /// Everything the coordinator decides with.
 pub struct Coordinator {
     pub discovery: DiscoveryHandle,
@@ -42,7 +51,7 @@ struct State {
     recovering: HashSet<String>,
     /// Refusals and detections already reported, so each is said once per failure.
     said: HashSet<String>,
-    /// When replicas of a cluster's primary were last re-probed on suspicion.
+    /// When a quick round of re-probing started for a cluster whose primary was lost.
     confirming: HashMap<String, Instant>,
     /// When a fenced instance was last set read_only.
     fencing: HashMap<InstanceKey, Instant>,
@@ -122,8 +131,20 @@ impl Coordinator {
             }
             Err(error) => tracing::error!(%error, "cannot read recoveries from the store"),
         }
+        // Judged on every new snapshot, and on a short timer too: heartbeat silence makes
+        // a replica's verdict change with time alone.
         let mut snapshots = self.discovery.subscribe();
-        while snapshots.changed().await.is_ok() {
+        let mut ticker = tokio::time::interval(JUDGE_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = ticker.tick() => {}
+            }
             let snapshot = snapshots.borrow_and_update().clone();
             self.consider(&snapshot);
         }
@@ -164,6 +185,9 @@ impl Coordinator {
                         if first {
                             self.failure_detected_hooks(&cluster, &problem);
                         }
+                        if self.state().recovering.contains(&cluster.name) {
+                            continue; // this very failure is being recovered
+                        }
                         if let Some(refusal) = self.automatic_refusal(&cluster, &problem) {
                             self.say_once(&cluster.name, &problem, "refused", || refusal);
                         } else {
@@ -176,21 +200,52 @@ impl Coordinator {
         }
     }
 
-    /// Re-reads the replicas of a primary the agent lost, a few times a second, until
-    /// they either confirm it dead or show it alive.
-    fn confirm(&self, cluster: &ClusterView, problem: &Problem) {
-        let mut state = self.state();
-        let due = state
-            .confirming
-            .get(&cluster.name)
-            .is_none_or(|last| last.elapsed() >= Duration::from_millis(50));
-        if due {
+    /// Re-reads the replicas of a primary the agent lost every 50 ms until they either
+    /// confirm it dead or show it alive, so the verdict does not wait for the next poll.
+    /// One such task per cluster at a time; it ends when the suspicion does.
+    fn confirm(self: &Arc<Self>, cluster: &ClusterView, problem: &Problem) {
+        {
+            let mut state = self.state();
+            if state
+                .confirming
+                .get(&cluster.name)
+                .is_some_and(|started| started.elapsed() < CONFIRM_AGAIN)
+            {
+                return;
+            }
             state
                 .confirming
                 .insert(cluster.name.clone(), Instant::now());
-            drop(state);
-            self.discovery.probe_now(problem.related.clone());
         }
+        let this = self.clone();
+        let name = cluster.name.clone();
+        let replicas = problem.related.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            while started.elapsed() < CONFIRM_FOR {
+                this.discovery.probe_now(replicas.clone());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let snapshot = this.discovery.snapshot();
+                let still_suspected = this.problems(&snapshot).iter().any(|(c, problems)| {
+                    c.name == name
+                        && problems.iter().any(|p| {
+                            matches!(
+                                p.code,
+                                ProblemCode::UnreachablePrimary
+                                    | ProblemCode::UnreachablePrimaryWithLaggingReplicas
+                            )
+                        })
+                });
+                if !still_suspected {
+                    // Settled: act on the verdict now (silence can turn a suspicion into
+                    // a death with no new snapshot), and let a new suspicion start its
+                    // own quick round at once.
+                    this.state().confirming.remove(&name);
+                    this.consider(&snapshot);
+                    return;
+                }
+            }
+        });
     }
 
     /// Logs and audits a message once per (cluster, problem, kind) until the cluster is
@@ -340,7 +395,7 @@ impl Coordinator {
                 why,
             });
         };
-        if self.state().recovering.contains(cluster_name) {
+        if !self.state().recovering.insert(cluster_name.to_string()) {
             return Err(RecoverError::AlreadyRunning(cluster_name.to_string()));
         }
         Ok(self
@@ -362,7 +417,8 @@ impl Coordinator {
         trigger: Trigger,
         to: Option<InstanceKey>,
     ) {
-        if self.state().recovering.contains(&cluster.name) {
+        // Marked before the task starts, so the next judgement cannot start a second one.
+        if !self.state().recovering.insert(cluster.name.clone()) {
             return;
         }
         let this = self.clone();
@@ -371,7 +427,8 @@ impl Coordinator {
         });
     }
 
-    /// Runs one recovery to its end and records it.
+    /// Runs one recovery to its end and records it. The caller has marked the cluster
+    /// as recovering; this clears the mark.
     async fn recover(
         self: &Arc<Self>,
         cluster: ClusterView,
@@ -379,9 +436,6 @@ impl Coordinator {
         trigger: Trigger,
         to: Option<InstanceKey>,
     ) -> RecoveryRecord {
-        if !self.state().recovering.insert(cluster.name.clone()) {
-            tracing::warn!(cluster = %cluster.name, "a recovery is already running");
-        }
         let started = Instant::now();
         let now = SystemTime::now();
         let id = format!(

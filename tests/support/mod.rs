@@ -112,6 +112,23 @@ impl TestTopology {
         }
     }
 
+    /// Re-points a replica at `source` by GTID, keeping its account; heartbeats every
+    /// second as the sandbox set them (MariaDB resets the period on CHANGE MASTER).
+    pub async fn replicate_from(&self, replica: &str, source: &InstanceKey) {
+        let words = self.words();
+        let heartbeat = if self.flavor().is_mysql() {
+            "SOURCE_HEARTBEAT_PERIOD=1"
+        } else {
+            "MASTER_HEARTBEAT_PERIOD=1"
+        };
+        let change = format!(
+            "{} {}='{}', {}={}, {}, {heartbeat}",
+            words.change, words.host, source.host, words.port, source.port, words.gtid
+        );
+        self.sql(replica, &[words.stop, change.as_str(), words.start])
+            .await;
+    }
+
     /// Makes a replica writable for a moment (MySQL's super_read_only too).
     pub async fn writable(&self, node: &str, on: bool) {
         let statements: &[&str] = match (self.flavor().is_mysql(), on) {

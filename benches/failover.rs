@@ -1,0 +1,269 @@
+//! Failover benchmark on real sandboxes (`cargo bench --bench failover`): the agent runs
+//! in-process with automatic recovery on, and each run starts a fresh 3-node topology,
+//! makes its primary fail, and measures from that instant:
+//!
+//! (a) → the failure detected (the agent's `failure-detected` audit entry),
+//! (b) → a replica writable (an application account without SUPER inserts every 2 ms
+//!       into both replicas until one accepts),
+//! (c) → every remaining replica replicating from the new primary (IO and SQL threads).
+//!
+//! Two failures: kill -9 of the primary's process, and a primary cut off from the agent
+//! and its replicas (every path through a TCP proxy that silently stops forwarding; the
+//! replicas heartbeat every second). BENCH_FLAVOR=mariadb|mysql (default mariadb),
+//! BENCH_RUNS (default 5), BENCH_SILENT_HEARTBEATS (default: the configuration's
+//! default). Prints min / median / max per measure.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder};
+use pointsman::sandbox::Flavor;
+use pointsman::store::AuditRecord;
+use pointsman::topology::InstanceKey;
+use std::time::{Duration, Instant, SystemTime};
+use support::proxy::{Mode, Proxy};
+use support::{automatic_recovery, probed, watch, TestTopology, Watcher};
+
+const APP_USER: &str = "bench_app";
+const APP_PASSWORD: &str = "bench-app";
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Copy, PartialEq)]
+enum Failure {
+    Kill,
+    CutOff,
+}
+
+struct Run {
+    detected: Duration,
+    writable: Duration,
+    replicating: Duration,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if std::env::var_os("BENCH_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter("pointsman=debug")
+            .init();
+    }
+    let flavor: Flavor = std::env::var("BENCH_FLAVOR")
+        .unwrap_or_else(|_| "mariadb".into())
+        .parse()
+        .expect("BENCH_FLAVOR is mariadb, mysql or mariadb-11");
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let mut table = Vec::new();
+    for (failure, name) in [
+        (Failure::Kill, "kill -9 of the primary"),
+        (Failure::CutOff, "primary cut off from everyone"),
+    ] {
+        let mut results = Vec::new();
+        for _ in 0..runs {
+            results.push(one_run(flavor, failure).await);
+        }
+        table.push((name, results));
+    }
+    println!(
+        "\nfailover benchmark: {flavor}, 3-node sandbox, default configuration, {runs} runs each"
+    );
+    println!("| failure | (a) detected | (b) new primary writable | (c) all replicas replicating from it |");
+    println!("| --- | --- | --- | --- |");
+    for (name, results) in table {
+        let stats = |pick: fn(&Run) -> Duration| {
+            let mut values: Vec<Duration> = results.iter().map(pick).collect();
+            values.sort();
+            format!(
+                "{} / {} / {} ms",
+                values[0].as_millis(),
+                values[values.len() / 2].as_millis(),
+                values[values.len() - 1].as_millis()
+            )
+        };
+        println!(
+            "| {name} (min / median / max) | {} | {} | {} |",
+            stats(|r| r.detected),
+            stats(|r| r.writable),
+            stats(|r| r.replicating)
+        );
+    }
+}
+
+async fn one_run(flavor: Flavor, failure: Failure) -> Run {
+    let topology = TestTopology::start(flavor, 2).await;
+    let node1 = topology.key("node1");
+    topology
+        .sql(
+            "node1",
+            &[
+                "CREATE DATABASE bench",
+                "CREATE TABLE bench.t (id INT AUTO_INCREMENT PRIMARY KEY)",
+                &format!("CREATE USER '{APP_USER}'@'%' IDENTIFIED BY '{APP_PASSWORD}'"),
+                &format!("GRANT INSERT ON bench.* TO '{APP_USER}'@'%'"),
+            ],
+        )
+        .await;
+    // With a cut-off primary, the agent and the replicas reach node1 only through the
+    // proxy, so node1 is known by the proxy's address everywhere.
+    let proxy = match failure {
+        Failure::Kill => None,
+        Failure::CutOff => {
+            let target = format!("{}:{}", node1.host, node1.port)
+                .parse()
+                .expect("address");
+            Some(Proxy::start(target).await.expect("proxy"))
+        }
+    };
+    let primary = match &proxy {
+        Some(proxy) => InstanceKey::new("127.0.0.1", proxy.address().port()),
+        None => node1.clone(),
+    };
+    if proxy.is_some() {
+        for replica in ["node2", "node3"] {
+            topology.replicate_from(replica, &primary).await;
+        }
+    }
+    let watcher = watch(
+        &topology,
+        vec![primary.clone()],
+        automatic_recovery(&topology),
+    )
+    .await;
+    probed(&watcher.agent.discovery, 3).await;
+    settle(&topology, &watcher).await;
+
+    let mut writers = Vec::new();
+    for node in ["node2", "node3"] {
+        writers.push(app_connection(&topology, node).await);
+    }
+    let failed_at_wall = SystemTime::now();
+    tracing::info!("FAILURE INJECTED NOW");
+    let failed_at = Instant::now();
+    match &proxy {
+        Some(proxy) => proxy.set(Mode::Blackhole),
+        None => {
+            let mut sandbox = topology.sandbox.clone();
+            sandbox.kill("node1").expect("kill -9");
+        }
+    }
+
+    // (b): the first replica that takes an insert from an account without SUPER.
+    let (writable, promoted) = loop {
+        let mut found = None;
+        for (index, conn) in writers.iter_mut().enumerate() {
+            if conn
+                .query_drop("INSERT INTO bench.t VALUES ()")
+                .await
+                .is_ok()
+            {
+                found = Some(index);
+                break;
+            }
+        }
+        if let Some(index) = found {
+            break (failed_at.elapsed(), ["node2", "node3"][index]);
+        }
+        assert!(failed_at.elapsed() < LIMIT, "no replica became writable");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    // (c): the other replica replicates from the new one.
+    let other = if promoted == "node2" {
+        "node3"
+    } else {
+        "node2"
+    };
+    let new_primary = topology.key(promoted);
+    let replicating = loop {
+        if replicates_from(&topology, other, new_primary.port).await {
+            break failed_at.elapsed();
+        }
+        assert!(
+            failed_at.elapsed() < LIMIT,
+            "{other} never replicated from {promoted}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    // (a): when the agent recorded the failure.
+    let audit: Vec<AuditRecord> = watcher
+        .api
+        .get("/api/v1/audit?cluster=t")
+        .await
+        .expect("audit");
+    let detected = audit
+        .iter()
+        .filter(|r| r.action == "failure-detected")
+        .map(|r| r.at)
+        .min()
+        .and_then(|at| at.duration_since(failed_at_wall).ok())
+        .expect("the detection is audited");
+    watcher.agent.stop().await.expect("agent stops");
+    Run {
+        detected,
+        writable,
+        replicating,
+    }
+}
+
+/// Waits until the agent has seen both replicas replicate and has heard heartbeats, so
+/// every run starts from the same steady state.
+async fn settle(topology: &TestTopology, watcher: &Watcher) {
+    let started = Instant::now();
+    loop {
+        let snapshot = watcher.agent.discovery.snapshot();
+        let ready = snapshot
+            .instances
+            .values()
+            .filter(|i| i.source_last_heard.is_some())
+            .count()
+            == 2;
+        if ready
+            && replicates_from(topology, "node2", 0).await
+            && replicates_from(topology, "node3", 0).await
+        {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            return;
+        }
+        assert!(started.elapsed() < LIMIT, "the sandbox never settled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn app_connection(topology: &TestTopology, node: &str) -> Conn {
+    let key = topology.key(node);
+    let opts = OptsBuilder::default()
+        .ip_or_hostname(key.host)
+        .tcp_port(key.port)
+        .user(Some(APP_USER))
+        .pass(Some(APP_PASSWORD))
+        .db_name(Some("bench"))
+        .prefer_socket(false);
+    Conn::new(opts)
+        .await
+        .expect("the application account connects")
+}
+
+/// Both threads run, and (unless `port` is 0) from the source on `port`.
+async fn replicates_from(topology: &TestTopology, node: &str, port: u16) -> bool {
+    let Ok(mut conn) = topology.sandbox.connect(node).await else {
+        return false;
+    };
+    let statement = if topology.flavor().is_mysql() {
+        "SHOW REPLICA STATUS"
+    } else {
+        "SHOW SLAVE STATUS"
+    };
+    let row: Option<mysql_async::Row> = conn.query_first(statement).await.ok().flatten();
+    let _ = conn.disconnect().await;
+    let Some(row) = row else { return false };
+    let get = |names: [&str; 2]| {
+        names
+            .iter()
+            .find_map(|n| row.get_opt::<String, _>(*n).and_then(Result::ok))
+    };
+    get(["Replica_IO_Running", "Slave_IO_Running"]).as_deref() == Some("Yes")
+        && get(["Replica_SQL_Running", "Slave_SQL_Running"]).as_deref() == Some("Yes")
+        && (port == 0 || get(["Source_Port", "Master_Port"]) == Some(port.to_string()))
+}
