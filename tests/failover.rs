@@ -22,7 +22,224 @@ on_every_flavor!(
     a_second_failure_inside_the_block_period_waits_for_an_ack,
     a_failing_pre_failover_hook_aborts_the_recovery,
     a_killed_intermediate_primary_has_its_replicas_repointed,
+    catch_up_from_a_more_advanced_must_not_replica_loses_nothing,
+    a_replica_with_errant_gtids_is_never_chosen,
+    recovery_refuses_file_position_replication,
 );
+
+/// Rows in `w.t` on a node.
+async fn row_count(topology: &TestTopology, node: &str) -> u64 {
+    topology
+        .value(node, "SELECT COUNT(*) FROM w.t")
+        .await
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn catch_up_from_a_more_advanced_must_not_replica_loses_nothing(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let node3 = topology.key("node3");
+    topology
+        .sql(
+            "node1",
+            &["CREATE DATABASE w", "CREATE TABLE w.t (id INT PRIMARY KEY)"],
+        )
+        .await;
+    // node2 stops receiving; node1 writes 5 rows that only node3 gets.
+    let w = topology.words();
+    eventually(PATIENCE, "the table on node2", || async {
+        topology
+            .value("node2", "SELECT COUNT(*) FROM w.t")
+            .await
+            .map(|_| ())
+    })
+    .await;
+    topology
+        .sql("node2", &[&format!("{} IO_THREAD", w.stop)])
+        .await;
+    for id in 1..=5 {
+        topology
+            .sql("node1", &[&format!("INSERT INTO w.t VALUES ({id})")])
+            .await;
+    }
+    eventually(PATIENCE, "node3 has the 5 rows", || async {
+        (row_count(&topology, "node3").await == 5).then_some(())
+    })
+    .await;
+    assert_eq!(row_count(&topology, "node2").await, 0);
+
+    let automatic = automatic_recovery(&topology);
+    let banned = format!("^{}$", regex_escape(&node3.to_string()));
+    // node2, not receiving, has no binlog-dump thread on node1 and is not listed by it:
+    // crawling down from node1 cannot find it, so it is a seed too.
+    let watcher = watch(&topology, topology.keys(), |config| {
+        automatic(config);
+        config.promotion.must_not = vec![banned];
+    })
+    .await;
+    probed(&watcher.agent.discovery, 3).await;
+    let mut sandbox = topology.sandbox.clone();
+    sandbox.kill("node1").expect("kill");
+    let record = finished_recovery(&watcher.api, 1).await;
+    assert_eq!(record.status, RecoveryStatus::Succeeded, "{record:?}");
+    assert_eq!(
+        record.successor,
+        Some(topology.key("node2")),
+        "node3 must not be promoted"
+    );
+    assert!(
+        record.steps.iter().any(|s| s.step == "catch up" && s.ok),
+        "{:?}",
+        record.steps
+    );
+    assert_eq!(
+        row_count(&topology, "node2").await,
+        5,
+        "node2 caught up from node3 before promotion"
+    );
+    eventually(PATIENCE, "node3 replicates from node2", || async {
+        replicating(&topology, "node3").await.then_some(())
+    })
+    .await;
+}
+
+/// A regex that matches `text` literally.
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == ':' {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
+}
+
+async fn a_replica_with_errant_gtids_is_never_chosen(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    topology
+        .sql(
+            "node1",
+            &["CREATE DATABASE w", "CREATE TABLE w.t (id INT PRIMARY KEY)"],
+        )
+        .await;
+    eventually(PATIENCE, "the table on node2", || async {
+        topology
+            .value("node2", "SELECT COUNT(*) FROM w.t")
+            .await
+            .map(|_| ())
+    })
+    .await;
+    // node2 gets a transaction of its own, and is otherwise as advanced as node3.
+    topology.writable("node2", true).await;
+    topology
+        .sql("node2", &["CREATE DATABASE errant_only_here"])
+        .await;
+    topology.writable("node2", false).await;
+    let watcher = watch(
+        &topology,
+        vec![topology.key("node1")],
+        automatic_recovery(&topology),
+    )
+    .await;
+    probed(&watcher.agent.discovery, 3).await;
+    let mut sandbox = topology.sandbox.clone();
+    sandbox.kill("node1").expect("kill");
+    let record = finished_recovery(&watcher.api, 1).await;
+    assert_eq!(record.successor, Some(topology.key("node3")), "{record:?}");
+    let choice = record
+        .steps
+        .iter()
+        .find(|s| s.step == "choose candidate")
+        .expect("choice");
+    assert!(
+        choice
+            .detail
+            .contains(&format!("{} skipped: errant GTIDs", topology.key("node2"))),
+        "{}",
+        choice.detail
+    );
+}
+
+async fn recovery_refuses_file_position_replication(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let node1 = topology.key("node1");
+    let w = topology.words();
+    let no_gtid = if flavor.is_mysql() {
+        "SOURCE_AUTO_POSITION=0"
+    } else {
+        "MASTER_USE_GTID=no"
+    };
+    let (file_key, pos_key) = if flavor.is_mysql() {
+        ("SOURCE_LOG_FILE", "SOURCE_LOG_POS")
+    } else {
+        ("MASTER_LOG_FILE", "MASTER_LOG_POS")
+    };
+    let status = if flavor.is_mysql() {
+        "SHOW BINARY LOG STATUS"
+    } else {
+        "SHOW MASTER STATUS"
+    };
+    let mut conn = topology.sandbox.connect("node1").await.expect("connect");
+    let (file, position): (String, u64) = conn
+        .query_first(status)
+        .await
+        .expect("status")
+        .map(|row: mysql_async::Row| (row.get(0).expect("file"), row.get(1).expect("position")))
+        .expect("a binlog");
+    let _ = conn.disconnect().await;
+    for replica in ["node2", "node3"] {
+        topology
+            .sql(
+                replica,
+                &[
+                    w.stop,
+                    &format!(
+                        "{} {no_gtid}, {file_key}='{file}', {pos_key}={position}",
+                        w.change
+                    ),
+                    w.start,
+                ],
+            )
+            .await;
+    }
+    let watcher = watch(
+        &topology,
+        vec![node1.clone()],
+        automatic_recovery(&topology),
+    )
+    .await;
+    // Discovered and shown like any other topology.
+    let detail: ClusterDetail = eventually(PATIENCE, "the file/position topology", || async {
+        let detail: ClusterDetail = watcher.api.get("/api/v1/clusters/t").await.ok()?;
+        (detail.instances.len() == 3 && detail.instances.iter().all(|i| i.instance.facts.is_some()))
+            .then_some(detail)
+    })
+    .await;
+    assert_eq!(detail.primary, node1);
+    let mut sandbox = topology.sandbox.clone();
+    sandbox.kill("node1").expect("kill");
+    let record = finished_recovery(&watcher.api, 1).await;
+    assert_eq!(record.status, RecoveryStatus::Aborted, "{record:?}");
+    let choice = record
+        .steps
+        .iter()
+        .find(|s| s.step == "choose candidate")
+        .expect("choice");
+    assert!(
+        choice.detail.contains("recovery needs GTID replication"),
+        "{}",
+        choice.detail
+    );
+    for node in ["node2", "node3"] {
+        assert_eq!(
+            topology.value(node, "SELECT @@read_only").await.as_deref(),
+            Some("1"),
+            "{node} untouched"
+        );
+    }
+}
 
 /// The newest recovery of cluster `t` once it has ended.
 async fn finished_recovery(api: &pointsman::client::ApiClient, count: usize) -> RecoveryRecord {
