@@ -9,7 +9,9 @@
 //!
 //! Two failures: kill -9 of the primary's process, and a primary cut off from the agent
 //! and its replicas (every path through a TCP proxy that silently stops forwarding; the
-//! replicas heartbeat every second). BENCH_FLAVOR=mariadb|mysql (default mariadb),
+//! replicas heartbeat every second). Then the write-unavailability window of repeated
+//! graceful switchovers (read_only ON on the old primary → read_only OFF on the new one).
+//! BENCH_FLAVOR=mariadb|mysql (default mariadb),
 //! BENCH_RUNS (default 5), BENCH_SILENT_HEARTBEATS (default: the configuration's
 //! default). Prints min / median / max per measure.
 
@@ -67,8 +69,10 @@ async fn main() {
         }
         table.push((name, results));
     }
+    let gaps = switchover_gaps(flavor, runs * 2).await;
+    let silent = std::env::var("BENCH_SILENT_HEARTBEATS").unwrap_or_else(|_| "default".into());
     println!(
-        "\nfailover benchmark: {flavor}, 3-node sandbox, default configuration, {runs} runs each"
+        "\nfailover benchmark: {flavor}, 3-node sandbox, recovery.silent_heartbeats {silent}, {runs} runs each"
     );
     println!("| failure | (a) detected | (b) new primary writable | (c) all replicas replicating from it |");
     println!("| --- | --- | --- | --- |");
@@ -90,6 +94,36 @@ async fn main() {
             stats(|r| r.replicating)
         );
     }
+    println!(
+        "| switchover write gap, {} switchovers (min / median / max) | {} / {} / {} ms |",
+        gaps.len(),
+        gaps[0],
+        gaps[gaps.len() / 2],
+        gaps[gaps.len() - 1]
+    );
+}
+
+/// Write gaps of `count` switchovers back and forth on one sandbox, sorted.
+async fn switchover_gaps(flavor: Flavor, count: usize) -> Vec<u64> {
+    let topology = TestTopology::start(flavor, 2).await;
+    let watcher = watch(&topology, topology.keys(), automatic_recovery(&topology)).await;
+    probed(&watcher.agent.discovery, 3).await;
+    settle(&topology, &watcher).await;
+    let mut gaps = Vec::new();
+    for _ in 0..count {
+        let report = watcher
+            .agent
+            .coordinator
+            .switchover("t", None, "bench")
+            .await
+            .expect("switchover");
+        gaps.push(report.write_gap_ms);
+        // Let the agent see the new tree before the next one.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    watcher.agent.stop().await.expect("agent stops");
+    gaps.sort();
+    gaps
 }
 
 async fn one_run(flavor: Flavor, failure: Failure) -> Run {

@@ -13,6 +13,7 @@ use pointsman::client::{
     format_clusters, format_recovery, format_topology, instance_tags, ApiClient,
 };
 use pointsman::config::{Config, LogConfig, LogFormat};
+use pointsman::recovery::switchover::SwitchoverReport;
 use pointsman::sandbox::{Flavor, Sandbox, SandboxOptions};
 use pointsman::store::recovery::{Downtime, RecoveryRecord, RecoveryStatus};
 use pointsman::store::AuditRecord;
@@ -76,6 +77,13 @@ enum Command {
     },
     /// Recover a cluster whose primary is dead, now (also outside auto_clusters or when blocked).
     Recover {
+        cluster: String,
+        /// Promote this replica instead of the best candidate.
+        #[arg(long)]
+        to: Option<InstanceKey>,
+    },
+    /// Move the primary role to a replica while the primary is healthy.
+    Switchover {
         cluster: String,
         /// Promote this replica instead of the best candidate.
         #[arg(long)]
@@ -277,6 +285,19 @@ async fn run(cli: Cli) -> Result<()> {
             if record.status != RecoveryStatus::Succeeded {
                 bail!("the recovery of {cluster} did not succeed");
             }
+        }
+        Command::Switchover { cluster, to } => {
+            let report: SwitchoverReport = client
+                .post(
+                    &format!("/api/v1/clusters/{cluster}/switchover"),
+                    &RecoverRequest { to },
+                )
+                .await?;
+            print!("{}", format_recovery(&report.recovery));
+            println!(
+                "switchover of {cluster}: {} -> {}; writes were refused for {} ms",
+                report.old_primary, report.new_primary, report.write_gap_ms
+            );
         }
         Command::Recoveries { cluster, limit } => {
             let mut path = format!("/api/v1/recoveries?limit={limit}");

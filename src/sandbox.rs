@@ -1630,9 +1630,14 @@ impl Sandbox {
         let node_dir = self.dir.join(&node.name);
         let replica = i > 0;
         let mysql = self.flavor.is_mysql();
+        // A node's own tmpdir: a starting MariaDB deletes every `#sql*` file in its
+        // tmpdir, which in a shared /tmp are other running servers' temporary tables.
+        let tmp = node_dir.join("tmp");
+        fs::create_dir_all(&tmp).map_err(io_err("creating", &tmp))?;
         let mut o = common_paths(install);
         o.extend([
             format!("datadir={}", node_dir.join("data").display()),
+            format!("tmpdir={}", tmp.display()),
             format!("socket={}", node.socket.display()),
             format!("pid-file={}", node_dir.join("server.pid").display()),
             format!("port={}", node.port),

@@ -1,8 +1,10 @@
-//! Recovery endpoints: recover a cluster by hand, list recoveries, acknowledge them,
-//! switch automatic recovery, downtime instances, and re-attach a fenced old primary.
+//! Recovery endpoints: recover a cluster by hand, switch its primary over, list
+//! recoveries, acknowledge them, switch automatic recovery, downtime instances, and
+//! re-attach a fenced old primary.
 
 use super::{ApiError, ApiResult, ApiState};
 use crate::recovery::coordinator::{ReattachError, RecoverError};
+use crate::recovery::switchover::{SwitchoverError, SwitchoverReport};
 use crate::store::recovery::{Downtime, RecoveryRecord};
 use crate::store::AuditEntry;
 use crate::topology::InstanceKey;
@@ -18,6 +20,7 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/api/v1/clusters/{name}/recover", post(recover))
         .route("/api/v1/clusters/{name}/ack", post(acknowledge))
+        .route("/api/v1/clusters/{name}/switchover", post(switchover))
         .route("/api/v1/recoveries", get(recoveries))
         .route("/api/v1/recovery", get(switch).put(set_switch))
         .route(
@@ -41,7 +44,7 @@ fn key_of(text: &str) -> Result<InstanceKey, ApiError> {
         .map_err(|e: String| ApiError::new(StatusCode::BAD_REQUEST, e))
 }
 
-/// The body of `POST /api/v1/clusters/{name}/recover`.
+/// The body of `POST /api/v1/clusters/{name}/recover` and `.../switchover`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct RecoverRequest {
     /// Promote this replica instead of the best candidate.
@@ -63,6 +66,30 @@ async fn recover(
         .map_err(|error| {
             let status = match error {
                 RecoverError::UnknownCluster(_) => StatusCode::NOT_FOUND,
+                _ => StatusCode::CONFLICT,
+            };
+            ApiError::new(status, error.to_string())
+        })
+}
+
+/// Moves the primary role while the primary is healthy (the body's `to` is optional).
+async fn switchover(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Result<Json<RecoverRequest>, JsonRejection>,
+) -> ApiResult<SwitchoverReport> {
+    let request = body_or_default(body)?;
+    state
+        .coordinator
+        .switchover(&name, request.to, "api")
+        .await
+        .map(Json)
+        .map_err(|error| {
+            let status = match error {
+                SwitchoverError::UnknownCluster(_) | SwitchoverError::UnknownInstance { .. } => {
+                    StatusCode::NOT_FOUND
+                }
+                SwitchoverError::Failed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::CONFLICT,
             };
             ApiError::new(status, error.to_string())

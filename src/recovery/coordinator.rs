@@ -117,6 +117,16 @@ impl Coordinator {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Marks `cluster` as being changed (a recovery or a switchover) so nothing else
+    /// changes it meanwhile; false if it already is.
+    pub(crate) fn begin_change(&self, cluster: &str) -> bool {
+        self.state().recovering.insert(cluster.to_string())
+    }
+
+    pub(crate) fn end_change(&self, cluster: &str) {
+        self.state().recovering.remove(cluster);
+    }
+
     /// Watches snapshots until discovery stops.
     pub async fn run(self: Arc<Self>) {
         match self.store.interrupt_running_recoveries() {
@@ -688,7 +698,7 @@ impl Coordinator {
 }
 
 /// One hook run in a line (and its output, shortened) for steps and the audit.
-fn describe_run(run: &HookRun) -> String {
+pub(super) fn describe_run(run: &HookRun) -> String {
     const KEEP: usize = 2000;
     let status = match (run.exit_code, run.timed_out) {
         (_, true) => "timed out".to_string(),

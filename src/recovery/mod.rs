@@ -6,3 +6,4 @@ pub mod coordinator;
 pub mod execute;
 pub mod hooks;
 pub mod plan;
+pub mod switchover;

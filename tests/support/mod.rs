@@ -145,7 +145,10 @@ impl Drop for TestTopology {
     /// SIGKILL every node this sandbox started, by PID, and reap it; the temp dir
     /// removes the data. Runs even when the test panicked.
     fn drop(&mut self) {
-        for node in self.sandbox.status() {
+        // A test may have killed and restarted nodes through a clone of the sandbox: the
+        // state file has the PIDs that run now.
+        let current = Sandbox::open(&self.sandbox.dir).unwrap_or_else(|_| self.sandbox.clone());
+        for node in current.status() {
             if let (Some(pid), true) = (node.pid, node.running) {
                 // SAFETY: plain syscalls on a PID this sandbox started.
                 unsafe {
