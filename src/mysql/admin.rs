@@ -120,11 +120,15 @@ pub async fn wait_for_gtids(
     }
 }
 
-/// What the instance has executed, in the form `wait_for_gtids` takes.
-pub async fn executed_gtids(conn: &mut Connection) -> Result<String, MysqlError> {
+/// Everything the instance wrote to its binlog — what its replicas receive — in the form
+/// `wait_for_gtids` takes. MariaDB: `gtid_binlog_pos`, which MASTER_GTID_WAIT compares a
+/// replica's `gtid_slave_pos` with; `gtid_current_pos` may carry a domain from the
+/// instance's own `gtid_slave_pos` that never reached its binlog, and waiting for a
+/// domain the replica never sees lasts until the timeout.
+pub async fn written_gtids(conn: &mut Connection) -> Result<String, MysqlError> {
     let statement = match conn.flavor {
         ServerFlavor::Mysql => "SELECT @@GLOBAL.gtid_executed AS g",
-        ServerFlavor::Mariadb => "SELECT @@GLOBAL.gtid_current_pos AS g",
+        ServerFlavor::Mariadb => "SELECT @@GLOBAL.gtid_binlog_pos AS g",
     };
     let rows: Vec<TextRow> = conn.query(statement).await?;
     Ok(rows

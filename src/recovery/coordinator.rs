@@ -460,22 +460,15 @@ impl Coordinator {
         } else {
             "failover"
         };
-        let mut record = RecoveryRecord {
-            id: id.clone(),
-            cluster: cluster.name.clone(),
-            kind: kind.into(),
-            problem: format!("{:?}", problem.code),
-            failed: problem.instance.clone(),
-            successor: None,
-            trigger: trigger.name(),
-            status: RecoveryStatus::Running,
-            started_at: now,
-            finished_at: None,
-            steps: Vec::new(),
-            acknowledged_at: None,
-            acknowledged_by: None,
-            ack_comment: None,
-        };
+        let mut record = RecoveryRecord::started(
+            &id,
+            &cluster.name,
+            kind,
+            &format!("{:?}", problem.code),
+            &problem.instance,
+            &trigger.name(),
+            now,
+        );
         if let Err(error) = self.store.insert_recovery(&record) {
             tracing::error!(%error, recovery_id = %id, "cannot record the recovery");
         }

@@ -223,7 +223,7 @@ impl Executor {
             let started = Instant::now();
             let target = async {
                 let mut conn = self.open(source).await?;
-                let result = admin::executed_gtids(&mut conn).await;
+                let result = admin::written_gtids(&mut conn).await;
                 conn.close().await;
                 result
             }

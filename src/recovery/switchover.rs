@@ -20,8 +20,7 @@ use crate::mysql::{admin, Connection, MysqlError};
 use crate::store::recovery::{RecoveryRecord, RecoveryStatus};
 use crate::store::AuditEntry;
 use crate::topology::{
-    build_clusters, ClusterView, Instance, InstanceFacts, InstanceKey, IoThreadState, ServerFlavor,
-    Snapshot,
+    build_clusters, ClusterView, Instance, InstanceFacts, InstanceKey, IoThreadState, Snapshot,
 };
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
@@ -407,22 +406,15 @@ impl Switch<'_> {
                 .unwrap_or_default()
                 .as_millis()
         );
-        let mut record = RecoveryRecord {
-            id: id.clone(),
-            cluster: choice.cluster.clone(),
-            kind: "switchover".into(),
-            problem: "Switchover".into(),
-            failed: choice.primary.clone(),
-            successor: None,
-            trigger: who.to_string(),
-            status: RecoveryStatus::Running,
-            started_at: now,
-            finished_at: None,
-            steps: Vec::new(),
-            acknowledged_at: None,
-            acknowledged_by: None,
-            ack_comment: None,
-        };
+        let mut record = RecoveryRecord::started(
+            &id,
+            &choice.cluster,
+            "switchover",
+            "Switchover",
+            &choice.primary,
+            who,
+            now,
+        );
         // Kind `switchover`: `blocking_recovery` does not count it, since a planned
         // change is no sign of a flapping cluster.
         if let Err(error) = self.store.insert_recovery(&record) {
@@ -660,7 +652,7 @@ impl Switch<'_> {
                 .await);
         }
         let read_only_took = paused.elapsed();
-        let gtids = match last_written(old_conn).await {
+        let gtids = match admin::written_gtids(old_conn).await {
             Ok(gtids) => gtids,
             Err(error) => {
                 log.note(
@@ -928,26 +920,6 @@ fn not_replicating(instance: &Instance) -> Option<String> {
 /// Whether read_only (or MySQL's super_read_only) is set.
 fn read_only_on(facts: &InstanceFacts) -> bool {
     facts.read_only || facts.super_read_only == Some(true)
-}
-
-/// Everything the old primary wrote, in the form the candidate's wait takes. MariaDB:
-/// `gtid_binlog_pos`, the last GTID per domain in its binlog — exactly what its replicas
-/// receive, and what MASTER_GTID_WAIT compares the replica's `gtid_slave_pos` with.
-/// `gtid_current_pos` would do no better and can be worse: it may carry a domain from
-/// the old primary's own `gtid_slave_pos` that never reached its binlog, and a wait for
-/// a domain the replica never sees lasts until the timeout.
-async fn last_written(conn: &mut Connection) -> Result<String, MysqlError> {
-    let statement = match conn.flavor {
-        ServerFlavor::Mysql => "SELECT @@GLOBAL.gtid_executed AS g",
-        ServerFlavor::Mariadb => "SELECT @@GLOBAL.gtid_binlog_pos AS g",
-    };
-    let rows = conn.query(statement).await?;
-    Ok(rows
-        .first()
-        .and_then(|row| row.get("g").cloned().flatten())
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect())
 }
 
 /// Whole milliseconds, rounded up.

@@ -80,6 +80,36 @@ pub struct RecoveryRecord {
     pub ack_comment: Option<String>,
 }
 
+impl RecoveryRecord {
+    /// A recovery that starts now, with no steps yet.
+    pub fn started(
+        id: &str,
+        cluster: &str,
+        kind: &str,
+        problem: &str,
+        failed: &InstanceKey,
+        trigger: &str,
+        at: SystemTime,
+    ) -> Self {
+        Self {
+            id: id.to_string(),
+            cluster: cluster.to_string(),
+            kind: kind.to_string(),
+            problem: problem.to_string(),
+            failed: failed.clone(),
+            successor: None,
+            trigger: trigger.to_string(),
+            status: RecoveryStatus::Running,
+            started_at: at,
+            finished_at: None,
+            steps: Vec::new(),
+            acknowledged_at: None,
+            acknowledged_by: None,
+            ack_comment: None,
+        }
+    }
+}
+
 /// An old primary kept read_only and out of the writable set until re-attached.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FencedInstance {
@@ -391,22 +421,16 @@ mod tests {
     }
 
     fn record(id: &str, cluster: &str, started_at: SystemTime) -> RecoveryRecord {
-        RecoveryRecord {
-            id: id.into(),
-            cluster: cluster.into(),
-            kind: "failover".into(),
-            problem: "DeadPrimary".into(),
-            failed: InstanceKey::new("db1", 3306),
-            successor: None,
-            trigger: "automatic".into(),
-            status: RecoveryStatus::Running,
+        let failed = InstanceKey::new("db1", 3306);
+        RecoveryRecord::started(
+            id,
+            cluster,
+            "failover",
+            "DeadPrimary",
+            &failed,
+            "automatic",
             started_at,
-            finished_at: None,
-            steps: Vec::new(),
-            acknowledged_at: None,
-            acknowledged_by: None,
-            ack_comment: None,
-        }
+        )
     }
 
     #[test]
