@@ -80,7 +80,12 @@ pub struct ProblemRules {
 #[derive(Clone, Debug, PartialEq)]
 enum Link {
     Replicating,
+    /// Not receiving, and the reason is evidence about the source: the IO thread fails
+    /// to connect, or it has been silent too long.
     Broken(String),
+    /// Not receiving because someone stopped it: says nothing about the source, so the
+    /// replica does not vote on whether the source is dead.
+    Stopped,
     Unreachable,
 }
 
@@ -91,21 +96,17 @@ fn link(replica: &Instance, rules: &ProblemRules, now: SystemTime) -> Option<Lin
     let status = replica.facts.as_ref()?.replication.as_ref()?;
     match status.io_running {
         IoThreadState::Yes => {}
+        IoThreadState::No if status.last_io_errno == 0 => return Some(Link::Stopped),
         state => {
             let how = if state == IoThreadState::Connecting {
                 "cannot connect"
             } else {
                 "IO thread stopped"
             };
-            let error = if status.last_io_errno != 0 {
-                format!(
-                    " (error {}: {})",
-                    status.last_io_errno, status.last_io_error
-                )
-            } else {
-                String::new()
-            };
-            return Some(Link::Broken(format!("{how}{error}")));
+            return Some(Link::Broken(format!(
+                "{how} (error {}: {})",
+                status.last_io_errno, status.last_io_error
+            )));
         }
     }
     // A period of 0 or an unknown one means no heartbeats: silence proves nothing then,
@@ -113,13 +114,25 @@ fn link(replica: &Instance, rules: &ProblemRules, now: SystemTime) -> Option<Lin
     let Some(period) = status.heartbeat_period.filter(|p| *p > 0.0) else {
         return Some(Link::Replicating);
     };
-    let limit = Duration::from_secs_f64(period * f64::from(rules.silent_heartbeats.max(1)));
-    match replica.source_silence(now) {
-        Some(silence) if silence > limit => Some(Link::Broken(format!(
-            "heard nothing for {}s (heartbeat every {period}s)",
-            silence.as_secs()
-        ))),
-        _ => Some(Link::Replicating),
+    let period_length = Duration::from_secs_f64(period);
+    // Silence is what the replica itself showed at its last probe, not how old the
+    // agent's data is: a slow agent must not mistake its own staleness for silence. Data
+    // older than a heartbeat period proves nothing either way.
+    let (Some(seen), Some(heard)) = (replica.last_seen, replica.source_last_heard) else {
+        return Some(Link::Replicating);
+    };
+    if now.duration_since(seen).unwrap_or_default() > period_length {
+        return Some(Link::Replicating);
+    }
+    let silence = seen.duration_since(heard).unwrap_or_default();
+    let limit = period_length * rules.silent_heartbeats.max(1);
+    if silence > limit {
+        Some(Link::Broken(format!(
+            "heard nothing for {:.1}s (heartbeat every {period}s)",
+            silence.as_secs_f64()
+        )))
+    } else {
+        Some(Link::Replicating)
     }
 }
 
@@ -234,6 +247,11 @@ fn judge_sources(
         .iter()
         .filter(|(_, l)| *l != Link::Unreachable)
         .collect();
+    // Replicas someone stopped neither confirm nor deny: the vote is among the others.
+    let voters = reachable
+        .iter()
+        .filter(|(_, l)| *l != Link::Stopped)
+        .count();
     let broken: Vec<String> = reachable
         .iter()
         .filter_map(|(k, l)| match l {
@@ -243,7 +261,9 @@ fn judge_sources(
         .collect();
     let keys =
         |list: &[&(&InstanceKey, Link)]| list.iter().map(|(k, _)| (*k).clone()).collect::<Vec<_>>();
-    let all_broken = !reachable.is_empty() && broken.len() == reachable.len();
+    let all_confirm = voters > 0 && broken.len() == voters;
+    let none_replicating =
+        !reachable.is_empty() && reachable.iter().all(|(_, l)| *l != Link::Replicating);
     let some_unreachable = reachable.len() < links.len();
 
     if unreachable && is_root {
@@ -257,7 +277,7 @@ fn judge_sources(
                 ProblemCode::DeadPrimaryAndReplicas,
                 "neither the primary nor any replica answers: nothing can confirm the failure (is the agent cut off?)".to_string(),
             )
-        } else if all_broken {
+        } else if all_confirm {
             let code = if some_unreachable {
                 ProblemCode::DeadPrimaryAndSomeReplicas
             } else {
@@ -302,7 +322,7 @@ fn judge_sources(
             )
         };
         report(code, key, keys(&reachable), why);
-    } else if unreachable && all_broken {
+    } else if unreachable && all_confirm {
         report(
             ProblemCode::DeadIntermediatePrimary,
             key,
@@ -312,14 +332,21 @@ fn judge_sources(
                 broken.join("; ")
             ),
         );
-    } else if !unreachable && is_root && all_broken {
+    } else if !unreachable && is_root && none_replicating {
         report(
             ProblemCode::AllReplicasNotReplicating,
             key,
             keys(&reachable),
             format!(
                 "the primary answers but no replica replicates: {}",
-                broken.join("; ")
+                reachable
+                    .iter()
+                    .map(|(k, l)| match l {
+                        Link::Broken(why) => format!("{k} {why}"),
+                        _ => format!("{k} IO thread stopped"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
         );
     }
@@ -386,9 +413,21 @@ mod tests {
         instance
     }
 
+    /// Instances as probed just now, on the test clock.
+    fn fresh(mut instance: Instance) -> Instance {
+        if instance.unreachable_since.is_none() {
+            instance.last_seen = Some(SystemTime::UNIX_EPOCH + NOW_OFFSET);
+        }
+        instance
+    }
+
     fn problems(instances: Vec<Instance>) -> Vec<(ProblemCode, u16)> {
         let snapshot = Snapshot {
-            instances: instances.into_iter().map(|i| (i.key.clone(), i)).collect(),
+            instances: instances
+                .into_iter()
+                .map(fresh)
+                .map(|i| (i.key.clone(), i))
+                .collect(),
         };
         let clusters = build_clusters(&snapshot, &[]);
         assert_eq!(clusters.len(), 1, "one cluster expected");
@@ -465,6 +504,24 @@ mod tests {
                 vec![(UnreachablePrimary, 1)],
             ),
             (
+                "dead primary, one replica stopped by hand, the other cannot connect",
+                vec![
+                    dead(primary(key(1))),
+                    io(r(2, 1), No, 0),
+                    io(r(3, 1), Connecting, 2003),
+                ],
+                vec![(DeadPrimary, 1)],
+            ),
+            (
+                "dead primary and every replica stopped by hand: nothing confirms",
+                vec![
+                    dead(primary(key(1))),
+                    io(r(2, 1), No, 0),
+                    io(r(3, 1), No, 0),
+                ],
+                vec![(UnreachablePrimary, 1)],
+            ),
+            (
                 "dead primary and one dead replica, the other confirms",
                 vec![
                     dead(primary(key(1))),
@@ -528,6 +585,31 @@ mod tests {
     }
 
     #[test]
+    fn stale_agent_data_is_not_mistaken_for_silence() {
+        // The replicas were last probed 5 s ago and heard their source then: the agent is
+        // behind, not the replicas.
+        let stale = |port| {
+            let mut replica = heard(replica(key(port), key(1)), 5);
+            replica.last_seen = replica.source_last_heard;
+            replica
+        };
+        let snapshot = Snapshot {
+            instances: [dead(primary(key(1))), stale(2), stale(3)]
+                .into_iter()
+                .map(|i| (i.key.clone(), i))
+                .collect(),
+        };
+        let cluster = &build_clusters(&snapshot, &[])[0];
+        let found = cluster_problems(
+            cluster,
+            &snapshot,
+            &rules(),
+            SystemTime::UNIX_EPOCH + NOW_OFFSET,
+        );
+        assert_eq!(found[0].code, UnreachablePrimary, "{found:?}");
+    }
+
+    #[test]
     fn a_replica_without_heartbeats_is_never_judged_silent() {
         let mut quiet = heard(replica(key(2), key(1)), 60);
         quiet
@@ -564,6 +646,7 @@ mod tests {
                 r(3, 1),
             ]
             .into_iter()
+            .map(fresh)
             .map(|i| (i.key.clone(), i))
             .collect(),
         };
