@@ -30,7 +30,7 @@ on_every_flavor!(
 /// Rows in `w.t` on a node.
 async fn row_count(topology: &TestTopology, node: &str) -> u64 {
     topology
-        .value(node, "SELECT COUNT(*) FROM w.t")
+        .try_value(node, "SELECT COUNT(*) FROM w.t")
         .await
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
@@ -49,7 +49,7 @@ async fn catch_up_from_a_more_advanced_must_not_replica_loses_nothing(flavor: Fl
     let w = topology.words();
     eventually(PATIENCE, "the table on node2", || async {
         topology
-            .value("node2", "SELECT COUNT(*) FROM w.t")
+            .try_value("node2", "SELECT COUNT(*) FROM w.t")
             .await
             .map(|_| ())
     })
@@ -126,7 +126,7 @@ async fn a_replica_with_errant_gtids_is_never_chosen(flavor: Flavor) {
         .await;
     eventually(PATIENCE, "the table on node2", || async {
         topology
-            .value("node2", "SELECT COUNT(*) FROM w.t")
+            .try_value("node2", "SELECT COUNT(*) FROM w.t")
             .await
             .map(|_| ())
     })

@@ -35,7 +35,7 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    fn details(&self) -> Vec<ClusterDetail> {
+    pub(crate) fn details(&self) -> Vec<ClusterDetail> {
         let now = SystemTime::now();
         let recoveries = self.store.recoveries(None, 200).unwrap_or_default();
         let marks = InstanceMarks {

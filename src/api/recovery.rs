@@ -135,9 +135,22 @@ async fn acknowledge(
     body: Result<Json<AckRequest>, JsonRejection>,
 ) -> ApiResult<Acknowledged> {
     let request = body_or_default(body)?;
+    let members: Vec<InstanceKey> = state
+        .details()
+        .into_iter()
+        .find(|d| d.name == name)
+        .map(|d| d.instances.into_iter().map(|v| v.instance.key).collect())
+        .unwrap_or_default();
     let count = state
         .store
         .acknowledge(&name, "api", &request.comment)
+        .and_then(|by_name| {
+            // Also under the names the cluster had before its failovers renamed it.
+            Ok(by_name
+                + state
+                    .store
+                    .acknowledge_of(&members, "api", &request.comment)?)
+        })
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let _ = state.store.audit(AuditEntry {
         actor: "api".into(),

@@ -239,6 +239,13 @@ fn redact(error: MysqlError, account: &ReplicationAccount) -> MysqlError {
             statement: "CHANGE REPLICATION SOURCE / CHANGE MASTER (credentials hidden)".into(),
             message: message.replace(account.password.expose(), "<redacted>"),
         },
+        MysqlError::Timeout {
+            instance, timeout, ..
+        } => MysqlError::Timeout {
+            instance,
+            what: "CHANGE REPLICATION SOURCE / CHANGE MASTER (credentials hidden)".into(),
+            timeout,
+        },
         other => other,
     }
 }

@@ -366,7 +366,18 @@ impl Coordinator {
                 ));
             }
         }
-        match self.store.blocking_recovery(&cluster.name, now - self.block_period) {
+        // A cluster without an alias is renamed by its own failover: an earlier recovery
+        // of the same instances blocks as much as one under the same name.
+        let earlier = self
+            .store
+            .blocking_recovery(&cluster.name, now - self.block_period)
+            .and_then(|by_name| match by_name {
+                Some(found) => Ok(Some(found)),
+                None => self
+                    .store
+                    .blocking_recovery_of(&cluster.members, now - self.block_period),
+            });
+        match earlier {
             Ok(Some(recovery)) => Some(format!(
                 "blocked: recovery {} of this cluster at {} is within recovery.block_period and not acknowledged; `pointsman ack {}` allows the next one",
                 recovery.id,
@@ -455,7 +466,17 @@ impl Coordinator {
                 .unwrap_or_default()
                 .as_millis()
         );
-        let kind = if problem.code == ProblemCode::DeadIntermediatePrimary {
+        let fence = self
+            .store
+            .fenced()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|f| f.instance == problem.instance);
+        let kind = if fence.is_some() {
+            // Replicas still pointing at a fenced old primary: re-point them under its
+            // successor; promoting one would make a second primary.
+            "stragglers"
+        } else if problem.code == ProblemCode::DeadIntermediatePrimary {
             "intermediate"
         } else {
             "failover"
@@ -474,7 +495,10 @@ impl Coordinator {
         }
         let mut log = StepLog::new(&id);
         let snapshot = self.discovery.snapshot();
-        let outcome = if kind == "intermediate" {
+        let outcome = if let Some(fence) = &fence {
+            self.recover_stragglers(fence, &problem, &snapshot, &mut log)
+                .await
+        } else if kind == "intermediate" {
             self.recover_intermediate(&problem, &snapshot, &mut log)
                 .await
         } else {
@@ -589,12 +613,34 @@ impl Coordinator {
                 "a pre_failover hook failed: nothing was changed".into(),
             ));
         }
-        // Fenced from this moment, whatever happens next: never writable again on its own.
+        // Hooks may take seconds: act only if the primary is still gone.
+        if self
+            .discovery
+            .snapshot()
+            .get(&problem.instance)
+            .is_some_and(|i| i.is_reachable())
+        {
+            return Err(Outcome::Aborted(format!(
+                "{} answers again: nothing was changed",
+                problem.instance
+            )));
+        }
+        // Fenced from this moment: never writable again on its own. Without a recorded
+        // fence nothing may change, so a store that cannot write it aborts the recovery.
         if let Err(error) =
             self.store
                 .fence(&problem.instance, &cluster.name, Some(&log.recovery_id))
         {
-            tracing::error!(%error, "cannot record the fence");
+            log.note(
+                "fence",
+                Some(&problem.instance),
+                false,
+                error.to_string(),
+                Duration::ZERO,
+            );
+            return Err(Outcome::Aborted(format!(
+                "the fence could not be recorded ({error}): nothing was changed"
+            )));
         }
         log.note(
             "fence",
@@ -603,11 +649,80 @@ impl Coordinator {
             "marked fenced: set read_only whenever it answers, until re-attached".into(),
             Duration::ZERO,
         );
-        self.executor
-            .fail_over(&plan, log)
-            .await
-            .map_err(|e| Outcome::Failed(e.to_string()))?;
-        Ok(plan.candidate)
+        match self.executor.fail_over(&plan, log).await {
+            Ok(left_behind) if left_behind.is_empty() => Ok(plan.candidate),
+            Ok(left_behind) => {
+                let names: Vec<String> = left_behind.iter().map(|k| k.to_string()).collect();
+                tracing::warn!(
+                    cluster = %cluster.name,
+                    "promoted {}, but {} still replicate from the old primary: re-point them (`pointsman recover {}`)",
+                    plan.candidate,
+                    names.join(", "),
+                    cluster.name
+                );
+                Ok(plan.candidate)
+            }
+            Err(failure) => {
+                let promoted = log.steps.iter().any(|s| s.step == "promote" && s.ok);
+                if promoted {
+                    return Err(Outcome::Failed(format!(
+                        "{failure}; {} was promoted, check the steps",
+                        plan.candidate
+                    )));
+                }
+                // Nothing was promoted: undo what was done, so the old primary is not
+                // kept read_only by a fence nobody can lift, and replicas receive again.
+                let _ = self.store.unfence(&problem.instance);
+                let mut everyone = vec![plan.candidate.clone()];
+                everyone.extend(plan.siblings.iter().cloned());
+                self.executor.resume_receiving(log, &everyone).await;
+                Err(Outcome::Failed(format!(
+                    "{failure}; nothing was promoted: the fence on {} was lifted and the replicas receive again",
+                    problem.instance
+                )))
+            }
+        }
+    }
+
+    async fn recover_stragglers(
+        &self,
+        fence: &crate::store::recovery::FencedInstance,
+        problem: &Problem,
+        snapshot: &Snapshot,
+        log: &mut StepLog,
+    ) -> Result<InstanceKey, Outcome> {
+        let successor = fence.recovery_id.as_deref().and_then(|id| {
+            self.store
+                .recoveries(None, 1000)
+                .ok()?
+                .into_iter()
+                .find(|r| r.id == id)?
+                .successor
+        });
+        let primary = successor.and_then(|successor| {
+            build_clusters(snapshot, &self.aliases)
+                .into_iter()
+                .find(|c| c.members.contains(&successor))
+                .map(|c| c.primary)
+        });
+        let Some(primary) = primary.filter(|p| snapshot.get(p).is_some_and(|i| i.is_reachable()))
+        else {
+            return Err(Outcome::Aborted(format!(
+                "{} is a fenced old primary and the primary that replaced it is not known or does not answer: re-point its replicas by hand",
+                problem.instance
+            )));
+        };
+        let failed = self
+            .executor
+            .repoint_under(log, &problem.related, &primary)
+            .await;
+        if failed.len() == problem.related.len() {
+            return Err(Outcome::Failed(format!(
+                "no replica of the fenced {} could be re-pointed under {primary}",
+                problem.instance
+            )));
+        }
+        Ok(primary)
     }
 
     async fn recover_intermediate(

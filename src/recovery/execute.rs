@@ -169,11 +169,13 @@ impl Executor {
 
     /// Promotes the plan's candidate and puts the siblings under it. The old primary is
     /// not touched here: fencing is the caller's, because it may be unreachable.
+    /// Returns the siblings that could not be re-pointed (they still point at the old
+    /// primary).
     pub async fn fail_over(
         &self,
         plan: &PromotionPlan,
         log: &mut StepLog,
-    ) -> Result<(), StepFailed> {
+    ) -> Result<Vec<InstanceKey>, StepFailed> {
         let candidate = &plan.candidate;
         let mut everyone: Vec<InstanceKey> = vec![candidate.clone()];
         everyone.extend(plan.catch_up_from.iter().cloned());
@@ -271,8 +273,25 @@ impl Executor {
         )
         .await?;
 
-        self.repoint_under(log, &plan.siblings, candidate).await;
-        Ok(())
+        Ok(self.repoint_under(log, &plan.siblings, candidate).await)
+    }
+
+    /// Starts replication again on replicas a failed recovery had stopped.
+    pub async fn resume_receiving(&self, log: &mut StepLog, replicas: &[InstanceKey]) {
+        for key in replicas {
+            let _ = self
+                .step(
+                    log,
+                    "resume replication",
+                    key,
+                    "receives again".into(),
+                    |mut conn| async move {
+                        let result = admin::start_replication(&mut conn).await;
+                        (conn, result)
+                    },
+                )
+                .await;
+        }
     }
 
     /// Re-points replicas under `source` concurrently and checks each replicates. Failures

@@ -239,6 +239,17 @@ pub fn plan_promotion(
                         facts.binlog_format
                     ));
                 }
+                if let Some(status) = facts.replication.as_ref().filter(|s| !s.sql_running) {
+                    // It could not apply its relay log before promotion.
+                    reasons.push(if status.last_sql_errno != 0 {
+                        format!(
+                            "SQL thread stopped (error {}: {})",
+                            status.last_sql_errno, status.last_sql_error
+                        )
+                    } else {
+                        "SQL thread stopped".to_string()
+                    });
+                }
                 if let Some(status) = &facts.replication {
                     let max = policy.max_lag.as_secs();
                     if status.sql_delay > max {
@@ -329,9 +340,15 @@ pub fn plan_promotion(
 /// policy, lag and age do not matter for that; a missing binlog, errant transactions or
 /// an incompatible format do.
 fn can_still_serve(reason: &str) -> bool {
-    !["unreachable", "errant", "log_", "binlog_format"]
-        .iter()
-        .any(|prefix| reason.starts_with(prefix))
+    ![
+        "unreachable",
+        "errant",
+        "log_",
+        "binlog_format",
+        "SQL thread",
+    ]
+    .iter()
+    .any(|prefix| reason.starts_with(prefix))
 }
 
 /// Transactions a replica holds once its relay log is applied: executed plus received.
@@ -510,6 +527,28 @@ mod tests {
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn a_replica_that_cannot_apply_is_neither_promoted_nor_copied_from() {
+        let mut broken = r(3, 100);
+        {
+            let status = broken
+                .facts
+                .as_mut()
+                .and_then(|f| f.replication.as_mut())
+                .expect("replica");
+            status.sql_running = false;
+            status.last_sql_errno = 1062;
+            status.last_sql_error = "Duplicate entry".into();
+            status.seconds_behind_source = None;
+        }
+        let plan = choose(vec![r(2, 98), broken], &policy()).expect("plan");
+        assert_eq!(plan.candidate, key(2));
+        assert_eq!(plan.catch_up_from, None);
+        assert!(plan
+            .explain()
+            .contains("SQL thread stopped (error 1062: Duplicate entry)"));
     }
 
     #[test]

@@ -265,8 +265,13 @@ impl Switch<'_> {
             .iter()
             .map(|verdict| {
                 let mut reasons = verdict.reasons.clone();
-                if let Some(instance) = fresh.get(&verdict.instance).filter(|i| i.is_reachable()) {
-                    reasons.extend(not_replicating(instance));
+                // A stopped SQL thread is already one of plan's reasons.
+                if !reasons.iter().any(|r| r.starts_with("SQL thread stopped")) {
+                    if let Some(instance) =
+                        fresh.get(&verdict.instance).filter(|i| i.is_reachable())
+                    {
+                        reasons.extend(not_replicating(instance));
+                    }
                 }
                 if let Some(fence) = fenced.iter().find(|f| f.instance == verdict.instance) {
                     reasons.push(format!(

@@ -254,6 +254,25 @@ impl Store {
             .map_err(|e| self.error(e))
     }
 
+    /// As `blocking_recovery`, for a recovery whose failed or promoted instance is one of
+    /// `members`, whatever the cluster was called then.
+    pub fn blocking_recovery_of(
+        &self,
+        members: &[InstanceKey],
+        since: SystemTime,
+    ) -> Result<Option<RecoveryRecord>, StoreError> {
+        Ok(self
+            .recoveries(None, 1000)?
+            .into_iter()
+            .filter(|r| {
+                r.started_at >= since && r.acknowledged_at.is_none() && r.kind != "switchover"
+            })
+            .find(|r| {
+                members.contains(&r.failed)
+                    || r.successor.as_ref().is_some_and(|s| members.contains(s))
+            }))
+    }
+
     /// Acknowledges every unacknowledged recovery of `cluster`; returns how many.
     pub fn acknowledge(&self, cluster: &str, by: &str, comment: &str) -> Result<usize, StoreError> {
         self.lock()
@@ -263,6 +282,36 @@ impl Store {
                 params![cluster, time::format(SystemTime::now()), by, comment],
             )
             .map_err(|e| self.error(e))
+    }
+
+    /// Acknowledges the unacknowledged recoveries whose failed or promoted instance is one
+    /// of `members` (a cluster's earlier recoveries under another name); returns how many.
+    pub fn acknowledge_of(
+        &self,
+        members: &[InstanceKey],
+        by: &str,
+        comment: &str,
+    ) -> Result<usize, StoreError> {
+        let ids: Vec<String> = self
+            .recoveries(None, 1000)?
+            .into_iter()
+            .filter(|r| r.acknowledged_at.is_none())
+            .filter(|r| {
+                members.contains(&r.failed)
+                    || r.successor.as_ref().is_some_and(|s| members.contains(s))
+            })
+            .map(|r| r.id)
+            .collect();
+        let conn = self.lock();
+        for id in &ids {
+            conn.execute(
+                "UPDATE recoveries SET acknowledged_at = ?2, acknowledged_by = ?3, ack_comment = ?4
+                 WHERE id = ?1",
+                params![id, time::format(SystemTime::now()), by, comment],
+            )
+            .map_err(|e| self.error(e))?;
+        }
+        Ok(ids.len())
     }
 
     /// At start-up: recoveries a restart cut short become `interrupted`; returned so the

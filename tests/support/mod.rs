@@ -85,6 +85,14 @@ impl TestTopology {
         value.flatten()
     }
 
+    /// As `value`, for waiting: `None` while the query fails (a table not replicated yet).
+    pub async fn try_value(&self, node: &str, query: &str) -> Option<String> {
+        let mut conn = self.sandbox.connect(node).await.ok()?;
+        let value: Option<Option<String>> = conn.query_first(query).await.ok()?;
+        let _ = conn.disconnect().await;
+        value.flatten()
+    }
+
     /// The words this flavour uses for replication statements.
     pub fn words(&self) -> Words {
         if self.flavor().is_mysql() {
