@@ -25,7 +25,49 @@ on_every_flavor!(
     catch_up_from_a_more_advanced_must_not_replica_loses_nothing,
     a_replica_with_errant_gtids_is_never_chosen,
     recovery_refuses_file_position_replication,
+    a_replica_that_was_down_during_the_failover_follows_the_new_primary,
 );
+
+async fn a_replica_that_was_down_during_the_failover_follows_the_new_primary(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let watcher = watch(&topology, topology.keys(), automatic_recovery(&topology)).await;
+    probed(&watcher.agent.discovery, 3).await;
+    let mut sandbox = topology.sandbox.clone();
+    sandbox.kill("node3").expect("kill node3");
+    sandbox.kill("node1").expect("kill node1");
+    let first = finished_recovery(&watcher.api, 1).await;
+    assert_eq!(first.status, RecoveryStatus::Succeeded, "{first:?}");
+    assert_eq!(first.successor, Some(topology.key("node2")));
+
+    // node3 comes back still pointing at the dead, fenced node1: it must be re-pointed
+    // under node2 — never promoted into a second primary — despite the block period.
+    sandbox.start("node3").await.expect("start node3");
+    let second = finished_recovery(&watcher.api, 2).await;
+    assert_eq!(second.kind, "stragglers", "{second:?}");
+    assert_eq!(second.status, RecoveryStatus::Succeeded, "{second:?}");
+    assert_eq!(second.successor, Some(topology.key("node2")));
+    assert_eq!(
+        topology
+            .value("node3", "SELECT @@read_only")
+            .await
+            .as_deref(),
+        Some("1")
+    );
+    eventually(PATIENCE, "node3 replicates from node2", || async {
+        replicating(&topology, "node3").await.then_some(())
+    })
+    .await;
+    topology
+        .sql("node2", &["CREATE DATABASE after_stragglers"])
+        .await;
+    eventually(PATIENCE, "node3 receives node2's writes", || async {
+        topology
+            .try_value("node3", "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'after_stragglers'")
+            .await
+            .filter(|count| count == "1")
+    })
+    .await;
+}
 
 /// Rows in `w.t` on a node.
 async fn row_count(topology: &TestTopology, node: &str) -> u64 {

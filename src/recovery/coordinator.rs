@@ -55,6 +55,9 @@ struct State {
     confirming: HashMap<String, Instant>,
     /// When a fenced instance was last set read_only.
     fencing: HashMap<InstanceKey, Instant>,
+    /// When a recovery that touched an instance ended: a judgement that rests on data
+    /// about it from before then is stale (the recovery changed it).
+    changed_at: HashMap<InstanceKey, SystemTime>,
 }
 
 /// Why a manual recovery was refused.
@@ -198,6 +201,9 @@ impl Coordinator {
                         if self.state().recovering.contains(&cluster.name) {
                             continue; // this very failure is being recovered
                         }
+                        if self.judged_on_stale_data(&problem, snapshot) {
+                            continue; // wait for a probe after the last recovery
+                        }
                         if let Some(refusal) = self.automatic_refusal(&cluster, &problem) {
                             self.say_once(&cluster.name, &problem, "refused", || refusal);
                         } else {
@@ -208,6 +214,20 @@ impl Coordinator {
                 }
             }
         }
+    }
+
+    /// Whether the replicas this problem rests on were last probed before a recovery
+    /// changed them (the coordinator may look again before the probes come back).
+    fn judged_on_stale_data(&self, problem: &Problem, snapshot: &Snapshot) -> bool {
+        let state = self.state();
+        problem.related.iter().any(|key| {
+            state.changed_at.get(key).is_some_and(|changed| {
+                snapshot
+                    .get(key)
+                    .and_then(|i| i.last_seen)
+                    .is_none_or(|seen| seen <= *changed)
+            })
+        })
     }
 
     /// Re-reads the replicas of a primary the agent lost every 50 ms until they either
@@ -365,6 +385,15 @@ impl Coordinator {
                     downtime.owner
                 ));
             }
+        }
+        // Re-pointing the replicas of a fenced old primary promotes nothing: it finishes
+        // the last failover, so the block that failover set does not apply.
+        let fenced = self
+            .store
+            .fenced()
+            .is_ok_and(|list| list.iter().any(|f| f.instance == problem.instance));
+        if fenced {
+            return None;
         }
         // A cluster without an alias is renamed by its own failover: an earlier recovery
         // of the same instances blocks as much as one under the same name.
@@ -557,7 +586,14 @@ impl Coordinator {
             instance: Some(problem.instance.clone()),
             message,
         });
-        self.state().recovering.remove(&cluster.name);
+        {
+            let mut state = self.state();
+            let ended = SystemTime::now();
+            for key in snapshot.instances.keys() {
+                state.changed_at.insert(key.clone(), ended);
+            }
+            state.recovering.remove(&cluster.name);
+        }
         // Everyone's state just changed: look now rather than at the next tick.
         self.discovery
             .probe_now(snapshot.instances.keys().cloned().collect());
@@ -712,11 +748,27 @@ impl Coordinator {
                 problem.instance
             )));
         };
+        // Only instances that replicate from the fenced one right now, and never the
+        // primary itself, whatever an older snapshot said.
+        let current = self.discovery.snapshot();
+        let stragglers: Vec<InstanceKey> = problem
+            .related
+            .iter()
+            .filter(|k| **k != primary)
+            .filter(|k| current.get(k).and_then(|i| i.source()) == Some(&problem.instance))
+            .cloned()
+            .collect();
+        if stragglers.is_empty() {
+            return Err(Outcome::Aborted(format!(
+                "no instance replicates from the fenced {} any more",
+                problem.instance
+            )));
+        }
         let failed = self
             .executor
-            .repoint_under(log, &problem.related, &primary)
+            .repoint_under(log, &stragglers, &primary)
             .await;
-        if failed.len() == problem.related.len() {
+        if failed.len() == stragglers.len() {
             return Err(Outcome::Failed(format!(
                 "no replica of the fenced {} could be re-pointed under {primary}",
                 problem.instance
