@@ -67,7 +67,12 @@ enum Command {
     /// Crawl a topology starting from one instance.
     Discover { instance: InstanceKey },
     /// Stop polling an instance and remove it.
-    Forget { instance: InstanceKey },
+    Forget {
+        instance: InstanceKey,
+        /// Also lift the fence of a fenced old primary that is being decommissioned.
+        #[arg(long)]
+        unfence: bool,
+    },
     /// Show the audit log, newest first.
     Audit {
         #[arg(long)]
@@ -251,9 +256,9 @@ async fn run(cli: Cli) -> Result<()> {
                 view.cluster
             );
         }
-        Command::Forget { instance } => {
+        Command::Forget { instance, unfence } => {
             let forgotten: Forgotten = client
-                .delete(&format!("/api/v1/instances/{instance}"))
+                .delete(&format!("/api/v1/instances/{instance}?unfence={unfence}"))
                 .await?;
             println!("forgot {}", forgotten.forgotten);
         }

@@ -379,6 +379,22 @@ async fn the_old_primary_returns_fenced_and_reattach_makes_it_a_replica(flavor: 
         .expect("the old primary is shown in its cluster");
     assert!(old.fenced);
 
+    // Forgetting it would end the fence silently: refused, with what to do instead.
+    match watcher
+        .api
+        .delete::<serde_json::Value>(&format!("/api/v1/instances/{node1}"))
+        .await
+    {
+        Err(pointsman::client::ClientError::Api { status, message }) => {
+            assert_eq!(status, 409);
+            assert!(
+                message.contains("fenced old primary") && message.contains("--unfence"),
+                "{message}"
+            );
+        }
+        other => panic!("forgetting a fenced old primary must be refused, got {other:?}"),
+    }
+
     // Re-attached, it replicates from the new primary and receives its writes.
     let reattached: serde_json::Value = watcher
         .api

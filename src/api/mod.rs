@@ -245,8 +245,36 @@ pub struct Forgotten {
     pub forgotten: InstanceKey,
 }
 
-async fn forget(State(state): State<ApiState>, Path(key): Path<String>) -> ApiResult<Forgotten> {
+#[derive(Deserialize)]
+struct ForgetQuery {
+    /// Also lift the fence of a fenced old primary (it is being decommissioned).
+    #[serde(default)]
+    unfence: bool,
+}
+
+async fn forget(
+    State(state): State<ApiState>,
+    Path(key): Path<String>,
+    Query(query): Query<ForgetQuery>,
+) -> ApiResult<Forgotten> {
     let key = parse_key(&key)?;
+    let fenced = state
+        .store
+        .fenced()
+        .is_ok_and(|list| list.iter().any(|f| f.instance == key));
+    if fenced && !query.unfence {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "{key} is a fenced old primary: forgetting it would stop keeping it read_only. \
+                 Re-attach it (`pointsman reattach {key}`), or, if it is being decommissioned, \
+                 forget it with --unfence"
+            ),
+        ));
+    }
+    if fenced {
+        let _ = state.store.unfence(&key);
+    }
     let cluster = state
         .details()
         .into_iter()
