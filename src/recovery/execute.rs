@@ -123,21 +123,31 @@ impl Executor {
         }
     }
 
-    /// Stops the IO thread of each replica, concurrently. Returns those that failed.
-    pub async fn stop_receiving(
-        &self,
+    /// Runs `operation` on every instance at once, records each as a step named `name`
+    /// (with `done` as the detail when it worked), and returns those it failed on.
+    async fn on_each<'a, F, Fut>(
+        &'a self,
         log: &mut StepLog,
-        replicas: &[InstanceKey],
-    ) -> Vec<InstanceKey> {
+        name: &str,
+        keys: &'a [InstanceKey],
+        done: impl Fn(&InstanceKey) -> String,
+        operation: F,
+    ) -> Vec<InstanceKey>
+    where
+        F: Fn(Connection) -> Fut,
+        Fut: Future<Output = (Connection, Result<(), MysqlError>)> + 'a,
+    {
         let started = Instant::now();
-        let results = join_all(replicas.iter().map(|key| async move {
-            let result = async {
-                let mut conn = self.open(key).await?;
-                let result = admin::stop_io_thread(&mut conn).await;
-                conn.close().await;
-                result
-            }
-            .await;
+        let operation = &operation;
+        let results = join_all(keys.iter().map(|key| async move {
+            let result = match self.open(key).await {
+                Ok(conn) => {
+                    let (conn, result) = operation(conn).await;
+                    conn.close().await;
+                    result
+                }
+                Err(error) => Err(error),
+            };
             (key, result)
         }))
         .await;
@@ -145,26 +155,33 @@ impl Executor {
         let mut failed = Vec::new();
         for (key, result) in results {
             match result {
-                Ok(()) => log.note(
-                    "stop IO thread",
-                    Some(key),
-                    true,
-                    "no longer receives from the old primary".into(),
-                    took,
-                ),
+                Ok(()) => log.note(name, Some(key), true, done(key), took),
                 Err(error) => {
-                    log.note(
-                        "stop IO thread",
-                        Some(key),
-                        false,
-                        error.without_instance(),
-                        took,
-                    );
+                    log.note(name, Some(key), false, error.without_instance(), took);
                     failed.push(key.clone());
                 }
             }
         }
         failed
+    }
+
+    /// Stops the IO thread of each replica, concurrently. Returns those that failed.
+    pub async fn stop_receiving(
+        &self,
+        log: &mut StepLog,
+        replicas: &[InstanceKey],
+    ) -> Vec<InstanceKey> {
+        self.on_each(
+            log,
+            "stop IO thread",
+            replicas,
+            |_| "no longer receives from the old primary".into(),
+            |mut conn| async move {
+                let result = admin::stop_io_thread(&mut conn).await;
+                (conn, result)
+            },
+        )
+        .await
     }
 
     /// Promotes the plan's candidate and puts the siblings under it. The old primary is
@@ -278,20 +295,17 @@ impl Executor {
 
     /// Starts replication again on replicas a failed recovery had stopped.
     pub async fn resume_receiving(&self, log: &mut StepLog, replicas: &[InstanceKey]) {
-        for key in replicas {
-            let _ = self
-                .step(
-                    log,
-                    "resume replication",
-                    key,
-                    "receives again".into(),
-                    |mut conn| async move {
-                        let result = admin::start_replication(&mut conn).await;
-                        (conn, result)
-                    },
-                )
-                .await;
-        }
+        self.on_each(
+            log,
+            "resume replication",
+            replicas,
+            |_| "receives again".into(),
+            |mut conn| async move {
+                let result = admin::start_replication(&mut conn).await;
+                (conn, result)
+            },
+        )
+        .await;
     }
 
     /// Re-points replicas under `source` concurrently and checks each replicates. Failures
@@ -303,40 +317,21 @@ impl Executor {
         source: &InstanceKey,
     ) -> Vec<InstanceKey> {
         let verify = self.verify_timeout;
-        let started = Instant::now();
-        let results = join_all(replicas.iter().map(|key| async move {
-            let result = async {
-                let mut conn = self.open(key).await?;
+        self.on_each(
+            log,
+            "re-point",
+            replicas,
+            |_| format!("replicates from {source} (GTID)"),
+            |mut conn| async move {
                 let result = async {
                     admin::repoint(&mut conn, source).await?;
                     admin::verify_replicating(&mut conn, verify).await
                 }
                 .await;
-                conn.close().await;
-                result
-            }
-            .await;
-            (key, result)
-        }))
-        .await;
-        let took = started.elapsed();
-        let mut failed = Vec::new();
-        for (key, result) in results {
-            match result {
-                Ok(()) => log.note(
-                    "re-point",
-                    Some(key),
-                    true,
-                    format!("replicates from {source} (GTID)"),
-                    took,
-                ),
-                Err(error) => {
-                    log.note("re-point", Some(key), false, error.without_instance(), took);
-                    failed.push(key.clone());
-                }
-            }
-        }
-        failed
+                (conn, result)
+            },
+        )
+        .await
     }
 
     /// Sets read_only (and super_read_only) on an instance, once, bounded by the timeouts.
