@@ -158,6 +158,9 @@ pub fn format_topology(detail: &ClusterDetail) -> String {
     if !detail.problems.is_empty() || !detail.findings.is_empty() {
         out.push('\n');
     }
+    if let Some(why) = &detail.recovery_refused {
+        let _ = writeln!(out, "AUTOMATIC RECOVERY REFUSED: {why}");
+    }
     // Failover-level problems first; those that restate a finding are left to it.
     for problem in detail.problems.iter().filter(|p| {
         !matches!(

@@ -489,6 +489,18 @@ async fn a_second_failure_inside_the_block_period_waits_for_an_ack(flavor: Flavo
         1,
         "no second automatic recovery inside the block period"
     );
+    // The topology says so too: nobody waits for a failover that will not come.
+    let detail: ClusterDetail = watcher
+        .api
+        .get("/api/v1/clusters/t")
+        .await
+        .expect("cluster");
+    let refused = detail
+        .recovery_refused
+        .clone()
+        .expect("the refusal is shown");
+    assert!(refused.contains("pointsman ack t"), "{refused}");
+    assert!(pointsman::client::format_topology(&detail).contains("AUTOMATIC RECOVERY REFUSED"));
 
     // After an acknowledgement it recovers.
     let _: serde_json::Value = watcher

@@ -55,13 +55,17 @@ impl ApiState {
                 .collect(),
             downtimes: self.store.downtimes(now).unwrap_or_default(),
         };
-        cluster_details(
+        let mut details = cluster_details(
             &self.discovery.snapshot(),
             &self.aliases,
             &self.rules,
             &marks,
             now,
-        )
+        );
+        for detail in &mut details {
+            detail.recovery_refused = self.coordinator.refusal(&detail.name);
+        }
+        details
     }
 }
 

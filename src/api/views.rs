@@ -61,6 +61,11 @@ pub struct ClusterDetail {
     pub findings: Vec<Finding>,
     /// Failover-level judgements (DeadPrimary, UnreachablePrimary, ...).
     pub problems: Vec<Problem>,
+    /// Why automatic recovery is refused for a failure now (blocked, not in
+    /// auto_clusters, downtimed, switched off), so nobody waits for a failover that
+    /// will not come.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_refused: Option<String>,
 }
 
 /// What the store knows about instances beyond the snapshot.
@@ -151,6 +156,7 @@ pub fn cluster_details(
                 instances,
                 findings,
                 problems,
+                recovery_refused: None,
             }
         })
         .collect();

@@ -55,6 +55,8 @@ struct State {
     confirming: HashMap<String, Instant>,
     /// When a fenced instance was last set read_only.
     fencing: HashMap<InstanceKey, Instant>,
+    /// Why automatic recovery of a cluster is being refused now, for the API to show.
+    refused: HashMap<String, String>,
     /// When a recovery that touched an instance ended: a judgement that rests on data
     /// about it from before then is stale (the recovery changed it).
     changed_at: HashMap<InstanceKey, SystemTime>,
@@ -120,6 +122,11 @@ impl Coordinator {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Why automatic recovery of `cluster` is refused right now, if it is.
+    pub fn refusal(&self, cluster: &str) -> Option<String> {
+        self.state().refused.get(cluster).cloned()
+    }
+
     /// Marks `cluster` as being changed (a recovery or a switchover) so nothing else
     /// changes it meanwhile; false if it already is.
     pub(crate) fn begin_change(&self, cluster: &str) -> bool {
@@ -177,6 +184,9 @@ impl Coordinator {
     fn consider(self: &Arc<Self>, snapshot: &Snapshot) {
         self.keep_fenced(snapshot);
         for (cluster, problems) in self.problems(snapshot) {
+            if !problems.iter().any(|p| p.code.needs_recovery()) {
+                self.state().refused.remove(&cluster.name);
+            }
             if problems.is_empty() {
                 self.state()
                     .said
@@ -204,7 +214,18 @@ impl Coordinator {
                         if self.judged_on_stale_data(&problem, snapshot) {
                             continue; // wait for a probe after the last recovery
                         }
-                        if let Some(refusal) = self.automatic_refusal(&cluster, &problem) {
+                        let refusal = self.automatic_refusal(&cluster, &problem);
+                        match &refusal {
+                            Some(why) => {
+                                self.state()
+                                    .refused
+                                    .insert(cluster.name.clone(), why.clone());
+                            }
+                            None => {
+                                self.state().refused.remove(&cluster.name);
+                            }
+                        }
+                        if let Some(refusal) = refusal {
                             self.say_once(&cluster.name, &problem, "refused", || refusal);
                         } else {
                             self.start(cluster.clone(), problem.clone(), Trigger::Automatic, None);
