@@ -211,7 +211,7 @@ async fn one_run(flavor: Flavor, failure: Failure) -> Run {
     };
     let new_primary = topology.key(promoted);
     let replicating = loop {
-        if replicates_from(&topology, other, new_primary.port).await {
+        if topology.replicates(other, Some(new_primary.port)).await {
             break failed_at.elapsed();
         }
         assert!(
@@ -254,8 +254,8 @@ async fn settle(topology: &TestTopology, watcher: &Watcher) {
             .count()
             == 2;
         if ready
-            && replicates_from(topology, "node2", 0).await
-            && replicates_from(topology, "node3", 0).await
+            && topology.replicates("node2", None).await
+            && topology.replicates("node3", None).await
         {
             tokio::time::sleep(Duration::from_millis(1500)).await;
             return;
@@ -277,27 +277,4 @@ async fn app_connection(topology: &TestTopology, node: &str) -> Conn {
     Conn::new(opts)
         .await
         .expect("the application account connects")
-}
-
-/// Both threads run, and (unless `port` is 0) from the source on `port`.
-async fn replicates_from(topology: &TestTopology, node: &str, port: u16) -> bool {
-    let Ok(mut conn) = topology.sandbox.connect(node).await else {
-        return false;
-    };
-    let statement = if topology.flavor().is_mysql() {
-        "SHOW REPLICA STATUS"
-    } else {
-        "SHOW SLAVE STATUS"
-    };
-    let row: Option<mysql_async::Row> = conn.query_first(statement).await.ok().flatten();
-    let _ = conn.disconnect().await;
-    let Some(row) = row else { return false };
-    let get = |names: [&str; 2]| {
-        names
-            .iter()
-            .find_map(|n| row.get_opt::<String, _>(*n).and_then(Result::ok))
-    };
-    get(["Replica_IO_Running", "Slave_IO_Running"]).as_deref() == Some("Yes")
-        && get(["Replica_SQL_Running", "Slave_SQL_Running"]).as_deref() == Some("Yes")
-        && (port == 0 || get(["Source_Port", "Master_Port"]) == Some(port.to_string()))
 }

@@ -111,20 +111,7 @@ async fn discovery_finds_the_tree_from_the_primary_and_from_a_replica(flavor: Fl
 async fn a_chained_replica_is_placed_under_its_source(flavor: Flavor) {
     let topology = TestTopology::start(flavor, 2).await;
     let (node2, node3) = (topology.key("node2"), topology.key("node3"));
-    let w = topology.words();
-    topology
-        .sql(
-            "node3",
-            &[
-                w.stop,
-                &format!(
-                    "{} {}='{}', {}={}, {}",
-                    w.change, w.host, node2.host, w.port, node2.port, w.gtid
-                ),
-                w.start,
-            ],
-        )
-        .await;
+    topology.replicate_from("node3", &node2).await;
 
     let watcher = watch(&topology, vec![node2.clone()], |_| {}).await;
     let api = &watcher.api;

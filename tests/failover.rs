@@ -54,7 +54,7 @@ async fn a_replica_that_was_down_during_the_failover_follows_the_new_primary(fla
         Some("1")
     );
     eventually(PATIENCE, "node3 replicates from node2", || async {
-        replicating(&topology, "node3").await.then_some(())
+        topology.replicates("node3", None).await.then_some(())
     })
     .await;
     topology
@@ -140,7 +140,7 @@ async fn catch_up_from_a_more_advanced_must_not_replica_loses_nothing(flavor: Fl
         "node2 caught up from node3 before promotion"
     );
     eventually(PATIENCE, "node3 replicates from node2", || async {
-        replicating(&topology, "node3").await.then_some(())
+        topology.replicates("node3", None).await.then_some(())
     })
     .await;
 }
@@ -309,26 +309,6 @@ fn node_of(topology: &TestTopology, key: &InstanceKey) -> String {
         .expect("a sandbox node")
 }
 
-/// Both replication threads of `node` run, by asking the server itself.
-async fn replicating(topology: &TestTopology, node: &str) -> bool {
-    let mut conn = topology.sandbox.connect(node).await.expect("connect");
-    let statement = if topology.flavor().is_mysql() {
-        "SHOW REPLICA STATUS"
-    } else {
-        "SHOW SLAVE STATUS"
-    };
-    let row: Option<mysql_async::Row> = conn.query_first(statement).await.expect("status");
-    let _ = conn.disconnect().await;
-    let Some(row) = row else { return false };
-    let get = |names: [&str; 2]| {
-        names
-            .iter()
-            .find_map(|n| row.get_opt::<String, _>(*n).and_then(Result::ok))
-    };
-    get(["Replica_IO_Running", "Slave_IO_Running"]).as_deref() == Some("Yes")
-        && get(["Replica_SQL_Running", "Slave_SQL_Running"]).as_deref() == Some("Yes")
-}
-
 async fn the_old_primary_returns_fenced_and_reattach_makes_it_a_replica(flavor: Flavor) {
     let topology = TestTopology::start(flavor, 2).await;
     let node1 = topology.key("node1");
@@ -402,7 +382,7 @@ async fn the_old_primary_returns_fenced_and_reattach_makes_it_a_replica(flavor: 
         .await
         .expect("reattach");
     assert_eq!(reattached["source"], successor.to_string());
-    assert!(replicating(&topology, "node1").await);
+    assert!(topology.replicates("node1", None).await);
     let primary_node = node_of(&topology, &successor);
     topology
         .sql(&primary_node, &["CREATE DATABASE after_reattach"])
@@ -560,20 +540,7 @@ async fn a_failing_pre_failover_hook_aborts_the_recovery(flavor: Flavor) {
 async fn a_killed_intermediate_primary_has_its_replicas_repointed(flavor: Flavor) {
     let topology = TestTopology::start(flavor, 2).await;
     let (node1, node2) = (topology.key("node1"), topology.key("node2"));
-    let w = topology.words();
-    topology
-        .sql(
-            "node3",
-            &[
-                w.stop,
-                &format!(
-                    "{} {}='{}', {}={}, {}",
-                    w.change, w.host, node2.host, w.port, node2.port, w.gtid
-                ),
-                w.start,
-            ],
-        )
-        .await;
+    topology.replicate_from("node3", &node2).await;
     let watcher = watch(
         &topology,
         vec![node1.clone()],
@@ -589,7 +556,7 @@ async fn a_killed_intermediate_primary_has_its_replicas_repointed(flavor: Flavor
     assert_eq!(record.status, RecoveryStatus::Succeeded, "{record:?}");
     assert_eq!(record.problem, "DeadIntermediatePrimary");
     assert_eq!(record.successor.as_ref(), Some(&node1));
-    assert!(replicating(&topology, "node3").await);
+    assert!(topology.replicates("node3", None).await);
     topology
         .sql("node1", &["CREATE DATABASE after_intermediate"])
         .await;

@@ -334,6 +334,15 @@ impl Executor {
         .await
     }
 
+    /// Sets read_only (with super_read_only) ON or OFF on a fresh connection, unrecorded:
+    /// for callers that record the step in their own words.
+    pub async fn set_read_only(&self, key: &InstanceKey, on: bool) -> Result<(), MysqlError> {
+        let mut conn = self.open(key).await?;
+        let result = admin::set_read_only(&mut conn, on).await;
+        conn.close().await;
+        result
+    }
+
     /// Sets read_only (and super_read_only) on an instance, once, bounded by the timeouts.
     pub async fn fence(&self, log: &mut StepLog, key: &InstanceKey) -> Result<(), StepFailed> {
         self.step(

@@ -763,13 +763,7 @@ impl Switch<'_> {
     ) -> Ending {
         let candidate = &choice.candidate;
         let started = Instant::now();
-        let fenced = async {
-            let mut conn = Connection::open(candidate, &self.executor.connect).await?;
-            let result = admin::set_read_only(&mut conn, true).await;
-            conn.close().await;
-            result
-        }
-        .await;
+        let fenced = self.executor.set_read_only(candidate, true).await;
         match fenced {
             Ok(()) => {
                 log.note(
@@ -814,13 +808,7 @@ impl Switch<'_> {
             return Ending::Failed(format!("{why}; {old} was read_only before and stays so"));
         }
         let started = Instant::now();
-        let restored = async {
-            let mut conn = Connection::open(old, &self.executor.connect).await?;
-            let result = admin::set_read_only(&mut conn, false).await;
-            conn.close().await;
-            result
-        }
-        .await;
+        let restored = self.executor.set_read_only(old, false).await;
         match restored {
             Ok(()) => {
                 log.note(

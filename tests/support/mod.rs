@@ -137,6 +137,31 @@ impl TestTopology {
             .await;
     }
 
+    /// Both replication threads of `node` run (asked of the server itself), and, when
+    /// `source_port` is given, from the source on that port.
+    pub async fn replicates(&self, node: &str, source_port: Option<u16>) -> bool {
+        let Ok(mut conn) = self.sandbox.connect(node).await else {
+            return false;
+        };
+        let statement = if self.flavor().is_mysql() {
+            "SHOW REPLICA STATUS"
+        } else {
+            "SHOW SLAVE STATUS"
+        };
+        let row: Option<mysql_async::Row> = conn.query_first(statement).await.ok().flatten();
+        let _ = conn.disconnect().await;
+        let Some(row) = row else { return false };
+        let get = |names: [&str; 2]| {
+            names
+                .iter()
+                .find_map(|n| row.get_opt::<String, _>(*n).and_then(Result::ok))
+        };
+        get(["Replica_IO_Running", "Slave_IO_Running"]).as_deref() == Some("Yes")
+            && get(["Replica_SQL_Running", "Slave_SQL_Running"]).as_deref() == Some("Yes")
+            && source_port
+                .is_none_or(|port| get(["Source_Port", "Master_Port"]) == Some(port.to_string()))
+    }
+
     /// Makes a replica writable for a moment (MySQL's super_read_only too).
     pub async fn writable(&self, node: &str, on: bool) {
         let statements: &[&str] = match (self.flavor().is_mysql(), on) {
