@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it: installs the database servers the
-# tests run against (MariaDB 10.11 and MySQL 9.7; idempotent, fast when present),
-# then runs every unit and integration test.
+# tests run against (MariaDB 10.11 and MySQL 9.7; idempotent, fast when present) and
+# the DNS tools (dig, dnsperf), then runs every unit and integration test.
 #
 #   scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
@@ -12,6 +12,20 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 scripts/install-servers.sh mariadb mysql
+# DNS tools the routing tests query the embedded responder with (dig), and the DNS
+# benchmark's load generator (dnsperf).
+missing=()
+for package in bind9-dnsutils dnsperf; do
+    dpkg-query -W -f='${db:Status-Status}' "$package" 2>/dev/null | grep -q '^installed$' || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "test.sh: error: install ${missing[*]} (sudo apt-get install ${missing[*]})" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

@@ -1,5 +1,5 @@
-//! The agent: opens the store, starts discovery and the recovery coordinator, and serves
-//! the API, until told to stop.
+//! The agent: opens the store, starts discovery, the routing backends and the recovery
+//! coordinator, and serves the API, until told to stop.
 //! `pointsman run` and `pointsman demo` both run it; tests run it in-process.
 
 use crate::analysis::{FindingRules, ProblemRules};
@@ -10,6 +10,7 @@ use crate::mysql::admin::ReplicationAccount;
 use crate::mysql::ConnectSettings;
 use crate::recovery::coordinator::Coordinator;
 use crate::recovery::execute::Executor;
+use crate::routing::{self, RunningRouting};
 use crate::store::{Store, StoreError};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +28,8 @@ pub enum AgentError {
     },
     #[error("the API server stopped: {0}")]
     Server(std::io::Error),
+    #[error(transparent)]
+    Routing(#[from] routing::StartError),
 }
 
 /// A started agent.
@@ -36,6 +39,7 @@ pub struct RunningAgent {
     pub discovery: DiscoveryHandle,
     pub store: Store,
     pub coordinator: Arc<Coordinator>,
+    pub routing: RunningRouting,
     stop: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
 }
@@ -82,6 +86,7 @@ impl RunningAgent {
             findings,
             silent_heartbeats: config.recovery.silent_heartbeats,
         };
+        let routing = routing::start(settings, store.clone(), discovery.clone()).await?;
         let coordinator = Coordinator::new(
             discovery.clone(),
             store.clone(),
@@ -92,6 +97,7 @@ impl RunningAgent {
             settings.auto_clusters.clone(),
             config.recovery.block_period.0,
             config.hooks.clone(),
+            routing.routing.clone(),
         );
         tokio::spawn(coordinator.clone().run());
         let state = ApiState {
@@ -115,6 +121,7 @@ impl RunningAgent {
             discovery,
             store,
             coordinator,
+            routing,
             stop,
             server,
         })

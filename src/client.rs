@@ -29,6 +29,8 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn new(base: &str) -> Self {
+        // reqwest is built without a default TLS provider: one must be installed first.
+        crate::routing::consul::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -326,6 +328,102 @@ pub fn format_recovery(record: &crate::store::recovery::RecoveryRecord) -> Strin
             record.acknowledged_by.as_deref().unwrap_or("?"),
             record.ack_comment.as_deref().unwrap_or("")
         );
+    }
+    out
+}
+
+/// `pointsman routes`: each cluster's routes, then per backend whether it says the same
+/// (its own lines when it does; what it should say and what it says when it does not).
+pub fn format_routes(view: &crate::routing::engine::RoutesView) -> String {
+    let mut out = String::new();
+    let keys = |endpoints: &[crate::routing::Endpoint]| {
+        if endpoints.is_empty() {
+            "-".to_string()
+        } else {
+            endpoints
+                .iter()
+                .map(|e| e.key.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    if view.clusters.is_empty() {
+        out.push_str("no routed clusters (a cluster is routed once it has a [[cluster]] alias and its primary was reached)\n");
+    }
+    for route in &view.clusters {
+        let writer = match &route.writer {
+            Some(writer) => writer.key.to_string(),
+            None => "NONE (withdrawn during a failover)".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "{}: writer {writer}  epoch {}{}",
+            route.cluster,
+            route.epoch,
+            route
+                .recovery_id
+                .as_ref()
+                .map(|id| format!("  (recovery {id})"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(out, "  readers {}", keys(&route.readers));
+        let names = |keys: &[crate::topology::InstanceKey]| {
+            keys.iter()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !route.standby.is_empty() {
+            let _ = writeln!(
+                out,
+                "  standby {} (out of the reader set)",
+                names(&route.standby)
+            );
+        }
+        if !route.fenced.is_empty() {
+            let _ = writeln!(
+                out,
+                "  fenced  {} (named by no backend)",
+                names(&route.fenced)
+            );
+        }
+    }
+    for backend in &view.backends {
+        let status = &backend.status;
+        let state = match (&backend.error, &status.failing_since) {
+            (Some(error), _) => format!("UNREACHABLE: {error}"),
+            (None, Some(since)) => format!(
+                "FAILING since {}: {}",
+                crate::topology::time::format(*since),
+                status.last_error.clone().unwrap_or_default()
+            ),
+            (None, None) if backend.inspections.iter().all(|i| i.in_sync) => "in sync".into(),
+            (None, None) => "DRIFT".into(),
+        };
+        let lag = status
+            .last_promotion_lag_ms
+            .map(|ms| format!(", {ms} ms behind the last promotion"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "\n{}  {state}{lag}", status.backend);
+        for inspection in &backend.inspections {
+            if inspection.in_sync {
+                for line in &inspection.now {
+                    let _ = writeln!(out, "  {line}");
+                }
+            } else {
+                let _ = writeln!(out, "  {} should say:", inspection.cluster);
+                for line in &inspection.should {
+                    let _ = writeln!(out, "    {line}");
+                }
+                let _ = writeln!(out, "  {} says now:", inspection.cluster);
+                for line in &inspection.now {
+                    let _ = writeln!(out, "    {line}");
+                }
+            }
+        }
+    }
+    if view.backends.is_empty() {
+        out.push_str("\nno routing backends are configured ([routing.dns], [routing.consul], [[routing.proxysql]])\n");
     }
     out
 }

@@ -5,6 +5,7 @@
 
 use crate::recovery::hooks::HooksConfig;
 use crate::recovery::plan::PromotionPolicy;
+use crate::routing::RoutePolicy;
 use crate::topology::cluster::ClusterAlias;
 use crate::topology::InstanceKey;
 use figment::providers::{Env, Format, Toml};
@@ -88,6 +89,8 @@ pub struct Config {
     pub promotion: PromotionConfig,
     #[serde(default)]
     pub hooks: HooksConfig,
+    #[serde(default)]
+    pub routing: RoutingConfig,
     /// `[[cluster]]` tables: aliases for clusters.
     #[serde(default, rename = "cluster")]
     pub clusters: Vec<ClusterConfig>,
@@ -271,6 +274,155 @@ impl Default for PromotionConfig {
     }
 }
 
+/// Where applications are sent: `[routing]`, `[routing.dns]`, `[routing.consul]` and any
+/// number of `[[routing.proxysql]]`. Only clusters with an alias are routed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// A replica further behind than this is taken out of the reader set.
+    pub max_reader_lag: HumanDuration,
+    /// Whether the primary is in the reader set too.
+    pub primary_serves_reads: bool,
+    /// Every backend is checked and repaired at least this often.
+    pub reconcile_interval: HumanDuration,
+    /// How long a failover waits for the backends before going on without them.
+    pub apply_timeout: HumanDuration,
+    pub dns: DnsConfig,
+    pub consul: ConsulConfig,
+    pub proxysql: Vec<ProxySqlConfig>,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            max_reader_lag: HumanDuration(Duration::from_secs(10)),
+            primary_serves_reads: false,
+            reconcile_interval: HumanDuration(Duration::from_secs(10)),
+            apply_timeout: HumanDuration(Duration::from_secs(1)),
+            dns: DnsConfig::default(),
+            consul: ConsulConfig::default(),
+            proxysql: Vec::new(),
+        }
+    }
+}
+
+/// The embedded DNS responder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    pub enabled: bool,
+    /// UDP and TCP; the default needs no root.
+    pub listen: String,
+    pub zone: String,
+    pub ttl: HumanDuration,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: "127.0.0.1:8053".into(),
+            zone: "mysql.local.".into(),
+            ttl: HumanDuration(Duration::from_secs(60)),
+        }
+    }
+}
+
+/// Consul KV (orchestrator's keys and pointsman's own) and services.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsulConfig {
+    /// The agent's HTTP API, e.g. `http://127.0.0.1:8500`; unset: Consul is not used.
+    pub address: Option<String>,
+    /// At most one of `token`, `token_env`, `token_file`.
+    pub token: Option<Secret>,
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// Sent as `?dc=`; unset: the agent's own datacenter.
+    pub datacenter: Option<String>,
+    /// PEM CA bundle to trust for an `https://` address.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for agents that verify clients.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// orchestrator-compatible keys: `<kv_prefix>/<cluster>` = `host:port`, and
+    /// `/hostname`, `/port`, `/ipv4`, `/ipv6` below it.
+    pub kv_prefix: String,
+    /// pointsman's own key, `<routes_prefix>/<cluster>`: JSON with the epoch.
+    pub routes_prefix: String,
+    /// Register the primary and the readers as services.
+    pub services: bool,
+    /// `{cluster}` is replaced by the cluster's alias.
+    pub service_name: String,
+    pub primary_tag: String,
+    pub replica_tag: String,
+    /// The TTL of each service's check; pointsman passes it at every reconcile.
+    pub check_ttl: HumanDuration,
+    /// Consul removes a service whose check stayed critical this long.
+    pub deregister_critical_after: HumanDuration,
+    /// Each request's time limit.
+    pub timeout: HumanDuration,
+}
+
+impl Default for ConsulConfig {
+    fn default() -> Self {
+        Self {
+            address: None,
+            token: None,
+            token_env: None,
+            token_file: None,
+            datacenter: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            kv_prefix: "mysql/master".into(),
+            routes_prefix: "pointsman/routes".into(),
+            services: true,
+            service_name: "mysql-{cluster}".into(),
+            primary_tag: "primary".into(),
+            replica_tag: "replica".into(),
+            check_ttl: HumanDuration(Duration::from_secs(30)),
+            deregister_critical_after: HumanDuration(Duration::from_secs(3600)),
+            timeout: HumanDuration(Duration::from_secs(2)),
+        }
+    }
+}
+
+/// One ProxySQL admin interface (`[[routing.proxysql]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySqlConfig {
+    /// `host:port` of the admin interface (6032 by default in ProxySQL).
+    pub address: String,
+    #[serde(default = "default_proxysql_user")]
+    pub user: String,
+    pub password: Option<Secret>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// Connect and statement time limit.
+    #[serde(default = "default_proxysql_timeout")]
+    pub timeout: HumanDuration,
+    /// Per cluster, the writer and reader hostgroups.
+    pub hostgroups: Vec<HostgroupConfig>,
+}
+
+fn default_proxysql_user() -> String {
+    "admin".into()
+}
+
+fn default_proxysql_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(2))
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HostgroupConfig {
+    /// A `[[cluster]]` alias.
+    pub cluster: String,
+    pub writer: u32,
+    pub reader: u32,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
@@ -307,6 +459,42 @@ pub struct Settings {
     pub auto_clusters: Vec<ClusterFilter>,
     /// The promotion rules, compiled.
     pub promotion: PromotionPolicy,
+    pub routing: RoutingSettings,
+}
+
+/// `[routing]`, checked: addresses parsed, secrets resolved.
+#[derive(Debug, Clone)]
+pub struct RoutingSettings {
+    pub policy: RoutePolicy,
+    pub reconcile_interval: Duration,
+    pub apply_timeout: Duration,
+    pub dns: Option<DnsListen>,
+    pub consul: Option<ConsulSettings>,
+    pub proxysql: Vec<ProxySqlSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DnsListen {
+    pub listen: SocketAddr,
+    /// Absolute and lower case: `mysql.local.`.
+    pub zone: String,
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsulSettings {
+    pub config: ConsulConfig,
+    pub token: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxySqlSettings {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Secret,
+    pub timeout: Duration,
+    pub hostgroups: Vec<HostgroupConfig>,
 }
 
 /// One entry of `recovery.auto_clusters`.
@@ -528,10 +716,12 @@ impl Config {
                 instances: cluster.instances.clone(),
             });
         }
+        let routing = check_routing(&self.routing, &aliases, &mut problem);
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
         Ok(Settings {
+            routing,
             config: self,
             mysql_password: password,
             replication_password,
@@ -540,6 +730,252 @@ impl Config {
             auto_clusters,
             promotion,
         })
+    }
+}
+
+/// Checks `[routing]` and resolves its secrets.
+fn check_routing(
+    routing: &RoutingConfig,
+    aliases: &[ClusterAlias],
+    problem: &mut dyn FnMut(&str, String),
+) -> RoutingSettings {
+    for (key, value) in [
+        ("routing.reconcile_interval", routing.reconcile_interval),
+        ("routing.apply_timeout", routing.apply_timeout),
+        ("routing.dns.ttl", routing.dns.ttl),
+        ("routing.consul.timeout", routing.consul.timeout),
+    ] {
+        if value.0.is_zero() {
+            problem(key, "must be longer than 0s".into());
+        }
+    }
+    let dns = routing.dns.enabled.then(|| {
+        let listen = routing
+            .dns
+            .listen
+            .parse::<SocketAddr>()
+            .unwrap_or_else(|_| {
+                problem(
+                    "routing.dns.listen",
+                    format!(
+                        "expected an address like \"127.0.0.1:8053\", got \"{}\"",
+                        routing.dns.listen
+                    ),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 8053))
+            });
+        let zone = routing.dns.zone.trim().to_ascii_lowercase();
+        let zone = if zone.ends_with('.') {
+            zone
+        } else {
+            format!("{zone}.")
+        };
+        let labels: Vec<&str> = zone.trim_end_matches('.').split('.').collect();
+        let valid = zone.len() <= 200
+            && labels.iter().all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            });
+        if !valid {
+            problem(
+                "routing.dns.zone",
+                format!(
+                    "\"{}\" is not a domain name like \"mysql.local.\"",
+                    routing.dns.zone
+                ),
+            );
+        }
+        DnsListen {
+            listen,
+            zone,
+            ttl: routing.dns.ttl.0,
+        }
+    });
+    let consul = routing.consul.address.as_ref().map(|address| {
+        let config = &routing.consul;
+        let scheme_ok = address.starts_with("http://") || address.starts_with("https://");
+        if !scheme_ok || reqwest::Url::parse(address).is_err() {
+            problem(
+                "routing.consul.address",
+                format!("expected a URL like \"http://127.0.0.1:8500\", got \"{address}\""),
+            );
+        }
+        let token = match resolve_secret(
+            [
+                "routing.consul.token",
+                "routing.consul.token_env",
+                "routing.consul.token_file",
+            ],
+            &config.token,
+            &config.token_env,
+            &config.token_file,
+        ) {
+            Ok(token) => (!token.expose().is_empty()).then_some(token),
+            Err((key, what)) => {
+                problem(key, what);
+                None
+            }
+        };
+        for (key, file) in [
+            ("routing.consul.ca_file", &config.ca_file),
+            ("routing.consul.cert_file", &config.cert_file),
+            ("routing.consul.key_file", &config.key_file),
+        ] {
+            if let Some(file) = file {
+                if let Err(error) = std::fs::read(file) {
+                    problem(key, format!("cannot read {}: {error}", file.display()));
+                }
+            }
+        }
+        if config.cert_file.is_some() != config.key_file.is_some() {
+            problem(
+                "routing.consul.cert_file",
+                "set both cert_file and key_file, or neither".into(),
+            );
+        }
+        for (key, prefix) in [
+            ("routing.consul.kv_prefix", &config.kv_prefix),
+            ("routing.consul.routes_prefix", &config.routes_prefix),
+        ] {
+            let valid = !prefix.is_empty()
+                && !prefix.starts_with('/')
+                && !prefix.ends_with('/')
+                && prefix
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ",-_./".contains(c));
+            if !valid {
+                problem(
+                    key,
+                    format!("\"{prefix}\" must be letters, digits and ,-_./, with no leading or trailing '/'"),
+                );
+            }
+        }
+        let name = config.service_name.replace("{cluster}", "x");
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            problem(
+                "routing.consul.service_name",
+                format!(
+                    "\"{}\" must be letters, digits and '-' (it is a DNS label in Consul), with {{cluster}} for the alias",
+                    config.service_name
+                ),
+            );
+        }
+        if config.services && config.check_ttl.0 < routing.reconcile_interval.0 * 2 {
+            problem(
+                "routing.consul.check_ttl",
+                format!(
+                    "{} is shorter than two routing.reconcile_interval ({}): the check is passed once an interval, so it would go critical between passes",
+                    config.check_ttl, routing.reconcile_interval
+                ),
+            );
+        }
+        if config.services && config.deregister_critical_after.0 < Duration::from_secs(60) {
+            problem(
+                "routing.consul.deregister_critical_after",
+                "must be at least 1m (Consul's own minimum)".into(),
+            );
+        }
+        ConsulSettings {
+            config: config.clone(),
+            token,
+        }
+    });
+    let mut proxysql = Vec::new();
+    for (index, entry) in routing.proxysql.iter().enumerate() {
+        let at = |key: &str| format!("routing.proxysql[{index}].{key}");
+        let (host, port) = match entry.address.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => (
+                host.trim_matches(['[', ']']).to_string(),
+                port.parse::<u16>().unwrap_or(6032),
+            ),
+            _ => {
+                problem(
+                    &at("address"),
+                    format!(
+                        "expected the admin interface as host:port, like \"127.0.0.1:6032\", got \"{}\"",
+                        entry.address
+                    ),
+                );
+                (String::new(), 6032)
+            }
+        };
+        let password = match resolve_secret(
+            [
+                "routing.proxysql.password",
+                "routing.proxysql.password_env",
+                "routing.proxysql.password_file",
+            ],
+            &entry.password,
+            &entry.password_env,
+            &entry.password_file,
+        ) {
+            Ok(password) => password,
+            Err((key, what)) => {
+                problem(&at(short(key)), what);
+                Secret::default()
+            }
+        };
+        if entry.timeout.0.is_zero() {
+            problem(&at("timeout"), "must be longer than 0s".into());
+        }
+        if entry.hostgroups.is_empty() {
+            problem(
+                &at("hostgroups"),
+                "list the writer and reader hostgroup of at least one cluster, like [{ cluster = \"app\", writer = 10, reader = 20 }]".into(),
+            );
+        }
+        let mut used = std::collections::HashSet::new();
+        for (position, hostgroup) in entry.hostgroups.iter().enumerate() {
+            let key = at(&format!("hostgroups[{position}]"));
+            if !aliases.iter().any(|a| a.alias == hostgroup.cluster) {
+                problem(
+                    &key,
+                    format!(
+                        "cluster \"{}\" is not a [[cluster]] alias: only aliased clusters are routed",
+                        hostgroup.cluster
+                    ),
+                );
+            }
+            if hostgroup.writer == hostgroup.reader {
+                problem(
+                    &key,
+                    format!(
+                        "writer and reader are both hostgroup {}: they must differ",
+                        hostgroup.writer
+                    ),
+                );
+            }
+            for group in [hostgroup.writer, hostgroup.reader] {
+                if !used.insert(group) {
+                    problem(
+                        &key,
+                        format!("hostgroup {group} is used twice on this ProxySQL: each cluster needs its own"),
+                    );
+                }
+            }
+        }
+        proxysql.push(ProxySqlSettings {
+            host,
+            port,
+            user: entry.user.clone(),
+            password,
+            timeout: entry.timeout.0,
+            hostgroups: entry.hostgroups.clone(),
+        });
+    }
+    RoutingSettings {
+        policy: RoutePolicy {
+            max_reader_lag: routing.max_reader_lag.0,
+            primary_serves_reads: routing.primary_serves_reads,
+        },
+        reconcile_interval: routing.reconcile_interval.0,
+        apply_timeout: routing.apply_timeout.0,
+        dns,
+        consul,
+        proxysql,
     }
 }
 

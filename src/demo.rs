@@ -31,6 +31,8 @@ pub struct DemoOptions {
     pub dir: PathBuf,
     /// Where the API listens; 3000 lets the CLI's default `--api` reach it.
     pub api_port: u16,
+    /// Where the embedded DNS responder answers `demo.primary.mysql.local.`.
+    pub dns_port: u16,
 }
 
 /// Runs the demo until Ctrl-C or SIGTERM.
@@ -123,8 +125,11 @@ async fn watch(sandbox: &Sandbox, options: &DemoOptions) -> Result<(), DemoError
          \n\
          Try, in another terminal:\n\
          \x20 {cli} topology demo{api_flag}\n\
+         \x20 {cli} routes demo{api_flag}                    # where traffic goes: the embedded DNS\n\
+         \x20 dig @127.0.0.1 -p {dns_port} _mysql._tcp.demo.primary.mysql.local SRV +short\n\
          \x20 {cli} sandbox kill --dir {dir} node1      # kill -9 the primary: a replica takes over\n\
          \x20 {cli} topology demo{api_flag}                  # the new primary, node1 FENCED and unreachable\n\
+         \x20 {cli} routes demo{api_flag}                    # DNS names the new primary (see its port)\n\
          \x20 {cli} recoveries{api_flag}                     # every step of the failover, with its duration\n\
          \x20 {cli} sandbox start --dir {dir} node1     # node1 comes back read_only, fenced\n\
          \x20 {cli} reattach 127.0.0.1:{node1_port}{api_flag}       # and becomes a replica of the new primary\n\
@@ -133,6 +138,7 @@ async fn watch(sandbox: &Sandbox, options: &DemoOptions) -> Result<(), DemoError
          \n\
          The agent's configuration is {config}. Press Ctrl-C to stop; the demo removes what it started.",
         config = config_path.display(),
+        dns_port = options.dns_port,
         node1_port = sandbox.nodes.first().map(|n| n.port).unwrap_or_default(),
     );
 
@@ -208,7 +214,10 @@ fn write_config(sandbox: &Sandbox, options: &DemoOptions, path: &Path) -> Result
          [api]\nlisten = \"127.0.0.1:{port}\"\n\n\
          [recovery]\nauto_clusters = [\"alias=demo\"]\nreplication_user = \"{repl_user}\"\n\
          replication_password = \"{repl_password}\"\n\n\
+         [routing]\nreconcile_interval = \"2s\"\n\n\
+         [routing.dns]\nenabled = true\nlisten = \"127.0.0.1:{dns_port}\"\nzone = \"mysql.local.\"\nttl = \"60s\"\n\n\
          [[cluster]]\nalias = \"demo\"\ninstances = [{instances}]\n",
+        dns_port = options.dns_port,
         user = sandbox.user,
         password = sandbox.password,
         store = options.dir.join("pointsman.db").display(),

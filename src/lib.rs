@@ -14,6 +14,7 @@ pub mod demo;
 pub mod discovery;
 pub mod mysql;
 pub mod recovery;
+pub mod routing;
 pub mod sandbox;
 pub mod store;
 pub mod topology;

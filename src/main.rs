@@ -10,10 +10,11 @@ use pointsman::api::recovery::{
 use pointsman::api::views::{ClusterDetail, ClusterSummary, InstanceView};
 use pointsman::api::{DiscoverRequest, Forgotten};
 use pointsman::client::{
-    format_clusters, format_recovery, format_topology, instance_tags, ApiClient,
+    format_clusters, format_recovery, format_routes, format_topology, instance_tags, ApiClient,
 };
 use pointsman::config::{Config, LogConfig, LogFormat};
 use pointsman::recovery::switchover::SwitchoverReport;
+use pointsman::routing::engine::RoutesView;
 use pointsman::sandbox::{Flavor, Sandbox, SandboxOptions};
 use pointsman::store::recovery::{Downtime, RecoveryRecord, RecoveryStatus};
 use pointsman::store::AuditRecord;
@@ -72,6 +73,11 @@ enum Command {
         /// Also lift the fence of a fenced old primary that is being decommissioned.
         #[arg(long)]
         unfence: bool,
+    },
+    /// Show where traffic goes: per routing backend, what it should say and what it says now.
+    Routes {
+        /// Only this cluster (an alias).
+        cluster: Option<String>,
     },
     /// Show the audit log, newest first.
     Audit {
@@ -140,6 +146,9 @@ enum Command {
         /// The API port (3000 is what the CLI uses by default).
         #[arg(long, default_value_t = 3000)]
         port: u16,
+        /// Where the embedded DNS responder answers (UDP and TCP on 127.0.0.1).
+        #[arg(long, default_value_t = 8053)]
+        dns_port: u16,
     },
 }
 
@@ -185,7 +194,10 @@ enum SandboxAction {
 
 fn init_logging(config: &LogConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.level));
+        // hickory-server logs every DNS query at info: keep it to warnings unless asked.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("{},hickory_server=warn", config.level))
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -261,6 +273,14 @@ async fn run(cli: Cli) -> Result<()> {
                 .delete(&format!("/api/v1/instances/{instance}?unfence={unfence}"))
                 .await?;
             println!("forgot {}", forgotten.forgotten);
+        }
+        Command::Routes { cluster } => {
+            let mut path = "/api/v1/routes".to_string();
+            if let Some(cluster) = &cluster {
+                path.push_str(&format!("?cluster={cluster}"));
+            }
+            let view: RoutesView = client.get(&path).await?;
+            print!("{}", format_routes(&view));
         }
         Command::Audit { cluster, limit } => {
             let mut path = format!("/api/v1/audit?limit={limit}");
@@ -395,7 +415,12 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{} now replicates from {}", done.instance, done.source);
         }
         Command::Sandbox { action } => sandbox(action).await?,
-        Command::Demo { flavor, dir, port } => {
+        Command::Demo {
+            flavor,
+            dir,
+            port,
+            dns_port,
+        } => {
             init_logging(&LogConfig {
                 level: "warn,pointsman=info".into(),
                 ..LogConfig::default()
@@ -404,6 +429,7 @@ async fn run(cli: Cli) -> Result<()> {
                 flavor,
                 dir,
                 api_port: port,
+                dns_port,
             })
             .await?;
         }

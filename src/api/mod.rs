@@ -77,6 +77,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/instances/{key}", get(instance).delete(forget))
         .route("/api/v1/discover", post(discover))
         .route("/api/v1/audit", get(audit))
+        .route("/api/v1/routes", get(routes))
         .merge(recovery::routes())
         .fallback(not_found)
         .with_state(state)
@@ -324,4 +325,31 @@ async fn audit(
         )
         .map(Json)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+#[derive(Debug, Deserialize)]
+struct RoutesQuery {
+    cluster: Option<String>,
+}
+
+/// Per backend, what it should say and what it says now (read from it live).
+async fn routes(
+    State(state): State<ApiState>,
+    Query(query): Query<RoutesQuery>,
+) -> ApiResult<crate::routing::engine::RoutesView> {
+    let routing = &state.coordinator.routing;
+    if let Some(cluster) = &query.cluster {
+        let routes = routing.routes();
+        if !routes.clusters.contains_key(cluster) {
+            let routed: Vec<&str> = routes.clusters.keys().map(String::as_str).collect();
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no routed cluster named \"{cluster}\"; routed now: {} (only clusters with a [[cluster]] alias whose primary has been reached are routed)",
+                    if routed.is_empty() { "none".to_string() } else { routed.join(", ") }
+                ),
+            ));
+        }
+    }
+    Ok(Json(routing.inspect(query.cluster.as_deref()).await))
 }

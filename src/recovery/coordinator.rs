@@ -14,6 +14,7 @@ use super::plan::{plan_promotion, PlanError, PromotionPolicy};
 use crate::analysis::{cluster_problems, Problem, ProblemCode, ProblemRules};
 use crate::config::ClusterFilter;
 use crate::discovery::DiscoveryHandle;
+use crate::routing::Routing;
 use crate::store::recovery::{RecoveryRecord, RecoveryStatus};
 use crate::store::{AuditEntry, Store};
 use crate::topology::cluster::ClusterAlias;
@@ -42,6 +43,7 @@ pub struct Coordinator {
     pub auto_clusters: Vec<ClusterFilter>,
     pub block_period: Duration,
     pub hooks: HooksConfig,
+    pub routing: Routing,
     state: Mutex<State>,
 }
 
@@ -101,6 +103,7 @@ impl Coordinator {
         auto_clusters: Vec<ClusterFilter>,
         block_period: Duration,
         hooks: HooksConfig,
+        routing: Routing,
     ) -> Arc<Self> {
         Arc::new(Self {
             discovery,
@@ -112,6 +115,7 @@ impl Coordinator {
             auto_clusters,
             block_period,
             hooks,
+            routing,
             state: Mutex::new(State::default()),
         })
     }
@@ -706,7 +710,47 @@ impl Coordinator {
             "marked fenced: set read_only whenever it answers, until re-attached".into(),
             Duration::ZERO,
         );
-        match self.executor.fail_over(&plan, log).await {
+        // Traffic first: no backend may send writes to the old primary while the new
+        // one is made writable. A backend that does not answer is not waited for.
+        let withdrawing = Instant::now();
+        let report = self
+            .routing
+            .withdraw_writer(&cluster.name, &problem.instance, &log.recovery_id)
+            .await;
+        log.note(
+            "withdraw routes",
+            Some(&problem.instance),
+            report.complete(),
+            format!("no route names {} any more: {report}", problem.instance),
+            withdrawing.elapsed(),
+        );
+        let promoted = self.executor.prepare_and_promote(&plan, log).await;
+        let repointed = match promoted {
+            Ok(()) => {
+                let mut repoint_log = StepLog::new(&log.recovery_id);
+                let ((report, routing_took), left_behind) = tokio::join!(
+                    timed(self.routing.route_writer(
+                        &cluster.name,
+                        &plan.candidate,
+                        &problem.instance,
+                        &log.recovery_id
+                    )),
+                    self.executor
+                        .repoint_under(&mut repoint_log, &plan.siblings, &plan.candidate)
+                );
+                log.note(
+                    "route",
+                    Some(&plan.candidate),
+                    report.complete(),
+                    format!("routes name {} as the writer: {report}", plan.candidate),
+                    routing_took,
+                );
+                log.steps.extend(repoint_log.steps);
+                Ok(left_behind)
+            }
+            Err(failure) => Err(failure),
+        };
+        match repointed {
             Ok(left_behind) if left_behind.is_empty() => Ok(plan.candidate),
             Ok(left_behind) => {
                 let names: Vec<String> = left_behind.iter().map(|k| k.to_string()).collect();
@@ -728,8 +772,10 @@ impl Coordinator {
                     )));
                 }
                 // Nothing was promoted: undo what was done, so the old primary is not
-                // kept read_only by a fence nobody can lift, and replicas receive again.
+                // kept read_only by a fence nobody can lift, replicas receive again, and
+                // traffic goes where it went before.
                 let _ = self.store.unfence(&problem.instance);
+                self.routing.release(&cluster.name).await;
                 let mut everyone = vec![plan.candidate.clone()];
                 everyone.extend(plan.siblings.iter().cloned());
                 self.executor.resume_receiving(log, &everyone).await;
@@ -879,6 +925,14 @@ impl Coordinator {
 }
 
 /// One hook run in a line (and its output, shortened) for steps and the audit.
+/// Runs `future` and says how long it took (when it runs alongside others, the time
+/// of the whole join would not be its own).
+pub(super) async fn timed<T>(future: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let started = Instant::now();
+    let value = future.await;
+    (value, started.elapsed())
+}
+
 pub(super) fn describe_run(run: &HookRun) -> String {
     const KEEP: usize = 2000;
     let status = match (run.exit_code, run.timed_out) {

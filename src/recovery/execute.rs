@@ -184,15 +184,15 @@ impl Executor {
         .await
     }
 
-    /// Promotes the plan's candidate and puts the siblings under it. The old primary is
-    /// not touched here: fencing is the caller's, because it may be unreachable.
-    /// Returns the siblings that could not be re-pointed (they still point at the old
-    /// primary).
-    pub async fn fail_over(
+    /// Brings the plan's candidate level with everything received and promotes it. The
+    /// old primary is not touched here: fencing is the caller's, because it may be
+    /// unreachable; so is re-pointing the siblings (`repoint_under`), which the caller
+    /// runs alongside moving the traffic.
+    pub async fn prepare_and_promote(
         &self,
         plan: &PromotionPlan,
         log: &mut StepLog,
-    ) -> Result<Vec<InstanceKey>, StepFailed> {
+    ) -> Result<(), StepFailed> {
         let candidate = &plan.candidate;
         let mut everyone: Vec<InstanceKey> = vec![candidate.clone()];
         everyone.extend(plan.catch_up_from.iter().cloned());
@@ -288,9 +288,7 @@ impl Executor {
                 (conn, result)
             },
         )
-        .await?;
-
-        Ok(self.repoint_under(log, &plan.siblings, candidate).await)
+        .await
     }
 
     /// Starts replication again on replicas a failed recovery had stopped.

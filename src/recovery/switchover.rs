@@ -10,8 +10,8 @@
 //! what only matters while the primary is alive: the candidate must be replicating now,
 //! since it must apply the old primary's last transaction before it may take writes.
 
-use super::coordinator::describe_run;
 use super::coordinator::Coordinator;
+use super::coordinator::{describe_run, timed};
 use super::execute::StepLog;
 use super::hooks::{run_hooks, HookContext, HookPoint};
 use super::plan::{plan_promotion, PlanError};
@@ -594,12 +594,26 @@ impl Switch<'_> {
             );
         }
         // Concurrently: the other replicas get no new transactions until re-pointed.
+        // Traffic moves while the others follow. The old primary is read_only already,
+        // so no backend ever names two writers; withdrawing it from the routes before
+        // the pause would only make the pause longer.
         let mut attach_log = StepLog::new(&log.recovery_id);
         let mut repoint_log = StepLog::new(&log.recovery_id);
-        let (attached, not_repointed) = tokio::join!(
+        let ((report, routing_took), attached, not_repointed) = tokio::join!(
+            timed(
+                self.routing
+                    .route_writer(&choice.cluster, candidate, old, &log.recovery_id)
+            ),
             self.executor.attach(&mut attach_log, old, candidate),
             self.executor
                 .repoint_under(&mut repoint_log, &choice.siblings, candidate)
+        );
+        log.note(
+            "route",
+            Some(candidate),
+            report.complete(),
+            format!("routes name {candidate} as the writer: {report}"),
+            routing_took,
         );
         log.steps.extend(attach_log.steps);
         log.steps.extend(repoint_log.steps);

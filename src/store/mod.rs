@@ -9,6 +9,7 @@
 //! primaries, downtime, and the global recovery switch.
 
 pub mod recovery;
+pub mod routes;
 
 use crate::topology::time;
 use crate::topology::InstanceKey;
@@ -80,6 +81,16 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
          CREATE TABLE IF NOT EXISTS settings (
              name TEXT PRIMARY KEY,
              value TEXT NOT NULL
+         );",
+    ),
+    (
+        "routing epochs",
+        "CREATE TABLE IF NOT EXISTS route_epochs (
+             cluster TEXT PRIMARY KEY,
+             epoch INTEGER NOT NULL,
+             writer TEXT,
+             recovery_id TEXT,
+             decided_at TEXT NOT NULL
          );",
     ),
 ];

@@ -7,7 +7,10 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod consul;
 pub mod proxy;
+pub mod proxysql;
+pub mod stack;
 
 use mysql_async::prelude::Queryable;
 use pointsman::agent::RunningAgent;

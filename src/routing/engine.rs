@@ -1,0 +1,706 @@
+//! The routing engine: works out the routes from every new snapshot (and from the pins a
+//! failover sets), publishes them as one value, and drives each backend on its own task
+//! — after every change and every `routing.reconcile_interval`, so drift is repaired.
+//! A backend that fails is retried with a doubling backoff, a bounded number of times,
+//! then again at the next change or tick; it never holds up the others or a failover,
+//! which waits for the backends at most `routing.apply_timeout`. Every change a backend
+//! makes is audited, and each backend's lag behind a promotion is recorded.
+
+use super::desired::{desired_routes, DesiredRoute, Pin, RoutePolicy};
+use super::{ClusterRoute, Endpoint, Inspection, Router, Routes};
+use crate::discovery::DiscoveryHandle;
+use crate::store::routes::WriterDecision;
+use crate::store::{AuditEntry, Store};
+use crate::topology::cluster::ClusterAlias;
+use crate::topology::{build_clusters, InstanceKey};
+use futures::future::join_all;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{watch, Notify};
+
+/// Attempts at one set of routes before waiting for the next change or tick.
+const MAX_ATTEMPTS: u32 = 5;
+/// The first retry's delay; each next one doubles.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a resolved host name is trusted before it is looked up again.
+const ADDRESS_TTL: Duration = Duration::from_secs(60);
+/// A host name lookup that takes longer is given up (the route keeps no address).
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How the engine runs.
+#[derive(Clone, Copy, Debug)]
+pub struct EngineSettings {
+    pub policy: RoutePolicy,
+    pub reconcile_interval: Duration,
+    /// How long a failover waits for the backends before going on without them.
+    pub apply_timeout: Duration,
+    /// How long one reconcile of one backend may take.
+    pub reconcile_timeout: Duration,
+}
+
+/// How a backend is doing, for the API, `pointsman routes` and the metrics.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BackendStatus {
+    pub backend: String,
+    /// The version of the last routes it was brought to.
+    pub applied_version: u64,
+    #[serde(with = "crate::topology::time::option")]
+    pub last_success: Option<SystemTime>,
+    pub last_error: Option<String>,
+    #[serde(with = "crate::topology::time::option")]
+    pub failing_since: Option<SystemTime>,
+    /// How long after the last promotion this backend named the new primary.
+    pub last_promotion_lag_ms: Option<u64>,
+    #[serde(skip)]
+    applied_at: Option<Instant>,
+}
+
+/// How each backend took one change of routes that a recovery waited for.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RoutingReport {
+    /// Whether the cluster is routed at all (it has a `[[cluster]]` alias).
+    pub routed: bool,
+    pub version: u64,
+    pub backends: Vec<BackendOutcome>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BackendOutcome {
+    pub backend: String,
+    /// How long after the change it was applied; `None` if not within the wait.
+    pub took_ms: Option<u64>,
+    pub error: Option<String>,
+}
+
+impl RoutingReport {
+    /// True when every backend took the change within the wait.
+    pub fn complete(&self) -> bool {
+        self.backends.iter().all(|b| b.took_ms.is_some())
+    }
+}
+
+impl fmt::Display for RoutingReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.routed {
+            return f.write_str(
+                "the cluster is not routed (only clusters with a [[cluster]] alias are)",
+            );
+        }
+        if self.backends.is_empty() {
+            return f.write_str("no routing backends are configured");
+        }
+        let parts: Vec<String> = self
+            .backends
+            .iter()
+            .map(|b| match (b.took_ms, &b.error) {
+                (Some(ms), _) => format!("{} in {ms} ms", b.backend),
+                (None, Some(error)) => {
+                    format!(
+                        "{}: not yet ({error}); retried in the background",
+                        b.backend
+                    )
+                }
+                (None, None) => format!("{}: not yet; retried in the background", b.backend),
+            })
+            .collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
+/// What `pointsman routes` shows: the routes, and per backend what it says now.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RoutesView {
+    pub version: u64,
+    pub clusters: Vec<ClusterRoute>,
+    pub backends: Vec<BackendView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BackendView {
+    pub status: BackendStatus,
+    pub inspections: Vec<Inspection>,
+    /// Why the backend could not be read now.
+    pub error: Option<String>,
+}
+
+/// A handle to the running engine; cheap to clone.
+#[derive(Clone)]
+pub struct Routing {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backends: Vec<Arc<dyn Router>>,
+    settings: EngineSettings,
+    store: Store,
+    discovery: DiscoveryHandle,
+    aliases: Vec<ClusterAlias>,
+    routes: watch::Sender<Arc<Routes>>,
+    status: watch::Sender<BTreeMap<String, BackendStatus>>,
+    pins: Mutex<HashMap<String, (Pin, Option<String>)>>,
+    decisions: Mutex<HashMap<String, WriterDecision>>,
+    addresses: tokio::sync::Mutex<HashMap<String, (Vec<IpAddr>, Instant)>>,
+    /// Held while routes are worked out and published, so versions never interleave.
+    publishing: tokio::sync::Mutex<()>,
+    wake: Notify,
+}
+
+impl Routing {
+    /// Starts the engine and one task per backend.
+    pub fn start(
+        backends: Vec<Arc<dyn Router>>,
+        settings: EngineSettings,
+        store: Store,
+        discovery: DiscoveryHandle,
+        aliases: Vec<ClusterAlias>,
+    ) -> Routing {
+        let status = backends
+            .iter()
+            .map(|b| {
+                (
+                    b.name(),
+                    BackendStatus {
+                        backend: b.name(),
+                        ..BackendStatus::default()
+                    },
+                )
+            })
+            .collect();
+        let inner = Arc::new(Inner {
+            backends,
+            settings,
+            store,
+            discovery,
+            aliases,
+            routes: watch::Sender::new(Arc::new(Routes::default())),
+            status: watch::Sender::new(status),
+            pins: Mutex::new(HashMap::new()),
+            decisions: Mutex::new(HashMap::new()),
+            addresses: tokio::sync::Mutex::new(HashMap::new()),
+            publishing: tokio::sync::Mutex::new(()),
+            wake: Notify::new(),
+        });
+        tokio::spawn(plan_routes(inner.clone()));
+        for backend in &inner.backends {
+            tokio::spawn(drive(inner.clone(), backend.clone()));
+        }
+        Routing { inner }
+    }
+
+    /// The routes as last published.
+    pub fn routes(&self) -> Arc<Routes> {
+        self.inner.routes.borrow().clone()
+    }
+
+    pub fn status(&self) -> Vec<BackendStatus> {
+        self.inner.status.borrow().values().cloned().collect()
+    }
+
+    /// Failover, step one: no backend names `old` as the writer of `cluster` any more.
+    /// Waits for the backends at most `routing.apply_timeout`.
+    pub async fn withdraw_writer(
+        &self,
+        cluster: &str,
+        old: &InstanceKey,
+        recovery_id: &str,
+    ) -> RoutingReport {
+        self.pin(
+            cluster,
+            Pin {
+                writer: None,
+                withdrawn: old.clone(),
+            },
+            recovery_id,
+        )
+        .await
+    }
+
+    /// After a promotion: every backend names `new` as the writer of `cluster`, and
+    /// `old` nowhere until the topology shows it as a replica. Waits at most
+    /// `routing.apply_timeout`; each backend's lag behind the promotion is recorded.
+    pub async fn route_writer(
+        &self,
+        cluster: &str,
+        new: &InstanceKey,
+        old: &InstanceKey,
+        recovery_id: &str,
+    ) -> RoutingReport {
+        let report = self
+            .pin(
+                cluster,
+                Pin {
+                    writer: Some(new.clone()),
+                    withdrawn: old.clone(),
+                },
+                recovery_id,
+            )
+            .await;
+        self.inner.status.send_modify(|all| {
+            for outcome in &report.backends {
+                if let (Some(status), Some(ms)) = (all.get_mut(&outcome.backend), outcome.took_ms) {
+                    status.last_promotion_lag_ms = Some(ms);
+                }
+            }
+        });
+        let _ = self.inner.store.audit(AuditEntry {
+            actor: "routing".into(),
+            action: "route".into(),
+            cluster: Some(cluster.to_string()),
+            instance: Some(new.clone()),
+            message: format!("routes follow the promotion of {new}: {report}"),
+        });
+        report
+    }
+
+    /// A failover that promoted nothing: routes follow the topology again.
+    pub async fn release(&self, cluster: &str) {
+        let removed = self
+            .inner
+            .pins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(cluster)
+            .is_some();
+        if removed {
+            self.inner.refresh().await;
+        }
+    }
+
+    async fn pin(&self, cluster: &str, pin: Pin, recovery_id: &str) -> RoutingReport {
+        if !self.inner.aliases.iter().any(|a| a.alias == cluster) {
+            return RoutingReport::default();
+        }
+        let started = Instant::now();
+        self.inner
+            .pins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(cluster.to_string(), (pin, Some(recovery_id.to_string())));
+        let version = self.inner.refresh().await;
+        self.inner.wait_applied(version, started).await
+    }
+
+    /// What every backend says now, next to what it should say; `cluster` narrows it.
+    pub async fn inspect(&self, cluster: Option<&str>) -> RoutesView {
+        let routes = self.routes();
+        let mut shown = (*routes).clone();
+        if let Some(cluster) = cluster {
+            shown.clusters.retain(|name, _| name == cluster);
+        }
+        let status = self.inner.status.borrow().clone();
+        let timeout = self.inner.settings.reconcile_timeout;
+        let views = join_all(self.inner.backends.iter().map(|backend| {
+            let shown = &shown;
+            let status = status.get(&backend.name()).cloned().unwrap_or_default();
+            async move {
+                match tokio::time::timeout(timeout, backend.inspect(shown)).await {
+                    Ok(Ok(inspections)) => BackendView {
+                        status,
+                        inspections,
+                        error: None,
+                    },
+                    Ok(Err(error)) => BackendView {
+                        status,
+                        inspections: Vec::new(),
+                        error: Some(error.to_string()),
+                    },
+                    Err(_) => BackendView {
+                        status,
+                        inspections: Vec::new(),
+                        error: Some(format!(
+                            "{}: no answer within {}",
+                            backend.name(),
+                            humantime::format_duration(timeout)
+                        )),
+                    },
+                }
+            }
+        }))
+        .await;
+        RoutesView {
+            version: shown.version,
+            clusters: shown.clusters.into_values().collect(),
+            backends: views,
+        }
+    }
+}
+
+impl Inner {
+    /// Works the routes out again and publishes them if they changed; returns the
+    /// version now published.
+    async fn refresh(&self) -> u64 {
+        let _publishing = self.publishing.lock().await;
+        let desired = self.desired();
+        let now = SystemTime::now();
+        let mut clusters = BTreeMap::new();
+        for (name, route) in desired {
+            let decision = self.decide(&name, &route, now);
+            let writer = match &route.writer {
+                Some(key) => Some(self.endpoint(key).await),
+                None => None,
+            };
+            let mut readers = Vec::new();
+            for key in &route.readers {
+                readers.push(self.endpoint(key).await);
+            }
+            clusters.insert(
+                name.clone(),
+                ClusterRoute {
+                    cluster: name,
+                    writer,
+                    readers,
+                    standby: route.standby,
+                    fenced: route.fenced,
+                    epoch: decision.epoch,
+                    recovery_id: decision.recovery_id,
+                    decided_at: decision.decided_at,
+                },
+            );
+        }
+        let current = self.routes.borrow().clone();
+        if current.clusters == clusters {
+            return current.version;
+        }
+        let version = current.version + 1;
+        self.routes
+            .send_replace(Arc::new(Routes { version, clusters }));
+        version
+    }
+
+    /// The routes the topology and the pins call for; pins the topology has caught up
+    /// with are dropped.
+    fn desired(&self) -> BTreeMap<String, DesiredRoute> {
+        let snapshot = self.discovery.snapshot();
+        let clusters = build_clusters(&snapshot, &self.aliases);
+        let fenced: Vec<(InstanceKey, String)> = self
+            .store
+            .fenced()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|f| (f.instance, f.cluster))
+            .collect();
+        let downtimed: HashSet<InstanceKey> = self
+            .store
+            .downtimes(SystemTime::now())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| d.instance)
+            .collect();
+        let policy = self.settings.policy;
+        let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        if !pins.is_empty() {
+            let plain = desired_routes(
+                &snapshot,
+                &clusters,
+                &fenced,
+                &downtimed,
+                &HashMap::new(),
+                policy,
+            );
+            pins.retain(|cluster, (pin, _)| {
+                pin.writer.is_none()
+                    || plain.get(cluster).and_then(|r| r.writer.as_ref()) != pin.writer.as_ref()
+            });
+        }
+        let pinned: HashMap<String, Pin> = pins
+            .iter()
+            .map(|(cluster, (pin, _))| (cluster.clone(), pin.clone()))
+            .collect();
+        desired_routes(&snapshot, &clusters, &fenced, &downtimed, &pinned, policy)
+    }
+
+    /// The epoch of the cluster's writer: unchanged while the writer is, else a new
+    /// decision. A writer first seen at start-up (no decision recorded) is epoch 0: it
+    /// is only an observation and must not outrank a decision another agent recorded.
+    /// A change seen while running gets an epoch above every earlier one and above the
+    /// wall clock in milliseconds, so decisions made later rank higher across agents.
+    fn decide(&self, cluster: &str, route: &DesiredRoute, now: SystemTime) -> WriterDecision {
+        let mut decisions = self.decisions.lock().unwrap_or_else(|p| p.into_inner());
+        if !decisions.contains_key(cluster) {
+            if let Ok(Some(stored)) = self.store.writer_decision(cluster) {
+                decisions.insert(cluster.to_string(), stored);
+            }
+        }
+        let previous = decisions.get(cluster).cloned();
+        if let Some(previous) = &previous {
+            if previous.writer == route.writer {
+                return previous.clone();
+            }
+        }
+        let recovery_id = self
+            .pins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(cluster)
+            .and_then(|(_, id)| id.clone());
+        let epoch = match &previous {
+            None => 0,
+            Some(previous) => {
+                let millis = now
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis() as u64;
+                (previous.epoch + 1).max(millis)
+            }
+        };
+        let decision = WriterDecision {
+            epoch,
+            writer: route.writer.clone(),
+            recovery_id,
+            decided_at: now,
+        };
+        if let Err(error) = self.store.record_writer_decision(cluster, &decision) {
+            tracing::error!(%error, cluster, "cannot record the routing epoch");
+        }
+        if previous.is_some() {
+            tracing::info!(
+                cluster,
+                epoch,
+                writer = %route.writer.as_ref().map(|w| w.to_string()).unwrap_or_else(|| "none".into()),
+                "new writer decision"
+            );
+        }
+        decisions.insert(cluster.to_string(), decision.clone());
+        decision
+    }
+
+    /// The instance with its host name resolved (an address literal as is), from a
+    /// cache kept for `ADDRESS_TTL`.
+    async fn endpoint(&self, key: &InstanceKey) -> Endpoint {
+        if let Ok(address) = key.host.parse::<IpAddr>() {
+            return Endpoint {
+                key: key.clone(),
+                addresses: vec![address],
+            };
+        }
+        let mut cache = self.addresses.lock().await;
+        if let Some((addresses, at)) = cache.get(&key.host) {
+            if at.elapsed() < ADDRESS_TTL {
+                return Endpoint {
+                    key: key.clone(),
+                    addresses: addresses.clone(),
+                };
+            }
+        }
+        let looked_up = tokio::time::timeout(
+            RESOLVE_TIMEOUT,
+            tokio::net::lookup_host((key.host.as_str(), key.port)),
+        )
+        .await;
+        let addresses: Vec<IpAddr> = match looked_up {
+            Ok(Ok(found)) => {
+                let mut addresses: Vec<IpAddr> = found.map(|a| a.ip()).collect();
+                addresses.sort();
+                addresses.dedup();
+                addresses
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(host = %key.host, %error, "cannot resolve an instance's host name: DNS and Consul get no address for it");
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::warn!(host = %key.host, "resolving an instance's host name timed out: DNS and Consul get no address for it");
+                Vec::new()
+            }
+        };
+        cache.insert(key.host.clone(), (addresses.clone(), Instant::now()));
+        Endpoint {
+            key: key.clone(),
+            addresses,
+        }
+    }
+
+    /// Waits until every backend that is not failing has applied `version`, at most
+    /// `apply_timeout`; reports how long each took from `since`.
+    async fn wait_applied(&self, version: u64, since: Instant) -> RoutingReport {
+        let mut status = self.status.subscribe();
+        let deadline = tokio::time::Instant::from_std(since + self.settings.apply_timeout);
+        loop {
+            let done = {
+                let all = status.borrow_and_update();
+                all.values()
+                    .all(|s| s.applied_version >= version || s.failing_since.is_some())
+            };
+            if done {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, status.changed())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let all = status.borrow();
+        RoutingReport {
+            routed: true,
+            version,
+            backends: all
+                .values()
+                .map(|s| {
+                    let applied = s.applied_version >= version;
+                    BackendOutcome {
+                        backend: s.backend.clone(),
+                        took_ms: applied.then(|| {
+                            s.applied_at
+                                .map(|at| at.saturating_duration_since(since).as_millis() as u64)
+                                .unwrap_or(0)
+                        }),
+                        error: if applied { None } else { s.last_error.clone() },
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    fn audit(&self, cluster: Option<&str>, message: String) {
+        if let Err(error) = self.store.audit(AuditEntry {
+            actor: "routing".into(),
+            action: "route".into(),
+            cluster: cluster.map(str::to_string),
+            instance: None,
+            message,
+        }) {
+            tracing::error!(%error, "cannot write the audit log");
+        }
+    }
+}
+
+/// Works the routes out on every new snapshot and every tick.
+async fn plan_routes(inner: Arc<Inner>) {
+    let mut snapshots = inner.discovery.subscribe();
+    loop {
+        inner.refresh().await;
+        tokio::select! {
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = inner.wake.notified() => {}
+            _ = tokio::time::sleep(inner.settings.reconcile_interval) => {}
+        }
+    }
+}
+
+/// Keeps one backend in line with the routes, for as long as the engine runs.
+async fn drive(inner: Arc<Inner>, backend: Arc<dyn Router>) {
+    let name = backend.name();
+    let mut routes_rx = inner.routes.subscribe();
+    let mut last_applied: Option<u64> = None;
+    let mut run_now = true;
+    loop {
+        if !run_now {
+            tokio::select! {
+                changed = routes_rx.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep(inner.settings.reconcile_interval) => {}
+            }
+        }
+        run_now = false;
+        let routes = routes_rx.borrow_and_update().clone();
+        for attempt in 1..=MAX_ATTEMPTS {
+            let result =
+                tokio::time::timeout(inner.settings.reconcile_timeout, backend.reconcile(&routes))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(super::RouteError(format!(
+                            "{name}: no answer within {}",
+                            humantime::format_duration(inner.settings.reconcile_timeout)
+                        )))
+                    });
+            match result {
+                Ok(changes) => {
+                    let recovered = inner
+                        .status
+                        .borrow()
+                        .get(&name)
+                        .and_then(|s| s.failing_since)
+                        .is_some();
+                    inner.status.send_modify(|all| {
+                        if let Some(status) = all.get_mut(&name) {
+                            status.applied_version = routes.version;
+                            status.applied_at = Some(Instant::now());
+                            status.last_success = Some(SystemTime::now());
+                            status.last_error = None;
+                            status.failing_since = None;
+                        }
+                    });
+                    if recovered {
+                        inner.audit(None, format!("{name}: answers again and is up to date"));
+                    }
+                    // Routes unchanged since the backend last agreed: someone else
+                    // changed it (a restart from an old disk config, a hand edit).
+                    let drift = last_applied == Some(routes.version) && !changes.is_empty();
+                    let mut by_cluster: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+                    for change in &changes {
+                        by_cluster
+                            .entry(change.cluster.as_str())
+                            .or_default()
+                            .push(change.what.as_str());
+                    }
+                    for (cluster, whats) in by_cluster {
+                        let message = if drift {
+                            format!(
+                                "{name}: drift repaired (it no longer said what pointsman told it): {}",
+                                whats.join("; ")
+                            )
+                        } else {
+                            format!("{name}: {}", whats.join("; "))
+                        };
+                        // The audit entry is logged too (store); drift is said louder.
+                        if drift {
+                            tracing::warn!(backend = %name, cluster, "{message}");
+                        }
+                        inner.audit(Some(cluster), message);
+                    }
+                    last_applied = Some(routes.version);
+                    break;
+                }
+                Err(error) => {
+                    let first_failure = inner
+                        .status
+                        .borrow()
+                        .get(&name)
+                        .is_some_and(|s| s.failing_since.is_none());
+                    inner.status.send_modify(|all| {
+                        if let Some(status) = all.get_mut(&name) {
+                            status.last_error = Some(error.to_string());
+                            status.failing_since.get_or_insert_with(SystemTime::now);
+                        }
+                    });
+                    if first_failure {
+                        tracing::warn!(backend = %name, %error, "routing backend failed; retrying");
+                        inner.audit(
+                            None,
+                            format!(
+                                "{name}: cannot be updated: {error}; retrying in the background"
+                            ),
+                        );
+                    }
+                    if attempt == MAX_ATTEMPTS {
+                        break;
+                    }
+                    let backoff = FIRST_BACKOFF * 2u32.pow(attempt - 1);
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        changed = routes_rx.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            run_now = true;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,520 @@
+//! The ProxySQL backend: through one admin interface, each routed cluster's writer
+//! hostgroup holds its primary ONLINE, its reader hostgroup its readers ONLINE, members
+//! out of the reader set OFFLINE_SOFT (drained, not cut), and fenced old primaries
+//! OFFLINE_HARD in both — every hostgroup, because ProxySQL's read_only monitor puts a
+//! writable server marked OFFLINE_HARD in the writer hostgroup alone back ONLINE.
+//!
+//! The admin interface speaks SQLite over the MySQL protocol, runs only the first
+//! statement of a query and has no transactions (`shared/reference/proxysql-admin.md`):
+//! so one statement per query, the memory table is edited row by row, and the change
+//! reaches traffic at once and whole with `LOAD MYSQL SERVERS TO RUNTIME` (atomic in
+//! ProxySQL). `runtime_mysql_servers` is then read back to verify, and the change is
+//! saved to disk so a restart does not bring the old routes back. Rows of hostgroups
+//! pointsman is not told about are never touched; the monitor's own moves within the
+//! cluster's hostgroups (`mysql_replication_hostgroups`) are not fought: read_only is
+//! already right on every instance when pointsman loads, so both agree.
+
+use super::{Change, ClusterRoute, Inspection, RouteError, Router, Routes};
+use crate::config::{HostgroupConfig, ProxySqlSettings};
+use crate::topology::InstanceKey;
+use futures::future::BoxFuture;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder, Row};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// A row of `mysql_servers` as far as routing cares.
+type RowKey = (u32, InstanceKey);
+
+pub struct ProxySqlRouter {
+    settings: ProxySqlSettings,
+}
+
+impl ProxySqlRouter {
+    pub fn new(settings: ProxySqlSettings) -> Self {
+        Self { settings }
+    }
+
+    fn address(&self) -> String {
+        format!("{}:{}", self.settings.host, self.settings.port)
+    }
+
+    fn error(&self, what: impl std::fmt::Display) -> RouteError {
+        RouteError(format!("proxysql {}: {what}", self.address()))
+    }
+
+    async fn connect(&self) -> Result<Admin<'_>, RouteError> {
+        let opts = OptsBuilder::default()
+            .ip_or_hostname(self.settings.host.clone())
+            .tcp_port(self.settings.port)
+            .user(Some(self.settings.user.clone()))
+            .pass(Some(self.settings.password.expose().to_string()))
+            // The admin interface has no socket, and answers no @@max_allowed_packet:
+            // give mysql_async what it would otherwise ask for.
+            .prefer_socket(false)
+            .max_allowed_packet(Some(16 * 1024 * 1024))
+            .wait_timeout(Some(28800))
+            .stmt_cache_size(0);
+        let conn = tokio::time::timeout(self.settings.timeout, Conn::new(opts))
+            .await
+            .map_err(|_| {
+                self.error(format!(
+                    "no answer within {} (is ProxySQL running, and is routing.proxysql.address its admin port?)",
+                    humantime::format_duration(self.settings.timeout)
+                ))
+            })?
+            .map_err(|e| {
+                let text = e.to_string();
+                if text.contains("Access denied") {
+                    self.error(format!("{text} (check routing.proxysql user and password)"))
+                } else {
+                    self.error(format!("cannot connect: {text}"))
+                }
+            })?;
+        Ok(Admin { router: self, conn })
+    }
+
+    /// The rows pointsman manages, from `table`: those of every configured hostgroup.
+    async fn rows(
+        &self,
+        admin: &mut Admin<'_>,
+        table: &str,
+    ) -> Result<BTreeMap<RowKey, String>, RouteError> {
+        let groups: Vec<String> = self
+            .settings
+            .hostgroups
+            .iter()
+            .flat_map(|h| [h.writer, h.reader])
+            .map(|g| g.to_string())
+            .collect();
+        let rows = admin
+            .query(&format!(
+                "SELECT hostgroup_id, hostname, port, status FROM {table} WHERE hostgroup_id IN ({})",
+                groups.join(",")
+            ))
+            .await?;
+        let mut found = BTreeMap::new();
+        for row in rows {
+            let [group, host, port, status] = row.as_slice() else {
+                return Err(self.error(format!("unexpected columns from {table}")));
+            };
+            let (Ok(group), Ok(port)) = (group.parse::<u32>(), port.parse::<u16>()) else {
+                return Err(self.error(format!(
+                    "{table} has a row that is not a hostgroup and port: {group} {host}:{port}"
+                )));
+            };
+            found.insert(
+                (group, InstanceKey::new(host.clone(), port)),
+                status.to_ascii_uppercase(),
+            );
+        }
+        Ok(found)
+    }
+
+    async fn reconcile_now(&self, routes: &Routes) -> Result<Vec<Change>, RouteError> {
+        let mut admin = self.connect().await?;
+        let result = self.reconcile_with(&mut admin, routes).await;
+        admin.close().await;
+        result
+    }
+
+    async fn reconcile_with(
+        &self,
+        admin: &mut Admin<'_>,
+        routes: &Routes,
+    ) -> Result<Vec<Change>, RouteError> {
+        let memory = self.rows(admin, "mysql_servers").await?;
+        let mut changes = Vec::new();
+        let mut statements = Vec::new();
+        let mut wanted_all = BTreeMap::new();
+        for hostgroups in &self.settings.hostgroups {
+            // A cluster not routed yet (its primary never seen) is left as it is.
+            let Some(route) = routes.clusters.get(&hostgroups.cluster) else {
+                continue;
+            };
+            let wanted = wanted_rows(route, hostgroups);
+            let current = of_cluster(&memory, hostgroups);
+            for (statement, what) in plan_statements(&current, &wanted) {
+                statements.push(statement);
+                changes.push(Change {
+                    cluster: route.cluster.clone(),
+                    what,
+                });
+            }
+            wanted_all.extend(wanted);
+        }
+        for statement in &statements {
+            admin.execute(statement).await?;
+        }
+        let runtime = self.rows(admin, "runtime_mysql_servers").await?;
+        let runtime_right = self.runtime_problems(routes, &runtime).is_empty();
+        if !statements.is_empty() || !runtime_right {
+            if statements.is_empty() {
+                changes.push(Change {
+                    cluster: "*".into(),
+                    what:
+                        "runtime_mysql_servers differed from mysql_servers: loaded to runtime again"
+                            .into(),
+                });
+            }
+            admin.execute("LOAD MYSQL SERVERS TO RUNTIME").await?;
+            let runtime = self.rows(admin, "runtime_mysql_servers").await?;
+            let problems = self.runtime_problems(routes, &runtime);
+            if !problems.is_empty() {
+                return Err(self.error(format!(
+                    "after LOAD MYSQL SERVERS TO RUNTIME, runtime_mysql_servers still {} (ProxySQL's read_only monitor moves servers by read_only: is read_only right on them?)",
+                    problems.join("; ")
+                )));
+            }
+        }
+        let disk = self.rows(admin, "disk.mysql_servers").await?;
+        let memory_now = self.rows(admin, "mysql_servers").await?;
+        if disk != memory_now {
+            admin.execute("SAVE MYSQL SERVERS TO DISK").await?;
+            if statements.is_empty() {
+                changes.push(Change {
+                    cluster: "*".into(),
+                    what: "the disk copy differed: saved to disk".into(),
+                });
+            }
+        }
+        Ok(changes)
+    }
+
+    /// What is wrong in runtime for traffic: a writer hostgroup with any ONLINE server
+    /// but the writer, a fenced server ONLINE anywhere, a reader not in service. Rows
+    /// the monitor adds on its own (the writer as a reader too) are not wrong.
+    fn runtime_problems(&self, routes: &Routes, runtime: &BTreeMap<RowKey, String>) -> Vec<String> {
+        let mut problems = Vec::new();
+        let in_service = |status: &String| status == "ONLINE" || status == "SHUNNED";
+        for hostgroups in &self.settings.hostgroups {
+            let Some(route) = routes.clusters.get(&hostgroups.cluster) else {
+                continue;
+            };
+            let writer = route.writer.as_ref().map(|w| &w.key);
+            for ((group, key), status) in runtime {
+                if *group == hostgroups.writer && in_service(status) && Some(key) != writer {
+                    problems.push(format!("has {key} {status} in writer hostgroup {group}"));
+                }
+                if (*group == hostgroups.writer || *group == hostgroups.reader)
+                    && route.fenced.contains(key)
+                    && status != "OFFLINE_HARD"
+                {
+                    problems.push(format!(
+                        "has the fenced {key} {status} in hostgroup {group}"
+                    ));
+                }
+            }
+            if let Some(writer) = writer {
+                let row = runtime.get(&(hostgroups.writer, writer.clone()));
+                if !row.is_some_and(in_service) {
+                    problems.push(format!(
+                        "lacks the writer {writer} in hostgroup {}",
+                        hostgroups.writer
+                    ));
+                }
+            }
+            for reader in &route.readers {
+                let row = runtime.get(&(hostgroups.reader, reader.key.clone()));
+                if !row.is_some_and(in_service) {
+                    problems.push(format!(
+                        "lacks the reader {} in hostgroup {}",
+                        reader.key, hostgroups.reader
+                    ));
+                }
+            }
+        }
+        problems
+    }
+
+    async fn inspect_now(&self, routes: &Routes) -> Result<Vec<Inspection>, RouteError> {
+        let mut admin = self.connect().await?;
+        let memory = self.rows(&mut admin, "mysql_servers").await;
+        let runtime = self.rows(&mut admin, "runtime_mysql_servers").await;
+        admin.close().await;
+        let (memory, runtime) = (memory?, runtime?);
+        let mut inspections = Vec::new();
+        for hostgroups in &self.settings.hostgroups {
+            let Some(route) = routes.clusters.get(&hostgroups.cluster) else {
+                continue;
+            };
+            let wanted = wanted_rows(route, hostgroups);
+            let lines = |rows: &BTreeMap<RowKey, String>| -> Vec<String> {
+                rows.iter()
+                    .map(|((group, key), status)| {
+                        format!(
+                            "hostgroup {group} {key} {status}{}",
+                            role(*group, hostgroups)
+                        )
+                    })
+                    .collect()
+            };
+            let now = of_cluster(&runtime, hostgroups);
+            let memory_right =
+                plan_statements(&of_cluster(&memory, hostgroups), &wanted).is_empty();
+            let single = Routes {
+                version: routes.version,
+                clusters: BTreeMap::from([(route.cluster.clone(), route.clone())]),
+            };
+            let runtime_right = self.runtime_problems(&single, &runtime).is_empty();
+            inspections.push(Inspection {
+                cluster: route.cluster.clone(),
+                should: lines(&wanted),
+                now: lines(&now),
+                in_sync: memory_right && runtime_right,
+            });
+        }
+        Ok(inspections)
+    }
+}
+
+fn role(group: u32, hostgroups: &HostgroupConfig) -> &'static str {
+    if group == hostgroups.writer {
+        " (writer hostgroup)"
+    } else {
+        " (reader hostgroup)"
+    }
+}
+
+/// The rows a cluster's hostgroups should hold.
+fn wanted_rows(route: &ClusterRoute, hostgroups: &HostgroupConfig) -> BTreeMap<RowKey, String> {
+    let mut rows = BTreeMap::new();
+    for key in &route.fenced {
+        rows.insert((hostgroups.writer, key.clone()), "OFFLINE_HARD".to_string());
+        rows.insert((hostgroups.reader, key.clone()), "OFFLINE_HARD".to_string());
+    }
+    for key in &route.standby {
+        rows.insert((hostgroups.reader, key.clone()), "OFFLINE_SOFT".to_string());
+    }
+    for reader in &route.readers {
+        rows.insert(
+            (hostgroups.reader, reader.key.clone()),
+            "ONLINE".to_string(),
+        );
+    }
+    if let Some(writer) = &route.writer {
+        rows.insert(
+            (hostgroups.writer, writer.key.clone()),
+            "ONLINE".to_string(),
+        );
+    }
+    rows
+}
+
+fn of_cluster(
+    rows: &BTreeMap<RowKey, String>,
+    hostgroups: &HostgroupConfig,
+) -> BTreeMap<RowKey, String> {
+    rows.iter()
+        .filter(|((group, _), _)| *group == hostgroups.writer || *group == hostgroups.reader)
+        .map(|(key, status)| (key.clone(), status.clone()))
+        .collect()
+}
+
+/// The statements that turn `current` into `wanted`, one per query, each with what it
+/// does in words. Rows are matched by hostgroup, host and port; other columns (weight,
+/// max_connections, comment) of existing rows are left as the operator set them.
+fn plan_statements(
+    current: &BTreeMap<RowKey, String>,
+    wanted: &BTreeMap<RowKey, String>,
+) -> Vec<(String, String)> {
+    let mut statements = Vec::new();
+    let keys: BTreeSet<&RowKey> = current.keys().chain(wanted.keys()).collect();
+    for key @ (group, instance) in keys {
+        let place = format!(
+            "hostgroup_id={group} AND hostname={} AND port={}",
+            quote(&instance.host),
+            instance.port
+        );
+        match (current.get(key), wanted.get(key)) {
+            (Some(now), Some(want)) if now == want => {}
+            (Some(now), Some(want)) => statements.push((
+                format!("UPDATE mysql_servers SET status={} WHERE {place}", quote(want)),
+                format!("hostgroup {group} {instance} {now} → {want}"),
+            )),
+            (None, Some(want)) => statements.push((
+                format!(
+                    "INSERT INTO mysql_servers (hostgroup_id, hostname, port, status, comment) VALUES ({group}, {}, {}, {}, 'pointsman')",
+                    quote(&instance.host),
+                    instance.port,
+                    quote(want)
+                ),
+                format!("hostgroup {group} {instance} added {want}"),
+            )),
+            (Some(now), None) => statements.push((
+                format!("DELETE FROM mysql_servers WHERE {place}"),
+                format!("hostgroup {group} {instance} ({now}) removed"),
+            )),
+            (None, None) => {}
+        }
+    }
+    statements
+}
+
+/// A string literal in ProxySQL's SQLite dialect: `''` escapes a quote, backslashes
+/// are literal.
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// One admin connection; every statement under the configured time limit.
+struct Admin<'a> {
+    router: &'a ProxySqlRouter,
+    conn: Conn,
+}
+
+impl Admin<'_> {
+    fn limit(&self) -> Duration {
+        self.router.settings.timeout
+    }
+
+    /// Runs one statement under the time limit; errors name the statement.
+    async fn bounded<T>(
+        router: &ProxySqlRouter,
+        statement: &str,
+        work: impl std::future::Future<Output = Result<T, mysql_async::Error>>,
+    ) -> Result<T, RouteError> {
+        let limit = router.settings.timeout;
+        tokio::time::timeout(limit, work)
+            .await
+            .map_err(|_| {
+                router.error(format!(
+                    "{statement}: no answer within {}",
+                    humantime::format_duration(limit)
+                ))
+            })?
+            .map_err(|e| router.error(format!("{statement}: {e}")))
+    }
+
+    async fn query(&mut self, statement: &str) -> Result<Vec<Vec<String>>, RouteError> {
+        let rows: Vec<Row> =
+            Self::bounded(self.router, statement, self.conn.query(statement)).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                (0..row.len())
+                    .map(|i| {
+                        row.get_opt::<Option<String>, usize>(i)
+                            .and_then(Result::ok)
+                            .flatten()
+                            .unwrap_or_default()
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    async fn execute(&mut self, statement: &str) -> Result<(), RouteError> {
+        Self::bounded(self.router, statement, self.conn.query_drop(statement)).await
+    }
+
+    async fn close(self) {
+        let _ = tokio::time::timeout(self.limit(), self.conn.disconnect()).await;
+    }
+}
+
+impl Router for ProxySqlRouter {
+    fn name(&self) -> String {
+        format!("proxysql {}", self.address())
+    }
+
+    fn reconcile<'a>(
+        &'a self,
+        routes: &'a Routes,
+    ) -> BoxFuture<'a, Result<Vec<Change>, RouteError>> {
+        Box::pin(self.reconcile_now(routes))
+    }
+
+    fn inspect<'a>(
+        &'a self,
+        routes: &'a Routes,
+    ) -> BoxFuture<'a, Result<Vec<Inspection>, RouteError>> {
+        Box::pin(self.inspect_now(routes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::Endpoint;
+    use std::time::SystemTime;
+
+    fn key(port: u16) -> InstanceKey {
+        InstanceKey::new("127.0.0.1", port)
+    }
+
+    fn endpoint(port: u16) -> Endpoint {
+        Endpoint {
+            key: key(port),
+            addresses: Vec::new(),
+        }
+    }
+
+    const GROUPS: HostgroupConfig = HostgroupConfig {
+        cluster: String::new(),
+        writer: 10,
+        reader: 20,
+    };
+
+    fn route(
+        writer: Option<u16>,
+        readers: &[u16],
+        standby: &[u16],
+        fenced: &[u16],
+    ) -> ClusterRoute {
+        ClusterRoute {
+            cluster: "app".into(),
+            writer: writer.map(endpoint),
+            readers: readers.iter().copied().map(endpoint).collect(),
+            standby: standby.iter().copied().map(key).collect(),
+            fenced: fenced.iter().copied().map(key).collect(),
+            epoch: 1,
+            recovery_id: None,
+            decided_at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    fn rows(entries: &[(u32, u16, &str)]) -> BTreeMap<RowKey, String> {
+        entries
+            .iter()
+            .map(|(group, port, status)| ((*group, key(*port)), status.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_fenced_old_primary_is_offline_hard_in_every_hostgroup_and_the_new_one_writes() {
+        let before = rows(&[(10, 1, "ONLINE"), (20, 2, "ONLINE"), (20, 3, "ONLINE")]);
+        let wanted = wanted_rows(&route(Some(2), &[3], &[], &[1]), &GROUPS);
+        let plan = plan_statements(&before, &wanted);
+        let sql: Vec<&str> = plan.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(
+            sql,
+            vec![
+                "UPDATE mysql_servers SET status='OFFLINE_HARD' WHERE hostgroup_id=10 AND hostname='127.0.0.1' AND port=1",
+                "INSERT INTO mysql_servers (hostgroup_id, hostname, port, status, comment) VALUES (10, '127.0.0.1', 2, 'ONLINE', 'pointsman')",
+                "INSERT INTO mysql_servers (hostgroup_id, hostname, port, status, comment) VALUES (20, '127.0.0.1', 1, 'OFFLINE_HARD', 'pointsman')",
+                "DELETE FROM mysql_servers WHERE hostgroup_id=20 AND hostname='127.0.0.1' AND port=2",
+            ]
+        );
+        assert!(
+            plan.iter().all(|(s, _)| !s.contains(';')),
+            "one statement per query"
+        );
+    }
+
+    #[test]
+    fn nothing_to_do_when_the_rows_already_agree() {
+        let wanted = wanted_rows(&route(Some(1), &[2], &[3], &[]), &GROUPS);
+        assert!(plan_statements(&wanted, &wanted).is_empty());
+        assert_eq!(
+            wanted[&(20, key(3))],
+            "OFFLINE_SOFT",
+            "a lagging replica is drained"
+        );
+    }
+
+    #[test]
+    fn literals_follow_sqlite() {
+        assert_eq!(quote(r"it's a\b"), r"'it''s a\b'");
+    }
+}

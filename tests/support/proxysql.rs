@@ -1,0 +1,1623 @@
+//! A ProxySQL 2.7.1 admin interface stand-in. It is a test double, not product code: it
+//! owns one listening port on 127.0.0.1, an in-memory SQLite holding ProxySQL's own table
+//! definitions, and (when asked) a read_only monitor that moves real backends between
+//! hostgroups the way ProxySQL's does. ProxySQL itself cannot be installed here, so the
+//! routing code is tested against this; a double that accepted anything would prove
+//! nothing, so it refuses what the real one refuses.
+//!
+//! It follows `shared/reference/proxysql-admin.md` (facts observed on a real ProxySQL
+//! 2.7.1) point by point; where the reference is silent it follows upstream
+//! sysown/proxysql (`include/ProxySQL_Admin_Tables_Definitions.h`, the admin query
+//! handler, `MySQL_Monitor.cpp`, `read_only_action_v2`).
+//!
+//! Implemented, by the reference's sections:
+//! - Connecting: protocol 10, greeting version `8.0.11`, `mysql_native_password` checked
+//!   with SHA-1 against the configured account (default `admin:admin`); capabilities
+//!   PROTOCOL_41, SECURE_CONNECTION, PLUGIN_AUTH (+ LENENC data), MULTI_STATEMENTS,
+//!   MULTI_RESULTS, SSL, CONNECT_WITH_DB, CONNECT_ATTRS, TRANSACTIONS, and **not**
+//!   DEPRECATE_EOF: result sets end with EOF packets. Bad credentials: ERR 1045 (28000)
+//!   `ProxySQL Error: Access denied for user 'u'@'h' (using password: YES)`.
+//!   `select version()` / `SELECT @@version...` → `2.7.1-16-g2726c27`;
+//!   `SELECT @@<name>` → `global_variables`, an unknown name → an empty result set, by
+//!   the same query rewrite as upstream (which is why `SELECT @@a,@@b` is a syntax error,
+//!   and why mysql_async's connect-time `SELECT @@max_allowed_packet,@@wait_timeout`
+//!   fails here as it does on the real admin). COM_STMT_PREPARE → ERR 1045 "Command not
+//!   supported"; COM_QUERY, COM_PING, COM_INIT_DB (OK) and COM_QUIT are served; any other
+//!   command → the same ERR (COM_STMT_CLOSE / SEND_LONG_DATA, which expect no answer, get
+//!   none).
+//! - Statements: SQLite's dialect, run on SQLite itself; only the first statement of a
+//!   query runs, the rest is skipped silently (one response); BEGIN / START TRANSACTION /
+//!   COMMIT / ROLLBACK and every `SET` that is not a ProxySQL variable answer OK and do
+//!   nothing (so nothing is ever rolled back; a transaction opened some other way is
+//!   committed at once); `SET mysql-x=v` / `SET admin-x=v` update `global_variables` as
+//!   upstream does. An empty query or a lone `;` (any query whose first statement is
+//!   empty) crashes it, as it crashes 2.7.1: `crashed()` turns true, every connection is
+//!   closed and it stops listening. Admin commands are case-insensitive and tolerate extra
+//!   whitespace and trailing `;`; anything else around them (a comment) sends the query to
+//!   SQLite, which answers `near "...": syntax error`. Every error is ERR 1045, SQLSTATE
+//!   28000, `ProxySQL Admin Error: <SQLite message>`; the connection stays usable. OK
+//!   packets carry SQLite's change count (LOAD/SAVE: 0) and status 0x0202. Result sets:
+//!   every column VAR_STRING, numbers as text, NULL as the NULL marker.
+//! - Three layers: `LOAD MYSQL SERVERS TO RUNTIME` (memory → runtime, synchronous: done
+//!   before the OK), `SAVE MYSQL SERVERS TO DISK`, `LOAD MYSQL SERVERS FROM DISK` (disk →
+//!   memory only), `SAVE MYSQL SERVERS FROM RUNTIME`, with upstream's aliases (`TO RUN`,
+//!   `FROM MEM`, ...). Each copies both `mysql_servers` and `mysql_replication_hostgroups`.
+//!   `restart_from_disk()` is a restart: connections dropped, memory and runtime reloaded
+//!   from disk, the monitor log emptied.
+//! - Tables, with upstream's exact definitions (so the CHECK and UNIQUE messages are the
+//!   real ones): `mysql_servers`, `runtime_mysql_servers`, `disk.mysql_servers`, the same
+//!   three for `mysql_replication_hostgroups`, `global_variables` (the reference's monitor
+//!   defaults, `mysql-server_version`, `admin-version`, `mysql-max_allowed_packet`, ...),
+//!   `stats.stats_mysql_connection_pool` (always empty), `monitor.mysql_server_read_only_log`.
+//! - Routing behaviour: the monitor (with `Options::with_monitor`) checks, every interval,
+//!   each server of `runtime_mysql_servers` that sits in a hostgroup of a
+//!   `runtime_mysql_replication_hostgroups` pair with a status other than OFFLINE_SOFT /
+//!   OFFLINE_HARD (upstream's selection), with `SELECT @@global.read_only read_only` over
+//!   a cached connection, logs the result and applies, **in runtime only** and in one
+//!   atomic step per server, upstream's `read_only_action_v2` per pair:
+//!   read_only=0 and no live (not OFFLINE_HARD) writer row → the live reader row is copied
+//!   to the writer hostgroup as ONLINE (replacing an OFFLINE_HARD writer row), and the
+//!   reader row is removed unless `mysql-monitor_writer_is_also_reader` is true; a live
+//!   writer row (ONLINE, SHUNNED, OFFLINE_SOFT) is left alone, and so is a server with no
+//!   live row in the pair — that is how fencing holds. read_only=1 and a live writer row →
+//!   the writer row is removed and, unless a live reader row exists, an ONLINE reader row
+//!   takes its place. So a LOAD that contradicts read_only lasts until the next check.
+//!   A backend that refuses the connection is left alone and not logged (upstream's fast
+//!   exit); a failed check is logged with its error; after
+//!   `mysql-monitor_read_only_max_timeout_count` consecutive `timeout check` entries the
+//!   server is taken as read_only=1, as upstream does.
+//!
+//! Not implemented (a client relying on these must be tested against a real ProxySQL):
+//! - TLS: a client asking for SSL in its handshake is refused with an ERR (tests do not
+//!   use TLS; a real ProxySQL would upgrade). Compression, COM_CHANGE_USER,
+//!   COM_RESET_CONNECTION (ERR 1045, so a mysql_async `Pool` must not reset connections).
+//! - The "admin only from localhost" rule is moot: it only listens on 127.0.0.1.
+//! - Other admin commands: `LOAD/SAVE MYSQL|ADMIN VARIABLES ...` answer OK and do nothing
+//!   (variables have no runtime layer here: the monitor reads `global_variables` as it
+//!   is, its interval fixed by the options); every other LOAD/SAVE/PROXYSQL command,
+//!   users, query rules and the other hostgroup tables are absent, so they fail loudly
+//!   with a syntax or `no such table` error. SHOW: only TABLES [FROM], DATABASES,
+//!   [GLOBAL|MYSQL|ADMIN] VARIABLES and CREATE TABLE.
+//! - The MySQL interface (6033), query routing, connection pooling and its statistics
+//!   (so nothing about OFFLINE_HARD dropping in-flight work or 2013/9001 errors), the ping
+//!   monitor and shunning, replication lag, `check_type` other than `read_only`.
+
+use mysql_async::prelude::Queryable;
+use regex::{NoExpand, Regex};
+use rusqlite::fallible_iterator::FallibleIterator;
+use rusqlite::types::ValueRef;
+use rusqlite::{params, Connection, OptionalExtension};
+use sha1::{Digest, Sha1};
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+/// What `select version()` and `admin-version` say.
+pub const PROXYSQL_VERSION: &str = "2.7.1-16-g2726c27";
+/// What the greeting says (`mysql-server_version`), not ProxySQL's own version.
+pub const SERVER_VERSION: &str = "8.0.11";
+/// Every admin error's code, access denied included.
+pub const ADMIN_ERROR_CODE: u16 = 1045;
+/// Every admin error's SQLSTATE.
+pub const ADMIN_SQLSTATE: &str = "28000";
+/// What every statement gets under `Failure::Error`: an error SQLite really gives.
+pub const INJECTED_ERROR: &str = "ProxySQL Admin Error: database is locked";
+
+/// How to start the stand-in.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Port on 127.0.0.1; `None`: a free one.
+    pub port: Option<u16>,
+    /// The admin account (ProxySQL's default: admin / admin).
+    pub user: String,
+    pub password: String,
+    /// Run the read_only monitor against the backends in runtime.
+    pub monitor: Option<MonitorOptions>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            port: None,
+            user: "admin".into(),
+            password: "admin".into(),
+            monitor: None,
+        }
+    }
+}
+
+impl Options {
+    /// Adds the read_only monitor, logging into the backends as `user`.
+    pub fn with_monitor(
+        mut self,
+        user: impl Into<String>,
+        password: impl Into<String>,
+        interval: Duration,
+    ) -> Options {
+        self.monitor = Some(MonitorOptions {
+            user: user.into(),
+            password: password.into(),
+            interval,
+        });
+        self
+    }
+}
+
+/// The monitor's backend account (`mysql-monitor_username` / `_password`) and its
+/// `mysql-monitor_read_only_interval` (ProxySQL's default: 1000 ms).
+#[derive(Clone, Debug)]
+pub struct MonitorOptions {
+    pub user: String,
+    pub password: String,
+    pub interval: Duration,
+}
+
+/// A fault the admin interface shows until the next `set_failure`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Behaves.
+    None,
+    /// Refuses connections: the listener and every open connection are closed. Back on
+    /// the same port with any other value. The monitor keeps running, and so does the
+    /// configuration: only the admin interface is unreachable.
+    Down,
+    /// Every response (greeting and login included) comes this much later; a statement
+    /// runs after the delay, as on a busy server, so one a client gave up on may still
+    /// run if the connection stays open.
+    Slow(Duration),
+    /// Every statement answers ERR 1045 `INJECTED_ERROR` and does nothing.
+    Error,
+}
+
+/// A running stand-in; dropping it closes everything it holds.
+pub struct ProxySqlStandIn {
+    shared: Arc<Shared>,
+    monitor: Option<JoinHandle<()>>,
+}
+
+impl ProxySqlStandIn {
+    /// Listens on 127.0.0.1 (`options.port`, else a free port) with an empty
+    /// configuration, and starts the monitor if asked.
+    pub async fn start(options: Options) -> ProxySqlStandIn {
+        let requested = SocketAddr::from((Ipv4Addr::LOCALHOST, options.port.unwrap_or(0)));
+        let listener = bind(requested).expect("the stand-in binds 127.0.0.1");
+        let address = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let db = open_database(&options, address);
+        let shared = Arc::new(Shared {
+            db: Mutex::new(db),
+            user: options.user.clone(),
+            password: options.password.clone(),
+            address,
+            failure: Mutex::new(Failure::None),
+            crashed: AtomicBool::new(false),
+            statements: Mutex::new(Vec::new()),
+            listener: Mutex::new(None),
+            connections: Mutex::new(HashMap::new()),
+            next_connection: AtomicU32::new(1),
+        });
+        shared.spawn_accept(listener);
+        let monitor = options
+            .monitor
+            .map(|monitor| tokio::spawn(run_monitor(shared.clone(), monitor)));
+        ProxySqlStandIn { shared, monitor }
+    }
+
+    /// Where the admin interface listens.
+    pub fn address(&self) -> SocketAddr {
+        self.shared.address
+    }
+
+    /// Client options that connect cleanly here and to a real ProxySQL admin: TCP only,
+    /// and `max_allowed_packet` / `wait_timeout` given so that mysql_async sends no
+    /// `SELECT @@max_allowed_packet,@@wait_timeout` (a syntax error on the admin).
+    pub fn client_opts(&self) -> mysql_async::Opts {
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname(self.shared.address.ip().to_string())
+            .tcp_port(self.shared.address.port())
+            .user(Some(self.shared.user.clone()))
+            .pass(Some(self.shared.password.clone()))
+            .prefer_socket(false)
+            .max_allowed_packet(Some(64 * 1024 * 1024))
+            .wait_timeout(Some(28_800))
+            .into()
+    }
+
+    /// Injects a fault (or clears it). `Down` returns once the port refuses connections.
+    pub async fn set_failure(&self, failure: Failure) {
+        *lock(&self.shared.failure) = failure;
+        if failure == Failure::Down {
+            self.shared.close_all(None).await;
+        } else {
+            self.shared.listen_again().await;
+        }
+    }
+
+    /// Reads the stand-in's SQLite directly (`runtime_mysql_servers`, `disk.mysql_servers`,
+    /// `monitor.mysql_server_read_only_log`, ...), values as ProxySQL would send them.
+    pub fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        let db = lock(&self.shared.db);
+        let mut statement = db
+            .prepare(sql)
+            .unwrap_or_else(|e| panic!("stand-in rows({sql}): {e}"));
+        let columns = statement.column_count();
+        let mut rows = statement
+            .query([])
+            .unwrap_or_else(|e| panic!("stand-in rows({sql}): {e}"));
+        let mut out = Vec::new();
+        while let Some(row) = rows
+            .next()
+            .unwrap_or_else(|e| panic!("stand-in rows({sql}): {e}"))
+        {
+            out.push(
+                (0..columns)
+                    .map(|i| {
+                        let value = row.get_ref(i).expect("column index below column_count");
+                        render(value).map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                    })
+                    .collect(),
+            );
+        }
+        out
+    }
+
+    /// A hand edit behind the admin interface's back (drift): one statement, its change
+    /// count.
+    pub fn execute(&self, sql: &str) -> usize {
+        lock(&self.shared.db)
+            .execute(sql, [])
+            .unwrap_or_else(|e| panic!("stand-in execute({sql}): {e}"))
+    }
+
+    /// A ProxySQL restart: every connection dropped, memory and runtime reloaded from disk
+    /// (memory edits that were never saved are lost), the monitor log emptied. It listens
+    /// again unless `Down`, even after a crash (`crashed()` stays true).
+    pub async fn restart_from_disk(&self) {
+        self.shared.close_all(None).await;
+        {
+            let db = lock(&self.shared.db);
+            for (from, to) in [(Layer::Disk, Layer::Memory), (Layer::Disk, Layer::Runtime)] {
+                copy_layer(&db, from, to).expect("copying between the stand-in's own tables");
+            }
+            db.execute("DELETE FROM monitor.mysql_server_read_only_log", [])
+                .expect("the monitor log exists");
+        }
+        if *lock(&self.shared.failure) != Failure::Down {
+            self.shared.bind_again().await;
+        }
+    }
+
+    /// Every statement received (COM_QUERY text), in order, whatever became of it.
+    pub fn statements(&self) -> Vec<String> {
+        lock(&self.shared.statements).clone()
+    }
+
+    /// Whether a client crashed it (an empty statement). Sticky.
+    pub fn crashed(&self) -> bool {
+        self.shared.crashed.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for ProxySqlStandIn {
+    fn drop(&mut self) {
+        if let Some(monitor) = &self.monitor {
+            // Aborting the monitor drops its JoinSet of checks and its backend connections.
+            monitor.abort();
+        }
+        if let Some(listener) = lock(&self.shared.listener).take() {
+            listener.abort();
+        }
+        for (_, connection) in lock(&self.shared.connections).drain() {
+            connection.abort();
+        }
+    }
+}
+
+/// State every task shares. The SQLite lock is never held across an await.
+struct Shared {
+    db: Mutex<Connection>,
+    user: String,
+    password: String,
+    address: SocketAddr,
+    failure: Mutex<Failure>,
+    crashed: AtomicBool,
+    statements: Mutex<Vec<String>>,
+    listener: Mutex<Option<JoinHandle<()>>>,
+    connections: Mutex<HashMap<u32, JoinHandle<()>>>,
+    next_connection: AtomicU32,
+}
+
+/// A poisoned lock only means another test task panicked; the data is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A listening socket with SO_REUSEADDR, so the same port can be bound again after
+/// `Down` while the closed connections sit in TIME_WAIT.
+fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(128)
+}
+
+impl Shared {
+    fn spawn_accept(self: &Arc<Self>, listener: TcpListener) {
+        let shared = self.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        let id = shared.next_connection.fetch_add(1, Ordering::SeqCst);
+                        let session = tokio::spawn(serve(shared.clone(), stream, peer, id));
+                        let mut connections = lock(&shared.connections);
+                        connections.retain(|_, task| !task.is_finished());
+                        connections.insert(id, session);
+                    }
+                    // Out of file descriptors or the like: a pause beats a hot loop.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        *lock(&self.listener) = Some(task);
+    }
+
+    /// Stops listening and closes every connection but `except`, returning once all of
+    /// their sockets are closed.
+    async fn close_all(&self, except: Option<u32>) {
+        let listener = lock(&self.listener).take();
+        if let Some(listener) = listener {
+            listener.abort();
+            let _ = listener.await;
+        }
+        let connections: Vec<(u32, JoinHandle<()>)> = lock(&self.connections).drain().collect();
+        for (id, connection) in connections {
+            if Some(id) == except {
+                continue; // the caller itself: dropping its handle only detaches it
+            }
+            connection.abort();
+            let _ = connection.await;
+        }
+    }
+
+    /// Listens again after `Down`, unless a crash took it down (only a restart revives it).
+    async fn listen_again(self: &Arc<Self>) {
+        if !self.crashed.load(Ordering::SeqCst) {
+            self.bind_again().await;
+        }
+    }
+
+    async fn bind_again(self: &Arc<Self>) {
+        if lock(&self.listener).is_some() {
+            return;
+        }
+        // Another socket may hold the port for a moment (an outgoing connection given it
+        // as an ephemeral port): retry briefly, then fail the test loudly.
+        let mut attempts = 0;
+        let listener = loop {
+            match bind(self.address) {
+                Ok(listener) => break listener,
+                Err(e) if attempts >= 100 => panic!("stand-in: rebinding {}: {e}", self.address),
+                Err(_) => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        self.spawn_accept(listener);
+    }
+
+    fn failure(&self) -> Failure {
+        *lock(&self.failure)
+    }
+
+    async fn delay(&self) {
+        if let Failure::Slow(delay) = self.failure() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    fn record(&self, statement: &str) {
+        lock(&self.statements).push(statement.to_owned());
+    }
+
+    async fn crash(&self, me: u32) {
+        self.crashed.store(true, Ordering::SeqCst);
+        tracing::warn!(
+            address = %self.address,
+            "ProxySQL stand-in crashed on an empty statement, as ProxySQL 2.7.1 does"
+        );
+        self.close_all(Some(me)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The admin database: upstream's table definitions, verbatim, so SQLite's CHECK and
+// UNIQUE messages are the ones a real ProxySQL sends.
+
+/// `ADMIN_SQLITE_TABLE_MYSQL_SERVERS_V2_0_11` (also `runtime_` and `disk.`).
+const MYSQL_SERVERS: &str = "(hostgroup_id INT CHECK (hostgroup_id>=0) NOT NULL DEFAULT 0 , hostname VARCHAR NOT NULL , port INT CHECK (port >= 0 AND port <= 65535) NOT NULL DEFAULT 3306 , gtid_port INT CHECK ((gtid_port <> port OR gtid_port=0) AND gtid_port >= 0 AND gtid_port <= 65535) NOT NULL DEFAULT 0 , status VARCHAR CHECK (UPPER(status) IN ('ONLINE','SHUNNED','OFFLINE_SOFT', 'OFFLINE_HARD')) NOT NULL DEFAULT 'ONLINE' , weight INT CHECK (weight >= 0 AND weight <=10000000) NOT NULL DEFAULT 1 , compression INT CHECK (compression IN(0,1)) NOT NULL DEFAULT 0 , max_connections INT CHECK (max_connections >=0) NOT NULL DEFAULT 1000 , max_replication_lag INT CHECK (max_replication_lag >= 0 AND max_replication_lag <= 126144000) NOT NULL DEFAULT 0 , use_ssl INT CHECK (use_ssl IN(0,1)) NOT NULL DEFAULT 0 , max_latency_ms INT UNSIGNED CHECK (max_latency_ms>=0) NOT NULL DEFAULT 0 , comment VARCHAR NOT NULL DEFAULT '' , PRIMARY KEY (hostgroup_id, hostname, port) )";
+
+/// `ADMIN_SQLITE_TABLE_MYSQL_REPLICATION_HOSTGROUPS_V2_0_8` (also `runtime_` and `disk.`).
+const MYSQL_REPLICATION_HOSTGROUPS: &str = "(writer_hostgroup INT CHECK (writer_hostgroup>=0) NOT NULL PRIMARY KEY , reader_hostgroup INT NOT NULL CHECK (reader_hostgroup<>writer_hostgroup AND reader_hostgroup>=0) , check_type VARCHAR CHECK (LOWER(check_type) IN ('read_only','innodb_read_only','super_read_only','read_only|innodb_read_only','read_only&innodb_read_only')) NOT NULL DEFAULT 'read_only' , comment VARCHAR NOT NULL DEFAULT '', UNIQUE (reader_hostgroup))";
+
+const GLOBAL_VARIABLES: &str =
+    "(variable_name VARCHAR NOT NULL PRIMARY KEY , variable_value VARCHAR NOT NULL)";
+
+const STATS_MYSQL_CONNECTION_POOL: &str = "(hostgroup INT , srv_host VARCHAR , srv_port INT , status VARCHAR , ConnUsed INT , ConnFree INT , ConnOK INT , ConnERR INT , MaxConnUsed INT , Queries INT , Queries_GTID_sync INT , Bytes_data_sent INT , Bytes_data_recv INT , Latency_us INT)";
+
+const MYSQL_SERVER_READ_ONLY_LOG: &str = "( hostname VARCHAR NOT NULL , port INT NOT NULL DEFAULT 3306 , time_start_us INT NOT NULL DEFAULT 0 , success_time_us INT DEFAULT 0 , read_only INT DEFAULT 1 , error VARCHAR , PRIMARY KEY (hostname, port, time_start_us))";
+
+/// The tables "MYSQL SERVERS" covers here (upstream: these and the other hostgroup
+/// tables, which the stand-in does not have).
+const SERVER_TABLES: [&str; 2] = ["mysql_servers", "mysql_replication_hostgroups"];
+
+fn open_database(options: &Options, address: SocketAddr) -> Connection {
+    let db = Connection::open_in_memory().expect("an in-memory SQLite opens");
+    db.execute_batch(&format!(
+        "CREATE TABLE mysql_servers {MYSQL_SERVERS};
+         CREATE TABLE runtime_mysql_servers {MYSQL_SERVERS};
+         CREATE TABLE mysql_replication_hostgroups {MYSQL_REPLICATION_HOSTGROUPS};
+         CREATE TABLE runtime_mysql_replication_hostgroups {MYSQL_REPLICATION_HOSTGROUPS};
+         CREATE TABLE global_variables {GLOBAL_VARIABLES};
+         ATTACH DATABASE ':memory:' AS disk;
+         CREATE TABLE disk.mysql_servers {MYSQL_SERVERS};
+         CREATE TABLE disk.mysql_replication_hostgroups {MYSQL_REPLICATION_HOSTGROUPS};
+         ATTACH DATABASE ':memory:' AS stats;
+         CREATE TABLE stats.stats_mysql_connection_pool {STATS_MYSQL_CONNECTION_POOL};
+         ATTACH DATABASE ':memory:' AS monitor;
+         CREATE TABLE monitor.mysql_server_read_only_log {MYSQL_SERVER_READ_ONLY_LOG};"
+    ))
+    .expect("upstream's table definitions are valid SQLite");
+    let (monitor_user, monitor_password, interval) = match &options.monitor {
+        Some(m) => (m.user.clone(), m.password.clone(), m.interval),
+        None => (
+            "monitor".into(),
+            "monitor".into(),
+            Duration::from_millis(1000),
+        ),
+    };
+    let variables: Vec<(&str, String)> = vec![
+        (
+            "admin-admin_credentials",
+            format!("{}:{}", options.user, options.password),
+        ),
+        ("admin-mysql_ifaces", address.to_string()),
+        ("admin-version", PROXYSQL_VERSION.into()),
+        ("mysql-connect_timeout_server_max", "10000".into()),
+        ("mysql-max_allowed_packet", "67108864".into()),
+        ("mysql-monitor_connect_timeout", "600".into()),
+        ("mysql-monitor_enabled", "true".into()),
+        ("mysql-monitor_history", "600000".into()),
+        ("mysql-monitor_password", monitor_password),
+        ("mysql-monitor_ping_interval", "8000".into()),
+        (
+            "mysql-monitor_read_only_interval",
+            interval.as_millis().to_string(),
+        ),
+        ("mysql-monitor_read_only_max_timeout_count", "3".into()),
+        ("mysql-monitor_read_only_timeout", "800".into()),
+        ("mysql-monitor_username", monitor_user),
+        ("mysql-monitor_writer_is_also_reader", "true".into()),
+        ("mysql-server_version", SERVER_VERSION.into()),
+        ("mysql-wait_timeout", "28800000".into()),
+    ];
+    for (name, value) in variables {
+        db.execute(
+            "INSERT INTO global_variables VALUES (?1, ?2)",
+            params![name, value],
+        )
+        .expect("distinct variable names");
+    }
+    db
+}
+
+#[derive(Clone, Copy)]
+enum Layer {
+    Memory,
+    Runtime,
+    Disk,
+}
+
+impl Layer {
+    fn table(self, table: &str) -> String {
+        match self {
+            Layer::Memory => format!("main.{table}"),
+            Layer::Runtime => format!("main.runtime_{table}"),
+            Layer::Disk => format!("disk.{table}"),
+        }
+    }
+}
+
+/// One LOAD/SAVE: every "MYSQL SERVERS" table of `to` replaced by `from`'s, atomically.
+fn copy_layer(db: &Connection, from: Layer, to: Layer) -> rusqlite::Result<()> {
+    let tx = db.unchecked_transaction()?;
+    for table in SERVER_TABLES {
+        let (source, target) = (from.table(table), to.table(table));
+        tx.execute_batch(&format!(
+            "DELETE FROM {target}; INSERT INTO {target} SELECT * FROM {source};"
+        ))?;
+    }
+    tx.commit()
+}
+
+/// `LOAD|SAVE MYSQL SERVERS ...` with upstream's aliases, on a command already trimmed,
+/// collapsed and upper-cased.
+fn servers_command(command: &str) -> Option<(Layer, Layer)> {
+    let rest = command
+        .strip_prefix("LOAD MYSQL SERVERS ")
+        .map(|r| (true, r));
+    let rest = rest.or_else(|| {
+        command
+            .strip_prefix("SAVE MYSQL SERVERS ")
+            .map(|r| (false, r))
+    });
+    match rest? {
+        (true, "TO RUNTIME" | "TO RUN" | "FROM MEMORY" | "FROM MEM") => {
+            Some((Layer::Memory, Layer::Runtime))
+        }
+        (true, "FROM DISK" | "TO MEMORY" | "TO MEM") => Some((Layer::Disk, Layer::Memory)),
+        (false, "TO DISK" | "FROM MEMORY" | "FROM MEM") => Some((Layer::Memory, Layer::Disk)),
+        (false, "FROM RUNTIME" | "FROM RUN" | "TO MEMORY" | "TO MEM") => {
+            Some((Layer::Runtime, Layer::Memory))
+        }
+        _ => None,
+    }
+}
+
+/// `LOAD|SAVE MYSQL|ADMIN VARIABLES ...`: accepted, nothing to do here.
+fn variables_command(command: &str) -> bool {
+    let Some(rest) = ["LOAD MYSQL VARIABLES ", "LOAD ADMIN VARIABLES "]
+        .iter()
+        .find_map(|p| command.strip_prefix(p))
+        .map(|r| (true, r))
+        .or_else(|| {
+            ["SAVE MYSQL VARIABLES ", "SAVE ADMIN VARIABLES "]
+                .iter()
+                .find_map(|p| command.strip_prefix(p))
+                .map(|r| (false, r))
+        })
+    else {
+        return false;
+    };
+    matches!(
+        rest,
+        (
+            true,
+            "TO RUNTIME"
+                | "TO RUN"
+                | "FROM MEMORY"
+                | "FROM MEM"
+                | "FROM DISK"
+                | "TO MEMORY"
+                | "TO MEM"
+                | "FROM CONFIG"
+        ) | (
+            false,
+            "TO DISK"
+                | "FROM MEMORY"
+                | "FROM MEM"
+                | "FROM RUNTIME"
+                | "FROM RUN"
+                | "TO MEMORY"
+                | "TO MEM"
+        )
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Statements.
+
+/// What a COM_QUERY gets.
+enum Reply {
+    Ok(u64),
+    Rows(Vec<String>, Vec<Vec<Option<Vec<u8>>>>),
+    /// The whole message, `ProxySQL Admin Error: ...`.
+    Err(String),
+}
+
+fn admin_error(message: impl std::fmt::Display) -> Reply {
+    Reply::Err(format!("ProxySQL Admin Error: {message}"))
+}
+
+/// Whitespace trimmed and collapsed to single spaces: upstream's `query_no_space`.
+fn no_space(query: &str) -> String {
+    query.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Whether the query's first statement is empty: nothing but whitespace and comments
+/// before the first `;` or the end. ProxySQL 2.7.1 crashes on those.
+fn first_statement_is_empty(query: &str) -> bool {
+    let bytes = query.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b';' => return true,
+            b if b.is_ascii_whitespace() => i += 1,
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                match query[i + 2..].find("*/") {
+                    Some(end) => i += 2 + end + 2,
+                    None => return true, // an unterminated comment is all comment
+                }
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => match query[i..].find('\n') {
+                Some(end) => i += end + 1,
+                None => return true,
+            },
+            _ => return false,
+        }
+    }
+    true
+}
+
+fn regex(cell: &'static OnceLock<Regex>, pattern: &str) -> &'static Regex {
+    cell.get_or_init(|| Regex::new(pattern).expect("a valid pattern"))
+}
+
+impl Shared {
+    /// The answer to one COM_QUERY, in upstream's order: admin commands on the whole
+    /// (trimmed) query, then SET, then the rewrites of SELECT @@..., then SQLite.
+    fn answer(&self, query: &str) -> Reply {
+        let no_space = no_space(query);
+        let command = no_space.trim_end_matches([';', ' ']);
+        let upper = command.to_ascii_uppercase();
+        if let Some((from, to)) = servers_command(&upper) {
+            let db = lock(&self.db);
+            return match copy_layer(&db, from, to) {
+                Ok(()) => Reply::Ok(0),
+                Err(e) => admin_error(sqlite_message(&e)),
+            };
+        }
+        if variables_command(&upper)
+            || matches!(
+                upper.as_str(),
+                "BEGIN" | "START TRANSACTION" | "COMMIT" | "ROLLBACK"
+            )
+        {
+            return Reply::Ok(0);
+        }
+        if upper.starts_with("SET ") {
+            return self.set(command);
+        }
+        let sql = self.rewrite(&no_space, command);
+        let db = lock(&self.db);
+        match first_statement(&db, sql.as_deref().unwrap_or(query)) {
+            Ok(reply) => reply,
+            Err(e) => admin_error(sqlite_message(&e)),
+        }
+    }
+
+    /// `SET mysql-x=...` / `SET admin-x=...` change `global_variables` (upstream rewrites
+    /// them into an UPDATE); every other SET (autocommit, NAMES, ...) is a no-op.
+    fn set(&self, command: &str) -> Reply {
+        static SET_VARIABLE: OnceLock<Regex> = OnceLock::new();
+        let set_variable = regex(
+            &SET_VARIABLE,
+            r"(?i)^SET\s+((?:mysql|admin)-[0-9A-Za-z_]+)\s*=\s*(.*)$",
+        );
+        let Some(captures) = set_variable.captures(command) else {
+            return Reply::Ok(0);
+        };
+        let name = captures[1].to_ascii_lowercase();
+        let raw = captures[2].trim();
+        let value = raw
+            .strip_prefix('\'')
+            .and_then(|v| v.strip_suffix('\''))
+            .or_else(|| raw.strip_prefix('"').and_then(|v| v.strip_suffix('"')))
+            .unwrap_or(raw);
+        let db = lock(&self.db);
+        match db.execute(
+            "UPDATE global_variables SET variable_value=?1 WHERE variable_name=?2",
+            params![value, name],
+        ) {
+            Ok(changed) => Reply::Ok(changed as u64),
+            Err(e) => admin_error(sqlite_message(&e)),
+        }
+    }
+
+    /// Upstream's rewrites, on `query_no_space` (`command`: without trailing `;`).
+    fn rewrite(&self, no_space: &str, command: &str) -> Option<String> {
+        static MAX_PACKET: OnceLock<Regex> = OnceLock::new();
+        static MAX_PACKET_REPLACE: OnceLock<Regex> = OnceLock::new();
+        static VARIABLE: OnceLock<Regex> = OnceLock::new();
+        static VARIABLE_REPLACE: OnceLock<Regex> = OnceLock::new();
+        let lower = no_space.to_ascii_lowercase();
+        if lower == "select @@version_comment limit 1" {
+            return Some("SELECT '(ProxySQL Admin Module)'".into());
+        }
+        if lower == "select database(), user() limit 1" {
+            return Some(format!(
+                "SELECT \"admin\" AS 'DATABASE()', \"{}\" AS 'USER()'",
+                self.user
+            ));
+        }
+        if lower.starts_with("select @@version") {
+            return Some(format!("SELECT '{PROXYSQL_VERSION}' AS '@@version'"));
+        }
+        if lower.starts_with("select version()") {
+            return Some(format!("SELECT '{PROXYSQL_VERSION}' AS 'version()'"));
+        }
+        // Upstream replaces only the matched head: whatever follows it (`,@@wait_timeout`)
+        // stays, and SQLite then rejects the query.
+        if regex(&MAX_PACKET, r"(?i)^SELECT\s+@@max_allowed_packet\s*").is_match(no_space) {
+            let replace = regex(&MAX_PACKET_REPLACE, r"^(\w+)\s+@@(\w+)\s*");
+            return Some(
+                replace
+                    .replacen(
+                        no_space,
+                        1,
+                        NoExpand(
+                            "SELECT variable_value AS '@@max_allowed_packet' FROM global_variables WHERE variable_name='mysql-max_allowed_packet'",
+                        ),
+                    )
+                    .into_owned(),
+            );
+        }
+        if regex(&VARIABLE, r"(?i)^SELECT\s+@@[0-9A-Za-z_-]+\s*").is_match(no_space) {
+            let replace = regex(&VARIABLE_REPLACE, r"^(\w+)  *@@([0-9A-Za-z_-]+) *");
+            return Some(
+                replace
+                    .replacen(
+                        no_space,
+                        1,
+                        "SELECT variable_value AS '@@${2}' FROM global_variables WHERE variable_name='${2}'",
+                    )
+                    .into_owned(),
+            );
+        }
+        show_rewrite(command)
+    }
+}
+
+/// The SHOW commands upstream turns into SQLite queries (a subset).
+fn show_rewrite(command: &str) -> Option<String> {
+    let upper = command.to_ascii_uppercase();
+    let variables =
+        "SELECT variable_name AS Variable_name, variable_value AS Value FROM global_variables";
+    match upper.as_str() {
+        "SHOW TABLES" => {
+            return Some("SELECT name AS tables FROM sqlite_master WHERE type='table' AND name NOT IN ('sqlite_sequence') ORDER BY name".into())
+        }
+        "SHOW DATABASES" | "SHOW SCHEMAS" => return Some("PRAGMA DATABASE_LIST".into()),
+        "SHOW VARIABLES" | "SHOW GLOBAL VARIABLES" | "SHOW ALL VARIABLES" => {
+            return Some(format!("{variables} ORDER BY variable_name"))
+        }
+        "SHOW MYSQL VARIABLES" => {
+            return Some(format!(
+                "{variables} WHERE variable_name LIKE 'mysql-%' ORDER BY variable_name"
+            ))
+        }
+        "SHOW ADMIN VARIABLES" => {
+            return Some(format!(
+                "{variables} WHERE variable_name LIKE 'admin-%' ORDER BY variable_name"
+            ))
+        }
+        _ => {}
+    }
+    if upper.starts_with("SHOW TABLES FROM ") {
+        let schema = &command["SHOW TABLES FROM ".len()..];
+        return Some(format!("SELECT name AS tables FROM {schema}.sqlite_master WHERE type='table' AND name NOT IN ('sqlite_sequence') ORDER BY name"));
+    }
+    if upper.starts_with("SHOW CREATE TABLE ") {
+        let name = command["SHOW CREATE TABLE ".len()..].replace('`', "");
+        let (schema, table) = name.split_once('.').unwrap_or(("main", name.as_str()));
+        return Some(format!(
+            "SELECT name AS 'table', sql AS 'Create Table' FROM {schema}.sqlite_master WHERE type='table' AND name='{table}'"
+        ));
+    }
+    None
+}
+
+/// Runs the first statement of `sql` and ignores the rest, as `sqlite3_prepare_v2` does.
+fn first_statement(db: &Connection, sql: &str) -> rusqlite::Result<Reply> {
+    let reply = {
+        let mut batch = rusqlite::Batch::new(db, sql);
+        let Some(mut statement) = batch.next()? else {
+            return Ok(Reply::Ok(0));
+        };
+        let columns = statement.column_count();
+        if columns > 0 {
+            let names = statement
+                .column_names()
+                .into_iter()
+                .map(String::from)
+                .collect();
+            let mut rows = statement.query([])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(
+                    (0..columns)
+                        .map(|i| row.get_ref(i).map(render))
+                        .collect::<rusqlite::Result<_>>()?,
+                );
+            }
+            Reply::Rows(names, out)
+        } else {
+            Reply::Ok(statement.execute([])? as u64)
+        }
+    };
+    // No transactions: one opened some other way (BEGIN IMMEDIATE, SAVEPOINT) would hold
+    // every other session's and the monitor's writes hostage.
+    if !db.is_autocommit() {
+        db.execute_batch("COMMIT")?;
+    }
+    Ok(reply)
+}
+
+/// SQLite's own message, as ProxySQL puts it after `ProxySQL Admin Error: `.
+fn sqlite_message(error: &rusqlite::Error) -> String {
+    match error {
+        rusqlite::Error::SqliteFailure(_, Some(message)) => message.clone(),
+        rusqlite::Error::SqlInputError { msg, .. } => msg.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A value as text, the way SQLite's `sqlite3_column_text` renders it.
+fn render(value: ValueRef<'_>) -> Option<Vec<u8>> {
+    match value {
+        ValueRef::Null => None,
+        ValueRef::Integer(i) => Some(i.to_string().into_bytes()),
+        ValueRef::Real(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e15 => {
+            Some(format!("{f:.1}").into_bytes())
+        }
+        ValueRef::Real(f) => Some(f.to_string().into_bytes()),
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => Some(bytes.to_vec()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The MySQL client/server protocol, the small part of it an admin interface speaks.
+
+const CLIENT_LONG_PASSWORD: u32 = 0x1;
+const CLIENT_FOUND_ROWS: u32 = 0x2;
+const CLIENT_LONG_FLAG: u32 = 0x4;
+const CLIENT_CONNECT_WITH_DB: u32 = 0x8;
+const CLIENT_IGNORE_SPACE: u32 = 0x100;
+const CLIENT_PROTOCOL_41: u32 = 0x200;
+const CLIENT_INTERACTIVE: u32 = 0x400;
+const CLIENT_SSL: u32 = 0x800;
+const CLIENT_TRANSACTIONS: u32 = 0x2000;
+const CLIENT_SECURE_CONNECTION: u32 = 0x8000;
+const CLIENT_MULTI_STATEMENTS: u32 = 0x1_0000;
+const CLIENT_MULTI_RESULTS: u32 = 0x2_0000;
+const CLIENT_PLUGIN_AUTH: u32 = 0x8_0000;
+const CLIENT_CONNECT_ATTRS: u32 = 0x10_0000;
+const CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA: u32 = 0x20_0000;
+
+/// What the greeting offers; CLIENT_DEPRECATE_EOF deliberately absent.
+const SERVER_CAPABILITIES: u32 = CLIENT_LONG_PASSWORD
+    | CLIENT_FOUND_ROWS
+    | CLIENT_LONG_FLAG
+    | CLIENT_CONNECT_WITH_DB
+    | CLIENT_IGNORE_SPACE
+    | CLIENT_PROTOCOL_41
+    | CLIENT_INTERACTIVE
+    | CLIENT_SSL
+    | CLIENT_TRANSACTIONS
+    | CLIENT_SECURE_CONNECTION
+    | CLIENT_MULTI_STATEMENTS
+    | CLIENT_MULTI_RESULTS
+    | CLIENT_PLUGIN_AUTH
+    | CLIENT_CONNECT_ATTRS
+    | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA;
+
+/// SERVER_STATUS_AUTOCOMMIT | SERVER_STATUS_NO_BACKSLASH_ESCAPES.
+const STATUS_FLAGS: u16 = 0x0202;
+const UTF8_GENERAL_CI: u8 = 33;
+const MYSQL_TYPE_VAR_STRING: u8 = 0xfd;
+const NATIVE_PASSWORD: &str = "mysql_native_password";
+
+const COM_QUIT: u8 = 0x01;
+const COM_INIT_DB: u8 = 0x02;
+const COM_QUERY: u8 = 0x03;
+const COM_PING: u8 = 0x0e;
+const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
+const COM_STMT_CLOSE: u8 = 0x19;
+
+/// Packets to send as one write, numbered from the sequence id the exchange is at.
+struct Outgoing {
+    bytes: Vec<u8>,
+    seq: u8,
+}
+
+impl Outgoing {
+    fn new(seq: u8) -> Outgoing {
+        Outgoing {
+            bytes: Vec::new(),
+            seq,
+        }
+    }
+
+    fn packet(&mut self, payload: &[u8]) {
+        let mut rest = payload;
+        loop {
+            let n = rest.len().min(0xff_ffff);
+            let len = (n as u32).to_le_bytes();
+            self.bytes
+                .extend_from_slice(&[len[0], len[1], len[2], self.seq]);
+            self.bytes.extend_from_slice(&rest[..n]);
+            self.seq = self.seq.wrapping_add(1);
+            rest = &rest[n..];
+            if n < 0xff_ffff {
+                break;
+            }
+        }
+    }
+
+    async fn send(self, stream: &mut TcpStream) -> io::Result<u8> {
+        stream.write_all(&self.bytes).await?;
+        Ok(self.seq)
+    }
+}
+
+/// One logical packet (joined if split at 16 MiB) and the sequence id of its last part.
+async fn read_packet(stream: &mut TcpStream) -> io::Result<(u8, Vec<u8>)> {
+    let mut payload = Vec::new();
+    loop {
+        let mut header = [0u8; 4];
+        stream.read_exact(&mut header).await?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize;
+        let start = payload.len();
+        payload.resize(start + len, 0);
+        stream.read_exact(&mut payload[start..]).await?;
+        if len < 0xff_ffff {
+            return Ok((header[3], payload));
+        }
+    }
+}
+
+fn put_lenenc_int(buf: &mut Vec<u8>, n: u64) {
+    match n {
+        0..=250 => buf.push(n as u8),
+        251..=0xffff => {
+            buf.push(0xfc);
+            buf.extend_from_slice(&(n as u16).to_le_bytes());
+        }
+        0x1_0000..=0xff_ffff => {
+            buf.push(0xfd);
+            buf.extend_from_slice(&(n as u32).to_le_bytes()[..3]);
+        }
+        _ => {
+            buf.push(0xfe);
+            buf.extend_from_slice(&n.to_le_bytes());
+        }
+    }
+}
+
+fn put_lenenc_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
+    put_lenenc_int(buf, bytes.len() as u64);
+    buf.extend_from_slice(bytes);
+}
+
+fn ok_payload(affected_rows: u64) -> Vec<u8> {
+    let mut p = vec![0x00];
+    put_lenenc_int(&mut p, affected_rows);
+    put_lenenc_int(&mut p, 0); // last insert id
+    p.extend_from_slice(&STATUS_FLAGS.to_le_bytes());
+    p.extend_from_slice(&0u16.to_le_bytes()); // warnings
+    p
+}
+
+fn err_payload(message: &str) -> Vec<u8> {
+    let mut p = vec![0xff];
+    p.extend_from_slice(&ADMIN_ERROR_CODE.to_le_bytes());
+    p.push(b'#');
+    p.extend_from_slice(ADMIN_SQLSTATE.as_bytes());
+    p.extend_from_slice(message.as_bytes());
+    p
+}
+
+fn eof_payload() -> Vec<u8> {
+    let mut p = vec![0xfe, 0, 0]; // no warnings
+    p.extend_from_slice(&STATUS_FLAGS.to_le_bytes());
+    p
+}
+
+fn column_payload(name: &str) -> Vec<u8> {
+    let mut p = Vec::new();
+    put_lenenc_bytes(&mut p, b"def");
+    for part in ["", "", ""] {
+        put_lenenc_bytes(&mut p, part.as_bytes()); // schema, table, original table
+    }
+    put_lenenc_bytes(&mut p, name.as_bytes());
+    put_lenenc_bytes(&mut p, b""); // original name
+    p.push(0x0c);
+    p.extend_from_slice(&u16::from(UTF8_GENERAL_CI).to_le_bytes());
+    p.extend_from_slice(&255u32.to_le_bytes()); // column length
+    p.push(MYSQL_TYPE_VAR_STRING);
+    p.extend_from_slice(&0u16.to_le_bytes()); // flags
+    p.push(0); // decimals
+    p.extend_from_slice(&[0, 0]);
+    p
+}
+
+fn reply_packets(out: &mut Outgoing, reply: &Reply) {
+    match reply {
+        Reply::Ok(affected) => out.packet(&ok_payload(*affected)),
+        Reply::Err(message) => out.packet(&err_payload(message)),
+        Reply::Rows(columns, rows) => {
+            let mut count = Vec::new();
+            put_lenenc_int(&mut count, columns.len() as u64);
+            out.packet(&count);
+            for column in columns {
+                out.packet(&column_payload(column));
+            }
+            out.packet(&eof_payload());
+            for row in rows {
+                let mut p = Vec::new();
+                for value in row {
+                    match value {
+                        Some(bytes) => put_lenenc_bytes(&mut p, bytes),
+                        None => p.push(0xfb),
+                    }
+                }
+                out.packet(&p);
+            }
+            out.packet(&eof_payload());
+        }
+    }
+}
+
+/// 20 printable bytes (never NUL, which would end the scramble early).
+fn nonce() -> [u8; 20] {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let time = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut x = time
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        | 1;
+    let mut out = [0u8; 20];
+    for byte in &mut out {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *byte = 0x21 + (x % 94) as u8;
+    }
+    out
+}
+
+/// The mysql_native_password token: SHA1(pw) XOR SHA1(nonce + SHA1(SHA1(pw))).
+fn native_token(password: &str, nonce: &[u8]) -> Vec<u8> {
+    if password.is_empty() {
+        return Vec::new();
+    }
+    let stage1 = Sha1::digest(password.as_bytes());
+    let stage2 = Sha1::digest(stage1);
+    let mut hasher = Sha1::new();
+    hasher.update(nonce);
+    hasher.update(stage2);
+    let mix = hasher.finalize();
+    stage1.iter().zip(mix.iter()).map(|(a, b)| a ^ b).collect()
+}
+
+fn greeting(connection_id: u32, nonce: &[u8; 20]) -> Vec<u8> {
+    let mut p = vec![10];
+    p.extend_from_slice(SERVER_VERSION.as_bytes());
+    p.push(0);
+    p.extend_from_slice(&connection_id.to_le_bytes());
+    p.extend_from_slice(&nonce[..8]);
+    p.push(0);
+    p.extend_from_slice(&(SERVER_CAPABILITIES as u16).to_le_bytes());
+    p.push(UTF8_GENERAL_CI);
+    p.extend_from_slice(&0x0002u16.to_le_bytes()); // autocommit
+    p.extend_from_slice(&((SERVER_CAPABILITIES >> 16) as u16).to_le_bytes());
+    p.push(21); // auth plugin data length, NUL included
+    p.extend_from_slice(&[0; 10]);
+    p.extend_from_slice(&nonce[8..]);
+    p.push(0);
+    p.extend_from_slice(NATIVE_PASSWORD.as_bytes());
+    p.push(0);
+    p
+}
+
+/// What a HandshakeResponse41 says.
+struct Login {
+    capabilities: u32,
+    user: String,
+    token: Vec<u8>,
+    plugin: Option<String>,
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let slice = self.bytes.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(slice)
+    }
+
+    fn nul_terminated(&mut self) -> Option<&'a [u8]> {
+        let rest = self.bytes.get(self.at..)?;
+        let end = rest.iter().position(|&b| b == 0)?;
+        self.at += end + 1;
+        Some(&rest[..end])
+    }
+
+    fn lenenc(&mut self) -> Option<usize> {
+        let first = *self.take(1)?.first()?;
+        let n = match first {
+            0..=250 => u64::from(first),
+            0xfc => u64::from(u16::from_le_bytes(self.take(2)?.try_into().ok()?)),
+            0xfd => {
+                let b = self.take(3)?;
+                u64::from(u32::from_le_bytes([b[0], b[1], b[2], 0]))
+            }
+            0xfe => u64::from_le_bytes(self.take(8)?.try_into().ok()?),
+            _ => return None,
+        };
+        usize::try_from(n).ok()
+    }
+}
+
+fn parse_login(payload: &[u8]) -> Option<Login> {
+    let mut cursor = Cursor {
+        bytes: payload,
+        at: 0,
+    };
+    let capabilities = u32::from_le_bytes(cursor.take(4)?.try_into().ok()?);
+    if capabilities & CLIENT_SSL != 0 {
+        // An SSLRequest (32 bytes) or a response claiming TLS: refused by the caller.
+        return Some(Login {
+            capabilities,
+            user: String::new(),
+            token: Vec::new(),
+            plugin: None,
+        });
+    }
+    cursor.take(4 + 1 + 23)?; // max packet, character set, filler
+    let user = String::from_utf8_lossy(cursor.nul_terminated()?).into_owned();
+    let token = if capabilities & CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA != 0 {
+        let n = cursor.lenenc()?;
+        cursor.take(n)?.to_vec()
+    } else if capabilities & CLIENT_SECURE_CONNECTION != 0 {
+        let n = usize::from(*cursor.take(1)?.first()?);
+        cursor.take(n)?.to_vec()
+    } else {
+        cursor.nul_terminated()?.to_vec()
+    };
+    if capabilities & CLIENT_CONNECT_WITH_DB != 0 {
+        cursor.nul_terminated(); // the schema, ignored like ProxySQL's admin does
+    }
+    let plugin = if capabilities & CLIENT_PLUGIN_AUTH != 0 {
+        cursor
+            .nul_terminated()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+    } else {
+        None
+    };
+    Some(Login {
+        capabilities,
+        user,
+        token,
+        plugin,
+    })
+}
+
+/// One client connection, from greeting to goodbye; removes itself from the registry.
+async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, id: u32) {
+    // Small request/response packets: Nagle would only add delays.
+    let _ = stream.set_nodelay(true);
+    let _ = session(&shared, &mut stream, peer, id).await;
+    lock(&shared.connections).remove(&id);
+}
+
+async fn session(
+    shared: &Arc<Shared>,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    id: u32,
+) -> io::Result<()> {
+    let nonce = nonce();
+    shared.delay().await;
+    let mut out = Outgoing::new(0);
+    out.packet(&greeting(id, &nonce));
+    out.send(stream).await?;
+
+    let (seq, response) = read_packet(stream).await?;
+    let mut seq = seq.wrapping_add(1);
+    let Some(login) = parse_login(&response) else {
+        let mut out = Outgoing::new(seq);
+        out.packet(&err_payload("ProxySQL Error: malformed handshake response"));
+        out.send(stream).await?;
+        return Ok(());
+    };
+    if login.capabilities & CLIENT_SSL != 0 {
+        // The client will now speak TLS and read this as a broken handshake: a refusal.
+        let mut out = Outgoing::new(seq);
+        out.packet(&err_payload(
+            "ProxySQL stand-in: TLS is not supported by this test double; connect without SSL",
+        ));
+        out.send(stream).await?;
+        return Ok(());
+    }
+    if login.capabilities & CLIENT_PROTOCOL_41 == 0 {
+        let mut out = Outgoing::new(seq);
+        out.packet(&err_payload("ProxySQL Error: protocol 4.1 required"));
+        out.send(stream).await?;
+        return Ok(());
+    }
+    let mut token = login.token;
+    if login
+        .plugin
+        .as_deref()
+        .is_some_and(|p| p != NATIVE_PASSWORD)
+    {
+        // AuthSwitchRequest to the one plugin the admin speaks.
+        let mut switch = vec![0xfe];
+        switch.extend_from_slice(NATIVE_PASSWORD.as_bytes());
+        switch.push(0);
+        switch.extend_from_slice(&nonce);
+        switch.push(0);
+        let mut out = Outgoing::new(seq);
+        out.packet(&switch);
+        out.send(stream).await?;
+        let (switched_seq, switched) = read_packet(stream).await?;
+        seq = switched_seq.wrapping_add(1);
+        token = switched;
+    }
+    shared.delay().await;
+    let mut out = Outgoing::new(seq);
+    if login.user != shared.user || token != native_token(&shared.password, &nonce) {
+        let using = if token.is_empty() { "NO" } else { "YES" };
+        out.packet(&err_payload(&format!(
+            "ProxySQL Error: Access denied for user '{}'@'{}' (using password: {using})",
+            login.user,
+            peer.ip()
+        )));
+        out.send(stream).await?;
+        return Ok(());
+    }
+    out.packet(&ok_payload(0));
+    out.send(stream).await?;
+
+    loop {
+        let (seq, payload) = read_packet(stream).await?;
+        let seq = seq.wrapping_add(1);
+        let Some((&command, body)) = payload.split_first() else {
+            return Ok(());
+        };
+        let mut out = Outgoing::new(seq);
+        match command {
+            COM_QUIT => return Ok(()),
+            COM_QUERY => {
+                let query = String::from_utf8_lossy(body).into_owned();
+                shared.record(&query);
+                if first_statement_is_empty(&query) {
+                    shared.crash(id).await;
+                    return Ok(());
+                }
+                shared.delay().await;
+                let reply = if shared.failure() == Failure::Error {
+                    Reply::Err(INJECTED_ERROR.into())
+                } else {
+                    shared.answer(&query)
+                };
+                reply_packets(&mut out, &reply);
+            }
+            COM_INIT_DB | COM_PING => {
+                shared.delay().await;
+                out.packet(&ok_payload(0));
+            }
+            // These expect no answer.
+            COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA => continue,
+            // COM_STMT_PREPARE and every other command.
+            _ => {
+                shared.delay().await;
+                out.packet(&err_payload("Command not supported"));
+            }
+        }
+        out.send(stream).await?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The read_only monitor.
+
+type Backend = (String, u16);
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// The monitor's settings, read from `global_variables` at every check.
+struct MonitorSettings {
+    connect_timeout: Duration,
+    read_only_timeout: Duration,
+    max_timeout_count: i64,
+    writer_is_also_reader: bool,
+    history_us: i64,
+}
+
+impl Shared {
+    fn variable(db: &Connection, name: &str) -> Option<String> {
+        db.query_row(
+            "SELECT variable_value FROM global_variables WHERE variable_name=?1",
+            [name],
+            |row| row.get(0),
+        )
+        .optional()
+        .ok()
+        .flatten()
+    }
+
+    fn monitor_settings(&self) -> MonitorSettings {
+        let db = lock(&self.db);
+        let number = |name: &str, default: i64| {
+            Self::variable(&db, name)
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .unwrap_or(default)
+        };
+        let millis = |name: &str, default: i64| {
+            Duration::from_millis(u64::try_from(number(name, default)).unwrap_or(0))
+        };
+        MonitorSettings {
+            connect_timeout: millis("mysql-monitor_connect_timeout", 600),
+            read_only_timeout: millis("mysql-monitor_read_only_timeout", 800),
+            max_timeout_count: number("mysql-monitor_read_only_max_timeout_count", 3),
+            writer_is_also_reader: Self::variable(&db, "mysql-monitor_writer_is_also_reader")
+                .is_none_or(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1")),
+            history_us: number("mysql-monitor_history", 600_000) * 1000,
+        }
+    }
+
+    /// Upstream's selection: servers of a replication pair, not OFFLINE_SOFT/HARD.
+    fn monitor_targets(&self) -> Vec<Backend> {
+        let db = lock(&self.db);
+        let mut statement = db
+            .prepare(
+                "SELECT DISTINCT s.hostname, s.port FROM runtime_mysql_servers s \
+                 JOIN runtime_mysql_replication_hostgroups r \
+                 ON s.hostgroup_id=r.writer_hostgroup OR s.hostgroup_id=r.reader_hostgroup \
+                 WHERE UPPER(s.status) NOT IN ('OFFLINE_SOFT','OFFLINE_HARD')",
+            )
+            .expect("the runtime tables exist");
+        let targets = statement
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, u16>(1)?))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+        targets.unwrap_or_default()
+    }
+
+    fn log_read_only(
+        &self,
+        (host, port): &Backend,
+        start_us: i64,
+        success_us: i64,
+        read_only: Option<i64>,
+        error: Option<&str>,
+        history_us: i64,
+    ) {
+        let db = lock(&self.db);
+        let _ = db.execute(
+            "INSERT OR REPLACE INTO monitor.mysql_server_read_only_log VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![host, port, start_us, success_us, read_only, error],
+        );
+        let _ = db.execute(
+            "DELETE FROM monitor.mysql_server_read_only_log WHERE time_start_us < ?1",
+            [start_us - history_us],
+        );
+    }
+
+    /// Upstream: the last `count` checks all timed out → "Assuming read_only=1".
+    fn missed_read_only_checks(&self, (host, port): &Backend, count: i64) -> bool {
+        let db = lock(&self.db);
+        db.query_row(
+            "SELECT 1 FROM (SELECT hostname,port,read_only,error FROM monitor.mysql_server_read_only_log \
+             WHERE hostname=?1 AND port=?2 ORDER BY time_start_us DESC LIMIT ?3) a \
+             WHERE read_only IS NULL AND SUBSTR(error,1,7) = 'timeout' \
+             GROUP BY hostname,port HAVING COUNT(*)=?3",
+            params![host, port, count],
+            |_| Ok(()),
+        )
+        .optional()
+        .ok()
+        .flatten()
+        .is_some()
+    }
+
+    /// `read_only_action_v2` for one server, in runtime only, as one transaction.
+    fn read_only_action(&self, (host, port): &Backend, read_only: i64, also_reader: bool) {
+        let db = lock(&self.db);
+        let result = (|| -> rusqlite::Result<()> {
+            let tx = db.unchecked_transaction()?;
+            let pairs: Vec<(i64, i64)> = tx
+                .prepare(
+                    "SELECT writer_hostgroup, reader_hostgroup FROM runtime_mysql_replication_hostgroups",
+                )?
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let live = |hostgroup: i64| -> rusqlite::Result<bool> {
+                let status: Option<String> = tx
+                    .query_row(
+                        "SELECT status FROM runtime_mysql_servers WHERE hostgroup_id=?1 AND hostname=?2 AND port=?3",
+                        params![hostgroup, host, port],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                Ok(status.is_some_and(|s| !s.eq_ignore_ascii_case("OFFLINE_HARD")))
+            };
+            // The row of `from` copied into `to` as ONLINE, replacing whatever was there.
+            let copy = |from: i64, to: i64| {
+                tx.execute(
+                    "INSERT OR REPLACE INTO runtime_mysql_servers (hostgroup_id, hostname, port, gtid_port, status, weight, compression, max_connections, max_replication_lag, use_ssl, max_latency_ms, comment) \
+                     SELECT ?1, hostname, port, gtid_port, 'ONLINE', weight, compression, max_connections, max_replication_lag, use_ssl, max_latency_ms, comment \
+                     FROM runtime_mysql_servers WHERE hostgroup_id=?2 AND hostname=?3 AND port=?4",
+                    params![to, from, host, port],
+                )
+            };
+            let remove = |hostgroup: i64| {
+                tx.execute(
+                    "DELETE FROM runtime_mysql_servers WHERE hostgroup_id=?1 AND hostname=?2 AND port=?3",
+                    params![hostgroup, host, port],
+                )
+            };
+            for (writer, reader) in pairs {
+                if read_only == 0 {
+                    if !live(writer)? && live(reader)? {
+                        copy(reader, writer)?;
+                        if !also_reader {
+                            remove(reader)?;
+                        }
+                    }
+                } else if live(writer)? {
+                    if !live(reader)? {
+                        copy(writer, reader)?;
+                    }
+                    remove(writer)?;
+                }
+            }
+            tx.commit()
+        })();
+        if let Err(e) = result {
+            tracing::warn!(host = %host, port, error = %e, "stand-in monitor: read_only action failed");
+        }
+    }
+}
+
+/// Every interval, one check per target not already being checked (a hung backend
+/// delays only itself, as upstream's asynchronous checks do).
+async fn run_monitor(shared: Arc<Shared>, options: MonitorOptions) {
+    let connections: Arc<Mutex<HashMap<Backend, mysql_async::Conn>>> = Arc::default();
+    let in_flight: Arc<Mutex<HashSet<Backend>>> = Arc::default();
+    let mut checks = JoinSet::new();
+    let mut ticks = tokio::time::interval(options.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        while checks.try_join_next().is_some() {}
+        for backend in shared.monitor_targets() {
+            if !lock(&in_flight).insert(backend.clone()) {
+                continue;
+            }
+            let guard = InFlight {
+                set: in_flight.clone(),
+                backend: backend.clone(),
+            };
+            checks.spawn(check_read_only(
+                shared.clone(),
+                connections.clone(),
+                backend,
+                options.clone(),
+                guard,
+            ));
+        }
+    }
+}
+
+/// Marks a backend free again however its check ends (done, panicked, aborted).
+struct InFlight {
+    set: Arc<Mutex<HashSet<Backend>>>,
+    backend: Backend,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        lock(&self.set).remove(&self.backend);
+    }
+}
+
+async fn check_read_only(
+    shared: Arc<Shared>,
+    connections: Arc<Mutex<HashMap<Backend, mysql_async::Conn>>>,
+    backend: Backend,
+    options: MonitorOptions,
+    _in_flight: InFlight,
+) {
+    let settings = shared.monitor_settings();
+    let start_us = now_us();
+    let started = Instant::now();
+    let cached = lock(&connections).remove(&backend);
+    let mut conn = match cached {
+        Some(conn) => conn,
+        None => {
+            let opts = mysql_async::OptsBuilder::default()
+                .ip_or_hostname(backend.0.clone())
+                .tcp_port(backend.1)
+                .user(Some(options.user.clone()))
+                .pass(Some(options.password.clone()))
+                .prefer_socket(false);
+            match tokio::time::timeout(settings.connect_timeout, mysql_async::Conn::new(opts)).await
+            {
+                Ok(Ok(conn)) => conn,
+                // Upstream's fast exit: a failed connect is neither logged nor acted on.
+                _ => return,
+            }
+        }
+    };
+    let query = conn.query_first::<mysql_async::Value, _>("SELECT @@global.read_only read_only");
+    match tokio::time::timeout(settings.read_only_timeout, query).await {
+        Ok(Ok(value)) => {
+            // Upstream: read_only=1 unless the server says "0" or "OFF".
+            let read_only = match value {
+                Some(mysql_async::Value::Int(0)) | Some(mysql_async::Value::UInt(0)) => 0,
+                Some(mysql_async::Value::Bytes(b))
+                    if b == b"0" || b.eq_ignore_ascii_case(b"OFF") =>
+                {
+                    0
+                }
+                _ => 1,
+            };
+            let took = started.elapsed().as_micros() as i64;
+            shared.log_read_only(
+                &backend,
+                start_us,
+                took,
+                Some(read_only),
+                None,
+                settings.history_us,
+            );
+            shared.read_only_action(&backend, read_only, settings.writer_is_also_reader);
+            lock(&connections).insert(backend, conn);
+        }
+        Ok(Err(e)) => {
+            shared.log_read_only(
+                &backend,
+                start_us,
+                0,
+                None,
+                Some(&e.to_string()),
+                settings.history_us,
+            );
+        }
+        Err(_) => {
+            shared.log_read_only(
+                &backend,
+                start_us,
+                0,
+                None,
+                Some("timeout check"),
+                settings.history_us,
+            );
+            if shared.missed_read_only_checks(&backend, settings.max_timeout_count) {
+                tracing::warn!(
+                    host = %backend.0,
+                    port = backend.1,
+                    "stand-in monitor: missed read_only checks, assuming read_only=1"
+                );
+                shared.read_only_action(&backend, 1, settings.writer_is_also_reader);
+            }
+        }
+    }
+}
