@@ -107,9 +107,13 @@ impl RunningAgent {
             rules,
             coordinator: coordinator.clone(),
         };
+        let access = api::auth::Access {
+            token: settings.api_token.clone(),
+            token_for_reads: config.api.token_for_reads,
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            axum::serve(listener, api::router(state))
+            axum::serve(listener, api::router(state, access))
                 .with_graceful_shutdown(async {
                     let _ = stopped.await;
                 })

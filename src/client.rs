@@ -25,6 +25,8 @@ pub enum ClientError {
 pub struct ApiClient {
     base: String,
     http: reqwest::Client,
+    /// Sent as `Authorization: Bearer` when the agent has an `api.token`.
+    token: Option<String>,
 }
 
 impl ApiClient {
@@ -38,7 +40,14 @@ impl ApiClient {
         Self {
             base: base.trim_end_matches('/').to_string(),
             http,
+            token: None,
         }
+    }
+
+    /// The same client, sending `token` with every call.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token.filter(|t| !t.is_empty());
+        self
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -77,6 +86,10 @@ impl ApiClient {
         path: &str,
     ) -> Result<T, ClientError> {
         let url = self.url(path);
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
         let response = request.send().await.map_err(|e| ClientError::Unreachable {
             url: self.base.clone(),
             reason: e.to_string(),

@@ -176,12 +176,24 @@ impl Default for StoreConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     pub listen: String,
+    /// When set (at most one of `token`, `token_env`, `token_file`), every call that
+    /// changes something needs `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// With a token: whether reading (topology, audit, routes, metrics) needs it too.
+    /// `/api/v1/health` stays open for load balancers.
+    pub token_for_reads: bool,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:3000".into(),
+            token: None,
+            token_env: None,
+            token_file: None,
+            token_for_reads: false,
         }
     }
 }
@@ -454,6 +466,8 @@ pub struct Settings {
     pub mysql_password: Secret,
     pub replication_password: Secret,
     pub api_listen: SocketAddr,
+    /// `api.token`, resolved; `None`: the API is open.
+    pub api_token: Option<Secret>,
     pub aliases: Vec<ClusterAlias>,
     /// `recovery.auto_clusters`, compiled.
     pub auto_clusters: Vec<ClusterFilter>,
@@ -716,6 +730,24 @@ impl Config {
                 instances: cluster.instances.clone(),
             });
         }
+        let api_token = match resolve_secret(
+            ["api.token", "api.token_env", "api.token_file"],
+            &self.api.token,
+            &self.api.token_env,
+            &self.api.token_file,
+        ) {
+            Ok(token) => (!token.expose().is_empty()).then_some(token),
+            Err((key, what)) => {
+                problem(key, what);
+                None
+            }
+        };
+        if self.api.token_for_reads && api_token.is_none() {
+            problem(
+                "api.token_for_reads",
+                "needs api.token (or token_env, token_file): there is no token to ask for".into(),
+            );
+        }
         let routing = check_routing(&self.routing, &aliases, &mut problem);
         if !problems.is_empty() {
             return Err(ConfigError { problems });
@@ -726,6 +758,7 @@ impl Config {
             mysql_password: password,
             replication_password,
             api_listen,
+            api_token,
             aliases,
             auto_clusters,
             promotion,

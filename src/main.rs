@@ -36,6 +36,10 @@ struct Cli {
         default_value = "http://127.0.0.1:3000"
     )]
     api: String,
+    /// The agent's api.token, for calls that change something (and reads, with
+    /// api.token_for_reads).
+    #[arg(long, global = true, env = "POINTSMAN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -217,7 +221,7 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let client = ApiClient::new(&cli.api);
+    let client = ApiClient::new(&cli.api).with_token(cli.token.clone());
     match cli.command {
         Command::Run { config } => {
             let settings = Config::load(config.as_deref())?;

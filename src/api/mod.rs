@@ -2,6 +2,7 @@
 //! discover, forget, the audit log, and a health endpoint for load balancers. Errors
 //! are JSON (`{"error": "..."}`) with a status code that says whose fault it is.
 
+pub mod auth;
 pub mod recovery;
 pub mod views;
 
@@ -69,7 +70,7 @@ impl ApiState {
     }
 }
 
-pub fn router(state: ApiState) -> Router {
+pub fn router(state: ApiState, access: auth::Access) -> Router {
     Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/clusters", get(clusters))
@@ -80,6 +81,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/routes", get(routes))
         .merge(recovery::routes())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            auth::require_token,
+        ))
         .with_state(state)
 }
 
