@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use pointsman::api::operate::Done;
 use pointsman::api::recovery::{
     AckRequest, Acknowledged, DowntimeEnded, DowntimeRequest, Reattached, RecoverRequest,
     RecoverySwitch,
@@ -136,6 +137,24 @@ enum Command {
     },
     /// Make a fenced old primary a replica of the primary that replaced it.
     Reattach { instance: InstanceKey },
+    /// Move a replica to replicate from another instance of its cluster (GTID).
+    Relocate {
+        instance: InstanceKey,
+        #[arg(long)]
+        below: InstanceKey,
+    },
+    /// Start or stop a replica's replication (both threads).
+    Replication {
+        #[arg(value_parser = ["start", "stop"])]
+        action: String,
+        instance: InstanceKey,
+    },
+    /// Set read_only on or off (a fenced old primary stays read_only).
+    ReadOnly {
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        instance: InstanceKey,
+    },
     /// Real local topologies from real server binaries.
     Sandbox {
         #[command(subcommand)]
@@ -417,6 +436,33 @@ async fn run(cli: Cli) -> Result<()> {
                 .post(&format!("/api/v1/instances/{instance}/reattach"), &())
                 .await?;
             println!("{} now replicates from {}", done.instance, done.source);
+        }
+        Command::Relocate { instance, below } => {
+            let done: Done = client
+                .post(
+                    &format!("/api/v1/instances/{instance}/relocate"),
+                    &serde_json::json!({ "below": below }),
+                )
+                .await?;
+            println!("{}", done.message);
+        }
+        Command::Replication { action, instance } => {
+            let done: Done = client
+                .post(
+                    &format!("/api/v1/instances/{instance}/replication"),
+                    &serde_json::json!({ "running": action == "start" }),
+                )
+                .await?;
+            println!("{}", done.message);
+        }
+        Command::ReadOnly { state, instance } => {
+            let done: Done = client
+                .put(
+                    &format!("/api/v1/instances/{instance}/read_only"),
+                    &serde_json::json!({ "read_only": state == "on" }),
+                )
+                .await?;
+            println!("{}", done.message);
         }
         Command::Sandbox { action } => sandbox(action).await?,
         Command::Demo {

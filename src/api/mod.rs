@@ -3,6 +3,8 @@
 //! are JSON (`{"error": "..."}`) with a status code that says whose fault it is.
 
 pub mod auth;
+pub mod live;
+pub mod operate;
 pub mod recovery;
 pub mod views;
 
@@ -80,6 +82,8 @@ pub fn router(state: ApiState, access: auth::Access) -> Router {
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/routes", get(routes))
         .merge(recovery::routes())
+        .merge(operate::routes())
+        .merge(live::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             access,

@@ -69,6 +69,11 @@ pub async fn stop_io_thread(conn: &mut Connection) -> Result<(), MysqlError> {
     stop(conn, " IO_THREAD").await
 }
 
+/// Stops both replication threads (an operator's "stop replication").
+pub async fn stop_replication(conn: &mut Connection) -> Result<(), MysqlError> {
+    stop(conn, "").await
+}
+
 /// Starts both replication threads.
 pub async fn start_replication(conn: &mut Connection) -> Result<(), MysqlError> {
     conn.execute(start_replica(conn.flavor)).await

@@ -1,9 +1,11 @@
 //! Recovery: replacing a failed primary. `plan` decides who takes over (pure),
 //! `execute` carries the plan out step by step, `hooks` runs the operators' commands at
-//! each moment, and `coordinator` decides when to act at all.
+//! each moment, `coordinator` decides when to act at all, and `operate` runs an
+//! operator's single-instance actions (relocate, replication, read_only).
 
 pub mod coordinator;
 pub mod execute;
 pub mod hooks;
+pub mod operate;
 pub mod plan;
 pub mod switchover;

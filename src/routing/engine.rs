@@ -56,7 +56,7 @@ pub struct BackendStatus {
     /// How long after the last promotion this backend named the new primary.
     pub last_promotion_lag_ms: Option<u64>,
     #[serde(skip)]
-    applied_at: Option<Instant>,
+    pub(crate) applied_at: Option<Instant>,
 }
 
 /// How each backend took one change of routes that a recovery waited for.
