@@ -20,7 +20,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 /// Attempts at one set of routes before waiting for the next change or tick.
 const MAX_ATTEMPTS: u32 = 5;
@@ -146,7 +146,6 @@ struct Inner {
     addresses: tokio::sync::Mutex<HashMap<String, (Vec<IpAddr>, Instant)>>,
     /// Held while routes are worked out and published, so versions never interleave.
     publishing: tokio::sync::Mutex<()>,
-    wake: Notify,
 }
 
 impl Routing {
@@ -182,7 +181,6 @@ impl Routing {
             decisions: Mutex::new(HashMap::new()),
             addresses: tokio::sync::Mutex::new(HashMap::new()),
             publishing: tokio::sync::Mutex::new(()),
-            wake: Notify::new(),
         });
         tokio::spawn(plan_routes(inner.clone()));
         for backend in &inner.backends {
@@ -581,7 +579,6 @@ async fn plan_routes(inner: Arc<Inner>) {
                     return;
                 }
             }
-            _ = inner.wake.notified() => {}
             _ = tokio::time::sleep(inner.settings.reconcile_interval) => {}
         }
     }
