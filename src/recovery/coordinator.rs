@@ -733,6 +733,7 @@ impl Coordinator {
                         &cluster.name,
                         &plan.candidate,
                         &problem.instance,
+                        true,
                         &log.recovery_id
                     )),
                     self.executor

@@ -600,10 +600,13 @@ impl Switch<'_> {
         let mut attach_log = StepLog::new(&log.recovery_id);
         let mut repoint_log = StepLog::new(&log.recovery_id);
         let ((report, routing_took), attached, not_repointed) = tokio::join!(
-            timed(
-                self.routing
-                    .route_writer(&choice.cluster, candidate, old, &log.recovery_id)
-            ),
+            timed(self.routing.route_writer(
+                &choice.cluster,
+                candidate,
+                old,
+                false,
+                &log.recovery_id
+            )),
             self.executor.attach(&mut attach_log, old, candidate),
             self.executor
                 .repoint_under(&mut repoint_log, &choice.siblings, candidate)

@@ -21,8 +21,12 @@ pub struct Pin {
     /// The writer to route to; `None` while the old one is withdrawn and the new one
     /// not yet promoted.
     pub writer: Option<InstanceKey>,
-    /// The writer being replaced: named by no route while the pin holds.
+    /// The writer being replaced: never the writer while the pin holds.
     pub withdrawn: InstanceKey,
+    /// Whether `withdrawn` is cut off from every route (a failover's old primary), or
+    /// only no longer the writer (a switchover's, which stays a member and reads again
+    /// once it replicates).
+    pub fence: bool,
 }
 
 /// One cluster's routes, before addresses are resolved and an epoch is given.
@@ -66,7 +70,9 @@ pub fn desired_routes(
         let mut writer = Some(cluster.primary.clone());
         if let Some(pin) = pin {
             writer = pin.writer.clone();
-            fenced_here.push(pin.withdrawn.clone());
+            if pin.fence {
+                fenced_here.push(pin.withdrawn.clone());
+            }
         }
         fenced_here.sort();
         fenced_here.dedup();
@@ -270,6 +276,7 @@ mod tests {
             Pin {
                 writer: None,
                 withdrawn: key(1),
+                fence: true,
             },
         )]);
         let routes = routes_of(&snapshot(), &[], &[], &withdrawn, POLICY);
@@ -281,12 +288,28 @@ mod tests {
             Pin {
                 writer: Some(key(2)),
                 withdrawn: key(1),
+                fence: true,
             },
         )]);
         let routes = routes_of(&snapshot(), &[], &[], &promoted, POLICY);
         assert_eq!(routes["app"].writer, Some(key(2)));
         assert_eq!(routes["app"].readers, vec![key(3), key(4)]);
         assert!(!routes["app"].standby.contains(&key(2)));
+
+        // A switchover's old primary is no longer the writer but not fenced: it is
+        // drained (standby) until it replicates and reads again.
+        let switched = HashMap::from([(
+            "app".to_string(),
+            Pin {
+                writer: Some(key(2)),
+                withdrawn: key(1),
+                fence: false,
+            },
+        )]);
+        let routes = routes_of(&snapshot(), &[], &[], &switched, POLICY);
+        assert_eq!(routes["app"].writer, Some(key(2)));
+        assert!(routes["app"].fenced.is_empty());
+        assert_eq!(routes["app"].standby, vec![key(1)]);
     }
 
     #[test]

@@ -211,20 +211,23 @@ impl Routing {
             Pin {
                 writer: None,
                 withdrawn: old.clone(),
+                fence: true,
             },
             recovery_id,
         )
         .await
     }
 
-    /// After a promotion: every backend names `new` as the writer of `cluster`, and
-    /// `old` nowhere until the topology shows it as a replica. Waits at most
-    /// `routing.apply_timeout`; each backend's lag behind the promotion is recorded.
+    /// After a promotion: every backend names `new` as the writer of `cluster`; `old` is
+    /// named nowhere (`fence_old`, a failover) or only drained until the topology shows
+    /// it as a replica (a switchover). Waits at most `routing.apply_timeout`; each
+    /// backend's lag behind the promotion is recorded.
     pub async fn route_writer(
         &self,
         cluster: &str,
         new: &InstanceKey,
         old: &InstanceKey,
+        fence_old: bool,
         recovery_id: &str,
     ) -> RoutingReport {
         let report = self
@@ -233,6 +236,7 @@ impl Routing {
                 Pin {
                     writer: Some(new.clone()),
                     withdrawn: old.clone(),
+                    fence: fence_old,
                 },
                 recovery_id,
             )
