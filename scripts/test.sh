@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it: installs the database servers the
 # tests run against (MariaDB 10.11 and MySQL 9.7; idempotent, fast when present) and
-# the DNS tools (dig, dnsperf), then runs every unit and integration test.
+# the DNS tools (dig, dnsperf), Chromium and playwright-core for the browser tests,
+# then runs every unit and integration test.
 #
 #   scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
@@ -25,6 +26,28 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# The web page's browser tests (tests/web.rs): Debian's Chromium, driven headless by
+# playwright-core from web-tests/ (pinned in its package-lock.json; it never downloads a
+# browser of its own). Node and npm are on the machine.
+if ! dpkg-query -W -f='${db:Status-Status}' chromium 2>/dev/null | grep -q '^installed$'; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "test.sh: error: install chromium (sudo apt-get install chromium)" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+fi
+if [ ! -d web-tests/node_modules/playwright-core ]; then
+    if ! command -v npm >/dev/null 2>&1; then
+        if [ "$(id -u)" -ne 0 ]; then
+            echo "test.sh: error: npm not found; install Node.js and npm (sudo apt-get install nodejs npm)" >&2
+            exit 1
+        fi
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm
+    fi
+    npm ci --prefix web-tests --no-audit --no-fund
 fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -41,6 +41,7 @@ pub struct RunningAgent {
     pub coordinator: Arc<Coordinator>,
     pub routing: RunningRouting,
     stop: oneshot::Sender<()>,
+    stopping: tokio::sync::watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
 }
 
@@ -100,7 +101,9 @@ impl RunningAgent {
             routing.routing.clone(),
         );
         tokio::spawn(coordinator.clone().run());
+        let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
         let state = ApiState {
+            stopping,
             discovery: discovery.clone(),
             store: store.clone(),
             aliases: Arc::new(settings.aliases.clone()),
@@ -127,12 +130,14 @@ impl RunningAgent {
             coordinator,
             routing,
             stop,
+            stopping: stopping_tx,
             server,
         })
     }
 
     /// Stops the API server and waits for it.
     pub async fn stop(self) -> Result<(), AgentError> {
+        let _ = self.stopping.send(true);
         let _ = self.stop.send(());
         match self.server.await {
             Ok(result) => result.map_err(AgentError::Server),

@@ -123,7 +123,9 @@ async fn watch(sandbox: &Sandbox, options: &DemoOptions) -> Result<(), DemoError
     println!(
         "\npointsman is watching the cluster \"demo\" with automatic recovery on. API: {url}\n\
          \n\
-         Try, in another terminal:\n\
+         Open {url}/ in a browser: the topology, live; drag a replica onto the primary to switch over.\n\
+         \n\
+         Or try, in another terminal:\n\
          \x20 {cli} topology demo{api_flag}\n\
          \x20 {cli} routes demo{api_flag}                    # where traffic goes: the embedded DNS\n\
          \x20 dig @127.0.0.1 -p {dns_port} _mysql._tcp.demo.primary.mysql.local SRV +short\n\

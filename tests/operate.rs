@@ -1,7 +1,7 @@
 //! An operator's actions through the API, on MariaDB 10.11 and MySQL 9.7: relocate a
 //! replica below a sibling and back (GTID), refusals that say why and change nothing,
 //! stop and start replication, set read_only, the ranked candidates, the live event
-//! stream and the metrics page.
+//! stream (which never keeps a stopping agent alive) and the metrics page.
 
 mod support;
 
@@ -232,4 +232,16 @@ async fn candidates_events_and_metrics(flavor: Flavor) {
         )),
         "{metrics}"
     );
+
+    // An open event stream does not keep a stopping agent alive.
+    let support::Watcher {
+        agent,
+        store: _store,
+        ..
+    } = watcher;
+    tokio::time::timeout(Duration::from_secs(5), agent.stop())
+        .await
+        .expect("the agent stops with an event stream open")
+        .expect("stops cleanly");
+    drop(stream);
 }

@@ -35,10 +35,14 @@ async fn events(
     axum::extract::State(state): axum::extract::State<ApiState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let snapshots = state.discovery.subscribe();
+    let stopping = state.stopping.clone();
     let stream = futures::stream::unfold(
-        (state, snapshots, None::<String>, true),
-        |(state, mut snapshots, last, first)| async move {
+        (state, snapshots, stopping, None::<String>, true),
+        |(state, mut snapshots, mut stopping, last, first)| async move {
             loop {
+                if *stopping.borrow() {
+                    return None;
+                }
                 if !first || last.is_some() {
                     tokio::select! {
                         changed = snapshots.changed() => {
@@ -46,6 +50,8 @@ async fn events(
                                 return None;
                             }
                         }
+                        // The agent stops: end the stream so the server can.
+                        _ = stopping.changed() => return None,
                         _ = tokio::time::sleep(EVENT_AT_LEAST) => {}
                     }
                     tokio::time::sleep(EVENT_EVERY).await;
@@ -54,7 +60,7 @@ async fn events(
                 let json = serde_json::to_string(&state.details()).unwrap_or_else(|_| "[]".into());
                 if last.as_deref() != Some(json.as_str()) {
                     let event = Event::default().event("clusters").data(json.clone());
-                    return Some((Ok(event), (state, snapshots, Some(json), false)));
+                    return Some((Ok(event), (state, snapshots, stopping, Some(json), false)));
                 }
             }
         },

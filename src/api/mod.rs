@@ -7,6 +7,7 @@ pub mod live;
 pub mod operate;
 pub mod recovery;
 pub mod views;
+pub mod web;
 
 use crate::analysis::ProblemRules;
 use crate::discovery::{DiscoverError, DiscoveryHandle};
@@ -35,6 +36,9 @@ pub struct ApiState {
     pub aliases: Arc<Vec<ClusterAlias>>,
     pub rules: ProblemRules,
     pub coordinator: Arc<Coordinator>,
+    /// Turns true when the agent stops, so long-lived replies (the event stream) end
+    /// and the server can shut down.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl ApiState {
@@ -89,6 +93,7 @@ pub fn router(state: ApiState, access: auth::Access) -> Router {
             access,
             auth::require_token,
         ))
+        .merge(web::routes())
         .with_state(state)
 }
 

@@ -1,0 +1,194 @@
+// Talking to the agent: JSON calls under /api/v1 with the bearer token when the agent
+// wants one, and the live feed of every cluster.
+//
+// The token: on a 401 the page asks for it once (concurrent calls share one prompt),
+// keeps it in sessionStorage — this tab, until it closes — and retries the call.
+//
+// The live feed: server-sent events from /api/v1/events (`event: clusters`, every
+// cluster's detail, at connect and on every change). EventSource cannot send an
+// Authorization header, so when the stream is refused (an agent with
+// api.token_for_reads answers it 401) or missing, the page polls instead, once a
+// second, with the header: GET /api/v1/clusters, plus the one cluster in view.
+
+const TOKEN_KEY = 'pointsman.api-token';
+
+/** An error as the API says it: the HTTP status and its sentence. */
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+let askForToken = async () => null;
+let pendingPrompt = null;
+let declined = false;
+
+/** Sets the function that asks a person for the token: (reason) => Promise<string|null>. */
+export function onTokenNeeded(ask) {
+  askForToken = ask;
+}
+
+export function token() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY);
+  } catch {
+    return null;
+  }
+}
+
+export function forgetToken() {
+  try {
+    sessionStorage.removeItem(TOKEN_KEY);
+  } catch { /* storage disabled: nothing kept */ }
+}
+
+function promptForToken(reason, { quiet }) {
+  if (quiet && declined) return Promise.resolve(null);
+  if (!pendingPrompt) {
+    pendingPrompt = askForToken(reason).then((value) => {
+      pendingPrompt = null;
+      const given = value && value.trim();
+      if (!given) {
+        declined = true;
+        return null;
+      }
+      declined = false;
+      try {
+        sessionStorage.setItem(TOKEN_KEY, given);
+      } catch { /* storage disabled: the token lives for this call only */ }
+      return given;
+    });
+  }
+  return pendingPrompt;
+}
+
+async function errorOf(response) {
+  const text = await response.text();
+  try {
+    const body = JSON.parse(text);
+    if (body && typeof body.error === 'string') return body.error;
+  } catch { /* not JSON */ }
+  return text.trim() || `${response.status} ${response.statusText}`;
+}
+
+/**
+ * Calls the API and returns the parsed JSON, or throws an ApiError with the agent's
+ * own sentence. `quiet`: a background read that must not ask for the token again after
+ * a person declined to give it.
+ */
+export async function call(method, path, body, { quiet = false } = {}) {
+  for (let attempt = 0; ; attempt++) {
+    const headers = { Accept: 'application/json' };
+    const current = token();
+    if (current) headers.Authorization = `Bearer ${current}`;
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    let response;
+    try {
+      response = await fetch(path, {
+        method, headers, cache: 'no-store',
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (error) {
+      throw new ApiError(0, `the agent does not answer (${error.message}): is pointsman still running?`);
+    }
+    if (response.status === 401 && attempt < 3) {
+      const reason = await errorOf(response);
+      if (current) forgetToken(); // it was refused: ask for the right one
+      const given = await promptForToken(reason, { quiet });
+      if (!given) throw new ApiError(401, reason);
+      continue;
+    }
+    if (!response.ok) throw new ApiError(response.status, await errorOf(response));
+    const text = await response.text();
+    return text ? JSON.parse(text) : null;
+  }
+}
+
+export const get = (path, options) => call('GET', path, undefined, options);
+export const post = (path, body) => call('POST', path, body === undefined ? {} : body);
+export const put = (path, body) => call('PUT', path, body);
+export const del = (path) => call('DELETE', path);
+
+/** `host:port` as a path segment. */
+export const enc = (value) => encodeURIComponent(value);
+
+/**
+ * Keeps `onClusters` fed with every cluster's detail (or, while polling, the summaries
+ * and the detail of `watched()`), and `onStatus` with how: 'live', 'polling',
+ * 'reconnecting' or 'down' (with the error).
+ */
+export class Feed {
+  constructor({ onClusters, onSummaries, onStatus, watched }) {
+    this.onClusters = onClusters;
+    this.onSummaries = onSummaries;
+    this.onStatus = onStatus;
+    this.watched = watched;
+    this.source = null;
+    this.timer = null;
+    this.polling = false;
+  }
+
+  start() {
+    if (typeof EventSource === 'undefined') return this.poll();
+    let heard = false;
+    const source = new EventSource('/api/v1/events');
+    this.source = source;
+    source.addEventListener('clusters', (event) => {
+      heard = true;
+      this.onStatus('live');
+      try {
+        this.onClusters(JSON.parse(event.data));
+      } catch (error) {
+        this.onStatus('down', `the live feed sent something unreadable: ${error.message}`);
+      }
+    });
+    source.onerror = () => {
+      if (!heard || source.readyState === EventSource.CLOSED) {
+        // Refused (a token for reads, an older agent without the stream) or gone before
+        // it said anything: poll with the header instead.
+        source.close();
+        this.source = null;
+        this.poll();
+      } else {
+        // The browser reconnects by itself; say so, and after a few seconds without
+        // success say the agent is not answering.
+        if (this.silence) return; // still failing since the first error
+        this.onStatus('reconnecting');
+        this.silence = setTimeout(() => {
+          if (source.readyState !== EventSource.OPEN) this.onStatus('down', 'the live stream is broken and the agent does not answer: is pointsman still running?');
+        }, 5000);
+      }
+    };
+    source.onopen = () => {
+      clearTimeout(this.silence);
+      this.silence = null;
+    };
+  }
+
+  /** Asks again now (after an action), when polling. */
+  nudge() {
+    if (this.polling) this.tick();
+  }
+
+  poll() {
+    this.polling = true;
+    this.onStatus('polling');
+    this.tick();
+  }
+
+  async tick() {
+    clearTimeout(this.timer);
+    try {
+      const summaries = await get('/api/v1/clusters', { quiet: true });
+      const name = this.watched();
+      const detail = name && summaries.some((c) => c.name === name)
+        ? await get(`/api/v1/clusters/${enc(name)}`, { quiet: true }) : null;
+      this.onSummaries(summaries, detail);
+      this.onStatus('polling');
+    } catch (error) {
+      this.onStatus('down', error.message);
+    }
+    this.timer = setTimeout(() => this.tick(), 1000);
+  }
+}

@@ -1,0 +1,174 @@
+//! The web page in a real browser, against the agent watching a real sandbox: headless
+//! Debian Chromium driven by playwright-core (`web-tests/`, `npm ci --prefix web-tests`)
+//! from Node, as a subprocess whose exit code is the verdict. The scripts check what a
+//! person would: the dashboard lists the cluster; the tree shows its three instances;
+//! replication stopped behind the page's back shows as a badge without a reload; a
+//! replica dragged onto the primary switches over and the tree redraws; dragged onto
+//! another instance it is relocated; a refused action shows the agent's reason; with
+//! `api.token_for_reads` the page asks for the token once and keeps working by polling.
+//!
+//! Screenshots of every step land in `target/web-tests/<test>/` — look at them.
+//! Nothing here is skipped: a missing Node, Chromium or `web-tests/node_modules` fails
+//! with what to install.
+
+mod support;
+
+use pointsman::config::Secret;
+use pointsman::sandbox::Flavor;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use support::{automatic_recovery, probed, watch, TestTopology};
+
+on_every_flavor!(the_page_shows_the_tree_live_and_acts_on_it);
+
+/// Long enough for every step's own 30 s patience, short enough to end a hung browser.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(240);
+const TOKEN: &str = "web-test-token";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where the screenshots go: `target/web-tests/<name>` (or under `$CARGO_TARGET_DIR`).
+fn output_dir(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let dir = target.join("web-tests").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("screenshot directory");
+    dir
+}
+
+/// Node, Chromium and playwright-core are there, or a panic that says how to get them.
+fn prerequisites() {
+    let node = std::process::Command::new("node").arg("--version").output();
+    assert!(
+        node.as_ref().is_ok_and(|o| o.status.success()),
+        "cannot run `node` ({node:?}): the browser tests need Node.js 20 or later (apt-get install nodejs npm)"
+    );
+    let chromium =
+        std::env::var("POINTSMAN_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "no Chromium at {chromium}: apt-get install chromium (scripts/test.sh does), or set POINTSMAN_CHROMIUM"
+    );
+    let playwright = root().join("web-tests/node_modules/playwright-core/package.json");
+    assert!(
+        playwright.exists(),
+        "playwright-core is not installed in web-tests/: run `npm ci --prefix web-tests` (scripts/test.sh does)"
+    );
+}
+
+/// Runs `node web-tests/<script> <args>` and panics with its output unless it exits 0.
+async fn run_script(script: &str, args: &[String]) {
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(root().join("web-tests").join(script))
+        .args(args)
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start node web-tests/{script}: {e}"));
+    let output = tokio::time::timeout(SCRIPT_TIMEOUT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("web-tests/{script} did not finish in {SCRIPT_TIMEOUT:?}"))
+        .expect("node's output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "web-tests/{script} {} failed ({}):\n{stdout}\n{stderr}",
+        args.join(" "),
+        output.status
+    );
+}
+
+/// The page is served by the agent itself, with types and cache validators.
+async fn the_assets_are_served(url: &str) {
+    let client = reqwest::Client::new();
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/app.js", "text/javascript"),
+        ("/app.css", "text/css"),
+        ("/favicon.svg", "image/svg+xml"),
+    ] {
+        let response = client
+            .get(format!("{url}{path}"))
+            .send()
+            .await
+            .expect("the agent answers");
+        assert_eq!(response.status(), 200, "{path}");
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(
+            header("content-type").starts_with(kind),
+            "{path}: {}",
+            header("content-type")
+        );
+        assert_eq!(header("cache-control"), "no-cache", "{path}");
+        let etag = header("etag");
+        assert!(!etag.is_empty(), "{path} has no ETag");
+        let again = client
+            .get(format!("{url}{path}"))
+            .header("If-None-Match", &etag)
+            .send()
+            .await
+            .expect("the agent answers");
+        assert_eq!(again.status(), 304, "{path} with its own ETag");
+    }
+}
+
+async fn the_page_shows_the_tree_live_and_acts_on_it(flavor: Flavor) {
+    prerequisites();
+    let topology = TestTopology::start(flavor, 2).await;
+    let watcher = watch(
+        &topology,
+        vec![topology.key("node1")],
+        automatic_recovery(&topology),
+    )
+    .await;
+    probed(&watcher.agent.discovery, 3).await;
+    let url = format!("http://{}", watcher.agent.api_address);
+    the_assets_are_served(&url).await;
+    let out = output_dir(&format!("topology-{flavor}"));
+    run_script(
+        "topology.mjs",
+        &[url, "t".into(), out.display().to_string()],
+    )
+    .await;
+}
+
+/// With `api.token_for_reads`, the page asks for the token once, keeps it for the tab,
+/// polls with it (server-sent events cannot carry it) and acts with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_for_reads_the_page_asks_once_and_polls() {
+    prerequisites();
+    let topology = TestTopology::start(Flavor::Mariadb, 2).await;
+    let watcher = watch(&topology, vec![topology.key("node1")], |config| {
+        config.api.token = Some(Secret::new(TOKEN));
+        config.api.token_for_reads = true;
+    })
+    .await;
+    probed(&watcher.agent.discovery, 3).await;
+    let url = format!("http://{}", watcher.agent.api_address);
+    // The page itself is open: it holds no data, and it is what asks for the token.
+    the_assets_are_served(&url).await;
+    let out = output_dir("token");
+    run_script(
+        "token.mjs",
+        &[url, "t".into(), TOKEN.into(), out.display().to_string()],
+    )
+    .await;
+}

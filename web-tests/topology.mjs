@@ -1,0 +1,191 @@
+// The web page in a real browser, against a real agent watching a real sandbox
+// (started by tests/web.rs, which runs this script and wants exit code 0):
+//
+//   node web-tests/topology.mjs <agent url> <cluster> <screenshot dir>
+//
+// Debian's Chromium (/usr/bin/chromium, or $POINTSMAN_CHROMIUM), headless, driven by
+// playwright-core — which never downloads a browser of its own. Each step prints one
+// line; a failure prints what the page showed, saves failure.png and exits 1.
+
+import { join } from 'node:path';
+import { check, openPage } from './harness.mjs';
+
+const [url, cluster, outDir] = process.argv.slice(2);
+if (!url || !cluster || !outDir) {
+  console.error('usage: node web-tests/topology.mjs <agent url> <cluster> <screenshot dir>');
+  process.exit(2);
+}
+const PATIENCE = 30_000;
+
+/** The agent's API, called directly (not through the page): changes "from outside". */
+async function api(method, path, body) {
+  const response = await fetch(url + path, {
+    method,
+    headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+// A refused action's 4xx shows in the console as a failed load: expected, not a bug.
+const { browser, page, pageErrors, shot, step, steps } = await openPage(outDir, /status of (4|5)\d\d/);
+const box = (key) => page.locator(`.board .inst[data-key="${key}"]`);
+
+/** Drags the box of `from` onto the box of `to` with the mouse, as a person would. */
+async function drag(from, to) {
+  const a = await box(from).boundingBox();
+  const b = await box(to).boundingBox();
+  check(a && b, `cannot find the boxes of ${from} and ${to} to drag`);
+  await page.mouse.move(a.x + a.width / 2, a.y + 24);
+  await page.mouse.down();
+  await page.mouse.move(a.x + a.width / 2 + 12, a.y + 36, { steps: 3 });
+  await page.mouse.move(b.x + b.width / 2, b.y + b.height / 2, { steps: 12 });
+  await page.mouse.up();
+}
+
+/** Waits for the confirmation, checks its sentence and confirms. */
+async function confirm(expected) {
+  const dialog = page.locator('dialog[open]');
+  await dialog.waitFor({ timeout: 5000 });
+  const sentence = (await dialog.locator('.sentence').first().textContent()).trim();
+  for (const part of expected) {
+    check(sentence.includes(part), `the confirmation says "${sentence}", expected it to mention "${part}"`);
+  }
+  await dialog.locator('[data-action=confirm]').click();
+  await dialog.waitFor({ state: 'detached', timeout: 5000 }).catch(() => {});
+  return sentence;
+}
+
+/** Waits for a notice of `kind` (ok | error) containing `text`; returns its words. */
+async function notice(kind, text) {
+  const locator = page.locator(`.notice-${kind}`, { hasText: text }).first();
+  await locator.waitFor({ timeout: PATIENCE });
+  return (await locator.locator('.notice-text').textContent()).trim();
+}
+
+/** The key in the leftmost box: the primary as the page draws it. */
+const rootKey = () => page.locator('.tree > .subtree > .cell > .inst').getAttribute('data-key');
+
+try {
+  const detail = await api('GET', `/api/v1/clusters/${encodeURIComponent(cluster)}`);
+  const primary = detail.primary;
+  const replicas = detail.instances.filter((v) => v.role !== 'primary').map((v) => v.key).sort();
+  check(replicas.length === 2, `expected a primary and 2 replicas, the agent says ${JSON.stringify(detail.instances.map((v) => [v.key, v.role]))}`);
+  const [a, b] = replicas;
+
+  await step('the dashboard lists the cluster with its primary and 3 instances', async () => {
+    await page.goto(url + '/');
+    const row = page.locator(`.cluster-row[data-cluster="${cluster}"]`);
+    await row.waitFor({ timeout: PATIENCE });
+    const text = await row.textContent();
+    check(text.includes(primary), `the cluster row says "${text}", not the primary ${primary}`);
+    check(text.includes('3 instances'), `the cluster row says "${text}", not "3 instances"`);
+    await page.locator('.connection', { hasText: 'Live' }).waitFor({ timeout: PATIENCE });
+    await shot('dashboard');
+  });
+
+  await step('the topology shows 3 instances, the primary at the left', async () => {
+    await page.locator(`.cluster-row[data-cluster="${cluster}"]`).click();
+    await page.waitForFunction((n) => document.querySelectorAll('.board .inst').length === n, 3, { timeout: PATIENCE });
+    check((await rootKey()) === primary, `the leftmost box is ${await rootKey()}, not the primary ${primary}`);
+    for (const key of replicas) {
+      check(await box(key).count() === 1, `no box for ${key}`);
+    }
+    check((await page.locator('.hint').textContent()).includes('Drag a replica onto the primary'), 'no hint on how to switch over');
+    await page.evaluate(() => { window.notReloaded = true; });
+    await shot('topology');
+  });
+
+  await step(`stopping replication on ${a} makes its badge appear without a reload`, async () => {
+    await api('POST', `/api/v1/instances/${encodeURIComponent(a)}/replication`, { running: false });
+    await box(a).locator('.badge[data-code=ReplicationStopped]').waitFor({ timeout: PATIENCE });
+    const badge = (await box(a).locator('.badge[data-code=ReplicationStopped]').textContent()).trim();
+    check(/replication stopped/i.test(badge), `the badge says "${badge}"`);
+    check(await box(a).locator('.badge svg').count() > 0, 'the badge has no icon');
+    check(await page.evaluate(() => window.notReloaded === true), 'the page was reloaded');
+    check(await page.locator('.finding-problem', { hasText: a }).count() > 0, `"What is wrong" does not list ${a}`);
+    await shot('replication-stopped');
+  });
+
+  await step(`dragging the stopped ${a} onto the primary is refused, and the page says why`, async () => {
+    await drag(a, primary);
+    await confirm([`Make ${a} the new primary of ${cluster}?`, `${primary} becomes its replica`]);
+    const text = await notice('error', 'not done');
+    check(text.length > `Switchover of ${cluster} not done: `.length + 10, `the error notice says only "${text}"`);
+    check((await rootKey()) === primary, `after a refused switchover the leftmost box is ${await rootKey()}`);
+    await shot('switchover-refused');
+  });
+
+  await step(`"Start replication" on ${a} from its panel clears the badge`, async () => {
+    await box(a).click();
+    await page.locator('.panel [data-action=start-replication]').click();
+    await confirm([`Start replication on ${a}?`]);
+    await notice('ok', a);
+    await box(a).locator('.badge[data-code=ReplicationStopped]').waitFor({ state: 'detached', timeout: PATIENCE });
+    await page.locator('.panel .icon-button[title=Close]').click();
+  });
+
+  await step(`dragging ${b} onto ${a} moves it below ${a}`, async () => {
+    await drag(b, a);
+    await confirm([`Move ${b} below ${a}?`, `instead of ${primary}`]);
+    await notice('ok', b);
+    await page.waitForFunction(([parent, child]) => {
+      const box = document.querySelector(`.board .inst[data-key="${parent}"]`);
+      const children = box && box.closest('.subtree').querySelector(':scope > .children');
+      return !!(children && children.querySelector(`.inst[data-key="${child}"]`));
+    }, [a, b], { timeout: PATIENCE });
+    await page.waitForFunction((key) => document.querySelector(`.board .inst[data-key="${key}"]`).dataset.role === 'intermediate_primary', a, { timeout: PATIENCE });
+    await shot('relocated');
+  });
+
+  await step(`dragging ${a} onto its own replica ${b} is refused with the agent's reason`, async () => {
+    await drag(a, b);
+    await confirm([`Move ${a} below ${b}?`]);
+    const text = await notice('error', `${a} not moved`);
+    check(/loop/.test(text), `the error says "${text}", expected the replication loop to be named`);
+    await shot('relocate-refused');
+  });
+
+  await step(`dragging ${a} onto the primary switches over, and the tree redraws with ${a} at the left`, async () => {
+    await drag(a, primary);
+    await confirm([`Make ${a} the new primary of ${cluster}?`, `${primary} becomes its replica`]);
+    const text = await notice('ok', 'is the new primary');
+    check(text.includes(a), `the result says "${text}"`);
+    await page.waitForFunction((key) => {
+      const root = document.querySelector('.tree > .subtree > .cell > .inst');
+      return root && root.dataset.key === key && root.dataset.role === 'primary';
+    }, a, { timeout: PATIENCE });
+    await page.waitForFunction((n) => document.querySelectorAll('.board .inst').length === n, 3, { timeout: PATIENCE });
+    check(await box(primary).count() === 1, `the old primary ${primary} is not in the tree any more`);
+    check(await page.evaluate(() => window.notReloaded === true), 'the page was reloaded');
+    await page.locator('.health-ok').first().waitFor({ timeout: PATIENCE });
+    await shot('switched-over');
+  });
+
+  await step('the recoveries page lists the switchover with its steps', async () => {
+    await page.locator('nav a[data-nav=recoveries]').click();
+    const card = page.locator('.recovery', { hasText: `switchover of ${cluster}` }).first();
+    await card.waitFor({ timeout: PATIENCE });
+    check((await card.textContent()).includes(a), 'the switchover record does not name the new primary');
+    await page.locator('nav a[data-nav=audit]').click();
+    await page.locator('.audit td', { hasText: 'switchover' }).first().waitFor({ timeout: PATIENCE });
+    await shot('audit');
+  });
+
+  check(pageErrors.length === 0, `the page logged errors: ${pageErrors.join(' | ')}`);
+  console.log(`all ${steps()} steps passed; screenshots in ${outDir}`);
+  await browser.close();
+} catch (error) {
+  console.error(`not ok ${steps() + 1} - ${error.message}`);
+  try {
+    await shot('failure');
+    const notices = await page.locator('.notice').allTextContents();
+    if (notices.length) console.error(`notices on the page: ${notices.join(' | ')}`);
+    if (pageErrors.length) console.error(`page errors: ${pageErrors.join(' | ')}`);
+    console.error(`the page was at ${page.url()}; its screenshot is ${join(outDir, 'failure.png')}`);
+  } catch { /* the browser itself failed */ }
+  await browser.close();
+  process.exit(1);
+}
