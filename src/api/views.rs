@@ -190,18 +190,17 @@ fn fold_fenced(mut details: Vec<ClusterDetail>, marks: &InstanceMarks) -> Vec<Cl
         }
         let alone = alone_detail;
         let target = &mut details[home];
+        // Read-only is what fencing is for: not a finding on a fenced old primary.
+        let expected = |f: &Finding| f.code == crate::analysis::FindingCode::PrimaryReadOnly;
         for mut view in alone.instances {
             view.role = Role::FencedPrimary;
             view.cluster = target.name.clone();
+            view.findings.retain(|f| !expected(f));
             target.instances.push(view);
         }
-        // Read-only is what fencing is for: not a finding on a fenced old primary.
-        target.findings.extend(
-            alone
-                .findings
-                .into_iter()
-                .filter(|f| f.code != crate::analysis::FindingCode::PrimaryReadOnly),
-        );
+        target
+            .findings
+            .extend(alone.findings.into_iter().filter(|f| !expected(f)));
         target.health = summarize(&target.findings);
     }
     details
@@ -262,5 +261,17 @@ mod tests {
         let text = crate::client::format_topology(cluster);
         assert!(text.contains("- 127.0.0.1:1"), "{text}");
         assert!(text.contains("FENCED] old primary, fenced"), "{text}");
+
+        // Back and kept read_only: that is the fence working, not a finding.
+        let mut answering = primary(key(1));
+        if let Some(facts) = answering.facts.as_mut() {
+            facts.read_only = true;
+        }
+        let mut snapshot = snapshot;
+        snapshot.instances.insert(key(1), answering);
+        let details = cluster_details(&snapshot, &[], &rules, &marks, SystemTime::now());
+        let fenced = details[0].instance(&key(1)).expect("folded in");
+        assert!(fenced.findings.is_empty(), "{:?}", fenced.findings);
+        assert!(details[0].findings.iter().all(|f| f.instance != key(1)));
     }
 }
