@@ -248,13 +248,15 @@ impl Routing {
                 }
             }
         });
-        let _ = self.inner.store.audit(AuditEntry {
-            actor: "routing".into(),
-            action: "route".into(),
-            cluster: Some(cluster.to_string()),
-            instance: Some(new.clone()),
-            message: format!("routes follow the promotion of {new}: {report}"),
-        });
+        if !report.backends.is_empty() {
+            let _ = self.inner.store.audit(AuditEntry {
+                actor: "routing".into(),
+                action: "route".into(),
+                cluster: Some(cluster.to_string()),
+                instance: Some(new.clone()),
+                message: format!("routes follow the promotion of {new}: {report}"),
+            });
+        }
         report
     }
 
