@@ -5,7 +5,11 @@
 //! replication stopped behind the page's back shows as a badge without a reload; a
 //! replica dragged onto the primary switches over and the tree redraws; dragged onto
 //! another instance it is relocated; a refused action shows the agent's reason; with
-//! `api.token_for_reads` the page asks for the token once and keeps working by polling.
+//! `api.token_for_reads` the page asks for the token once and keeps working by polling;
+//! a killed primary, with automatic recovery off, shows as a problem with a Recover
+//! action whose ranked candidates an operator picks from — the lower-ranked one here,
+//! to see the choice honoured — and the tree redraws with it as primary, the old one
+//! fenced.
 //!
 //! Screenshots of every step land in `target/web-tests/<test>/` — look at them.
 //! Nothing here is skipped: a missing Node, Chromium or `web-tests/node_modules` fails
@@ -13,18 +17,28 @@
 
 mod support;
 
+use pointsman::analysis::ProblemCode;
+use pointsman::api::operate::Candidates;
+use pointsman::api::views::ClusterDetail;
 use pointsman::config::Secret;
 use pointsman::sandbox::Flavor;
+use pointsman::store::recovery::{RecoveryRecord, RecoveryStatus};
+use pointsman::topology::InstanceKey;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
-use support::{automatic_recovery, probed, watch, TestTopology};
+use support::{automatic_recovery, eventually, probed, watch, TestTopology};
 
-on_every_flavor!(the_page_shows_the_tree_live_and_acts_on_it);
+on_every_flavor!(
+    the_page_shows_the_tree_live_and_acts_on_it,
+    a_dead_primary_is_recovered_from_the_page_to_the_replica_chosen,
+);
 
 /// Long enough for every step's own 30 s patience, short enough to end a hung browser.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(240);
 const TOKEN: &str = "web-test-token";
+/// How long the agent may take to see a change on the servers.
+const PATIENCE: Duration = Duration::from_secs(30);
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -61,8 +75,9 @@ fn prerequisites() {
     );
 }
 
-/// Runs `node web-tests/<script> <args>` and panics with its output unless it exits 0.
-async fn run_script(script: &str, args: &[String]) {
+/// Runs `node web-tests/<script> <args>` and panics with its output unless it exits 0;
+/// returns what it printed.
+async fn run_script(script: &str, args: &[String]) -> String {
     let mut command = tokio::process::Command::new("node");
     command
         .arg(root().join("web-tests").join(script))
@@ -87,6 +102,7 @@ async fn run_script(script: &str, args: &[String]) {
         args.join(" "),
         output.status
     );
+    stdout.into_owned()
 }
 
 /// The page is served by the agent itself, with types and cache validators.
@@ -171,4 +187,86 @@ async fn with_a_token_for_reads_the_page_asks_once_and_polls() {
         &[url, "t".into(), TOKEN.into(), out.display().to_string()],
     )
     .await;
+}
+
+/// The dead-primary path, by hand: with automatic recovery off (the agent has the
+/// replication account to re-point with, but no `auto_clusters`), a killed primary
+/// waits for an operator. The page shows it with a Recover action and the ranked
+/// candidates; the script picks the lower-ranked replica and confirms; then the servers
+/// and the agent's record must agree that this one — not the best — took over.
+async fn a_dead_primary_is_recovered_from_the_page_to_the_replica_chosen(flavor: Flavor) {
+    prerequisites();
+    let topology = TestTopology::start(flavor, 2).await;
+    let user = topology.sandbox.repl_user.clone();
+    let password = topology.sandbox.repl_password.clone();
+    let watcher = watch(&topology, vec![topology.key("node1")], move |config| {
+        config.recovery.replication_user = user;
+        config.recovery.replication_password = Some(Secret::new(password));
+    })
+    .await;
+    probed(&watcher.agent.discovery, 3).await;
+    let node1 = topology.key("node1");
+    topology.sandbox.clone().kill("node1").expect("kill node1");
+    let api = &watcher.api;
+    eventually(PATIENCE, "the API to show DeadPrimary for t", || async {
+        let detail: ClusterDetail = api.get("/api/v1/clusters/t").await.ok()?;
+        detail
+            .problems
+            .iter()
+            .any(|p| p.code == ProblemCode::DeadPrimary && p.instance == node1)
+            .then_some(())
+    })
+    .await;
+    // The agent's own ranking, to check the page's against: the script picks the second.
+    let candidates: Candidates = api
+        .get("/api/v1/clusters/t/candidates")
+        .await
+        .expect("candidates");
+    let ranked: Vec<InstanceKey> = candidates
+        .verdicts
+        .iter()
+        .map(|v| v.instance.clone())
+        .collect();
+    assert_eq!(ranked.len(), 2, "{candidates:?}");
+
+    let url = format!("http://{}", watcher.agent.api_address);
+    let out = output_dir(&format!("recover-{flavor}"));
+    let printed = run_script("recover.mjs", &[url, "t".into(), out.display().to_string()]).await;
+    let chosen: InstanceKey = printed
+        .lines()
+        .find_map(|line| line.strip_prefix("chosen: "))
+        .unwrap_or_else(|| panic!("web-tests/recover.mjs did not say what it chose:\n{printed}"))
+        .trim()
+        .parse()
+        .expect("a host:port");
+    assert_eq!(
+        chosen, ranked[1],
+        "the page's second candidate is not the agent's second ({ranked:?})"
+    );
+
+    let detail: ClusterDetail = api.get("/api/v1/clusters/t").await.expect("cluster t");
+    assert_eq!(detail.primary, chosen, "the primary after the recovery");
+    let node = topology
+        .sandbox
+        .nodes
+        .iter()
+        .find(|n| InstanceKey::new(n.host.clone(), n.port) == chosen)
+        .expect("a sandbox node")
+        .name
+        .clone();
+    assert_eq!(
+        topology.value(&node, "SELECT @@read_only").await.as_deref(),
+        Some("0"),
+        "{chosen} is not writable"
+    );
+    let recoveries: Vec<RecoveryRecord> = api
+        .get("/api/v1/recoveries?cluster=t")
+        .await
+        .expect("recoveries");
+    let recovery = recoveries.first().expect("a recovery record");
+    assert_eq!(recovery.status, RecoveryStatus::Succeeded, "{recovery:?}");
+    assert_eq!(recovery.failed, node1, "{recovery:?}");
+    assert_eq!(recovery.successor.as_ref(), Some(&chosen), "{recovery:?}");
+    assert_eq!(recovery.problem, "DeadPrimary", "{recovery:?}");
+    assert_eq!(recovery.trigger, "api", "{recovery:?}");
 }

@@ -38,3 +38,30 @@ export async function openPage(outDir, expected) {
   }
   return { browser, page, pageErrors, shot, step, steps: () => count };
 }
+
+/** Drags `from` onto `to` (locators) with the mouse, as a person would. */
+export async function drag(page, from, to) {
+  const a = await from.boundingBox();
+  const b = await to.boundingBox();
+  check(a && b, 'cannot find the boxes to drag');
+  await page.mouse.move(a.x + a.width / 2, a.y + 24);
+  await page.mouse.down();
+  await page.mouse.move(a.x + a.width / 2 + 12, a.y + 36, { steps: 3 });
+  await page.mouse.move(b.x + b.width / 2, b.y + b.height / 2, { steps: 12 });
+  await page.mouse.up();
+}
+
+/** After a failed step: a screenshot, and what the page showed. */
+export async function showFailure(page, shot, pageErrors, outDir) {
+  try {
+    await shot('failure');
+    const said = async (selector) => (await page.locator(selector).allTextContents())
+      .map((t) => t.replace(/\s+/g, ' ').trim());
+    for (const [what, selector] of [['notices', '.notice'], ['banners', '.banner'], ['the open dialog', 'dialog[open]']]) {
+      const texts = await said(selector);
+      if (texts.length) console.error(`${what}: ${texts.join(' | ')}`);
+    }
+    if (pageErrors.length) console.error(`page errors: ${pageErrors.join(' | ')}`);
+    console.error(`the page was at ${page.url()}; its screenshot is ${join(outDir, 'failure.png')}`);
+  } catch { /* the browser itself failed */ }
+}

@@ -7,7 +7,7 @@
 // from server-sent events (which cannot carry the header) to polling with it, act with
 // it, and not ask again after a reload.
 
-import { check, openPage } from './harness.mjs';
+import { check, openPage, showFailure } from './harness.mjs';
 
 const [url, cluster, token, outDir] = process.argv.slice(2);
 if (!url || !cluster || !token || !outDir) {
@@ -76,12 +76,7 @@ try {
   await browser.close();
 } catch (error) {
   console.error(`not ok ${steps() + 1} - ${error.message}`);
-  try {
-    await shot('failure');
-    const notices = await page.locator('.notice').allTextContents();
-    if (notices.length) console.error(`notices on the page: ${notices.join(' | ')}`);
-    if (pageErrors.length) console.error(`page errors: ${pageErrors.join(' | ')}`);
-  } catch { /* the browser itself failed */ }
+  await showFailure(page, shot, pageErrors, outDir);
   await browser.close();
   process.exit(1);
 }

@@ -7,8 +7,7 @@
 // playwright-core — which never downloads a browser of its own. Each step prints one
 // line; a failure prints what the page showed, saves failure.png and exits 1.
 
-import { join } from 'node:path';
-import { check, openPage } from './harness.mjs';
+import { check, drag as dragBoxes, openPage, showFailure } from './harness.mjs';
 
 const [url, cluster, outDir] = process.argv.slice(2);
 if (!url || !cluster || !outDir) {
@@ -33,17 +32,8 @@ async function api(method, path, body) {
 const { browser, page, pageErrors, shot, step, steps } = await openPage(outDir, /status of (4|5)\d\d/);
 const box = (key) => page.locator(`.board .inst[data-key="${key}"]`);
 
-/** Drags the box of `from` onto the box of `to` with the mouse, as a person would. */
-async function drag(from, to) {
-  const a = await box(from).boundingBox();
-  const b = await box(to).boundingBox();
-  check(a && b, `cannot find the boxes of ${from} and ${to} to drag`);
-  await page.mouse.move(a.x + a.width / 2, a.y + 24);
-  await page.mouse.down();
-  await page.mouse.move(a.x + a.width / 2 + 12, a.y + 36, { steps: 3 });
-  await page.mouse.move(b.x + b.width / 2, b.y + b.height / 2, { steps: 12 });
-  await page.mouse.up();
-}
+/** Drags the box of `from` onto the box of `to`. */
+const drag = (from, to) => dragBoxes(page, box(from), box(to));
 
 /** Waits for the confirmation, checks its sentence and confirms. */
 async function confirm(expected) {
@@ -179,13 +169,7 @@ try {
   await browser.close();
 } catch (error) {
   console.error(`not ok ${steps() + 1} - ${error.message}`);
-  try {
-    await shot('failure');
-    const notices = await page.locator('.notice').allTextContents();
-    if (notices.length) console.error(`notices on the page: ${notices.join(' | ')}`);
-    if (pageErrors.length) console.error(`page errors: ${pageErrors.join(' | ')}`);
-    console.error(`the page was at ${page.url()}; its screenshot is ${join(outDir, 'failure.png')}`);
-  } catch { /* the browser itself failed */ }
+  await showFailure(page, shot, pageErrors, outDir);
   await browser.close();
   process.exit(1);
 }

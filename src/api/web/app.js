@@ -395,7 +395,8 @@ async function acknowledge(name) {
 
 const RULE_TEXT = { prefer: 'preferred', neutral: 'neutral', prefer_not: 'preferably not', must_not: 'must not be promoted' };
 
-async function recoverDialog(detail) {
+/** Recovers by hand: the ranked candidates, `preferred` (or the best) chosen at first. */
+async function recoverDialog(detail, preferred = null) {
   const name = detail.name;
   const list = h('div', { class: 'candidates', role: 'radiogroup', 'aria-label': 'Candidates' }, h('p', { class: 'muted' }, h('span', { class: 'spinner' }), ' Asking the agent which replicas could take over…'));
   const sentence = h('p', { class: 'sentence' }, `Choose the replica to promote as the new primary of ${name}.`);
@@ -413,7 +414,8 @@ async function recoverDialog(detail) {
   api.get(`/api/v1/clusters/${api.enc(name)}/candidates`).then((c) => {
     failed = c.failed || failed;
     const verdicts = c.verdicts || [];
-    chosen = (verdicts.find((v) => v.eligible) || {}).instance || null;
+    const best = verdicts.find((v) => v.eligible);
+    chosen = (verdicts.find((v) => v.eligible && v.instance === preferred) || best || {}).instance || null;
     fill(list,
       c.error ? h('p', { class: 'inline-error' }, icon('problem'), c.error) : null,
       verdicts.length ? null : h('p', { class: 'muted' }, 'No replica to judge.'),
@@ -427,6 +429,9 @@ async function recoverDialog(detail) {
             h('span', { class: 'mono strong' }, v.instance),
             h('span', { class: `verdict ${v.eligible ? 'verdict-ok' : 'verdict-no'}` }, icon(v.eligible ? 'ok' : 'problem'), v.eligible ? (index === 0 ? 'eligible, best' : 'eligible') : 'not eligible'),
             h('span', { class: 'muted small' }, `${v.position} transactions · ${RULE_TEXT[rule] || rule}`),
+            // Equal to the best on what counts: say so, or "best" reads as better.
+            v.eligible && v !== best && v.position === best.position && v.rule === best.rule
+              ? h('span', { class: 'muted small tie' }, `As good as no. 1 (${best.instance}): equal ties go by configuration order, then address.`) : null,
             v.reasons.length ? h('ul', { class: 'reasons' }, v.reasons.map((r) => h('li', {}, r))) : null));
       }));
     say();
@@ -569,8 +574,11 @@ function clusterPage(name) {
   const findings = h('section', { class: 'findings' });
   const routing = h('section', { class: 'routing' });
   const recent = h('section', { class: 'recent' });
-  const hint = h('p', { class: 'hint' }, icon('info'),
-    h('span', {}, h('strong', {}, 'Drag a replica onto the primary'), ' to make it the primary (a graceful switchover). Drag it onto another instance to make it replicate from there. Click an instance for its details and other actions.'));
+  const hint = h('p', { class: 'hint' });
+  const drawHint = (primaryDown) => fill(hint, icon('info'), primaryDown
+    ? h('span', {}, h('strong', {}, 'The primary is down: Recover…'), ' promotes the replica you choose (or drag a replica onto the dead primary to choose it). A switchover needs a live primary. Click an instance for its details and other actions.')
+    : h('span', {}, h('strong', {}, 'Drag a replica onto the primary'), ' to make it the primary (a graceful switchover). Drag it onto another instance to make it replicate from there. Click an instance for its details and other actions.'));
+  drawHint(false);
   fill(main, h('section', { class: 'cluster-view' },
     h('nav', { class: 'crumbs' }, h('a', { href: '#/' }, 'Clusters'), ' › ', h('span', {}, name)),
     head, alerts, hint, h('div', { class: 'workspace' }, canvas, panel), findings, routing, recent));
@@ -583,7 +591,9 @@ function clusterPage(name) {
   const drop = (dragged, target, onPrimary) => {
     const detail = state.details.get(name);
     if (!detail) return;
-    if (onPrimary) switchover(detail, dragged);
+    const primaryDown = detail.problems.some((p) => RECOVERABLE.includes(p.code) && p.instance === detail.primary);
+    if (onPrimary && primaryDown) recoverDialog(detail, dragged);
+    else if (onPrimary) switchover(detail, dragged);
     else relocate(detail, dragged, target);
   };
 
@@ -622,6 +632,7 @@ function clusterPage(name) {
         healthPill(detail.health, true),
         h('span', { class: 'muted' }, 'primary ', h('span', { class: 'mono' }, detail.primary), ` · ${plural(detail.instances.length, 'instance')}`),
         h('span', { class: 'spacer' }), buttons);
+      drawHint(detail.problems.some((p) => RECOVERABLE.includes(p.code) && p.instance === detail.primary));
     }
 
     const alertSig = JSON.stringify([detail.problems, detail.recovery_refused]);
@@ -795,7 +806,7 @@ function drawPanel(panel, detail, key, close) {
     row('Version', `${facts.flavor === 'mysql' ? 'MySQL' : 'MariaDB'} ${facts.version.full}`);
     row('Server id', String(facts.server_id));
     row('Server UUID', facts.server_uuid, 'mono');
-    row('read_only', `${facts.read_only ? 'ON' : 'OFF'}${facts.super_read_only === null || facts.super_read_only === undefined ? '' : ` (super_read_only ${facts.super_read_only ? 'ON' : 'OFF'})`}`);
+    row('read_only', `${facts.read_only ? 'ON' : 'OFF'}${facts.super_read_only === null || facts.super_read_only === undefined ? '' : ` (super_read_only ${facts.super_read_only ? 'ON' : 'OFF'})`}${view.unreachable_since ? ', when last seen' : ''}`);
     row('Binary log', facts.log_bin ? `${facts.binlog_format}, log_replica_updates ${facts.log_replica_updates ? 'ON' : 'OFF'}` : 'OFF');
     if (facts.gtid) row(facts.gtid.flavor === 'mysql' ? 'GTID executed' : 'GTID', h('span', { 'data-field': 'gtid' }), 'mono wrap');
     if (r) {

@@ -112,7 +112,9 @@ export function instanceBox(view, { draggable, selected }) {
   if (selected) classes.push('selected');
 
   const roleIcon = view.role === 'primary' ? icon('primary') : view.role === 'fenced_primary' ? icon('fenced') : null;
-  const ro = facts ? (facts.read_only ? h('span', { class: 'pill pill-ro', title: 'read_only ON' }, 'read_only') : h('span', { class: `pill ${view.role === 'primary' ? 'pill-rw' : 'pill-rw-warn'}`, title: 'read_only OFF: takes writes' }, 'writable')) : null;
+  // An instance that does not answer has no read_only now: what it had when last seen
+  // ("writable" on a fenced old primary) would contradict what the box says.
+  const ro = facts && !unreachable ? (facts.read_only ? h('span', { class: 'pill pill-ro', title: 'read_only ON' }, 'read_only') : h('span', { class: `pill ${view.role === 'primary' ? 'pill-rw' : 'pill-rw-warn'}`, title: 'read_only OFF: takes writes' }, 'writable')) : null;
   const header = h('div', { class: 'inst-head' },
     h('span', { class: 'role' }, roleIcon, ROLE_LABEL[view.role] || view.role),
     h('span', { class: 'spacer' }), ro);
@@ -273,8 +275,8 @@ function enableDrag(board, detail, { select, drop }) {
         for (const other of board.querySelectorAll('.inst')) {
           if (other === box || other.dataset.role === 'fenced_primary') continue;
           other.classList.add('drop-target');
-          other.querySelector('.drop-hint').textContent = other.dataset.role === 'primary'
-            ? 'Drop here: make it the primary' : 'Drop here: replicate from this one';
+          other.querySelector('.drop-hint').textContent = other.dataset.role !== 'primary' ? 'Drop here: replicate from this one'
+            : other.classList.contains('unreachable') ? 'Drop here: recover, choosing it' : 'Drop here: make it the primary';
         }
       }
       ghost.style.transform = `translate(${e.clientX + 16}px, ${e.clientY + 18}px)`;

@@ -1,0 +1,202 @@
+// The dead-primary path in a real browser, against a real agent whose cluster has just
+// lost its primary (tests/web.rs killed it, with automatic recovery off, and runs this
+// script, which wants exit code 0):
+//
+//   node web-tests/recover.mjs <agent url> <cluster> <screenshot dir>
+//
+// Everything is checked through the page, as an operator would: the dead primary shows
+// as a problem with a Recover action (and the hint says so, not "drag to switch over");
+// Recover lists the ranked candidates; a replica dragged onto the dead primary opens the
+// same choice with it chosen; the LOWER ranked one is chosen (so the choice is seen to
+// be honoured) and confirmed; the page says how it went and redraws the tree with the
+// chosen replica as primary and the old one fenced. The last line, `chosen: <host:port>`, tells the Rust test which replica
+// was chosen, to check on the servers. A failure prints what the page showed, saves
+// failure.png and exits 1.
+
+import { check, drag as dragBoxes, openPage, showFailure } from './harness.mjs';
+
+const [url, cluster, outDir] = process.argv.slice(2);
+if (!url || !cluster || !outDir) {
+  console.error('usage: node web-tests/recover.mjs <agent url> <cluster> <screenshot dir>');
+  process.exit(2);
+}
+const PATIENCE = 30_000;
+
+const { browser, page, pageErrors, shot, step, steps } = await openPage(outDir, /^$/);
+const box = (key) => page.locator(`.board .inst[data-key="${key}"]`);
+const text = async (locator) => ((await locator.textContent()) || '').replace(/\s+/g, ' ').trim();
+
+/** Drags the box of `from` onto the box of `to`. */
+const drag = (from, to) => dragBoxes(page, box(from), box(to));
+
+/** Waits for the Recover dialog and its candidates; returns the dialog. */
+async function recoverDialog() {
+  const dialog = page.locator('dialog[open]');
+  await dialog.waitFor({ timeout: 5000 });
+  const title = await text(dialog.locator('h2'));
+  check(title === `Recover ${cluster}`, `the dialog is titled "${title}", expected "Recover ${cluster}"`);
+  await page.waitForFunction(() => document.querySelectorAll('dialog[open] .candidate').length >= 2, null, { timeout: PATIENCE });
+  return dialog;
+}
+
+/** Cancels the open dialog and checks nothing was done. */
+async function cancel() {
+  await page.locator('dialog[open] [data-action=cancel]').click();
+  await page.locator('dialog[open]').waitFor({ state: 'detached', timeout: 5000 });
+  check(await page.locator('.notice').count() === 0, `cancelling did something: ${await page.locator('.notice').allTextContents()}`);
+  check(await page.locator('.banner-problem[data-code=DeadPrimary]').count() === 1, 'after cancelling the Dead primary banner is gone');
+}
+
+/** The key in the leftmost box: the primary as the page draws it. */
+const rootKey = () => page.locator('.tree > .subtree > .cell > .inst').getAttribute('data-key');
+
+try {
+  let dead = null;
+  let ranked = [];
+  let chosen = null;
+
+  await step('the dashboard shows the cluster in trouble, its dead primary named', async () => {
+    await page.goto(url + '/');
+    const row = page.locator(`.cluster-row[data-cluster="${cluster}"]`);
+    await row.waitFor({ timeout: PATIENCE });
+    await page.locator(`.cluster-row.sev-problem[data-cluster="${cluster}"]`, { hasText: 'Dead primary' }).waitFor({ timeout: PATIENCE });
+    await page.locator('.connection', { hasText: 'Live' }).waitFor({ timeout: PATIENCE });
+    await shot('dashboard');
+  });
+
+  await step('the cluster page shows the dead primary as a problem with a Recover action', async () => {
+    await page.locator(`.cluster-row[data-cluster="${cluster}"]`).click();
+    const banner = page.locator('.banner-problem[data-code=DeadPrimary]');
+    await banner.waitFor({ timeout: PATIENCE });
+    dead = await text(banner.locator('.mono').first());
+    const said = await text(banner);
+    check(/^Dead primary: /.test(said), `the banner says "${said}", expected it to start with "Dead primary:"`);
+    check(await banner.locator('button', { hasText: 'Recover' }).count() === 1, `the banner "${said}" has no Recover button`);
+    check(await page.locator('.cluster-head [data-action=recover]').count() === 1, 'the cluster heading has no Recover button');
+    check(await page.locator('.cluster-head [data-action=switchover]').count() === 0, 'the heading offers a switchover of a dead primary');
+    await page.waitForFunction((n) => document.querySelectorAll('.board .inst').length === n, 3, { timeout: PATIENCE });
+    check((await rootKey()) === dead, `the leftmost box is ${await rootKey()}, not the dead primary ${dead} the banner names`);
+    await box(dead).locator('.badge[data-code=Unreachable]').waitFor({ timeout: PATIENCE });
+    check(await page.locator('.finding-problem', { hasText: dead }).count() > 0, `"What is wrong" does not list ${dead}`);
+    check(await box(dead).locator('.pill').count() === 0, `the dead primary's box still claims a read_only state: "${await text(box(dead))}"`);
+    const hint = await text(page.locator('.hint'));
+    check(hint.includes('The primary is down: Recover') && !hint.includes('graceful switchover'), `with the primary down the hint says "${hint}"`);
+    await page.evaluate(() => { window.notReloaded = true; });
+    await shot('dead-primary');
+  });
+
+  await step('Recover lists both replicas as ranked candidates, eligible, best first; Cancel does nothing', async () => {
+    await page.locator('.banner-problem[data-code=DeadPrimary] button', { hasText: 'Recover' }).click();
+    const dialog = await recoverDialog();
+    const candidates = dialog.locator('.candidate');
+    const count = await candidates.count();
+    check(count === 2, `the dialog lists ${count} candidates, expected the 2 replicas`);
+    for (let i = 0; i < count; i += 1) {
+      const c = candidates.nth(i);
+      const key = await c.locator('input[type=radio]').getAttribute('value');
+      const said = await text(c);
+      check(key !== dead, `the dead primary ${dead} is offered as a candidate`);
+      check(await text(c.locator('.rank')) === String(i + 1), `candidate ${key} is ranked "${await text(c.locator('.rank'))}", expected ${i + 1}`);
+      check(await c.evaluate((el) => el.classList.contains('eligible')), `candidate ${key} is not eligible: "${said}"`);
+      check(!(await c.locator('input[type=radio]').isDisabled()), `the radio of ${key} is disabled`);
+      const verdict = await text(c.locator('.verdict'));
+      check(verdict === (i === 0 ? 'eligible, best' : 'eligible'), `candidate ${i + 1} (${key}) says "${verdict}"`);
+      const tie = await c.locator('.tie').count();
+      check(i > 0 || tie === 0, `the best candidate ${key} says it ties with itself: "${said}"`);
+      check(tie === 0 || said.includes(`As good as no. 1 (${ranked[0]})`), `candidate ${key} ties with the wrong one: "${said}"`);
+      check(/\d+ transactions · \S/.test(said), `candidate ${key} shows no position and rule: "${said}"`);
+      check(await box(key).count() === 1, `candidate ${key} is not in the tree`);
+      ranked.push(key);
+    }
+    check(await candidates.nth(0).locator('input[type=radio]').isChecked(), 'the best candidate is not chosen by default');
+    const sentence = await text(dialog.locator('.sentence'));
+    check(sentence.includes(`Promote ${ranked[0]} to be the new primary of ${cluster}?`) && sentence.includes(`${dead} is fenced`),
+      `with the best candidate chosen the dialog says "${sentence}"`);
+    check(!(await dialog.locator('[data-action=confirm]').isDisabled()), 'Promote is disabled with a candidate chosen');
+    await shot('candidates');
+    await cancel();
+  });
+
+  await step('dragging the lower-ranked replica onto the dead primary offers to recover with it, not a switchover', async () => {
+    await drag(ranked[1], dead);
+    const dialog = await recoverDialog();
+    check(await dialog.locator(`input[value="${ranked[1]}"]`).isChecked(), `the dialog after dropping ${ranked[1]} has it not chosen`);
+    const sentence = await text(dialog.locator('.sentence'));
+    check(sentence.includes(`Promote ${ranked[1]} to be the new primary`), `after dropping ${ranked[1]} the dialog says "${sentence}"`);
+    await shot('dropped-on-dead-primary');
+    await cancel();
+  });
+
+  await step('Recover again, choosing the lower-ranked replica: the dialog says so before anything is done', async () => {
+    chosen = ranked[1];
+    await page.locator('.cluster-head [data-action=recover]').click();
+    const dialog = await recoverDialog();
+    check(await dialog.locator(`input[value="${ranked[0]}"]`).isChecked(), `opened afresh, the dialog has not chosen the best, ${ranked[0]}`);
+    await dialog.locator('.candidate', { has: page.locator(`input[value="${chosen}"]`) }).click();
+    check(await dialog.locator(`input[value="${chosen}"]`).isChecked(), `clicking ${chosen} did not choose it`);
+    check(!(await dialog.locator(`input[value="${ranked[0]}"]`).isChecked()), `${ranked[0]} is still chosen too`);
+    const sentence = await text(dialog.locator('.sentence'));
+    check(sentence.includes(`Promote ${chosen} to be the new primary of ${cluster}?`), `after choosing ${chosen} the dialog says "${sentence}"`);
+    check(sentence.includes(`replicate from ${chosen}`), `the dialog does not say the others will replicate from ${chosen}: "${sentence}"`);
+    const label = await text(dialog.locator('[data-action=confirm]'));
+    check(label === 'Promote', `the confirm button says "${label}"`);
+    await shot('chosen');
+  });
+
+  await step('confirming promotes the chosen replica, and the page says it succeeded', async () => {
+    const dialog = page.locator('dialog[open]');
+    await dialog.locator('[data-action=confirm]').click();
+    await dialog.waitFor({ state: 'detached', timeout: 5000 }).catch(() => {});
+    const result = page.locator('.notice-ok', { hasText: `Recovery of ${cluster} succeeded` }).first();
+    await result.waitFor({ timeout: PATIENCE });
+    const said = await text(result.locator('.notice-text'));
+    check(said.includes(`${chosen} is the new primary`), `the result says "${said}", not that ${chosen} is the new primary`);
+    check(await page.locator('.notice-error').count() === 0, `an error is shown: ${await page.locator('.notice-error').allTextContents()}`);
+    await shot('result');
+  });
+
+  await step('the tree redraws live: the chosen replica is the primary, the other replicates from it, the old one is fenced', async () => {
+    await page.waitForFunction((key) => {
+      const root = document.querySelector('.tree > .subtree > .cell > .inst');
+      return root && root.dataset.key === key && root.dataset.role === 'primary';
+    }, chosen, { timeout: PATIENCE });
+    const other = ranked[0];
+    await page.waitForFunction(([parent, child]) => {
+      const box = document.querySelector(`.board .inst[data-key="${parent}"]`);
+      const children = box && box.closest('.subtree').querySelector(':scope > .children');
+      return !!(children && children.querySelector(`.inst[data-key="${child}"][data-role="replica"]`));
+    }, [chosen, other], { timeout: PATIENCE });
+    await page.waitForFunction((key) => {
+      const box = document.querySelector(`.board .inst[data-key="${key}"]`);
+      return box && box.dataset.role === 'fenced_primary' && box.querySelector('.badge[data-code=fenced]');
+    }, dead, { timeout: PATIENCE });
+    const fencedBox = await text(box(dead));
+    check(/fenced/i.test(fencedBox), `the old primary's box says "${fencedBox}"`);
+    check(await page.locator('.banner-problem[data-code=DeadPrimary]').count() === 0, 'the Dead primary banner is still shown');
+    await page.locator('.cluster-head [data-action=switchover]').waitFor({ timeout: PATIENCE });
+    check(await page.locator('.cluster-head [data-action=recover]').count() === 0, 'the heading still offers Recover');
+    const head = await text(page.locator('.cluster-head'));
+    check(head.includes(`primary ${chosen}`), `the heading says "${head}", not primary ${chosen}`);
+    check(await page.evaluate(() => window.notReloaded === true), 'the page was reloaded');
+    await shot('recovered');
+  });
+
+  await step('the recovery is listed on the cluster page, from the dead primary to the chosen one', async () => {
+    const card = page.locator('.recent .recovery', { hasText: `of ${cluster}` }).first();
+    await card.waitFor({ timeout: PATIENCE });
+    const said = await text(card);
+    check(/succeeded/.test(said), `the recovery card says "${said}"`);
+    check(said.includes(`${dead}`) && said.includes(`${chosen}`), `the recovery card "${said}" does not name ${dead} → ${chosen}`);
+    check(await box(dead).locator('.pill').count() === 0, `the fenced old primary's box claims a read_only state: "${await text(box(dead))}"`);
+  });
+
+  check(pageErrors.length === 0, `the page logged errors: ${pageErrors.join(' | ')}`);
+  console.log(`all ${steps()} steps passed; screenshots in ${outDir}`);
+  console.log(`chosen: ${chosen}`);
+  await browser.close();
+} catch (error) {
+  console.error(`not ok ${steps() + 1} - ${error.message}`);
+  await showFailure(page, shot, pageErrors, outDir);
+  await browser.close();
+  process.exit(1);
+}
