@@ -50,14 +50,8 @@ async fn main() {
             .with_env_filter("pointsman=debug")
             .init();
     }
-    let flavor: Flavor = std::env::var("BENCH_FLAVOR")
-        .unwrap_or_else(|_| "mariadb".into())
-        .parse()
-        .expect("BENCH_FLAVOR is mariadb, mysql or mariadb-11");
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(5);
+    let flavor = support::bench_flavor();
+    let runs = support::bench_runs();
     let mut table = Vec::new();
     for (failure, name) in [
         (Failure::Kill, "kill -9 of the primary"),

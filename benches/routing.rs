@@ -27,14 +27,8 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let flavor: Flavor = std::env::var("BENCH_FLAVOR")
-        .unwrap_or_else(|_| "mariadb".into())
-        .parse()
-        .expect("BENCH_FLAVOR is mariadb, mysql or mariadb-11");
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(5);
+    let flavor = support::bench_flavor();
+    let runs = support::bench_runs();
     println!("routing benchmark: {flavor}, {runs} kill -9 failovers");
     let mut lags: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for run in 1..=runs {

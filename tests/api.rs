@@ -6,20 +6,12 @@ mod support;
 
 use pointsman::api::views::{ClusterDetail, ClusterSummary, InstanceView};
 use pointsman::api::{DiscoverRequest, Forgotten, Health};
-use pointsman::client::ClientError;
 use pointsman::sandbox::Flavor;
 use pointsman::store::AuditRecord;
 use std::time::Duration;
-use support::{agent, eventually, probed, settings, watch, TestTopology};
+use support::{agent, api_error, eventually, probed, settings, watch, TestTopology};
 
 const PATIENCE: Duration = Duration::from_secs(20);
-
-fn status_of(error: ClientError) -> (u16, String) {
-    match error {
-        ClientError::Api { status, message } => (status, message),
-        other => panic!("expected an API error, got {other}"),
-    }
-}
 
 on_every_flavor!(
     discover_forget_and_errors_through_the_api,
@@ -37,33 +29,23 @@ async fn discover_forget_and_errors_through_the_api(flavor: Flavor) {
     assert!(clusters.is_empty());
 
     // Unknown things are 404 with a sentence that helps.
-    let (status, message) = status_of(
-        api.get::<ClusterDetail>("/api/v1/clusters/nope")
-            .await
-            .expect_err("404"),
-    );
+    let (status, message) = api_error(api.get::<ClusterDetail>("/api/v1/clusters/nope").await);
     assert_eq!(status, 404);
     assert!(message.contains("no cluster named \"nope\""), "{message}");
-    let (status, _) = status_of(
+    let (status, _) = api_error(
         api.get::<InstanceView>("/api/v1/instances/10.1.1.1:3306")
-            .await
-            .expect_err("404"),
+            .await,
     );
     assert_eq!(status, 404);
-    let (status, message) = status_of(
-        api.get::<InstanceView>("/api/v1/instances/db:http")
-            .await
-            .expect_err("400"),
-    );
+    let (status, message) = api_error(api.get::<InstanceView>("/api/v1/instances/db:http").await);
     assert_eq!(
         (status, message.contains("port \"http\"")),
         (400, true),
         "{message}"
     );
-    let (status, message) = status_of(
+    let (status, message) = api_error(
         api.post::<_, InstanceView>("/api/v1/discover", &serde_json::json!({"hostname": "x"}))
-            .await
-            .expect_err("400"),
+            .await,
     );
     assert_eq!(status, 400);
     assert!(message.contains("expected a JSON body"), "{message}");
@@ -74,7 +56,7 @@ async fn discover_forget_and_errors_through_the_api(flavor: Flavor) {
         .expect("bind");
     let dead_port = closed.local_addr().expect("addr").port();
     drop(closed);
-    let (status, message) = status_of(
+    let (status, message) = api_error(
         api.post::<_, InstanceView>(
             "/api/v1/discover",
             &DiscoverRequest {
@@ -82,8 +64,7 @@ async fn discover_forget_and_errors_through_the_api(flavor: Flavor) {
                 port: dead_port,
             },
         )
-        .await
-        .expect_err("502"),
+        .await,
     );
     assert_eq!(status, 502);
     assert!(
@@ -133,10 +114,9 @@ async fn discover_forget_and_errors_through_the_api(flavor: Flavor) {
         .await
         .expect("forget");
     assert_eq!(forgotten.forgotten, node2);
-    let (status, _) = status_of(
+    let (status, _) = api_error(
         api.delete::<Forgotten>("/api/v1/instances/10.9.9.9:1")
-            .await
-            .expect_err("404"),
+            .await,
     );
     assert_eq!(status, 404);
     let audit: Vec<AuditRecord> = api.get("/api/v1/audit").await.expect("audit");
@@ -154,7 +134,7 @@ async fn discover_forget_and_errors_through_the_api(flavor: Flavor) {
     let for_t: Vec<AuditRecord> = api.get("/api/v1/audit?cluster=t").await.expect("filtered");
     assert!(for_t.iter().all(|r| r.cluster.as_deref() == Some("t")) && !for_t.is_empty());
 
-    let (status, _) = status_of(api.get::<Health>("/api/v2/nothing").await.expect_err("404"));
+    let (status, _) = api_error(api.get::<Health>("/api/v2/nothing").await);
     assert_eq!(status, 404);
 }
 

@@ -3,10 +3,13 @@
 //! and the health check is always open. No database is needed: the refusal comes
 //! before anything is done.
 
+mod support;
+
 use pointsman::agent::RunningAgent;
 use pointsman::client::{ApiClient, ClientError};
 use pointsman::config::{Config, Secret};
 use serde_json::json;
+use support::api_error;
 
 async fn agent(token_for_reads: bool) -> (RunningAgent, tempfile::TempDir) {
     let store = tempfile::tempdir().expect("temp dir");
@@ -24,12 +27,8 @@ fn client(agent: &RunningAgent, token: Option<&str>) -> ApiClient {
     ApiClient::new(&format!("http://{}", agent.api_address)).with_token(token.map(String::from))
 }
 
-fn status_of<T: std::fmt::Debug>(result: Result<T, ClientError>) -> Option<u16> {
-    match result {
-        Ok(_) => None,
-        Err(ClientError::Api { status, .. }) => Some(status),
-        Err(other) => panic!("unexpected: {other}"),
-    }
+fn status_of<T: std::fmt::Debug>(result: Result<T, ClientError>) -> u16 {
+    api_error(result).0
 }
 
 #[tokio::test]
@@ -57,7 +56,7 @@ async fn changes_need_the_token_and_reads_stay_open() {
     ] {
         assert_eq!(
             status_of(anonymous.put::<_, serde_json::Value>(path, &body).await),
-            Some(401),
+            401,
             "PUT {path}"
         );
     }
@@ -67,7 +66,7 @@ async fn changes_need_the_token_and_reads_stay_open() {
                 .delete::<serde_json::Value>("/api/v1/instances/127.0.0.1:1")
                 .await
         ),
-        Some(401)
+        401
     );
     let wrong = client(&agent, Some("guess"));
     assert_eq!(
@@ -76,7 +75,7 @@ async fn changes_need_the_token_and_reads_stay_open() {
                 .post::<_, serde_json::Value>("/api/v1/discover", &discover)
                 .await
         ),
-        Some(401)
+        401
     );
     // Nothing was changed by the refused calls.
     let switch: serde_json::Value = anonymous.get("/api/v1/recovery").await.expect("read");
@@ -90,7 +89,7 @@ async fn changes_need_the_token_and_reads_stay_open() {
                 .post::<_, serde_json::Value>("/api/v1/discover", &discover)
                 .await
         ),
-        Some(502),
+        502,
         "the instance does not answer, which is the call's own error"
     );
     assert!(anonymous
@@ -106,7 +105,7 @@ async fn reads_can_be_closed_too_but_not_the_health_check() {
     let anonymous = client(&agent, None);
     assert_eq!(
         status_of(anonymous.get::<serde_json::Value>("/api/v1/clusters").await),
-        Some(401)
+        401
     );
     assert!(anonymous
         .get::<serde_json::Value>("/api/v1/health")

@@ -12,7 +12,7 @@ use pointsman::client::ClientError;
 use pointsman::sandbox::Flavor;
 use serde_json::json;
 use std::time::Duration;
-use support::{eventually, probed, watch, TestTopology};
+use support::{api_error, eventually, probed, watch, TestTopology};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -22,13 +22,9 @@ on_every_flavor!(
 );
 
 fn refused(result: Result<Done, ClientError>) -> String {
-    match result {
-        Err(ClientError::Api {
-            status: 409,
-            message,
-        }) => message,
-        other => panic!("expected a 409 refusal, got {other:?}"),
-    }
+    let (status, message) = api_error(result);
+    assert_eq!(status, 409, "a refusal: {message}");
+    message
 }
 
 async fn relocate_replication_and_read_only_through_the_api(flavor: Flavor) {

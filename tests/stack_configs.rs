@@ -5,6 +5,8 @@
 //! against the ProxySQL stand-in) with the monitor set as pointsman expects; every file
 //! the compose file mounts exists; every password variable pointsman reads is set.
 
+mod support;
+
 use pointsman::config::Config;
 use std::path::Path;
 
@@ -69,8 +71,8 @@ fn the_stack_configuration_of_pointsman_loads() {
     )));
     assert_eq!(
         (hostgroups.writer, hostgroups.reader),
-        (10, 20),
-        "as tests/routing.rs"
+        (support::stack::WRITER, support::stack::READER),
+        "the pair tests/routing.rs runs against"
     );
     assert!(!routing.policy.primary_serves_reads);
     assert!(cnf.contains("monitor_writer_is_also_reader=false"));

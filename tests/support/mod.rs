@@ -14,7 +14,7 @@ pub mod stack;
 
 use mysql_async::prelude::Queryable;
 use pointsman::agent::RunningAgent;
-use pointsman::client::ApiClient;
+use pointsman::client::{ApiClient, ClientError};
 use pointsman::config::{Config, HumanDuration, Settings};
 use pointsman::discovery::DiscoveryHandle;
 use pointsman::sandbox::{Flavor, Sandbox, SandboxOptions};
@@ -323,4 +323,29 @@ macro_rules! on_every_flavor {
             }
         }
     )*};
+}
+
+/// The status and sentence of a call the API refused; a success or an unreachable
+/// agent fails the test.
+pub fn api_error<T: std::fmt::Debug>(result: Result<T, ClientError>) -> (u16, String) {
+    match result {
+        Err(ClientError::Api { status, message }) => (status, message),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+/// The benchmarks' `BENCH_FLAVOR` (default mariadb).
+pub fn bench_flavor() -> Flavor {
+    std::env::var("BENCH_FLAVOR")
+        .unwrap_or_else(|_| "mariadb".into())
+        .parse()
+        .expect("BENCH_FLAVOR is mariadb, mysql or mariadb-11")
+}
+
+/// The benchmarks' `BENCH_RUNS` (default 5).
+pub fn bench_runs() -> usize {
+    std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5)
 }
