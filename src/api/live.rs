@@ -8,7 +8,6 @@
 use super::views::ClusterDetail;
 use super::ApiState;
 use crate::routing::engine::BackendStatus;
-use crate::store::recovery::RecoveryStatus;
 use axum::http::header;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
@@ -71,10 +70,8 @@ async fn events(
 async fn metrics(axum::extract::State(state): axum::extract::State<ApiState>) -> impl IntoResponse {
     let details = state.details();
     let routing = state.coordinator.routing.status();
-    let mut recoveries: BTreeMap<String, usize> = BTreeMap::new();
-    for record in state.store.recoveries(None, 100_000).unwrap_or_default() {
-        *recoveries.entry(status_name(record.status)).or_default() += 1;
-    }
+    // Counted in SQL: a scrape must not read every recovery's steps.
+    let recoveries = state.store.recovery_counts().unwrap_or_default();
     (
         [(
             header::CONTENT_TYPE,
@@ -82,10 +79,6 @@ async fn metrics(axum::extract::State(state): axum::extract::State<ApiState>) ->
         )],
         render_metrics(&details, &routing, &recoveries),
     )
-}
-
-fn status_name(status: RecoveryStatus) -> String {
-    format!("{status:?}").to_lowercase()
 }
 
 /// The metrics page (pure).

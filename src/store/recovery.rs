@@ -9,6 +9,7 @@ use super::{Store, StoreError};
 use crate::topology::{time, InstanceKey};
 use rusqlite::{params, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 /// One step of a recovery, as run.
@@ -228,6 +229,30 @@ impl Store {
             .query_map(params![cluster, limit as i64], recovery_from_row)
             .map_err(|e| self.error(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.error(e))
+    }
+
+    /// How many recoveries (and switchovers) ended in each status, by its name.
+    pub fn recovery_counts(&self) -> Result<BTreeMap<String, usize>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn
+            .prepare("SELECT status, COUNT(*) FROM recoveries GROUP BY status")
+            .map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map([], |row| {
+                let status: String = row.get(0)?;
+                let count: i64 = row.get(1)?;
+                Ok((
+                    RecoveryStatus::parse(&status).as_str().to_string(),
+                    count as usize,
+                ))
+            })
+            .map_err(|e| self.error(e))?;
+        let mut counts = BTreeMap::new();
+        for row in rows {
+            let (status, count) = row.map_err(|e| self.error(e))?;
+            *counts.entry(status).or_default() += count;
+        }
+        Ok(counts)
     }
 
     /// The newest recovery of `cluster` started at or after `since` that no operator has
@@ -525,6 +550,26 @@ mod tests {
             .is_none());
         let listed = store.recoveries(Some("orders"), 10).expect("list");
         assert_eq!(listed[0].acknowledged_by.as_deref(), Some("dba"));
+    }
+
+    #[test]
+    fn recoveries_are_counted_by_outcome() {
+        let (_dir, store) = store();
+        let now = SystemTime::now();
+        for (id, status) in [
+            ("r1", RecoveryStatus::Succeeded),
+            ("r2", RecoveryStatus::Succeeded),
+            ("r3", RecoveryStatus::Failed),
+        ] {
+            let mut record = record(id, "orders", now);
+            record.status = status;
+            store.insert_recovery(&record).expect("insert");
+        }
+        let counts = store.recovery_counts().expect("counts");
+        assert_eq!(
+            counts.into_iter().collect::<Vec<_>>(),
+            vec![("failed".to_string(), 1), ("succeeded".to_string(), 2)]
+        );
     }
 
     #[test]
