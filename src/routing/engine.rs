@@ -10,7 +10,7 @@ use super::desired::{desired_routes, DesiredRoute, Pin, RoutePolicy};
 use super::{ClusterRoute, Endpoint, Inspection, Router, Routes};
 use crate::discovery::DiscoveryHandle;
 use crate::store::routes::WriterDecision;
-use crate::store::{AuditEntry, Store};
+use crate::store::{AuditEntry, Store, StoreError};
 use crate::topology::cluster::ClusterAlias;
 use crate::topology::{build_clusters, InstanceKey};
 use futures::future::join_all;
@@ -338,7 +338,15 @@ impl Inner {
     /// version now published.
     async fn refresh(&self) -> u64 {
         let _publishing = self.publishing.lock().await;
-        let desired = self.desired();
+        let desired = match self.desired() {
+            Ok(desired) => desired,
+            Err(error) => {
+                // Without the fences the routes could name an old primary again: keep
+                // the routes as they are until the store answers.
+                tracing::error!(%error, "cannot read fences and downtime from the store: routes left as they are");
+                return self.routes.borrow().version;
+            }
+        };
         let now = SystemTime::now();
         let mut clusters = BTreeMap::new();
         for (name, route) in desired {
@@ -377,20 +385,18 @@ impl Inner {
 
     /// The routes the topology and the pins call for; pins the topology has caught up
     /// with are dropped.
-    fn desired(&self) -> BTreeMap<String, DesiredRoute> {
+    fn desired(&self) -> Result<BTreeMap<String, DesiredRoute>, StoreError> {
         let snapshot = self.discovery.snapshot();
         let clusters = build_clusters(&snapshot, &self.aliases);
         let fenced: Vec<(InstanceKey, String)> = self
             .store
-            .fenced()
-            .unwrap_or_default()
+            .fenced()?
             .into_iter()
             .map(|f| (f.instance, f.cluster))
             .collect();
         let downtimed: HashSet<InstanceKey> = self
             .store
-            .downtimes(SystemTime::now())
-            .unwrap_or_default()
+            .downtimes(SystemTime::now())?
             .into_iter()
             .map(|d| d.instance)
             .collect();
@@ -414,7 +420,9 @@ impl Inner {
             .iter()
             .map(|(cluster, (pin, _))| (cluster.clone(), pin.clone()))
             .collect();
-        desired_routes(&snapshot, &clusters, &fenced, &downtimed, &pinned, policy)
+        Ok(desired_routes(
+            &snapshot, &clusters, &fenced, &downtimed, &pinned, policy,
+        ))
     }
 
     /// The epoch of the cluster's writer: unchanged while the writer is, else a new
