@@ -14,5 +14,10 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 scripts/install-servers.sh "$flavor"
+# dig, for querying the demo's DNS responder as the demo suggests (optional).
+if ! command -v dig >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bind9-dnsutils ||
+        echo "demo.sh: note: could not install bind9-dnsutils; the demo runs without dig" >&2
+fi
 cargo build --release --locked
 exec target/release/pointsman demo --flavor "$flavor" "$@"
