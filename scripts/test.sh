@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it: installs the database servers the
-# tests run against (MariaDB 10.11 and MySQL 9.7; idempotent, fast when present) and
-# the DNS tools (dig, dnsperf), Chromium and playwright-core for the browser tests,
-# then runs every unit and integration test.
+# tests run against (MariaDB 10.11, MySQL 9.7 and MariaDB 11.8; idempotent, fast when
+# present), the DNS tools (dig, dnsperf), Chromium and playwright-core for the browser
+# tests (Node.js 20 or later), then runs every test binary, even after one fails.
 #
 #   scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
@@ -12,7 +12,7 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "test.sh: error: cargo not found; install Rust (https://rustup.rs) first" >&2
     exit 1
 fi
-scripts/install-servers.sh mariadb mysql
+scripts/install-servers.sh mariadb mysql mariadb-11
 # DNS tools the routing tests query the embedded responder with (dig), and the DNS
 # benchmark's load generator (dnsperf).
 missing=()
@@ -38,21 +38,21 @@ if ! dpkg-query -W -f='${db:Status-Status}' chromium 2>/dev/null | grep -q '^ins
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 fi
+# playwright-core refuses Node.js before 20, and Debian 12's own nodejs is 18: say so
+# up front rather than installing one that cannot run the tests.
+node_major=$(node --version 2>/dev/null | sed -n 's/^v\([0-9][0-9]*\)\..*/\1/p')
+if [ -z "$node_major" ] || [ "$node_major" -lt 20 ] || ! command -v npm >/dev/null 2>&1; then
+    echo "test.sh: error: the browser tests need Node.js 20 or later with npm (found: $(node --version 2>/dev/null || echo none));" >&2
+    echo "test.sh: Debian 12's nodejs package is 18 — install Node.js 20+ (e.g. from NodeSource or nvm) and run this again" >&2
+    exit 1
+fi
 if [ ! -d web-tests/node_modules/playwright-core ]; then
-    if ! command -v npm >/dev/null 2>&1; then
-        if [ "$(id -u)" -ne 0 ]; then
-            echo "test.sh: error: npm not found; install Node.js and npm (sudo apt-get install nodejs npm)" >&2
-            exit 1
-        fi
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm
-    fi
     npm ci --prefix web-tests --no-audit --no-fund
 fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --locked "$@" 2>&1 | tee "$log" || status=$?
+cargo test --locked --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1); if ($(i) ~ /^ignored/) s += $(i-1) } }
      END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"

@@ -35,8 +35,12 @@ pub struct DemoOptions {
     pub dns_port: u16,
 }
 
-/// Runs the demo until Ctrl-C or SIGTERM.
+/// Runs the demo until Ctrl-C or SIGTERM, whenever it comes: a signal while the sandbox
+/// is still starting stops the servers already spawned too.
 pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
+    // Installed before anything is started, so no signal finds the default action
+    // (which would end the process and leave the servers running).
+    let mut stop = StopSignal::install();
     std::fs::create_dir_all(&options.dir).map_err(|source| DemoError::Io {
         path: options.dir.clone(),
         source,
@@ -47,14 +51,36 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         options.dir.display()
     );
     let started = Instant::now();
-    let sandbox = Sandbox::up(SandboxOptions {
+    let up = Sandbox::up(SandboxOptions {
         flavor: options.flavor,
         dir: options.dir.clone(),
         replicas: 2,
         base_port: None,
         semi_sync: false,
-    })
-    .await?;
+    });
+    let sandbox = tokio::select! {
+        sandbox = up => sandbox,
+        () = stop.received() => {
+            // The servers spawned so far are in the sandbox's state file (written
+            // right after each spawn): stop those.
+            println!("Stopping the sandbox before it was up ...");
+            if let Ok(partial) = Sandbox::open(&options.dir) {
+                partial.down().await?;
+            }
+            println!("Stopped. Everything the demo started is gone.");
+            return Ok(());
+        }
+    };
+    let sandbox = match sandbox {
+        Ok(sandbox) => sandbox,
+        Err(error) => {
+            // A sandbox that failed part-way may have left servers running.
+            if let Ok(partial) = Sandbox::open(&options.dir) {
+                let _ = partial.down().await;
+            }
+            return Err(error.into());
+        }
+    };
     println!(
         "  up in {:.1}s: {}",
         started.elapsed().as_secs_f64(),
@@ -69,7 +95,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     // A demo starts from a clean slate: a store left by a demo that was killed would
     // carry its recoveries (and their anti-flapping block) and its instances.
     remove_demo_files(&options.dir);
-    let result = watch(&sandbox, &options).await;
+    let result = watch(&sandbox, &options, &mut stop).await;
     println!("Stopping the agent and the sandbox ...");
     // Nodes may have been killed and restarted from another terminal since `up`:
     // tear down what the sandbox's state file says runs now.
@@ -82,11 +108,18 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     Ok(())
 }
 
-async fn watch(sandbox: &Sandbox, options: &DemoOptions) -> Result<(), DemoError> {
+async fn watch(
+    sandbox: &Sandbox,
+    options: &DemoOptions,
+    stop: &mut StopSignal,
+) -> Result<(), DemoError> {
     let config_path = options.dir.join("pointsman.toml");
     write_config(sandbox, options, &config_path)?;
     let settings = Config::load(Some(&config_path))?;
-    let agent = RunningAgent::start(&settings).await?;
+    let agent = tokio::select! {
+        agent = RunningAgent::start(&settings) => agent?,
+        () = stop.received() => return Ok(()),
+    };
     let url = format!("http://{}", agent.api_address);
 
     // Show the first complete view, so the user sees discovery worked.
@@ -95,6 +128,10 @@ async fn watch(sandbox: &Sandbox, options: &DemoOptions) -> Result<(), DemoError
         let snapshot = agent.discovery.snapshot();
         let complete = snapshot.instances.len() >= sandbox.nodes.len()
             && snapshot.instances.values().all(|i| i.facts.is_some());
+        if stop.arrived() {
+            agent.stop().await?;
+            return Ok(());
+        }
         if complete || Instant::now() > deadline {
             let details = cluster_details(
                 &snapshot,
@@ -144,7 +181,7 @@ async fn watch(sandbox: &Sandbox, options: &DemoOptions) -> Result<(), DemoError
         node1_port = sandbox.nodes.first().map(|n| n.port).unwrap_or_default(),
     );
 
-    wait_for_stop_signal().await;
+    stop.received().await;
     agent.stop().await?;
     Ok(())
 }
@@ -180,12 +217,7 @@ fn cli_path() -> String {
 }
 
 fn rules(settings: &crate::config::Settings) -> crate::analysis::ProblemRules {
-    crate::analysis::ProblemRules {
-        findings: crate::analysis::FindingRules {
-            lag_warning: settings.config.analysis.lag_warning.0,
-        },
-        silent_heartbeats: settings.config.recovery.silent_heartbeats,
-    }
+    crate::analysis::ProblemRules::from_config(&settings.config)
 }
 
 fn write_config(sandbox: &Sandbox, options: &DemoOptions, path: &Path) -> Result<(), DemoError> {
@@ -233,24 +265,58 @@ fn write_config(sandbox: &Sandbox, options: &DemoOptions, path: &Path) -> Result
     })
 }
 
-/// Resolves on Ctrl-C, SIGTERM or SIGHUP (a closed terminal), whichever comes first.
-pub async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate()).ok();
-    let mut hangup = signal(SignalKind::hangup()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = received(terminate.as_mut()) => {}
-        _ = received(hangup.as_mut()) => {}
+/// Ctrl-C, SIGTERM and SIGHUP (a closed terminal), caught from the moment it is
+/// installed: a signal that comes before anyone waits is kept, not lost.
+pub struct StopSignal {
+    signals: Vec<tokio::signal::unix::Signal>,
+    arrived: bool,
+}
+
+impl StopSignal {
+    pub fn install() -> StopSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let signals = [
+            SignalKind::interrupt(),
+            SignalKind::terminate(),
+            SignalKind::hangup(),
+        ]
+        .into_iter()
+        .filter_map(|kind| signal(kind).ok())
+        .collect();
+        StopSignal {
+            signals,
+            arrived: false,
+        }
+    }
+
+    /// Resolves when one of the signals has arrived (at once if one already has).
+    pub async fn received(&mut self) {
+        if self.arrived {
+            return;
+        }
+        if self.signals.is_empty() {
+            return std::future::pending().await;
+        }
+        let waits = self.signals.iter_mut().map(|s| Box::pin(s.recv()));
+        futures::future::select_all(waits).await;
+        self.arrived = true;
+    }
+
+    /// Whether a signal has arrived, without waiting.
+    pub fn arrived(&mut self) -> bool {
+        if !self.arrived {
+            let waker = futures::task::noop_waker();
+            let mut context = std::task::Context::from_waker(&waker);
+            self.arrived = self
+                .signals
+                .iter_mut()
+                .any(|s| s.poll_recv(&mut context).is_ready());
+        }
+        self.arrived
     }
 }
 
-/// Resolves when `signal` arrives; never, when it could not be installed.
-async fn received(signal: Option<&mut tokio::signal::unix::Signal>) {
-    match signal {
-        Some(signal) => {
-            signal.recv().await;
-        }
-        None => std::future::pending::<()>().await,
-    }
+/// Resolves on Ctrl-C, SIGTERM or SIGHUP (a closed terminal), whichever comes first.
+pub async fn wait_for_stop_signal() {
+    StopSignal::install().received().await;
 }

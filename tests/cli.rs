@@ -184,3 +184,74 @@ fn shipped_service_files_run_real_commands() {
     assert!(dockerfile.contains("COPY config/pointsman.example.toml /etc/pointsman/pointsman.toml"));
     assert!(dockerfile.contains(r#"CMD ["run", "--config", "/etc/pointsman/pointsman.toml"]"#));
 }
+
+/// Processes whose command line names `dir` (the demo's servers carry it in their
+/// `--defaults-file`).
+fn processes_under(dir: &std::path::Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|entry| {
+            let pid = entry.ok()?.file_name().to_str()?.parse::<u32>().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline
+                .contains(&needle)
+                .then(|| format!("{pid}: {cmdline}"))
+        })
+        .collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// SIGTERM while the demo is still starting its servers, or just after, leaves nothing
+/// running: whatever it started is stopped, whenever the signal comes.
+#[test]
+fn the_demo_stopped_while_starting_leaves_no_server_behind() {
+    use std::io::{BufRead, BufReader};
+    for after_line in ["Starting a", "  up in"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (port, dns_port) = (free_port().to_string(), free_port().to_string());
+        let mut demo = Command::new(env!("CARGO_BIN_EXE_pointsman"))
+            .args(["demo", "--dir"])
+            .arg(dir.path())
+            .args(["--port", &port, "--dns-port", &dns_port])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("demo starts");
+        let mut lines = BufReader::new(demo.stdout.take().expect("stdout")).lines();
+        let mut seen = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.expect("a line");
+            let found = line.starts_with(after_line);
+            seen.push(line);
+            if found {
+                break;
+            }
+        }
+        assert!(
+            seen.last().is_some_and(|l| l.starts_with(after_line)),
+            "the demo never printed {after_line:?}: {seen:?}"
+        );
+        // SAFETY: kill(2) on the child this test started.
+        unsafe { libc::kill(demo.id() as libc::pid_t, libc::SIGTERM) };
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        let status = demo.wait().expect("the demo exits");
+        assert!(status.success(), "{status:?}: {seen:?} {rest:?}");
+        assert!(
+            rest.iter().any(|l| l.starts_with("Stopped.")),
+            "no goodbye after {after_line:?}: {rest:?}"
+        );
+        let left = processes_under(dir.path());
+        assert!(
+            left.is_empty(),
+            "left running after SIGTERM at {after_line:?}: {left:?}"
+        );
+    }
+}

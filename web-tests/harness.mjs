@@ -41,8 +41,14 @@ export async function openPage(outDir, expected) {
 
 /** Drags `from` onto `to` (locators) with the mouse, as a person would. */
 export async function drag(page, from, to) {
-  const a = await from.boundingBox();
-  const b = await to.boundingBox();
+  // The board is redrawn by live events: wait until both boxes are drawn and visible
+  // rather than measuring whatever is there at this instant.
+  const shown = async (locator) => {
+    await locator.waitFor({ state: 'visible', timeout: 10_000 }).catch(() => {});
+    return locator.boundingBox({ timeout: 10_000 }).catch(() => null);
+  };
+  const a = await shown(from);
+  const b = await shown(to);
   check(a && b, 'cannot find the boxes to drag');
   await page.mouse.move(a.x + a.width / 2, a.y + 24);
   await page.mouse.down();
