@@ -2,7 +2,7 @@
 //! coordinator, and serves the API, until told to stop.
 //! `pointsman run` and `pointsman demo` both run it; tests run it in-process.
 
-use crate::analysis::{FindingRules, ProblemRules};
+use crate::analysis::ProblemRules;
 use crate::api::{self, ApiState};
 use crate::config::Settings;
 use crate::discovery::{self, DiscoveryHandle, DiscoveryOptions};
@@ -78,15 +78,10 @@ impl RunningAgent {
             },
             apply_timeout: config.recovery.apply_timeout.0,
             verify_timeout: config.recovery.verify_timeout.0,
+            heartbeat_period: config.recovery.heartbeat_period.0,
         };
         let discovery = discovery::start(options, config.discovery.seeds.clone(), store.clone());
-        let findings = FindingRules {
-            lag_warning: config.analysis.lag_warning.0,
-        };
-        let rules = ProblemRules {
-            findings,
-            silent_heartbeats: config.recovery.silent_heartbeats,
-        };
+        let rules = ProblemRules::from_config(config);
         let routing = routing::start(settings, store.clone(), discovery.clone()).await?;
         let coordinator = Coordinator::new(
             discovery.clone(),

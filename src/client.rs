@@ -466,11 +466,8 @@ mod tests {
                 .map(|i| (i.key.clone(), i))
                 .collect(),
         };
-        let rules = FindingRules {
-            lag_warning: Duration::from_secs(10),
-        };
         let rules = ProblemRules {
-            findings: rules,
+            findings: FindingRules::default(),
             silent_heartbeats: 3,
         };
         let details = cluster_details(

@@ -239,6 +239,9 @@ pub struct RecoveryConfig {
     pub apply_timeout: HumanDuration,
     /// How long a re-pointed replica may take to replicate again.
     pub verify_timeout: HumanDuration,
+    /// The heartbeat period of every replication link pointsman creates; a replica it
+    /// re-points keeps its own period when it has one.
+    pub heartbeat_period: HumanDuration,
     /// The account new replication links use (re-attaching an old primary, switchover).
     pub replication_user: String,
     pub replication_password: Option<Secret>,
@@ -254,6 +257,7 @@ impl Default for RecoveryConfig {
             silent_heartbeats: 3,
             apply_timeout: HumanDuration(Duration::from_secs(10)),
             verify_timeout: HumanDuration(Duration::from_secs(10)),
+            heartbeat_period: HumanDuration(Duration::from_secs(1)),
             replication_user: "repl".into(),
             replication_password: None,
             replication_password_env: None,
@@ -616,6 +620,18 @@ impl Config {
         }
         if recovery.silent_heartbeats == 0 {
             problem("recovery.silent_heartbeats", "must be at least 1".into());
+        }
+        // MySQL and MariaDB take 0.001 to 4294967 seconds; past a minute a cut-off
+        // primary would be noticed only after minutes of silence.
+        let heartbeat = recovery.heartbeat_period.0;
+        if heartbeat < Duration::from_millis(1) || heartbeat > Duration::from_secs(60) {
+            problem(
+                "recovery.heartbeat_period",
+                format!(
+                    "{} is outside 1ms..60s: replicas hear their source's heartbeat this often, and a cut-off primary is seen after recovery.silent_heartbeats of them (1s is usual)",
+                    humantime::format_duration(heartbeat)
+                ),
+            );
         }
         let auto_clusters: Vec<ClusterFilter> = recovery
             .auto_clusters

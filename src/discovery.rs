@@ -118,6 +118,35 @@ impl DiscoveryHandle {
         let _ = self.commands.try_send(Command::ProbeNow { keys });
     }
 
+    /// Probes these instances now and waits (at most `within`) until the snapshot holds
+    /// a probe of each that started after this call, so a caller that just changed them
+    /// answers with what the servers say now — an operator who acts twice in a row is
+    /// judged on the first action's result, not on the poll before it.
+    pub async fn probe_and_wait(&self, keys: Vec<InstanceKey>, within: Duration) {
+        let since = SystemTime::now();
+        let mut snapshots = self.subscribe();
+        self.probe_now(keys.clone());
+        let fresh = |snapshot: &Snapshot| {
+            keys.iter().all(|key| {
+                snapshot.get(key).is_none_or(|instance| {
+                    let probe_started = instance.last_seen.map(|seen| {
+                        seen - Duration::from_millis(instance.probe_millis.unwrap_or(0))
+                    });
+                    probe_started.is_some_and(|started| started >= since)
+                        || instance.last_failure.is_some_and(|failed| failed >= since)
+                })
+            })
+        };
+        let _ = tokio::time::timeout(within, async {
+            while !fresh(&snapshots.borrow_and_update()) {
+                if snapshots.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+
     /// Stops polling `key` and removes it. Returns whether it was known. An instance that
     /// still replicates from or to a known one is found again on the next poll.
     pub async fn forget(&self, key: InstanceKey) -> Result<bool, DiscoverError> {

@@ -8,7 +8,7 @@ use mysql_async::prelude::Queryable;
 use pointsman::api::views::ClusterDetail;
 use pointsman::sandbox::Flavor;
 use pointsman::store::recovery::{RecoveryRecord, RecoveryStatus};
-use pointsman::topology::{InstanceKey, IoThreadState};
+use pointsman::topology::IoThreadState;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -298,17 +298,6 @@ async fn finished_recovery(api: &pointsman::client::ApiClient, count: usize) -> 
     .await
 }
 
-/// The sandbox node name of an instance key.
-fn node_of(topology: &TestTopology, key: &InstanceKey) -> String {
-    topology
-        .sandbox
-        .nodes
-        .iter()
-        .find(|n| n.port == key.port)
-        .map(|n| n.name.clone())
-        .expect("a sandbox node")
-}
-
 async fn the_old_primary_returns_fenced_and_reattach_makes_it_a_replica(flavor: Flavor) {
     let topology = TestTopology::start(flavor, 2).await;
     let node1 = topology.key("node1");
@@ -383,7 +372,7 @@ async fn the_old_primary_returns_fenced_and_reattach_makes_it_a_replica(flavor: 
         .expect("reattach");
     assert_eq!(reattached["source"], successor.to_string());
     assert!(topology.replicates("node1", None).await);
-    let primary_node = node_of(&topology, &successor);
+    let primary_node = topology.node_at(&successor);
     topology
         .sql(&primary_node, &["CREATE DATABASE after_reattach"])
         .await;
@@ -437,7 +426,7 @@ async fn a_second_failure_inside_the_block_period_waits_for_an_ack(flavor: Flavo
 
     // The new primary dies too, inside the block period: detected, not recovered.
     sandbox
-        .kill(&node_of(&topology, &second_primary))
+        .kill(&topology.node_at(&second_primary))
         .expect("kill the new primary");
     let audit: Vec<pointsman::store::AuditRecord> =
         eventually(PATIENCE, "the refusal in the audit", || async {
@@ -638,14 +627,14 @@ async fn a_killed_primary_is_replaced_without_losing_acknowledged_writes(flavor:
     })
     .await;
     let successor = detail.primary.clone();
-    let successor_node = topology
-        .sandbox
-        .nodes
-        .iter()
-        .find(|n| InstanceKey::new(n.host.clone(), n.port) == successor)
-        .expect("a sandbox node")
-        .name
-        .clone();
+    let successor_node = topology.node_at(&successor);
+    // The replica re-pointed under the new primary kept its heartbeat of 1 s.
+    let other = if successor_node == "node2" {
+        "node3"
+    } else {
+        "node2"
+    };
+    assert_eq!(topology.heartbeat_period(other).await, Some(1.0));
 
     // Every acknowledged write is on the new primary.
     let mut conn = topology

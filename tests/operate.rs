@@ -64,6 +64,9 @@ async fn relocate_replication_and_read_only_through_the_api(flavor: Flavor) {
         .await
         .expect("relocate back");
     assert!(topology.replicates("node3", Some(node1.port)).await);
+    // Both moves kept the sandbox's heartbeat of 1 s (a CHANGE of the host resets it to
+    // the server's default unless it is given again).
+    assert_eq!(topology.heartbeat_period("node3").await, Some(1.0));
 
     // Nonsense is refused with a reason, and nothing moves.
     let why = refused(

@@ -72,6 +72,15 @@ async fn settled(watcher: &Watcher, topology: &TestTopology, primary: &InstanceK
             }
         }
         if wrong.is_empty() {
+            // Every link kept (or, for the old primary, was given) a 1 s heartbeat.
+            for key in topology.keys().into_iter().filter(|k| k != primary) {
+                let node = topology.node_at(&key);
+                assert_eq!(
+                    topology.heartbeat_period(&node).await,
+                    Some(1.0),
+                    "heartbeat period of {node} after the switchover"
+                );
+            }
             return;
         }
         if Instant::now() > deadline {

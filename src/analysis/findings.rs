@@ -31,6 +31,7 @@ pub enum FindingCode {
     VersionMismatch,
     LogReplicaUpdatesOff,
     BinlogOff,
+    SlowHeartbeat,
 }
 
 /// One thing found wrong on one instance, with a sentence a DBA can act on.
@@ -49,6 +50,19 @@ pub struct Finding {
 #[derive(Clone, Copy, Debug)]
 pub struct FindingRules {
     pub lag_warning: Duration,
+    /// A replica that hears its source's heartbeat less often than this (or never) is
+    /// slow to tell that a primary was cut off: twice `recovery.heartbeat_period`.
+    pub heartbeat_warning: Duration,
+}
+
+impl Default for FindingRules {
+    /// The configuration's defaults.
+    fn default() -> Self {
+        Self {
+            lag_warning: Duration::from_secs(10),
+            heartbeat_warning: Duration::from_secs(2),
+        }
+    }
 }
 
 /// Everything found in one cluster, problems first.
@@ -182,6 +196,24 @@ fn replica_findings(
                     None,
                 );
             }
+        }
+        match replication.heartbeat_period {
+            Some(period) if period <= 0.0 => push(
+                FindingCode::SlowHeartbeat,
+                Severity::Warning,
+                format!("no heartbeat from {source}: if that primary were cut off from everyone, this replica would never tell (set a heartbeat period of 1s)"),
+                None,
+            ),
+            Some(period) if Duration::from_secs_f64(period) > rules.heartbeat_warning => push(
+                FindingCode::SlowHeartbeat,
+                Severity::Warning,
+                format!(
+                    "heartbeat from {source} only every {period}s: a primary cut off from everyone is seen only after several of these (set a heartbeat period of at most {}s)",
+                    rules.heartbeat_warning.as_secs_f64()
+                ),
+                Some(period.to_string()),
+            ),
+            _ => {}
         }
         if let Some(lag) = replication.seconds_behind_source {
             if lag > rules.lag_warning.as_secs() {
@@ -336,9 +368,7 @@ mod tests {
         };
         let clusters = build_clusters(&snapshot, &[]);
         assert_eq!(clusters.len(), 1, "one cluster expected");
-        let rules = FindingRules {
-            lag_warning: Duration::from_secs(10),
-        };
+        let rules = FindingRules::default();
         cluster_findings(&clusters[0], &snapshot, &rules, SystemTime::now())
     }
 
@@ -359,6 +389,34 @@ mod tests {
     fn a_healthy_cluster_has_no_findings() {
         let found = findings_of(vec![primary(key(1)), replica(key(2), key(1))]);
         assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn a_replica_that_hears_its_source_rarely_or_never_is_warned_about() {
+        let found = findings_of(vec![
+            primary(key(1)),
+            with_replication(replica(key(2), key(1)), |r| r.heartbeat_period = Some(2.0)),
+            with_replication(replica(key(3), key(1)), |r| r.heartbeat_period = Some(30.0)),
+            with_replication(replica(key(4), key(1)), |r| r.heartbeat_period = Some(0.0)),
+            with_replication(replica(key(5), key(1)), |r| r.heartbeat_period = None),
+        ]);
+        assert_eq!(
+            codes(&found),
+            vec![
+                (FindingCode::SlowHeartbeat, 3),
+                (FindingCode::SlowHeartbeat, 4)
+            ]
+        );
+        assert!(
+            found[0].message.contains("every 30s"),
+            "{}",
+            found[0].message
+        );
+        assert!(
+            found[1].message.contains("never tell"),
+            "{}",
+            found[1].message
+        );
     }
 
     #[test]

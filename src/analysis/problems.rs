@@ -76,6 +76,29 @@ pub struct ProblemRules {
     pub silent_heartbeats: u32,
 }
 
+impl ProblemRules {
+    /// The rules a configuration sets.
+    pub fn from_config(config: &crate::config::Config) -> ProblemRules {
+        ProblemRules {
+            findings: FindingRules {
+                lag_warning: config.analysis.lag_warning.0,
+                heartbeat_warning: config.recovery.heartbeat_period.0 * 2,
+            },
+            silent_heartbeats: config.recovery.silent_heartbeats,
+        }
+    }
+}
+
+impl Default for ProblemRules {
+    /// The configuration's defaults.
+    fn default() -> Self {
+        ProblemRules {
+            findings: FindingRules::default(),
+            silent_heartbeats: 3,
+        }
+    }
+}
+
 /// How a replica's link to its source looks from here.
 #[derive(Clone, Debug, PartialEq)]
 enum Link {
@@ -370,12 +393,7 @@ mod tests {
     const NOW_OFFSET: Duration = Duration::from_secs(100);
 
     fn rules() -> ProblemRules {
-        ProblemRules {
-            findings: FindingRules {
-                lag_warning: Duration::from_secs(10),
-            },
-            silent_heartbeats: 3,
-        }
+        ProblemRules::default()
     }
 
     /// Instances in a certain state, for the table below.

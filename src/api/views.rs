@@ -216,9 +216,7 @@ fn has_replicas(node: &ClusterTreeNode, key: &InstanceKey) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::FindingRules;
     use crate::topology::instance::tests_support::{primary, replica};
-    use std::time::Duration;
 
     #[test]
     fn a_fenced_old_primary_is_shown_inside_the_cluster_it_left() {
@@ -231,12 +229,7 @@ mod tests {
                 .map(|i| (i.key.clone(), i))
                 .collect(),
         };
-        let rules = ProblemRules {
-            findings: FindingRules {
-                lag_warning: Duration::from_secs(10),
-            },
-            silent_heartbeats: 3,
-        };
+        let rules = ProblemRules::default();
         let marks = InstanceMarks {
             fenced: vec![FencedMark {
                 instance: key(1),

@@ -175,20 +175,40 @@ pub async fn set_read_only(conn: &mut Connection, on: bool) -> Result<(), MysqlE
     Ok(())
 }
 
-/// Points an existing replica at a new source, keeping its credentials, and starts it.
-pub async fn repoint(conn: &mut Connection, source: &InstanceKey) -> Result<(), MysqlError> {
+/// A heartbeat period as CHANGE takes it: seconds, to the millisecond.
+fn heartbeat_seconds(period: Duration) -> String {
+    format!("{:.3}", period.as_secs_f64())
+}
+
+/// Points an existing replica at a new source, keeping its credentials and its heartbeat
+/// period (a CHANGE of the host resets the period to the server's default, which can
+/// make a cut-off primary slow to see), and starts it. `heartbeat` is the period set
+/// when the replica has none.
+pub async fn repoint(
+    conn: &mut Connection,
+    source: &InstanceKey,
+    heartbeat: Duration,
+) -> Result<(), MysqlError> {
     let flavor = conn.flavor;
+    let kept = replica_status(conn)
+        .await?
+        .and_then(|status| status.heartbeat_period)
+        .filter(|seconds| *seconds > 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(heartbeat);
     stop(conn, "").await?;
     let change = match flavor {
         ServerFlavor::Mysql => format!(
-            "CHANGE REPLICATION SOURCE TO SOURCE_HOST={}, SOURCE_PORT={}, SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1",
+            "CHANGE REPLICATION SOURCE TO SOURCE_HOST={}, SOURCE_PORT={}, SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1, SOURCE_HEARTBEAT_PERIOD={}",
             quote(&source.host),
-            source.port
+            source.port,
+            heartbeat_seconds(kept)
         ),
         ServerFlavor::Mariadb => format!(
-            "CHANGE MASTER TO MASTER_HOST={}, MASTER_PORT={}, MASTER_USE_GTID=slave_pos",
+            "CHANGE MASTER TO MASTER_HOST={}, MASTER_PORT={}, MASTER_USE_GTID=slave_pos, MASTER_HEARTBEAT_PERIOD={}",
             quote(&source.host),
-            source.port
+            source.port,
+            heartbeat_seconds(kept)
         ),
     };
     conn.execute(&change).await?;
@@ -196,11 +216,12 @@ pub async fn repoint(conn: &mut Connection, source: &InstanceKey) -> Result<(), 
 }
 
 /// Makes an instance that is not a replica (an old primary) replicate from `source`
-/// with the given account.
+/// with the given account, hearing a heartbeat every `heartbeat`.
 pub async fn attach(
     conn: &mut Connection,
     source: &InstanceKey,
     account: &ReplicationAccount,
+    heartbeat: Duration,
 ) -> Result<(), MysqlError> {
     let flavor = conn.flavor;
     stop(conn, "").await?;
@@ -208,11 +229,12 @@ pub async fn attach(
         ServerFlavor::Mysql => format!(
             "CHANGE REPLICATION SOURCE TO SOURCE_HOST={}, SOURCE_PORT={}, SOURCE_USER={}, SOURCE_PASSWORD={}, \
              SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1, SOURCE_CONNECT_RETRY=1, SOURCE_RETRY_COUNT=86400, \
-             SOURCE_HEARTBEAT_PERIOD=1",
+             SOURCE_HEARTBEAT_PERIOD={}",
             quote(&source.host),
             source.port,
             quote(&account.user),
-            quote(account.password.expose())
+            quote(account.password.expose()),
+            heartbeat_seconds(heartbeat)
         ),
         ServerFlavor::Mariadb => {
             // An old primary's own transactions are in its binlog, not in gtid_slave_pos:
@@ -220,11 +242,12 @@ pub async fn attach(
             conn.execute("SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos").await?;
             format!(
                 "CHANGE MASTER TO MASTER_HOST={}, MASTER_PORT={}, MASTER_USER={}, MASTER_PASSWORD={}, \
-                 MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1",
+                 MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD={}",
                 quote(&source.host),
                 source.port,
                 quote(&account.user),
-                quote(account.password.expose())
+                quote(account.password.expose()),
+                heartbeat_seconds(heartbeat)
             )
         }
     };
@@ -291,6 +314,12 @@ pub async fn verify_replicating(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heartbeat_periods_keep_milliseconds() {
+        assert_eq!(heartbeat_seconds(Duration::from_secs(1)), "1.000");
+        assert_eq!(heartbeat_seconds(Duration::from_millis(250)), "0.250");
+    }
 
     #[test]
     fn literals_are_escaped() {

@@ -1050,7 +1050,11 @@ impl Coordinator {
             message: format!("old primary {key} re-attached as a replica of {primary_key}"),
         });
         self.discovery
-            .probe_now(vec![key.clone(), primary_key.clone()]);
+            .probe_and_wait(
+                vec![key.clone(), primary_key.clone()],
+                Duration::from_secs(2),
+            )
+            .await;
         Ok(primary_key)
     }
 }

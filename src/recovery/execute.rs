@@ -22,6 +22,9 @@ pub struct Executor {
     pub apply_timeout: Duration,
     /// How long a re-pointed replica may take to replicate.
     pub verify_timeout: Duration,
+    /// The heartbeat period of a link that had none (`recovery.heartbeat_period`); a
+    /// re-pointed replica keeps its own.
+    pub heartbeat_period: Duration,
 }
 
 /// Steps as they run, for the recovery record.
@@ -215,6 +218,7 @@ impl Executor {
         }
 
         let timeout = self.apply_timeout;
+        let heartbeat = self.heartbeat_period;
         self.step(
             log,
             "apply relay log",
@@ -268,7 +272,7 @@ impl Executor {
                 format!("copied what {from} had and it lacked ({target})"),
                 |mut conn| async move {
                     let result = async {
-                        admin::repoint(&mut conn, &from).await?;
+                        admin::repoint(&mut conn, &from, heartbeat).await?;
                         admin::wait_for_gtids(&mut conn, &target, timeout).await
                     }
                     .await;
@@ -315,6 +319,7 @@ impl Executor {
         source: &InstanceKey,
     ) -> Vec<InstanceKey> {
         let verify = self.verify_timeout;
+        let heartbeat = self.heartbeat_period;
         self.on_each(
             log,
             "re-point",
@@ -322,7 +327,7 @@ impl Executor {
             |_| format!("replicates from {source} (GTID)"),
             |mut conn| async move {
                 let result = async {
-                    admin::repoint(&mut conn, source).await?;
+                    admin::repoint(&mut conn, source, heartbeat).await?;
                     admin::verify_replicating(&mut conn, verify).await
                 }
                 .await;
@@ -365,6 +370,7 @@ impl Executor {
     ) -> Result<(), StepFailed> {
         let account = self.account.clone();
         let verify = self.verify_timeout;
+        let heartbeat = self.heartbeat_period;
         let from = source.clone();
         self.step(
             log,
@@ -374,7 +380,7 @@ impl Executor {
             |mut conn| async move {
                 let result = async {
                     admin::set_read_only(&mut conn, true).await?;
-                    admin::attach(&mut conn, &from, &account).await?;
+                    admin::attach(&mut conn, &from, &account, heartbeat).await?;
                     admin::verify_replicating(&mut conn, verify).await
                 }
                 .await;

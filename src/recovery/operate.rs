@@ -10,6 +10,11 @@ use crate::mysql::admin;
 use crate::mysql::Connection;
 use crate::store::AuditEntry;
 use crate::topology::{build_clusters, InstanceKey, Snapshot};
+use std::time::Duration;
+
+/// How long an action waits for the agent to see its result before answering: an
+/// answer means the next read (and the next action's check) shows the change.
+const SEEN_WITHIN: Duration = Duration::from_secs(2);
 
 /// Why an action was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +127,7 @@ impl Coordinator {
             .while_changing(&cluster, async {
                 let mut conn = self.connect(replica).await?;
                 let done = async {
-                    admin::repoint(&mut conn, below).await?;
+                    admin::repoint(&mut conn, below, self.executor.heartbeat_period).await?;
                     admin::verify_replicating(&mut conn, self.executor.verify_timeout).await
                 }
                 .await;
@@ -136,7 +141,8 @@ impl Coordinator {
         };
         self.audit_action(who, "relocate", &cluster, replica, &message);
         self.discovery
-            .probe_now(vec![replica.clone(), below.clone()]);
+            .probe_and_wait(vec![replica.clone(), below.clone()], SEEN_WITHIN)
+            .await;
         result.map(|()| message)
     }
 
@@ -178,7 +184,9 @@ impl Coordinator {
             (Err(error), _) => format!("changing replication on {replica} failed: {error}"),
         };
         self.audit_action(who, "replication", &cluster, replica, &message);
-        self.discovery.probe_now(vec![replica.clone()]);
+        self.discovery
+            .probe_and_wait(vec![replica.clone()], SEEN_WITHIN)
+            .await;
         result.map(|()| message)
     }
 
@@ -218,7 +226,9 @@ impl Coordinator {
             Err(error) => format!("setting read_only on {key} failed: {error}"),
         };
         self.audit_action(who, "read_only", &cluster, key, &message);
-        self.discovery.probe_now(vec![key.clone()]);
+        self.discovery
+            .probe_and_wait(vec![key.clone()], SEEN_WITHIN)
+            .await;
         result.map(|()| message)
     }
 

@@ -488,8 +488,10 @@ impl Switch<'_> {
             instance: Some(choice.candidate.clone()),
             message,
         });
-        // Everyone's role just changed: look now rather than at the next tick.
-        self.discovery.probe_now(choice.members.clone());
+        // Everyone's role just changed: look now, and answer once the agent sees it.
+        self.discovery
+            .probe_and_wait(choice.members.clone(), Duration::from_secs(2))
+            .await;
         match outcome {
             Ok((write_gap_ms, _)) => Ok(SwitchoverReport {
                 recovery: record,

@@ -165,6 +165,27 @@ impl TestTopology {
                 .is_none_or(|port| get(["Source_Port", "Master_Port"]) == Some(port.to_string()))
     }
 
+    /// The heartbeat period (seconds) of `node`'s replication link, asked of the server.
+    pub async fn heartbeat_period(&self, node: &str) -> Option<f64> {
+        let query = if self.flavor().is_mysql() {
+            "SELECT CAST(HEARTBEAT_INTERVAL AS CHAR) FROM performance_schema.replication_connection_configuration WHERE CHANNEL_NAME = ''"
+        } else {
+            "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'SLAVE_HEARTBEAT_PERIOD'"
+        };
+        self.try_value(node, query).await?.parse().ok()
+    }
+
+    /// The sandbox node at `key`.
+    pub fn node_at(&self, key: &InstanceKey) -> String {
+        self.sandbox
+            .nodes
+            .iter()
+            .find(|n| InstanceKey::new(n.host.clone(), n.port) == *key)
+            .unwrap_or_else(|| panic!("{key} is not a node of this sandbox"))
+            .name
+            .clone()
+    }
+
     /// Makes a replica writable for a moment (MySQL's super_read_only too).
     pub async fn writable(&self, node: &str, on: bool) {
         let statements: &[&str] = match (self.flavor().is_mysql(), on) {

@@ -33,6 +33,7 @@ const FINDING_BADGES = {
   VersionMismatch: ['warning', 'Version differs'],
   LogReplicaUpdatesOff: ['warning', 'log_replica_updates OFF'],
   BinlogOff: ['warning', 'Binlog off'],
+  SlowHeartbeat: ['warning', 'Slow heartbeat'],
 };
 
 /** The instance's worst state: 'problem', 'warning' or 'ok'. */
