@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod discovery;
+pub mod leader;
 pub mod mysql;
 pub mod recovery;
 pub mod routing;

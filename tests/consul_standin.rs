@@ -967,6 +967,124 @@ async fn an_expired_session_deletes_or_releases_what_it_held() {
         .expect(404);
 }
 
+#[tokio::test]
+async fn a_session_linked_to_a_ttl_check_dies_when_the_check_lapses() {
+    let (consul, client) = start().await;
+    client
+        .put_json(
+            "/v1/agent/service/register",
+            json!({"ID": "agent-a", "Name": "pointsman",
+                   "Check": {"TTL": "500ms", "Status": "passing"}}),
+        )
+        .await
+        .expect(200);
+    let session = client
+        .session(
+            json!({"TTL": "10s", "LockDelay": "300ms", "NodeChecks": ["serfHealth"],
+                        "ServiceChecks": [{"ID": "service:agent-a"}]}),
+        )
+        .await;
+    client
+        .put(&format!("/v1/kv/pointsman/leader?acquire={session}"), "a")
+        .await
+        .expect(200);
+    let index = client.get("/v1/kv/pointsman/leader").await.index();
+    let passed = Instant::now();
+    client
+        .put("/v1/agent/check/pass/service:agent-a", "")
+        .await
+        .expect(200);
+
+    // Nobody passes the check any more: a blocking reader wakes when the check's
+    // critical status takes the session and its lock with it.
+    let woken = client
+        .get(&format!("/v1/kv/pointsman/leader?index={index}&wait=5s"))
+        .await;
+    let woke = Instant::now();
+    woken.expect(200);
+    assert!(woken.json()[0].get("Session").is_none(), "{}", woken.body);
+    assert!(
+        woke >= passed + Duration::from_millis(500),
+        "the check lapsed {:?} after its last pass, before its TTL",
+        woke - passed
+    );
+    assert_eq!(
+        consul.check_status("service:agent-a").as_deref(),
+        Some("critical")
+    );
+    assert!(consul.sessions().is_empty());
+    client
+        .put(&format!("/v1/session/renew/{session}"), "")
+        .await
+        .expect(404);
+    // The invalidation started the session's lock-delay.
+    let other = client.session(json!({"TTL": "10s"})).await;
+    let refused = client
+        .put(&format!("/v1/kv/pointsman/leader?acquire={other}"), "b")
+        .await;
+    assert_eq!(refused.body, "false");
+    wait_until("the lock-delay to run out", Duration::from_secs(3), || {
+        consul.acquisitions("pointsman/leader").len() == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn requests_and_lock_grants_are_timed_as_the_server_saw_them() {
+    let (consul, client) = start().await;
+    let first = client.session(json!({"TTL": "10s", "LockDelay": 0})).await;
+    let second = client.session(json!({"TTL": "10s", "LockDelay": 0})).await;
+    let before = tokio::time::Instant::now();
+    let acquire = format!("/v1/kv/leader?acquire={first}");
+    assert_eq!(client.put(&acquire, "1").await.body, "true");
+    // A holder re-acquiring only updates the value: no new grant.
+    assert_eq!(client.put(&acquire, "1b").await.body, "true");
+    assert_eq!(
+        client
+            .put(&format!("/v1/kv/leader?acquire={second}"), "2")
+            .await
+            .body,
+        "false"
+    );
+    client
+        .put(&format!("/v1/kv/leader?release={first}"), "")
+        .await
+        .expect(200);
+    client
+        .put_json(
+            "/v1/txn",
+            json!([kv_op("lock", "leader", json!({"Session": second}))]),
+        )
+        .await
+        .expect(200);
+    let after = tokio::time::Instant::now();
+
+    let grants = consul.acquisitions("leader");
+    let holders: Vec<(&str, u64)> = grants
+        .iter()
+        .map(|g| (g.session.as_str(), g.lock_index))
+        .collect();
+    assert_eq!(holders, [(first.as_str(), 1), (second.as_str(), 2)]);
+    assert!(grants[0].at >= before && grants[0].at <= grants[1].at && grants[1].at <= after);
+    assert!(consul.acquisitions("other").is_empty());
+
+    let timed = consul.requests_at();
+    assert_eq!(
+        timed
+            .iter()
+            .map(|(_, m, p)| (m.clone(), p.clone()))
+            .collect::<Vec<_>>(),
+        consul.requests()
+    );
+    assert!(timed.windows(2).all(|w| w[0].0 <= w[1].0));
+    let acquired_at = timed
+        .iter()
+        .find(|(_, _, path)| *path == acquire)
+        .map(|(at, _, _)| *at)
+        .expect("the acquire was logged");
+    assert!(acquired_at >= before && acquired_at <= grants[0].at);
+}
+
 // --------------------------------------------------------------------------- Services
 
 #[tokio::test]

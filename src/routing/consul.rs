@@ -29,22 +29,22 @@
 //! the reconcile stops at once.
 //!
 //! What a route calls for and what must change (`orchestrator_keys`, `plan_kv`,
-//! `wanted_services`, `plan_services`) is pure and tested here; the HTTP lives in
-//! `Http`. This module must not decide routes (that is `desired` and the engine), and
-//! the token never reaches a log line or an error.
+//! `wanted_services`, `plan_services`) is pure and tested here; the HTTP client is
+//! `consul_http::Http`, shared with the leader lease, and this module adds only its own
+//! requests (the routes transaction, the agent's listings). This module must not decide
+//! routes (that is `desired` and the engine), and the token never reaches a log line or
+//! an error.
 
+use super::consul_http::{go_duration, ConsulError, Http};
 use super::{Change, ClusterRoute, Endpoint, Inspection, RouteError, Router, Routes};
 use crate::config::{ConsulConfig, ConsulSettings};
 use base64::Engine as _;
 use futures::future::BoxFuture;
-use reqwest::header::{HeaderValue, CONTENT_TYPE};
-use reqwest::{Method, StatusCode, Url};
+use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::Once;
-use std::time::Duration;
 
 /// Service meta that marks a service as pointsman's, and of which cluster.
 const META_CLUSTER: &str = "pointsman-cluster";
@@ -52,20 +52,8 @@ const META_CLUSTER: &str = "pointsman-cluster";
 const META_ROLE: &str = "pointsman-role";
 /// The keys orchestrator writes below `<kv_prefix>/<cluster>`, in its order.
 const ORCHESTRATOR_SUFFIXES: [&str; 4] = ["hostname", "port", "ipv4", "ipv6"];
-/// How much of an error body an error message quotes.
-const BODY_EXCERPT: usize = 300;
 
-/// Installs rustls's ring provider as the process default, once. reqwest is built with
-/// `rustls-no-provider` (aws-lc-rs would need a C toolchain), so every
-/// `reqwest::Client` in the process needs this to have run first: building one without
-/// it panics. Harmless when a provider is already installed.
-pub fn install_crypto_provider() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        // Err means another provider was installed first: that one serves as well.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
+pub use super::consul_http::install_crypto_provider;
 
 /// The Consul routing backend.
 pub struct ConsulRouter {
@@ -83,7 +71,7 @@ impl ConsulRouter {
         let address = config.address.clone().ok_or_else(|| {
             RouteError("consul: routing.consul.address is not set, so Consul cannot be used".into())
         })?;
-        let http = Http::new(&address, settings, &config)?;
+        let http = Http::new(&address, settings, acl_needs(&config)).map_err(RouteError)?;
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()
             .map(|h| h.trim().to_string())
@@ -142,21 +130,21 @@ impl ConsulRouter {
 
     /// Brings one cluster's keys in line: read, plan, one guarded transaction; a
     /// write that lost the race is re-read and tried once more.
-    async fn reconcile_kv(&self, route: &ClusterRoute) -> Result<Vec<String>, ConsulError> {
+    async fn reconcile_kv(&self, route: &ClusterRoute) -> Result<Vec<String>, RoutesError> {
         let names = self.names(&route.cluster);
         let mut lost_race = false;
         loop {
             let state = self.read_kv(&names).await?;
             let plan = plan_kv(&names, route, &state, &self.written_by)
-                .map_err(|refusal| (*refusal).into_error(&self.http.address))?;
+                .map_err(|refusal| (*refusal).into_error(self.http.address()))?;
             if plan.ops.is_empty() {
                 return Ok(Vec::new());
             }
             match self.http.txn(&plan.ops, &route.cluster).await? {
                 TxnOutcome::Applied => return Ok(plan.changes),
                 TxnOutcome::RolledBack(what) if lost_race => {
-                    return Err(ConsulError::Conflict {
-                        address: self.http.address.clone(),
+                    return Err(RoutesError::Conflict {
+                        address: self.http.address().to_string(),
                         key: names.ours.clone(),
                         what,
                     })
@@ -258,7 +246,7 @@ impl ConsulRouter {
         }
     }
 
-    fn fail(&self, made: Vec<Change>, error: ConsulError) -> RouteError {
+    fn fail(&self, made: Vec<Change>, error: impl fmt::Display) -> RouteError {
         self.fail_with(made, error.to_string())
     }
 
@@ -340,7 +328,7 @@ impl ConsulRouter {
 
 impl Router for ConsulRouter {
     fn name(&self) -> String {
-        format!("consul {}", self.http.address)
+        format!("consul {}", self.http.address())
     }
 
     fn reconcile<'a>(
@@ -604,8 +592,8 @@ struct Refusal {
 }
 
 impl Refusal {
-    fn into_error(self, address: &str) -> ConsulError {
-        ConsulError::NewerDecision {
+    fn into_error(self, address: &str) -> RoutesError {
+        RoutesError::NewerDecision {
             address: address.to_string(),
             refusal: Box::new(self),
         }
@@ -930,70 +918,15 @@ fn service_line(
     line
 }
 
-/// A duration the way Consul (Go's `time.ParseDuration`) reads it.
-fn go_duration(duration: Duration) -> String {
-    if duration.subsec_millis() == 0 {
-        format!("{}s", duration.as_secs())
-    } else {
-        format!("{}ms", duration.as_millis())
-    }
-}
-
 // ---------------------------------------------------------------------------------
-// The HTTP client.
+// The backend's own requests, on the shared client (`consul_http`).
 // ---------------------------------------------------------------------------------
 
-/// What went wrong talking to Consul. Every message names the agent and what to do.
+/// Why a cluster's routes were not written: Consul failed, or the routes key said no.
 #[derive(Debug, thiserror::Error)]
-enum ConsulError {
-    #[error("Consul at {address} cannot be reached to {what}: {reason}; is the agent running there, and is routing.consul.address right?")]
-    Unreachable {
-        address: String,
-        what: String,
-        reason: String,
-    },
-    #[error("Consul at {address} cannot be reached to {what}: the TLS handshake failed ({reason}); check routing.consul.ca_file (the CA that signed the agent's certificate) and cert_file/key_file if the agent verifies clients")]
-    Tls {
-        address: String,
-        what: String,
-        reason: String,
-    },
-    #[error("Consul at {address} gave no answer within {timeout} to {what} (routing.consul.timeout); the agent may be overloaded or cut off")]
-    Timeout {
-        address: String,
-        what: String,
-        timeout: String,
-    },
-    #[error("Consul at {address} denied {what} ({detail}): {problem}. pointsman needs {needs}; grant that to the token's policy, or set the right token in routing.consul.token")]
-    Denied {
-        address: String,
-        what: String,
-        detail: String,
-        /// Whose fault: an unknown token, or one that lacks this permission.
-        problem: String,
-        /// Every permission pointsman's Consul backend needs.
-        needs: String,
-    },
-    #[error("Consul at {address} failed to {what} (HTTP {status}: {detail}): its servers may have lost their leader or be overloaded; pointsman retries")]
-    Server {
-        address: String,
-        what: String,
-        status: u16,
-        detail: String,
-    },
-    #[error("Consul at {address} refused to {what} (HTTP {status}: {detail})")]
-    Unexpected {
-        address: String,
-        what: String,
-        status: u16,
-        detail: String,
-    },
-    #[error("Consul at {address} answered {what} with something Consul does not send: {reason}")]
-    Decode {
-        address: String,
-        what: String,
-        reason: String,
-    },
+enum RoutesError {
+    #[error(transparent)]
+    Consul(#[from] ConsulError),
     #[error("Consul at {address}: {key} was changed by someone else twice while pointsman wrote it ({what}); is another pointsman writing the same cluster? retried")]
     Conflict {
         address: String,
@@ -1007,16 +940,10 @@ enum ConsulError {
     },
 }
 
-impl ConsulError {
+impl RoutesError {
     /// Consul itself is not answering: trying the next cluster would only wait again.
     fn is_fatal(&self) -> bool {
-        matches!(
-            self,
-            ConsulError::Unreachable { .. }
-                | ConsulError::Tls { .. }
-                | ConsulError::Timeout { .. }
-                | ConsulError::Server { .. }
-        )
+        matches!(self, RoutesError::Consul(error) if error.is_fatal())
     }
 }
 
@@ -1034,43 +961,6 @@ fn acl_needs(config: &ConsulConfig) -> String {
         needs.push_str(&format!(", {services} write"));
     }
     needs
-}
-
-/// Whether a rustls error is behind `error`; it may sit inside `io::Error`s, whose
-/// `source` skips the error they wrap.
-fn is_tls(error: &(dyn std::error::Error + 'static)) -> bool {
-    if error.is::<rustls::Error>() {
-        return true;
-    }
-    match error
-        .downcast_ref::<std::io::Error>()
-        .and_then(|io| io.get_ref())
-    {
-        Some(inner) => is_tls(inner),
-        None => false,
-    }
-}
-
-/// A key as `GET /v1/kv/` lists it.
-#[derive(Clone, Debug, Deserialize)]
-struct KvEntry {
-    #[serde(rename = "Key")]
-    key: String,
-    #[serde(rename = "ModifyIndex", default)]
-    modify_index: u64,
-    #[serde(rename = "Value", default)]
-    value: Option<String>,
-}
-
-impl KvEntry {
-    /// The value as text; `null` and undecodable values read as empty.
-    fn text(&self) -> String {
-        self.value
-            .as_deref()
-            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
-            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-            .unwrap_or_default()
-    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1099,291 +989,9 @@ struct AgentCheck {
     status: String,
 }
 
-/// The Consul HTTP API, with the token, datacenter and time limit applied to every call.
-struct Http {
-    client: reqwest::Client,
-    base: Url,
-    /// As configured, for names and messages.
-    address: String,
-    token: Option<HeaderValue>,
-    /// Kept to scrub it out of any error body that would quote it.
-    token_text: Option<String>,
-    datacenter: Option<String>,
-    timeout: Duration,
-    /// The ACL permissions the backend needs, for the message of a 403.
-    needs: String,
-}
-
-/// One answer that is neither a transport failure, a 403 nor a 5xx.
-struct Answer {
-    status: StatusCode,
-    body: Vec<u8>,
-}
-
+/// The backend's own requests (the routes transaction, the agent's listings, its
+/// services), beside the backend; the shared client keeps what every user needs.
 impl Http {
-    fn new(
-        address: &str,
-        settings: &ConsulSettings,
-        config: &ConsulConfig,
-    ) -> Result<Http, RouteError> {
-        let setup = |what: String| RouteError(format!("consul {address}: {what}"));
-        let base = Url::parse(address)
-            .ok()
-            .filter(|url| !url.cannot_be_a_base() && matches!(url.scheme(), "http" | "https"))
-            .ok_or_else(|| {
-                setup("routing.consul.address must be a URL like \"http://127.0.0.1:8500\"".into())
-            })?;
-        install_crypto_provider();
-        let timeout = config.timeout.0;
-        let mut builder = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            // Consul answers; it never redirects the API.
-            .redirect(reqwest::redirect::Policy::none());
-        if base.scheme() == "https" {
-            if let Some(ca_file) = &config.ca_file {
-                let pem = std::fs::read(ca_file).map_err(|e| {
-                    setup(format!(
-                        "cannot read routing.consul.ca_file {}: {e}",
-                        ca_file.display()
-                    ))
-                })?;
-                let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-                    .ok()
-                    .filter(|certificates| !certificates.is_empty())
-                    .ok_or_else(|| {
-                        setup(format!(
-                            "routing.consul.ca_file {} holds no PEM certificate",
-                            ca_file.display()
-                        ))
-                    })?;
-                // Like Consul's own clients: a configured CA is the only one trusted.
-                builder = builder.tls_certs_only(certificates);
-            }
-            if let (Some(cert_file), Some(key_file)) = (&config.cert_file, &config.key_file) {
-                let mut pem = std::fs::read(cert_file).map_err(|e| {
-                    setup(format!(
-                        "cannot read routing.consul.cert_file {}: {e}",
-                        cert_file.display()
-                    ))
-                })?;
-                pem.push(b'\n');
-                pem.extend(std::fs::read(key_file).map_err(|e| {
-                    setup(format!(
-                        "cannot read routing.consul.key_file {}: {e}",
-                        key_file.display()
-                    ))
-                })?);
-                let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
-                    setup(format!(
-                        "routing.consul.cert_file {} and key_file {} are not a PEM certificate and key: {e}",
-                        cert_file.display(),
-                        key_file.display()
-                    ))
-                })?;
-                builder = builder.identity(identity);
-            }
-        } else if config.ca_file.is_some() || config.cert_file.is_some() {
-            tracing::warn!(
-                address,
-                "routing.consul.ca_file/cert_file are set but the address is http://: they are not used"
-            );
-        }
-        let client = builder
-            .build()
-            .map_err(|e| setup(format!("cannot set up the HTTP client: {e}")))?;
-        let token = match &settings.token {
-            Some(token) => {
-                let mut value = HeaderValue::from_str(token.expose()).map_err(|_| {
-                    setup(
-                        "the routing.consul token holds characters an HTTP header cannot carry"
-                            .into(),
-                    )
-                })?;
-                value.set_sensitive(true);
-                Some(value)
-            }
-            None => None,
-        };
-        Ok(Http {
-            client,
-            base,
-            address: address.trim_end_matches('/').to_string(),
-            token,
-            token_text: settings.token.as_ref().map(|t| t.expose().to_string()),
-            datacenter: config.datacenter.clone(),
-            timeout,
-            needs: acl_needs(config),
-        })
-    }
-
-    /// `<address>/v1/<path...>`, each segment escaped, with `?dc=` where it applies.
-    fn url(&self, path: &[&str], datacenter: bool) -> Url {
-        let mut url = self.base.clone();
-        {
-            let mut segments = url
-                .path_segments_mut()
-                .expect("checked in new: the address can be a base");
-            segments.pop_if_empty();
-            segments.push("v1");
-            for part in path {
-                segments.extend(part.split('/'));
-            }
-        }
-        if datacenter {
-            if let Some(dc) = &self.datacenter {
-                url.query_pairs_mut().append_pair("dc", dc);
-            }
-        }
-        url
-    }
-
-    /// Sends one request; transport failures, 403 and 5xx become errors here, every
-    /// other answer goes back to the caller. `acl` says what a 403 means the token lacks.
-    async fn call(
-        &self,
-        method: Method,
-        url: Url,
-        body: Option<Vec<u8>>,
-        what: &str,
-        acl: &str,
-    ) -> Result<Answer, ConsulError> {
-        let mut request = self.client.request(method, url);
-        if let Some(token) = &self.token {
-            request = request.header("X-Consul-Token", token.clone());
-        }
-        if let Some(body) = body {
-            request = request.header(CONTENT_TYPE, "application/json").body(body);
-        }
-        let response = request.send().await.map_err(|e| self.transport(e, what))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport(e, what))?
-            .to_vec();
-        if status == StatusCode::FORBIDDEN {
-            return Err(self.denied(what, acl, format!("HTTP 403: {}", self.excerpt(&body))));
-        }
-        if status.is_server_error() {
-            return Err(ConsulError::Server {
-                address: self.address.clone(),
-                what: what.to_string(),
-                status: status.as_u16(),
-                detail: self.excerpt(&body),
-            });
-        }
-        Ok(Answer { status, body })
-    }
-
-    fn denied(&self, what: &str, acl: &str, detail: String) -> ConsulError {
-        let problem = if self.token.is_none() {
-            format!("no token is configured, and the anonymous token lacks {acl}")
-        } else if detail.contains("ACL not found") {
-            "the token in routing.consul.token is not known to this Consul (mistyped, deleted or expired?)".to_string()
-        } else {
-            format!("the token in routing.consul.token lacks {acl}")
-        };
-        ConsulError::Denied {
-            address: self.address.clone(),
-            what: what.to_string(),
-            detail,
-            problem,
-            needs: self.needs.clone(),
-        }
-    }
-
-    fn transport(&self, error: reqwest::Error, what: &str) -> ConsulError {
-        if error.is_timeout() {
-            return ConsulError::Timeout {
-                address: self.address.clone(),
-                what: what.to_string(),
-                timeout: humantime::format_duration(self.timeout).to_string(),
-            };
-        }
-        // The innermost cause says it best ("Connection refused (os error 111)").
-        let mut reason = error.to_string();
-        let mut tls = false;
-        let mut source = std::error::Error::source(&error);
-        while let Some(cause) = source {
-            reason = cause.to_string();
-            tls |= is_tls(cause);
-            source = cause.source();
-        }
-        if tls {
-            return ConsulError::Tls {
-                address: self.address.clone(),
-                what: what.to_string(),
-                reason: self.scrub(reason),
-            };
-        }
-        if !error.is_connect() {
-            reason = format!("the connection failed: {reason}");
-        }
-        ConsulError::Unreachable {
-            address: self.address.clone(),
-            what: what.to_string(),
-            reason: self.scrub(reason),
-        }
-    }
-
-    /// The start of an error body, one line, with the token scrubbed out.
-    fn excerpt(&self, body: &[u8]) -> String {
-        let text = String::from_utf8_lossy(body);
-        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        let mut text: String = text.chars().take(BODY_EXCERPT).collect();
-        if text.is_empty() {
-            text = "no message".into();
-        }
-        self.scrub(text)
-    }
-
-    fn scrub(&self, text: String) -> String {
-        match &self.token_text {
-            Some(token) if !token.is_empty() => text.replace(token.as_str(), "<redacted>"),
-            _ => text,
-        }
-    }
-
-    fn unexpected(&self, what: &str, answer: &Answer) -> ConsulError {
-        ConsulError::Unexpected {
-            address: self.address.clone(),
-            what: what.to_string(),
-            status: answer.status.as_u16(),
-            detail: self.excerpt(&answer.body),
-        }
-    }
-
-    fn decode<T: serde::de::DeserializeOwned>(
-        &self,
-        what: &str,
-        body: &[u8],
-    ) -> Result<T, ConsulError> {
-        serde_json::from_slice(body).map_err(|e| ConsulError::Decode {
-            address: self.address.clone(),
-            what: what.to_string(),
-            reason: e.to_string(),
-        })
-    }
-
-    /// `GET /v1/kv/<key>` (with `recurse`: the key and everything under it as a prefix);
-    /// a missing key is no entries.
-    async fn kv_get(&self, key: &str, recurse: bool) -> Result<Vec<KvEntry>, ConsulError> {
-        let mut url = self.url(&["kv", key], true);
-        if recurse {
-            url.query_pairs_mut().append_key_only("recurse");
-        }
-        let what = format!("read {key}");
-        let answer = self
-            .call(Method::GET, url, None, &what, &format!("key read on {key}"))
-            .await?;
-        match answer.status {
-            StatusCode::NOT_FOUND => Ok(Vec::new()),
-            status if status.is_success() => self.decode(&what, &answer.body),
-            _ => Err(self.unexpected(&what, &answer)),
-        }
-    }
-
     async fn txn(&self, ops: &[TxnOp], cluster: &str) -> Result<TxnOutcome, ConsulError> {
         let body = serde_json::to_vec(ops).expect("transaction ops are plain data");
         let keys: BTreeSet<&str> = ops.iter().map(|op| op.kv.key.as_str()).collect();
@@ -1495,66 +1103,35 @@ impl Http {
                 "Status": "passing",
             },
         });
-        let what = format!("register service {}", service.id);
-        let answer = self
-            .call(
-                Method::PUT,
-                self.url(&["agent", "service", "register"], false),
-                Some(serde_json::to_vec(&body).expect("plain JSON")),
-                &what,
-                &format!("service write on {}", service.name),
-            )
-            .await?;
-        if answer.status.is_success() {
-            Ok(())
-        } else {
-            Err(self.unexpected(&what, &answer))
-        }
+        self.register_service(
+            &body,
+            &service.id,
+            &format!("service write on {}", service.name),
+        )
+        .await
     }
 
     async fn deregister(&self, service: &AgentService) -> Result<(), ConsulError> {
-        let what = format!("deregister service {}", service.id);
-        let answer = self
-            .call(
-                Method::PUT,
-                self.url(&["agent", "service", "deregister", &service.id], false),
-                None,
-                &what,
-                &format!("service write on {}", service.service),
-            )
-            .await?;
-        // Already gone is what was wanted.
-        if answer.status.is_success() || answer.status == StatusCode::NOT_FOUND {
-            Ok(())
-        } else {
-            Err(self.unexpected(&what, &answer))
-        }
+        self.deregister_service(
+            &service.id,
+            &format!("service write on {}", service.service),
+        )
+        .await
     }
 
     async fn pass(&self, service: &WantedService) -> Result<(), ConsulError> {
-        let check = check_id(&service.id);
-        let what = format!("pass check {check}");
-        let answer = self
-            .call(
-                Method::PUT,
-                self.url(&["agent", "check", "pass", &check], false),
-                None,
-                &what,
-                &format!("service write on {}", service.name),
-            )
-            .await?;
-        if answer.status.is_success() {
-            Ok(())
-        } else {
-            Err(self.unexpected(&what, &answer))
-        }
+        self.pass_check(
+            &check_id(&service.id),
+            &format!("service write on {}", service.name),
+        )
+        .await
     }
 }
 
 impl fmt::Debug for ConsulRouter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConsulRouter")
-            .field("address", &self.http.address)
+            .field("address", &self.http.address())
             .finish_non_exhaustive()
     }
 }
@@ -1564,7 +1141,7 @@ mod tests {
     use super::*;
     use crate::config::{HumanDuration, Secret};
     use crate::topology::InstanceKey;
-    use std::time::SystemTime;
+    use std::time::{Duration, SystemTime};
 
     fn endpoint(host: &str, port: u16, addresses: &[&str]) -> Endpoint {
         Endpoint {
@@ -1999,13 +1576,6 @@ mod tests {
         let plan = plan_services("demo", &wanted, &[]);
         let order: Vec<&str> = plan.register.iter().map(|(s, _)| s.role.as_str()).collect();
         assert_eq!(order, vec!["replica", "primary"]);
-    }
-
-    #[test]
-    fn durations_are_written_the_go_way() {
-        assert_eq!(go_duration(Duration::from_secs(30)), "30s");
-        assert_eq!(go_duration(Duration::from_secs(3600)), "3600s");
-        assert_eq!(go_duration(Duration::from_millis(1500)), "1500ms");
     }
 
     fn settings(address: &str, token: Option<&str>) -> ConsulSettings {

@@ -10,6 +10,7 @@
 //! and an unaliased cluster is named after its primary.
 
 pub mod consul;
+pub(crate) mod consul_http;
 pub mod desired;
 pub mod dns;
 pub mod engine;

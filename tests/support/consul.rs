@@ -84,7 +84,11 @@
 //!
 //! Test controls: `set_failure` (down, slow, 500), `restore_snapshot`, hand edits
 //! (`set_key`, `delete_key`, `invalidate_session`) and inspection (`kv`, `kv_entry`,
-//! `services`, `check_status`, `sessions`, `index`, `requests`) that bypass HTTP.
+//! `services`, `check_status`, `sessions`, `index`, `requests`) that bypass HTTP. For
+//! timing claims (who could hold a lock when), `requests_at` gives each request's
+//! arrival time and `acquisitions` the moment each lock was granted to a new holder
+//! (through `?acquire` or a transaction's `lock`): a test can compare what the server
+//! saw instead of what a client believed.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State as Shared};
@@ -185,6 +189,16 @@ pub struct KvEntry {
     pub lock_index: u64,
     pub create_index: u64,
     pub modify_index: u64,
+}
+
+/// A lock granted to a session that did not hold it, for inspection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acquisition {
+    /// When the server granted it (after any lock-delay had run out).
+    pub at: Instant,
+    pub key: String,
+    pub session: String,
+    pub lock_index: u64,
 }
 
 /// A service registered with the agent, for inspection.
@@ -403,7 +417,25 @@ impl ConsulStandIn {
 
     /// Every request received, in order: (method, path and query as sent).
     pub fn requests(&self) -> Vec<(String, String)> {
+        lock(&self.inner.requests)
+            .iter()
+            .map(|(_, method, path)| (method.clone(), path.clone()))
+            .collect()
+    }
+
+    /// As `requests`, each with the moment it arrived (before it was handled).
+    pub fn requests_at(&self) -> Vec<(Instant, String, String)> {
         lock(&self.inner.requests).clone()
+    }
+
+    /// Every grant of `key`'s lock to a new holder, in order.
+    pub fn acquisitions(&self, key: &str) -> Vec<Acquisition> {
+        lock(&self.inner.state)
+            .acquisitions
+            .iter()
+            .filter(|a| a.key == key)
+            .cloned()
+            .collect()
     }
 
     pub fn clear_requests(&self) {
@@ -578,7 +610,8 @@ struct Inner {
     /// The index after every change, for blocking readers.
     changes: watch::Sender<u64>,
     failure: Mutex<Failure>,
-    requests: Mutex<Vec<(String, String)>>,
+    /// (arrival, method, path and query).
+    requests: Mutex<Vec<(Instant, String, String)>>,
     probes: reqwest::Client,
 }
 
@@ -777,6 +810,8 @@ struct State {
     generation: u64,
     /// Bumped by every simulated snapshot restore.
     restores: u64,
+    /// Locks granted to new holders (inspection only; Consul keeps no such log).
+    acquisitions: Vec<Acquisition>,
 }
 
 impl State {
@@ -808,6 +843,29 @@ impl State {
             }
             if !delay.is_zero() {
                 self.lock_delay.insert(entry.key.clone(), now + delay);
+            }
+        }
+    }
+
+    /// Records the locks on `keys` that changed hands from `before` to now.
+    fn note_acquisitions<'a>(
+        &mut self,
+        before: &Kv,
+        keys: impl IntoIterator<Item = &'a str>,
+        now: Instant,
+    ) {
+        for key in keys {
+            let Some(entry) = self.kv.entries.get(key) else {
+                continue;
+            };
+            let held_before = before.entries.get(key).map(|e| e.session.as_str());
+            if !entry.session.is_empty() && held_before != Some(entry.session.as_str()) {
+                self.acquisitions.push(Acquisition {
+                    at: now,
+                    key: key.to_owned(),
+                    session: entry.session.clone(),
+                    lock_index: entry.lock_index,
+                });
             }
         }
     }
@@ -1609,7 +1667,11 @@ async fn handle(Shared(inner): Shared<Arc<Inner>>, request: Request) -> Response
         || request.uri().path().to_owned(),
         |pq| pq.as_str().to_owned(),
     );
-    lock(&inner.requests).push((request.method().as_str().to_owned(), path_and_query));
+    lock(&inner.requests).push((
+        Instant::now(),
+        request.method().as_str().to_owned(),
+        path_and_query,
+    ));
     let failure = *lock(&inner.failure);
     match failure {
         Failure::Slow(delay) => tokio::time::sleep(delay).await,
@@ -1921,7 +1983,10 @@ fn kv_put(inner: &Inner, ctx: &Ctx, key: &str) -> Response {
         entry.session = ctx.get("acquire").to_owned();
         let exists = state.sessions.contains_key(&entry.session);
         let idx = state.next();
-        state.kv.lock(idx, entry, exists).map(|e| e.is_some())
+        let before = state.kv.clone();
+        let locked = state.kv.lock(idx, entry, exists).map(|e| e.is_some());
+        state.note_acquisitions(&before, [key], now);
+        locked
     } else if ctx.has("release") {
         entry.session = ctx.get("release").to_owned();
         let idx = state.next();
@@ -2178,7 +2243,12 @@ fn txn(inner: &Inner, ctx: &Ctx) -> Response {
     let response = match outcome {
         Ok(mut results) => {
             if writes > 0 {
-                state.kv = scratch;
+                let before = std::mem::replace(&mut state.kv, scratch);
+                let locked = parsed
+                    .iter()
+                    .filter(|op| op.verb == "lock")
+                    .map(|op| op.key.as_str());
+                state.note_acquisitions(&before, locked, now);
             }
             // FilterTxnResults: what the token may not read is left out.
             if access == Access::Anonymous {
