@@ -6,6 +6,7 @@ use crate::analysis::ProblemRules;
 use crate::api::{self, ApiState};
 use crate::config::Settings;
 use crate::discovery::{self, DiscoveryHandle, DiscoveryOptions};
+use crate::leader::{self, LeaderInfo, Lease, LeaseError, LeaseSettings};
 use crate::mysql::admin::ReplicationAccount;
 use crate::mysql::ConnectSettings;
 use crate::recovery::coordinator::Coordinator;
@@ -30,6 +31,8 @@ pub enum AgentError {
     Server(std::io::Error),
     #[error(transparent)]
     Routing(#[from] routing::StartError),
+    #[error("ha: {0}")]
+    Lease(#[from] LeaseError),
 }
 
 /// A started agent.
@@ -70,6 +73,7 @@ impl RunningAgent {
             address: settings.api_listen,
             source,
         })?;
+        let lease = start_lease(settings, api_address).await?;
         let executor = Executor {
             connect: options.connect.clone(),
             account: ReplicationAccount {
@@ -79,10 +83,12 @@ impl RunningAgent {
             apply_timeout: config.recovery.apply_timeout.0,
             verify_timeout: config.recovery.verify_timeout.0,
             heartbeat_period: config.recovery.heartbeat_period.0,
+            lease: lease.clone(),
         };
         let discovery = discovery::start(options, config.discovery.seeds.clone(), store.clone());
         let rules = ProblemRules::from_config(config);
-        let routing = routing::start(settings, store.clone(), discovery.clone()).await?;
+        let routing =
+            routing::start(settings, store.clone(), discovery.clone(), lease.clone()).await?;
         let coordinator = Coordinator::new(
             discovery.clone(),
             store.clone(),
@@ -96,6 +102,7 @@ impl RunningAgent {
             routing.routing.clone(),
         );
         tokio::spawn(coordinator.clone().run());
+        tokio::spawn(watch_store(store.clone()));
         let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
         let state = ApiState {
             stopping,
@@ -137,6 +144,42 @@ impl RunningAgent {
         match self.server.await {
             Ok(result) => result.map_err(AgentError::Server),
             Err(_) => Ok(()),
+        }
+    }
+}
+
+/// The leader lease when `[ha]` is on (this agent acts only while it holds it), else an
+/// agent that always acts.
+async fn start_lease(settings: &Settings, api_address: SocketAddr) -> Result<Lease, LeaseError> {
+    let ha = &settings.config.ha;
+    let Some(consul) = settings.routing.consul.clone().filter(|_| ha.enabled) else {
+        return Ok(leader::solo());
+    };
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "pointsman".into());
+    let api = format!("http://{api_address}");
+    let agent = LeaderInfo {
+        name: format!("{host} {api}"),
+        api,
+    };
+    // One lock for every agent of a deployment, however their clusters are configured:
+    // `ha.lock_key` separates deployments that share a Consul.
+    Lease::start(LeaseSettings::new(ha, consul, "default", agent)).await
+}
+
+/// Checks every second that the store is still there and takes writes, so a deleted
+/// file or a full disk is reported at once, not found at the next restart.
+async fn watch_store(store: Store) {
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        let checking = store.clone();
+        if tokio::task::spawn_blocking(move || checking.check())
+            .await
+            .is_err()
+        {
+            return;
         }
     }
 }

@@ -16,7 +16,12 @@ pub enum ClientError {
     #[error("cannot reach the pointsman API at {url}: {reason}\n(is `pointsman run` or `pointsman demo` running? point --api or POINTSMAN_API at it)")]
     Unreachable { url: String, reason: String },
     #[error("{message} (HTTP {status})")]
-    Api { status: u16, message: String },
+    Api {
+        status: u16,
+        message: String,
+        /// The API of the agent that leads, when this one refused because it does not.
+        leader: Option<String>,
+    },
     #[error("unexpected answer from {url}: {reason}")]
     Decode { url: String, reason: String },
 }
@@ -59,8 +64,7 @@ impl ApiClient {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        self.send(self.http.post(self.url(path)).json(body), path)
-            .await
+        self.change(reqwest::Method::POST, path, Some(body)).await
     }
 
     pub async fn put<B: Serialize, T: DeserializeOwned>(
@@ -68,12 +72,39 @@ impl ApiClient {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        self.send(self.http.put(self.url(path)).json(body), path)
-            .await
+        self.change(reqwest::Method::PUT, path, Some(body)).await
     }
 
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.send(self.http.delete(self.url(path)), path).await
+        self.change::<(), T>(reqwest::Method::DELETE, path, None)
+            .await
+    }
+
+    /// A call that changes something: an agent that does not lead names the one that
+    /// does, and the call goes there instead (once).
+    async fn change<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let request = |base: &str| {
+            let request = self.http.request(method.clone(), format!("{base}{path}"));
+            match body {
+                Some(body) => request.json(body),
+                None => request,
+            }
+        };
+        match self.send(request(&self.base), path).await {
+            Err(ClientError::Api {
+                leader: Some(leader),
+                ..
+            }) if leader.trim_end_matches('/') != self.base => {
+                eprintln!("(this agent does not lead: sent to the leader at {leader})");
+                self.send(request(leader.trim_end_matches('/')), path).await
+            }
+            other => other,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -103,12 +134,14 @@ impl ApiClient {
                 reason: e.to_string(),
             })?;
         if !status.is_success() {
-            let message = serde_json::from_slice::<ApiError>(&body)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+            let (message, leader) = match serde_json::from_slice::<ApiError>(&body) {
+                Ok(error) => (error.error, error.leader),
+                Err(_) => (String::from_utf8_lossy(&body).into_owned(), None),
+            };
             return Err(ClientError::Api {
                 status: status.as_u16(),
                 message,
+                leader,
             });
         }
         serde_json::from_slice(&body).map_err(|e| ClientError::Decode {

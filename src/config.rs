@@ -91,6 +91,9 @@ pub struct Config {
     pub hooks: HooksConfig,
     #[serde(default)]
     pub routing: RoutingConfig,
+    /// `[ha]`: several agents, one acts (a leader lease in Consul).
+    #[serde(default)]
+    pub ha: crate::leader::HaConfig,
     /// `[[cluster]]` tables: aliases for clusters.
     #[serde(default, rename = "cluster")]
     pub clusters: Vec<ClusterConfig>,
@@ -617,6 +620,15 @@ impl Config {
         };
         for (key, what) in self.hooks.check() {
             problem(&key, what);
+        }
+        for (key, what) in self.ha.check() {
+            problem(&key, what);
+        }
+        if self.ha.enabled && self.routing.consul.address.is_none() {
+            problem(
+                "ha.enabled",
+                "needs routing.consul.address: the leader lease lives in the Consul that routing uses".into(),
+            );
         }
         if recovery.silent_heartbeats == 0 {
             problem("recovery.silent_heartbeats", "must be at least 1".into());

@@ -128,7 +128,7 @@ impl DiscoveryHandle {
         self.probe_now(keys.clone());
         let fresh = |snapshot: &Snapshot| {
             keys.iter().all(|key| {
-                snapshot.get(key).is_none_or(|instance| {
+                snapshot.get(key).is_some_and(|instance| {
                     let probe_started = instance.last_seen.map(|seen| {
                         seen - Duration::from_millis(instance.probe_millis.unwrap_or(0))
                     });

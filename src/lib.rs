@@ -10,6 +10,7 @@ pub mod analysis;
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod crash;
 pub mod demo;
 pub mod discovery;
 pub mod leader;

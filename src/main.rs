@@ -232,6 +232,9 @@ fn init_logging(config: &LogConfig) {
 
 #[tokio::main]
 async fn main() {
+    // Crash points named in FAILPOINTS (builds with the `failpoints` feature only).
+    #[cfg(feature = "failpoints")]
+    let _crash_points = fail::FailScenario::setup();
     let cli = Cli::parse();
     if let Err(error) = run(cli).await {
         eprintln!("error: {error:#}");

@@ -41,7 +41,9 @@ async fn changes_need_the_token_and_reads_stay_open() {
         .post::<_, serde_json::Value>("/api/v1/discover", &discover)
         .await;
     match refused {
-        Err(ClientError::Api { status, message }) => {
+        Err(ClientError::Api {
+            status, message, ..
+        }) => {
             assert_eq!(status, 401);
             assert!(message.contains("--token"), "{message}");
         }

@@ -354,7 +354,9 @@ async fn the_old_primary_returns_fenced_and_reattach_makes_it_a_replica(flavor: 
         .delete::<serde_json::Value>(&format!("/api/v1/instances/{node1}"))
         .await
     {
-        Err(pointsman::client::ClientError::Api { status, message }) => {
+        Err(pointsman::client::ClientError::Api {
+            status, message, ..
+        }) => {
             assert_eq!(status, 409);
             assert!(
                 message.contains("fenced old primary") && message.contains("--unfence"),

@@ -224,6 +224,9 @@ async fn candidates_events_and_metrics(flavor: Flavor) {
         metrics.contains("pointsman_instances{state=\"reachable\"} 3\n"),
         "{metrics}"
     );
+    // An agent without [ha] acts alone, and its store is fine.
+    assert!(metrics.contains("pointsman_leader 1\n"), "{metrics}");
+    assert!(metrics.contains("pointsman_store_ok 1\n"), "{metrics}");
     // node2's lag, whatever it is this second (MySQL may say 1 just after a write).
     let port = topology.key("node2").port;
     let lag_line =

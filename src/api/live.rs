@@ -72,12 +72,23 @@ async fn metrics(axum::extract::State(state): axum::extract::State<ApiState>) ->
     let routing = state.coordinator.routing.status();
     // Counted in SQL: a scrape must not read every recovery's steps.
     let recoveries = state.store.recovery_counts().unwrap_or_default();
+    let mut text = render_metrics(&details, &routing, &recoveries);
+    let leads = state.coordinator.executor.lease.gate().is_ok();
+    let _ = writeln!(
+        text,
+        "# HELP pointsman_leader 1 while this agent leads (it acts), 0 while another does\n\
+         # TYPE pointsman_leader gauge\npointsman_leader {}\n\
+         # HELP pointsman_store_ok 1 while the agent's store is its file and takes writes\n\
+         # TYPE pointsman_store_ok gauge\npointsman_store_ok {}",
+        u8::from(leads),
+        u8::from(state.store.problem().is_none())
+    );
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render_metrics(&details, &routing, &recoveries),
+        text,
     )
 }
 

@@ -90,6 +90,10 @@ pub fn router(state: ApiState, access: auth::Access) -> Router {
         .merge(live::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            only_the_leader_changes,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             access,
             auth::require_token,
         ))
@@ -103,6 +107,10 @@ pub struct ApiError {
     #[serde(skip)]
     pub status: u16,
     pub error: String,
+    /// On a follower's refusal to change anything: the API of the agent that leads,
+    /// where the CLI sends the call again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
 }
 
 impl ApiError {
@@ -110,6 +118,35 @@ impl ApiError {
         Self {
             status: status.as_u16(),
             error: error.into(),
+            leader: None,
+        }
+    }
+}
+
+/// Calls that change servers, routes or the shared recovery state are the leader's:
+/// a follower answers 503 naming the leader's API (the CLI follows it). Reads, and
+/// this agent's own discovery (`discover`, `forget`), are anyone's.
+async fn only_the_leader_changes(
+    State(state): State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = request.method().clone();
+    let path = request.uri().path();
+    let reading = matches!(method, axum::http::Method::GET | axum::http::Method::HEAD);
+    let own_discovery = path == "/api/v1/discover"
+        || (method == axum::http::Method::DELETE
+            && path.starts_with("/api/v1/instances/")
+            && path.matches('/').count() == 4);
+    if reading || own_discovery {
+        return next.run(request).await;
+    }
+    match state.coordinator.executor.lease.gate() {
+        Ok(_) => next.run(request).await,
+        Err(not) => {
+            let mut refusal = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, not.to_string());
+            refusal.leader = not.leader.map(|leader| leader.api);
+            refusal.into_response()
         }
     }
 }
@@ -132,16 +169,40 @@ async fn not_found() -> ApiError {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Health {
+    /// `ok`, or `degraded` when the agent itself has a problem (listed in `problems`).
     pub status: String,
     pub version: String,
     pub instances: usize,
+    /// What is wrong with the agent itself (its store), each in a sentence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+    /// `leader` (this agent acts), `follower` (another does) or `starting`.
+    #[serde(default)]
+    pub role: String,
+    /// The agent that leads, when it is known (this one included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<crate::leader::LeaderInfo>,
 }
 
 async fn health(State(state): State<ApiState>) -> Json<Health> {
+    let problems: Vec<String> = state.store.problem().into_iter().collect();
+    let (role, leader) = match state.coordinator.executor.lease.role() {
+        crate::leader::Role::Leader { .. } => ("leader", state.coordinator.executor.lease.agent()),
+        crate::leader::Role::Follower { leader } => ("follower", leader),
+        crate::leader::Role::Starting => ("starting", None),
+    };
     Json(Health {
-        status: "ok".into(),
+        status: if problems.is_empty() {
+            "ok"
+        } else {
+            "degraded"
+        }
+        .into(),
         version: env!("CARGO_PKG_VERSION").into(),
         instances: state.discovery.snapshot().instances.len(),
+        problems,
+        role: role.into(),
+        leader,
     })
 }
 

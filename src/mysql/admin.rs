@@ -154,6 +154,7 @@ pub async fn promote(conn: &mut Connection) -> Result<(), MysqlError> {
         ServerFlavor::Mariadb => "RESET SLAVE ALL",
     })
     .await?;
+    crate::crash_point!("promote-after-reset");
     set_read_only(conn, false).await
 }
 

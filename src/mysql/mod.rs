@@ -51,6 +51,10 @@ pub enum MysqlError {
         statement: String,
         message: String,
     },
+    /// Not sent: this agent may not change servers now (it does not lead, or its lease
+    /// ran out during the step).
+    #[error("{instance}: not changed: {why}")]
+    NotLeader { instance: InstanceKey, why: String },
 }
 
 impl MysqlError {
@@ -62,7 +66,8 @@ impl MysqlError {
             MysqlError::Connect { instance, .. }
             | MysqlError::Timeout { instance, .. }
             | MysqlError::Query { instance, .. }
-            | MysqlError::Unexpected { instance, .. } => instance,
+            | MysqlError::Unexpected { instance, .. }
+            | MysqlError::NotLeader { instance, .. } => instance,
         };
         text.strip_prefix(&format!("{instance}: "))
             .map(str::to_string)

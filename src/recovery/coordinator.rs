@@ -62,7 +62,21 @@ struct State {
     /// When a recovery that touched an instance ended: a judgement that rests on data
     /// about it from before then is stale (the recovery changed it).
     changed_at: HashMap<InstanceKey, SystemTime>,
+    /// Clusters whose last automatic attempt did not succeed: not before then again.
+    retry: HashMap<String, Retry>,
 }
+
+/// When an automatic recovery that did not succeed may be tried again, and why it did
+/// not: attempts back off (1 s, doubling, at most `RETRY_AT_MOST`), so nothing that keeps
+/// a recovery from proceeding turns into a storm of attempts.
+struct Retry {
+    not_before: Instant,
+    next_wait: Duration,
+    why: String,
+}
+
+/// The longest wait between two automatic attempts on one cluster.
+const RETRY_AT_MOST: Duration = Duration::from_secs(5);
 
 /// Why a manual recovery was refused.
 #[derive(Debug, thiserror::Error)]
@@ -141,20 +155,23 @@ impl Coordinator {
         self.state().recovering.remove(cluster);
     }
 
+    /// Records that a recovery just changed these instances: judgements on data from
+    /// before now are stale; and looks at them at once.
+    pub(crate) fn mark_changed(&self, keys: impl IntoIterator<Item = InstanceKey>) {
+        let keys: Vec<InstanceKey> = keys.into_iter().collect();
+        {
+            let mut state = self.state();
+            let now = SystemTime::now();
+            for key in &keys {
+                state.changed_at.insert(key.clone(), now);
+            }
+        }
+        self.discovery.probe_now(keys);
+    }
+
     /// Watches snapshots until discovery stops.
     pub async fn run(self: Arc<Self>) {
-        match self.store.interrupt_running_recoveries() {
-            Ok(interrupted) => {
-                for record in interrupted {
-                    tracing::error!(
-                        recovery_id = %record.id,
-                        cluster = %record.cluster,
-                        "a recovery was interrupted by an agent restart; it blocks automatic recovery until acknowledged"
-                    );
-                }
-            }
-            Err(error) => tracing::error!(%error, "cannot read recoveries from the store"),
-        }
+        let mut leading = false;
         // Judged on every new snapshot, and on a short timer too: heartbeat silence makes
         // a replica's verdict change with time alone.
         let mut snapshots = self.discovery.subscribe();
@@ -169,6 +186,13 @@ impl Coordinator {
                 }
                 _ = ticker.tick() => {}
             }
+            // Whenever this agent starts to lead (at start-up when it acts alone), a
+            // recovery it began and did not finish is settled first: finished or undone.
+            let leads = self.executor.lease.gate().is_ok();
+            if leads && !leading {
+                self.resume_unfinished();
+            }
+            leading = leads;
             let snapshot = snapshots.borrow_and_update().clone();
             self.consider(&snapshot);
         }
@@ -186,7 +210,10 @@ impl Coordinator {
     }
 
     fn consider(self: &Arc<Self>, snapshot: &Snapshot) {
-        self.keep_fenced(snapshot);
+        let not_leading = self.executor.lease.gate().err();
+        if not_leading.is_none() {
+            self.keep_fenced(snapshot);
+        }
         for (cluster, problems) in self.problems(snapshot) {
             if !problems.iter().any(|p| p.code.needs_recovery()) {
                 self.state().refused.remove(&cluster.name);
@@ -209,7 +236,8 @@ impl Coordinator {
                                 problem.code, problem.instance, problem.explanation
                             )
                         });
-                        if first {
+                        // Hooks are actions too: only the agent that leads runs them.
+                        if first && not_leading.is_none() {
                             self.failure_detected_hooks(&cluster, &problem);
                         }
                         if self.state().recovering.contains(&cluster.name) {
@@ -218,7 +246,11 @@ impl Coordinator {
                         if self.judged_on_stale_data(&problem, snapshot) {
                             continue; // wait for a probe after the last recovery
                         }
-                        let refusal = self.automatic_refusal(&cluster, &problem);
+                        let refusal = not_leading
+                            .as_ref()
+                            .map(|not| not.to_string())
+                            .or_else(|| self.automatic_refusal(&cluster, &problem))
+                            .or_else(|| self.waiting_to_retry(&cluster.name));
                         match &refusal {
                             Some(why) => {
                                 self.state()
@@ -230,7 +262,12 @@ impl Coordinator {
                             }
                         }
                         if let Some(refusal) = refusal {
-                            self.say_once(&cluster.name, &problem, "refused", || refusal);
+                            // Said once per reason (a refusal that changes is news).
+                            let kind = format!(
+                                "refused|{}",
+                                refusal.split(" (next attempt").next().unwrap_or_default()
+                            );
+                            self.say_once(&cluster.name, &problem, &kind, || refusal);
                         } else {
                             self.start(cluster.clone(), problem.clone(), Trigger::Automatic, None);
                         }
@@ -317,12 +354,12 @@ impl Coordinator {
             return false;
         }
         let message = message();
-        if kind == "refused" {
+        if kind.starts_with("refused") {
             tracing::warn!(cluster, instance = %problem.instance, "{message}");
         }
         let _ = self.store.audit(AuditEntry {
             actor: "agent".into(),
-            action: format!("failure-{kind}"),
+            action: format!("failure-{}", kind.split('|').next().unwrap_or(kind)),
             cluster: Some(cluster.to_string()),
             instance: Some(problem.instance.clone()),
             message,
@@ -375,6 +412,44 @@ impl Coordinator {
             );
         }
         all_ok
+    }
+
+    /// Why an automatic recovery of `cluster` must wait: its last attempt did not succeed
+    /// and the back-off has not run out.
+    fn waiting_to_retry(&self, cluster: &str) -> Option<String> {
+        let state = self.state();
+        let retry = state.retry.get(cluster)?;
+        let left = retry.not_before.checked_duration_since(Instant::now())?;
+        let at = SystemTime::now() + left;
+        Some(format!(
+            "the last attempt did not succeed: {} (next attempt at {})",
+            retry.why,
+            crate::topology::time::format(at)
+        ))
+    }
+
+    /// After an automatic attempt: success clears the back-off, anything else lengthens it.
+    fn attempted(&self, cluster: &str, outcome: Result<(), String>) {
+        let mut state = self.state();
+        match outcome {
+            Ok(()) => {
+                state.retry.remove(cluster);
+            }
+            Err(why) => {
+                let wait = state
+                    .retry
+                    .get(cluster)
+                    .map_or(Duration::from_secs(1), |r| r.next_wait);
+                state.retry.insert(
+                    cluster.to_string(),
+                    Retry {
+                        not_before: Instant::now() + wait,
+                        next_wait: (wait * 2).min(RETRY_AT_MOST),
+                        why,
+                    },
+                );
+            }
+        }
     }
 
     /// Why this failure may not be recovered automatically, or `None` if it may.
@@ -544,12 +619,16 @@ impl Coordinator {
             &trigger.name(),
             now,
         );
-        if let Err(error) = self.store.insert_recovery(&record) {
-            tracing::error!(%error, recovery_id = %id, "cannot record the recovery");
-        }
-        let mut log = StepLog::new(&id);
+        let mut log = StepLog::journaled(&id, self.store.clone());
         let snapshot = self.discovery.snapshot();
-        let outcome = if let Some(fence) = &fence {
+        let recorded = self.store.insert_recovery(&record);
+        let outcome = if let Err(error) = recorded {
+            // Without a record (and its journal) nobody could settle what this began.
+            tracing::error!(%error, recovery_id = %id, "cannot record the recovery: nothing is changed");
+            Err(Outcome::Aborted(format!(
+                "the store cannot be written ({error}): nothing was changed"
+            )))
+        } else if let Some(fence) = &fence {
             self.recover_stragglers(fence, &problem, &snapshot, &mut log)
                 .await
         } else if kind == "intermediate" {
@@ -564,6 +643,15 @@ impl Coordinator {
             Err(Outcome::Aborted(_)) => RecoveryStatus::Aborted,
             Err(Outcome::Failed(_)) => RecoveryStatus::Failed,
         };
+        if matches!(trigger, Trigger::Automatic) {
+            self.attempted(
+                &cluster.name,
+                match &outcome {
+                    Ok(_) => Ok(()),
+                    Err(Outcome::Aborted(why)) | Err(Outcome::Failed(why)) => Err(why.clone()),
+                },
+            );
+        }
         record.successor = outcome.as_ref().ok().cloned();
         let context = HookContext {
             failure_type: record.problem.clone(),
@@ -577,6 +665,7 @@ impl Coordinator {
         } else {
             HookPoint::PostUnsuccessfulFailover
         };
+        crate::crash_point!("failover-before-post-hooks");
         self.hooks_as_steps(point, &context, &mut log).await;
         record.steps = log.steps;
         record.finished_at = Some(SystemTime::now());
@@ -659,6 +748,7 @@ impl Coordinator {
             plan.explain(),
             started.elapsed(),
         );
+        crate::crash_point!("failover-after-choose");
         let context = HookContext {
             failure_type: format!("{:?}", problem.code),
             cluster: cluster.name.clone(),
@@ -688,10 +778,10 @@ impl Coordinator {
         }
         // Fenced from this moment: never writable again on its own. Without a recorded
         // fence nothing may change, so a store that cannot write it aborts the recovery.
-        if let Err(error) =
+        if let Err(error) = log.begin("fence", Some(&problem.instance)).and_then(|()| {
             self.store
                 .fence(&problem.instance, &cluster.name, Some(&log.recovery_id))
-        {
+        }) {
             log.note(
                 "fence",
                 Some(&problem.instance),
@@ -710,9 +800,11 @@ impl Coordinator {
             "marked fenced: set read_only whenever it answers, until re-attached".into(),
             Duration::ZERO,
         );
+        crate::crash_point!("failover-after-fence");
         // Traffic first: no backend may send writes to the old primary while the new
         // one is made writable. A backend that does not answer is not waited for.
         let withdrawing = Instant::now();
+        let _ = log.begin("withdraw routes", Some(&problem.instance));
         let report = self
             .routing
             .withdraw_writer(&cluster.name, &problem.instance, &log.recovery_id)
@@ -724,10 +816,13 @@ impl Coordinator {
             format!("no route names {} any more: {report}", problem.instance),
             withdrawing.elapsed(),
         );
+        crate::crash_point!("failover-after-withdraw");
         let promoted = self.executor.prepare_and_promote(&plan, log).await;
+        crate::crash_point!("failover-after-promote");
         let repointed = match promoted {
             Ok(()) => {
-                let mut repoint_log = StepLog::new(&log.recovery_id);
+                let mut repoint_log = log.branch();
+                let _ = log.begin("route", Some(&plan.candidate));
                 let ((report, routing_took), left_behind) = tokio::join!(
                     timed(self.routing.route_writer(
                         &cluster.name,
@@ -746,7 +841,8 @@ impl Coordinator {
                     format!("routes name {} as the writer: {report}", plan.candidate),
                     routing_took,
                 );
-                log.steps.extend(repoint_log.steps);
+                log.absorb(repoint_log);
+                crate::crash_point!("failover-after-repoint");
                 Ok(left_behind)
             }
             Err(failure) => Err(failure),

@@ -5,9 +5,11 @@
 //! plan says so, and only then is promoted; the siblings follow it by GTID.
 
 use super::plan::PromotionPlan;
+use crate::leader::Lease;
 use crate::mysql::admin::{self, ReplicationAccount};
 use crate::mysql::{ConnectSettings, Connection, MysqlError};
 use crate::store::recovery::StepRecord;
+use crate::store::{Store, StoreError};
 use crate::topology::InstanceKey;
 use futures::future::join_all;
 use std::future::Future;
@@ -25,24 +27,66 @@ pub struct Executor {
     /// The heartbeat period of a link that had none (`recovery.heartbeat_period`); a
     /// re-pointed replica keeps its own.
     pub heartbeat_period: Duration,
+    /// Who may change servers: every connection that changes one is opened only while
+    /// this agent leads, and each step ends when the lease would.
+    pub lease: Lease,
 }
 
-/// Steps as they run, for the recovery record.
+/// Steps as they run, for the recovery record. A journaled log also writes each step
+/// to the store's journal: `begin` before it runs, `note` with its outcome after.
 #[derive(Clone, Debug, Default)]
 pub struct StepLog {
     pub recovery_id: String,
     pub steps: Vec<StepRecord>,
+    journal: Option<Store>,
+    /// Steps begun and not yet noted: (step, instance, journal sequence).
+    begun: Vec<(String, Option<InstanceKey>, i64)>,
 }
 
 impl StepLog {
+    /// A log kept in memory only.
     pub fn new(recovery_id: &str) -> Self {
         Self {
             recovery_id: recovery_id.to_string(),
-            steps: Vec::new(),
+            ..Self::default()
         }
     }
 
-    /// Records a step that happened outside the executor (a decision, a hook).
+    /// A log whose steps also go to the journal in `store`, as they begin and end.
+    pub fn journaled(recovery_id: &str, store: Store) -> Self {
+        Self {
+            recovery_id: recovery_id.to_string(),
+            journal: Some(store),
+            ..Self::default()
+        }
+    }
+
+    /// A log for steps that run alongside this log's: the same recovery and journal,
+    /// its own steps (append them with `absorb`).
+    pub fn branch(&self) -> Self {
+        Self {
+            recovery_id: self.recovery_id.clone(),
+            journal: self.journal.clone(),
+            ..Self::default()
+        }
+    }
+
+    /// Takes the steps of a branch, in the order they were recorded there.
+    pub fn absorb(&mut self, branch: StepLog) {
+        self.steps.extend(branch.steps);
+    }
+
+    /// Writes to the journal that `step` is about to run. A step whose beginning cannot
+    /// be written must not run: whoever acts after a crash could not know it began.
+    pub fn begin(&mut self, step: &str, instance: Option<&InstanceKey>) -> Result<(), StoreError> {
+        if let Some(store) = &self.journal {
+            let seq = store.journal_begin(&self.recovery_id, step, instance)?;
+            self.begun.push((step.to_string(), instance.cloned(), seq));
+        }
+        Ok(())
+    }
+
+    /// Records a step's outcome (completing its `begin`, or as a step of its own).
     pub fn note(
         &mut self,
         step: &str,
@@ -59,28 +103,81 @@ impl StepLog {
             duration_ms = took.as_millis() as u64,
             "{detail}"
         );
+        if let Some(store) = &self.journal {
+            let open = self
+                .begun
+                .iter()
+                .position(|(name, key, _)| name == step && key.as_ref() == instance);
+            let written = match open {
+                Some(index) => {
+                    let (_, _, seq) = self.begun.remove(index);
+                    Ok(seq)
+                }
+                None => store.journal_begin(&self.recovery_id, step, instance),
+            }
+            .and_then(|seq| {
+                store.journal_end(&self.recovery_id, seq, ok, &detail, took.as_millis() as u64)
+            });
+            if let Err(error) = written {
+                tracing::error!(recovery_id = %self.recovery_id, step, %error, "cannot write the step's outcome to the journal");
+            }
+        }
         self.steps.push(StepRecord {
             step: step.to_string(),
             instance: instance.cloned(),
             ok,
             detail,
             duration_ms: took.as_millis() as u64,
+            pending: false,
         });
     }
 }
 
 /// Why a recovery stopped, with the step it stopped at.
 #[derive(Debug, thiserror::Error)]
-#[error("{step} failed: {source}")]
+#[error("{step} failed: {reason}")]
 pub struct StepFailed {
     pub step: String,
-    #[source]
-    pub source: MysqlError,
+    pub reason: String,
 }
 
 impl Executor {
-    async fn open(&self, key: &InstanceKey) -> Result<Connection, MysqlError> {
-        Connection::open(key, &self.connect).await
+    /// A connection for changing `key`, only while this agent leads.
+    pub(crate) async fn open(&self, key: &InstanceKey) -> Result<Connection, MysqlError> {
+        let grant = self.lease.gate().map_err(|not| MysqlError::NotLeader {
+            instance: key.clone(),
+            why: not.to_string(),
+        })?;
+        tokio::time::timeout(grant.remaining, Connection::open(key, &self.connect))
+            .await
+            .unwrap_or_else(|_| Err(lease_ran_out(key)))
+    }
+
+    /// Runs one change of `key` (connect, statements, close) within what remains of the
+    /// lease: a step never outlasts the right to take it.
+    async fn leased<F, Fut>(&self, key: &InstanceKey, operation: F) -> Result<(), MysqlError>
+    where
+        F: FnOnce(Connection) -> Fut,
+        Fut: Future<Output = (Connection, Result<(), MysqlError>)>,
+    {
+        let remaining = match self.lease.gate() {
+            Ok(grant) => grant.remaining,
+            Err(not) => {
+                return Err(MysqlError::NotLeader {
+                    instance: key.clone(),
+                    why: not.to_string(),
+                })
+            }
+        };
+        let work = async {
+            let conn = self.open(key).await?;
+            let (conn, result) = operation(conn).await;
+            conn.close().await;
+            result
+        };
+        tokio::time::timeout(remaining, work)
+            .await
+            .unwrap_or_else(|_| Err(lease_ran_out(key)))
     }
 
     /// Runs one operation on one instance as a recorded step.
@@ -97,14 +194,13 @@ impl Executor {
         Fut: Future<Output = (Connection, Result<(), MysqlError>)> + 'a,
     {
         let started = Instant::now();
-        let result = match self.open(key).await {
-            Ok(conn) => {
-                let (conn, result) = operation(conn).await;
-                conn.close().await;
-                result
-            }
-            Err(error) => Err(error),
-        };
+        if let Err(error) = log.begin(name, Some(key)) {
+            return Err(StepFailed {
+                step: format!("{name} on {key}"),
+                reason: format!("not run: the journal could not be written ({error})"),
+            });
+        }
+        let result = self.leased(key, operation).await;
         match result {
             Ok(()) => {
                 log.note(name, Some(key), true, detail, started.elapsed());
@@ -120,7 +216,7 @@ impl Executor {
                 );
                 Err(StepFailed {
                     step: format!("{name} on {key}"),
-                    source: error,
+                    reason: error.to_string(),
                 })
             }
         }
@@ -141,21 +237,31 @@ impl Executor {
         Fut: Future<Output = (Connection, Result<(), MysqlError>)> + 'a,
     {
         let started = Instant::now();
-        let operation = &operation;
-        let results = join_all(keys.iter().map(|key| async move {
-            let result = match self.open(key).await {
-                Ok(conn) => {
-                    let (conn, result) = operation(conn).await;
-                    conn.close().await;
-                    result
+        let mut failed = Vec::new();
+        let mut journaled = Vec::new();
+        for key in keys {
+            match log.begin(name, Some(key)) {
+                Ok(()) => journaled.push(key),
+                Err(error) => {
+                    log.note(
+                        name,
+                        Some(key),
+                        false,
+                        format!("not run: the journal could not be written ({error})"),
+                        Duration::ZERO,
+                    );
+                    failed.push(key.clone());
                 }
-                Err(error) => Err(error),
-            };
-            (key, result)
-        }))
+            }
+        }
+        let operation = &operation;
+        let results = join_all(
+            journaled
+                .into_iter()
+                .map(|key| async move { (key, self.leased(key, operation).await) }),
+        )
         .await;
         let took = started.elapsed();
-        let mut failed = Vec::new();
         for (key, result) in results {
             match result {
                 Ok(()) => log.note(name, Some(key), true, done(key), took),
@@ -206,14 +312,11 @@ impl Executor {
                 .cloned(),
         );
         let failed = self.stop_receiving(log, &everyone).await;
+        crate::crash_point!("failover-after-stop-io");
         if failed.contains(candidate) {
             return Err(StepFailed {
                 step: format!("stop IO thread on {candidate}"),
-                source: MysqlError::Unexpected {
-                    instance: candidate.clone(),
-                    statement: "STOP REPLICA IO_THREAD".into(),
-                    message: "the candidate could not be stopped".into(),
-                },
+                reason: "the candidate could not be stopped".into(),
             });
         }
 
@@ -231,6 +334,7 @@ impl Executor {
         )
         .await?;
 
+        crate::crash_point!("failover-after-apply");
         if let Some(source) = &plan.catch_up_from {
             self.step(
                 log,
@@ -261,7 +365,7 @@ impl Executor {
                 );
                 StepFailed {
                     step: format!("read the GTIDs of {source}"),
-                    source: error,
+                    reason: error.to_string(),
                 }
             })?;
             let from = source.clone();
@@ -346,6 +450,26 @@ impl Executor {
         result
     }
 
+    /// Sets read_only ON or OFF as a recorded step named `name`.
+    pub async fn set_read_only_step(
+        &self,
+        log: &mut StepLog,
+        name: &str,
+        key: &InstanceKey,
+        on: bool,
+    ) -> Result<(), StepFailed> {
+        let detail = if on {
+            "read_only ON: takes no writes"
+        } else {
+            "read_only OFF: takes writes"
+        };
+        self.step(log, name, key, detail.into(), |mut conn| async move {
+            let result = admin::set_read_only(&mut conn, on).await;
+            (conn, result)
+        })
+        .await
+    }
+
     /// Sets read_only (and super_read_only) on an instance, once, bounded by the timeouts.
     pub async fn fence(&self, log: &mut StepLog, key: &InstanceKey) -> Result<(), StepFailed> {
         self.step(
@@ -388,5 +512,12 @@ impl Executor {
             },
         )
         .await
+    }
+}
+
+fn lease_ran_out(key: &InstanceKey) -> MysqlError {
+    MysqlError::NotLeader {
+        instance: key.clone(),
+        why: "this agent's lease ran out during the step: it stopped here, and the next leader settles the rest".into(),
     }
 }

@@ -1,11 +1,13 @@
 //! Recovery: replacing a failed primary. `plan` decides who takes over (pure),
 //! `execute` carries the plan out step by step, `hooks` runs the operators' commands at
-//! each moment, `coordinator` decides when to act at all, and `operate` runs an
-//! operator's single-instance actions (relocate, replication, read_only).
+//! each moment, `coordinator` decides when to act at all, `resume` settles a recovery
+//! whose agent stopped part-way, and `operate` runs an operator's single-instance
+//! actions (relocate, replication, read_only).
 
 pub mod coordinator;
 pub mod execute;
 pub mod hooks;
 pub mod operate;
 pub mod plan;
+pub mod resume;
 pub mod switchover;

@@ -422,18 +422,27 @@ impl Switch<'_> {
         );
         // Kind `switchover`: `blocking_recovery` does not count it, since a planned
         // change is no sign of a flapping cluster.
-        if let Err(error) = self.store.insert_recovery(&record) {
-            tracing::error!(%error, recovery_id = %id, "cannot record the switchover");
-        }
-        let mut log = StepLog::new(&id);
-        log.note(
-            "choose candidate",
-            Some(&choice.candidate),
-            true,
-            choice.explanation.clone(),
-            started.elapsed(),
-        );
-        let outcome = self.switch(&choice, &mut log).await;
+        let mut log = StepLog::journaled(&id, self.store.clone());
+        let outcome = match self.store.insert_recovery(&record) {
+            Err(error) => {
+                // Without a record (and its journal) nobody could settle what this began.
+                tracing::error!(%error, recovery_id = %id, "cannot record the switchover: nothing is changed");
+                Err(Ending::Aborted(format!(
+                    "the store cannot be written ({error}): nothing was changed"
+                )))
+            }
+            Ok(()) => {
+                log.note(
+                    "choose candidate",
+                    Some(&choice.candidate),
+                    true,
+                    choice.explanation.clone(),
+                    started.elapsed(),
+                );
+                crate::crash_point!("switchover-after-choose");
+                self.switch(&choice, &mut log).await
+            }
+        };
 
         let context = self.context(&choice, &id);
         if outcome.is_ok() {
@@ -599,8 +608,9 @@ impl Switch<'_> {
         // Traffic moves while the others follow. The old primary is read_only already,
         // so no backend ever names two writers; withdrawing it from the routes before
         // the pause would only make the pause longer.
-        let mut attach_log = StepLog::new(&log.recovery_id);
-        let mut repoint_log = StepLog::new(&log.recovery_id);
+        let mut attach_log = log.branch();
+        let mut repoint_log = log.branch();
+        let _ = log.begin("route", Some(candidate));
         let ((report, routing_took), attached, not_repointed) = tokio::join!(
             timed(self.routing.route_writer(
                 &choice.cluster,
@@ -620,8 +630,9 @@ impl Switch<'_> {
             format!("routes name {candidate} as the writer: {report}"),
             routing_took,
         );
-        log.steps.extend(attach_log.steps);
-        log.steps.extend(repoint_log.steps);
+        log.absorb(attach_log);
+        log.absorb(repoint_log);
+        crate::crash_point!("switchover-after-repoint");
         if let Err(error) = attached {
             // Kept read_only by the fence, and `reattach` knows where it belongs from
             // this record's successor.
@@ -657,6 +668,16 @@ impl Switch<'_> {
     ) -> Result<u64, Ending> {
         let old = &choice.primary;
         let candidate = &choice.candidate;
+        // The journal says what is about to happen before writes stop: whoever acts
+        // after a crash inside the pause knows to give the old primary its writes back.
+        if let Err(error) = log
+            .begin("read_only ON", Some(old))
+            .and_then(|()| log.begin("catch up", Some(candidate)))
+        {
+            return Err(Ending::Aborted(format!(
+                "the journal could not be written ({error}): nothing was changed"
+            )));
+        }
         let paused = Instant::now();
         if let Err(error) = admin::set_read_only(old_conn, true).await {
             let took = paused.elapsed();
@@ -676,6 +697,7 @@ impl Switch<'_> {
                 .await);
         }
         let read_only_took = paused.elapsed();
+        crate::crash_point!("switchover-after-read-only");
         let gtids = match admin::written_gtids(old_conn).await {
             Ok(gtids) => gtids,
             Err(error) => {
@@ -726,8 +748,19 @@ impl Switch<'_> {
                 .await);
         }
         let wait_took = waiting.elapsed();
+        crate::crash_point!("switchover-after-catch-up");
+        if let Err(error) = log.begin("promote", Some(candidate)) {
+            return Err(self
+                .roll_back(
+                    choice,
+                    log,
+                    format!("the journal could not be written ({error})"),
+                )
+                .await);
+        }
         let promoting = Instant::now();
         let promoted = admin::promote(candidate_conn).await;
+        crate::crash_point!("switchover-after-promote");
         let promote_took = promoting.elapsed();
         let gap_ms = millis_up(paused.elapsed());
         // Recorded once writes flow again, so logging adds nothing to the pause.

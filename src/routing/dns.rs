@@ -961,6 +961,18 @@ impl DnsServer {
                 "DNS responder did not stop within {STOP_TIMEOUT:?}; its tasks are aborted"
             ),
         }
+        drop(server);
+        // The server's tasks let go of their sockets as the runtime gets to them: a
+        // stopped responder has freed its ports only once they can be bound again.
+        let deadline = tokio::time::Instant::now() + STOP_TIMEOUT;
+        while tokio::time::Instant::now() < deadline {
+            let free = std::net::UdpSocket::bind(self.local_addr).is_ok()
+                && std::net::TcpListener::bind(self.local_addr).is_ok();
+            if free {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -991,6 +1003,11 @@ impl DnsRouter {
 impl Router for DnsRouter {
     fn name(&self) -> String {
         format!("dns {}", self.server.local_addr())
+    }
+
+    /// Every agent answers DNS from what it sees itself.
+    fn shared(&self) -> bool {
+        false
     }
 
     fn reconcile<'a>(

@@ -9,6 +9,7 @@
 use super::desired::{desired_routes, DesiredRoute, Pin, RoutePolicy};
 use super::{ClusterRoute, Endpoint, Inspection, Router, Routes};
 use crate::discovery::DiscoveryHandle;
+use crate::leader::Lease;
 use crate::store::routes::WriterDecision;
 use crate::store::{AuditEntry, Store, StoreError};
 use crate::topology::cluster::ClusterAlias;
@@ -146,6 +147,8 @@ struct Inner {
     addresses: tokio::sync::Mutex<HashMap<String, (Vec<IpAddr>, Instant)>>,
     /// Held while routes are worked out and published, so versions never interleave.
     publishing: tokio::sync::Mutex<()>,
+    /// Shared backends are written only while this agent leads.
+    lease: Lease,
 }
 
 impl Routing {
@@ -156,6 +159,7 @@ impl Routing {
         store: Store,
         discovery: DiscoveryHandle,
         aliases: Vec<ClusterAlias>,
+        lease: Lease,
     ) -> Routing {
         let status = backends
             .iter()
@@ -181,6 +185,7 @@ impl Routing {
             decisions: Mutex::new(HashMap::new()),
             addresses: tokio::sync::Mutex::new(HashMap::new()),
             publishing: tokio::sync::Mutex::new(()),
+            lease,
         });
         tokio::spawn(plan_routes(inner.clone()));
         for backend in &inner.backends {
@@ -617,6 +622,17 @@ async fn drive(inner: Arc<Inner>, backend: Arc<dyn Router>) {
         }
         run_now = false;
         let routes = routes_rx.borrow_and_update().clone();
+        if backend.shared() {
+            if let Err(not) = inner.lease.gate() {
+                // The leader keeps it; this agent looks again at the next tick.
+                inner.status.send_modify(|all| {
+                    if let Some(status) = all.get_mut(&name) {
+                        status.last_error = Some(format!("not written from here: {not}"));
+                    }
+                });
+                continue;
+            }
+        }
         for attempt in 1..=MAX_ATTEMPTS {
             let result =
                 tokio::time::timeout(inner.settings.reconcile_timeout, backend.reconcile(&routes))

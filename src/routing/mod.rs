@@ -51,6 +51,7 @@ pub async fn start(
     settings: &Settings,
     store: Store,
     discovery: DiscoveryHandle,
+    lease: crate::leader::Lease,
 ) -> Result<RunningRouting, StartError> {
     let config = &settings.routing;
     let mut backends: Vec<Arc<dyn Router>> = Vec::new();
@@ -88,6 +89,7 @@ pub async fn start(
         store,
         discovery,
         settings.aliases.clone(),
+        lease,
     );
     Ok(RunningRouting {
         routing,
@@ -184,4 +186,10 @@ pub trait Router: Send + Sync + 'static {
         &'a self,
         routes: &'a Routes,
     ) -> BoxFuture<'a, Result<Vec<Inspection>, RouteError>>;
+
+    /// Whether other agents write this backend too (ProxySQL, Consul): then only the
+    /// agent that leads does. This agent's own DNS responder is not shared.
+    fn shared(&self) -> bool {
+        true
+    }
 }

@@ -6,8 +6,10 @@
 //! migration that meets its own work already done simply passes.)
 //!
 //! `recovery` holds the failover state: recoveries with their steps, fenced old
-//! primaries, downtime, and the global recovery switch.
+//! primaries, downtime, and the global recovery switch; `journal` the steps of a
+//! recovery as they run, each written before it starts.
 
+pub mod journal;
 pub mod recovery;
 pub mod routes;
 
@@ -93,6 +95,20 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
              decided_at TEXT NOT NULL
          );",
     ),
+    (
+        "recovery journal",
+        "CREATE TABLE IF NOT EXISTS recovery_journal (
+             recovery_id TEXT NOT NULL,
+             seq INTEGER NOT NULL,
+             step TEXT NOT NULL,
+             instance TEXT,
+             ok INTEGER,
+             detail TEXT NOT NULL DEFAULT '',
+             duration_ms INTEGER NOT NULL DEFAULT 0,
+             begun_at TEXT NOT NULL,
+             PRIMARY KEY (recovery_id, seq)
+         );",
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +164,17 @@ pub struct AuditEntry {
 pub struct Store {
     path: PathBuf,
     conn: Arc<Mutex<Connection>>,
+    /// The file's inode when opened: a store deleted or replaced under a running agent
+    /// is told by a different one (or none).
+    inode: u64,
+    /// What `check` found wrong last time, if anything.
+    problem: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
 }
 
 impl Store {
@@ -178,10 +205,62 @@ impl Store {
                 known: MIGRATIONS.len(),
             },
         })?;
+        let inode = std::fs::metadata(path)
+            .map(|meta| std::os::unix::fs::MetadataExt::ino(&meta))
+            .unwrap_or_default();
         Ok(Store {
             path: path.to_path_buf(),
             conn: Arc::new(Mutex::new(conn)),
+            inode,
+            problem: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// Checks that the store is still the file it opened and still takes writes (a tiny
+    /// write, as a recovery's first would be); says what is wrong once when it changes,
+    /// and keeps it for `problem`. The agent runs this every second.
+    pub fn check(&self) -> Option<String> {
+        let path = self.path.display();
+        let found = match std::fs::metadata(&self.path) {
+            Err(_) => Some(format!(
+                "store {path} is gone (deleted while the agent runs): what it records from now on — fences, recoveries — is lost at the next restart; restart the agent to create a new one, and until then keep fenced old primaries read_only by hand"
+            )),
+            Ok(meta) if std::os::unix::fs::MetadataExt::ino(&meta) != self.inode => Some(format!(
+                "store {path} was replaced by another file while the agent runs: the agent still writes the one it opened, which the next restart will not find; restart the agent"
+            )),
+            Ok(_) => self
+                .lock()
+                .execute(
+                    "INSERT OR REPLACE INTO settings (name, value) VALUES ('write_check', ?1)",
+                    [time::format(SystemTime::now())],
+                )
+                .err()
+                .map(|error| {
+                    format!(
+                        "store {path} takes no writes ({error}): recoveries cannot be recorded, so none is started; free space or fix the file"
+                    )
+                }),
+        };
+        let mut problem = self
+            .problem
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *problem != found {
+            match &found {
+                Some(what) => tracing::error!("{what}"),
+                None => tracing::info!(path = %path, "the store is writable again"),
+            }
+            problem.clone_from(&found);
+        }
+        found
+    }
+
+    /// What the last `check` found wrong with the store, if anything.
+    pub fn problem(&self) -> Option<String> {
+        self.problem
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -418,7 +497,7 @@ mod tests {
         let conn = Connection::open(&path).expect("open");
         conn.pragma_update(None, "user_version", 99).expect("bump");
         drop(conn);
-        let err = Store::open(&path).err().expect("refused").to_string();
+        let err = Store::open(&path).expect_err("refused").to_string();
         assert!(err.contains("schema version 99 is newer"), "{err}");
     }
 

@@ -1,9 +1,10 @@
 //! Failover state that must survive a restart: every recovery with its steps and
 //! outcome (and whether an operator acknowledged it), the old primaries that are fenced,
 //! downtime, and the global switch for automatic recovery. A recovery still `running`
-//! when the agent starts was cut short by a restart: it is marked `interrupted`, and it
-//! blocks automatic recovery of its cluster like any other, so a restart never starts a
-//! second recovery for the same failure.
+//! when the agent starts was cut short: `recovery::resume` settles it from its journal
+//! (`journal`) — finished (`succeeded`, blocking like any other), undone (`rolled_back`,
+//! blocking nothing), or, when that cannot be told, `interrupted` (blocking until an
+//! operator acknowledges it).
 
 use super::{Store, StoreError};
 use crate::topology::{time, InstanceKey};
@@ -20,6 +21,10 @@ pub struct StepRecord {
     pub ok: bool,
     pub detail: String,
     pub duration_ms: u64,
+    /// Written to the journal before it ran, with no outcome after: the agent stopped
+    /// (or died) while it ran, and whether it took effect is for the servers to say.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,8 +35,13 @@ pub enum RecoveryStatus {
     Failed,
     /// Stopped before changing anything (a pre hook said no, or no candidate).
     Aborted,
-    /// The agent restarted while it ran.
+    /// The agent restarted while it ran, and what it had begun could not be settled:
+    /// an operator must look (it blocks automatic recovery until acknowledged).
     Interrupted,
+    /// The agent stopped while it ran, before anything was promoted; whoever acted next
+    /// undid what it had begun. It blocks nothing: the failure is judged afresh.
+    #[serde(rename = "rolled_back")]
+    RolledBack,
 }
 
 impl RecoveryStatus {
@@ -42,6 +52,7 @@ impl RecoveryStatus {
             RecoveryStatus::Failed => "failed",
             RecoveryStatus::Aborted => "aborted",
             RecoveryStatus::Interrupted => "interrupted",
+            RecoveryStatus::RolledBack => "rolled_back",
         }
     }
 
@@ -51,6 +62,7 @@ impl RecoveryStatus {
             "succeeded" => RecoveryStatus::Succeeded,
             "failed" => RecoveryStatus::Failed,
             "aborted" => RecoveryStatus::Aborted,
+            "rolled_back" => RecoveryStatus::RolledBack,
             _ => RecoveryStatus::Interrupted,
         }
     }
@@ -228,7 +240,16 @@ impl Store {
         let rows = statement
             .query_map(params![cluster, limit as i64], recovery_from_row)
             .map_err(|e| self.error(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.error(e))
+        let mut records: Vec<RecoveryRecord> =
+            rows.collect::<Result<_, _>>().map_err(|e| self.error(e))?;
+        drop(statement);
+        drop(conn);
+        // A recovery that has not ended (or never could record its end) shows the steps
+        // its journal holds: how far it got.
+        for record in records.iter_mut().filter(|r| r.steps.is_empty()) {
+            record.steps = self.journal(&record.id)?;
+        }
+        Ok(records)
     }
 
     /// How many recoveries (and switchovers) ended in each status, by its name.
@@ -269,7 +290,7 @@ impl Store {
                 &format!(
                     "SELECT {RECOVERY_COLUMNS} FROM recoveries
                      WHERE cluster = ?1 AND started_at >= ?2 AND acknowledged_at IS NULL
-                       AND kind != 'switchover'
+                       AND kind != 'switchover' AND status != 'rolled_back'
                      ORDER BY started_at DESC LIMIT 1"
                 ),
                 params![cluster, time::format(since)],
@@ -290,7 +311,10 @@ impl Store {
             .recoveries(None, 1000)?
             .into_iter()
             .filter(|r| {
-                r.started_at >= since && r.acknowledged_at.is_none() && r.kind != "switchover"
+                r.started_at >= since
+                    && r.acknowledged_at.is_none()
+                    && r.kind != "switchover"
+                    && r.status != RecoveryStatus::RolledBack
             })
             .find(|r| {
                 members.contains(&r.failed)
@@ -337,23 +361,6 @@ impl Store {
             .map_err(|e| self.error(e))?;
         }
         Ok(ids.len())
-    }
-
-    /// At start-up: recoveries a restart cut short become `interrupted`; returned so the
-    /// agent can say so loudly.
-    pub fn interrupt_running_recoveries(&self) -> Result<Vec<RecoveryRecord>, StoreError> {
-        let running: Vec<RecoveryRecord> = self
-            .recoveries(None, usize::MAX >> 1)?
-            .into_iter()
-            .filter(|r| r.status == RecoveryStatus::Running)
-            .collect();
-        for record in &running {
-            let mut interrupted = record.clone();
-            interrupted.status = RecoveryStatus::Interrupted;
-            interrupted.finished_at = Some(SystemTime::now());
-            self.update_recovery(&interrupted)?;
-        }
-        Ok(running)
     }
 
     pub fn fence(
@@ -521,6 +528,7 @@ mod tests {
             ok: true,
             detail: "read_only OFF".into(),
             duration_ms: 12,
+            pending: false,
         });
         store.update_recovery(&first).expect("update");
 
@@ -573,16 +581,26 @@ mod tests {
     }
 
     #[test]
-    fn a_restart_marks_running_recoveries_interrupted_and_they_still_block() {
+    fn an_interrupted_recovery_blocks_and_a_rolled_back_one_does_not() {
         let (_dir, store) = store();
         let now = SystemTime::now();
-        store
-            .insert_recovery(&record("r1", "orders", now))
-            .expect("insert");
-        let interrupted = store.interrupt_running_recoveries().expect("interrupt");
-        assert_eq!(interrupted.len(), 1);
+        let mut record = record("r1", "orders", now);
+        store.insert_recovery(&record).expect("insert");
+        record.status = RecoveryStatus::RolledBack;
+        store.update_recovery(&record).expect("update");
+        let since = now - Duration::from_secs(60);
+        assert!(store
+            .blocking_recovery("orders", since)
+            .expect("query")
+            .is_none());
+        assert!(store
+            .blocking_recovery_of(&[record.failed.clone()], since)
+            .expect("query")
+            .is_none());
+        record.status = RecoveryStatus::Interrupted;
+        store.update_recovery(&record).expect("update");
         let blocking = store
-            .blocking_recovery("orders", now - Duration::from_secs(60))
+            .blocking_recovery("orders", since)
             .expect("query")
             .expect("still blocks");
         assert_eq!(blocking.status, RecoveryStatus::Interrupted);

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod agent_process;
 pub mod consul;
 pub mod proxy;
 pub mod proxysql;
@@ -350,7 +351,9 @@ macro_rules! on_every_flavor {
 /// agent fails the test.
 pub fn api_error<T: std::fmt::Debug>(result: Result<T, ClientError>) -> (u16, String) {
     match result {
-        Err(ClientError::Api { status, message }) => (status, message),
+        Err(ClientError::Api {
+            status, message, ..
+        }) => (status, message),
         other => panic!("expected an API error, got {other:?}"),
     }
 }

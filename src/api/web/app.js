@@ -1022,6 +1022,21 @@ setInterval(() => {
   }
 }, 1000);
 
+/** With several agents ([ha]): which one leads, and whether this page's agent does. */
+async function showLeader() {
+  const el = document.getElementById('leader');
+  let health;
+  try { health = await api.get('/api/v1/health', { quiet: true }); } catch { return; }
+  if (!health.leader) { el.hidden = true; return; }
+  el.hidden = false;
+  el.title = `The agent that acts: ${health.leader.name} (${health.leader.api})`;
+  fill(el, health.role === 'leader'
+    ? 'This agent leads'
+    : h('span', {}, 'Follower · leader: ', h('a', { href: `${health.leader.api}/` }, health.leader.name)));
+}
+
 route();
 feed.start();
 showConnection();
+showLeader();
+setInterval(showLeader, 5000);

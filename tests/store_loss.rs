@@ -1,0 +1,171 @@
+//! The agent's own store failing under it, on MariaDB 10.11 and MySQL 9.7, with the
+//! agent binary as users run it: a store file deleted while the agent runs is reported
+//! at once; a store on a full filesystem is reported, a failover that cannot be recorded
+//! is refused (nothing changes on the servers) and tried again at most about once a
+//! second — not hundreds of times — and goes through once there is room again.
+
+mod support;
+
+use pointsman::api::Health;
+use pointsman::client::ApiClient;
+use pointsman::sandbox::Flavor;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use support::agent_process::{
+    describe, free_port, one_primary_everyone_follows, sees_the_cluster, start_agent, write_config,
+};
+use support::{eventually, TestTopology};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+on_every_flavor!(
+    a_deleted_store_is_reported_at_once,
+    a_full_store_refuses_failovers_calmly_and_recovers_when_there_is_room
+);
+
+async fn degraded(api: &ApiClient, words: &str) -> String {
+    eventually(
+        PATIENCE,
+        &format!("/api/v1/health to say {words:?}"),
+        || async {
+            let health: Health = api.get("/api/v1/health").await.ok()?;
+            (health.status == "degraded")
+                .then(|| health.problems.join(" "))
+                .filter(|problems| problems.contains(words))
+        },
+    )
+    .await
+}
+
+async fn a_deleted_store_is_reported_at_once(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let api_port = free_port();
+    let config = write_config(&topology, dir.path(), api_port, "");
+    let _agent = start_agent(&config, None, &dir.path().join("agent.log"));
+    let api = ApiClient::new(&format!("http://127.0.0.1:{api_port}"));
+    sees_the_cluster(&api).await;
+    let health: Health = api.get("/api/v1/health").await.expect("health");
+    assert_eq!(health.status, "ok", "{health:?}");
+
+    let removed = Instant::now();
+    std::fs::remove_file(dir.path().join("pointsman.db")).expect("delete the store");
+    let problem = degraded(&api, "is gone").await;
+    assert!(
+        removed.elapsed() < Duration::from_secs(3),
+        "reported after {:?}",
+        removed.elapsed()
+    );
+    assert!(problem.contains("restart the agent"), "{problem}");
+}
+
+/// A small tmpfs of our own, unmounted when the test ends.
+struct SmallFilesystem {
+    path: PathBuf,
+}
+
+impl SmallFilesystem {
+    fn mount(path: &Path) -> SmallFilesystem {
+        std::fs::create_dir_all(path).expect("mount point");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "this test mounts a small tmpfs to fill it and needs root (as CI runs): {status:?}"
+        );
+        SmallFilesystem {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Writes a file until the filesystem has no room left.
+    fn fill(&self) -> PathBuf {
+        let filler = self.path.join("filler");
+        let mut file = std::fs::File::create(&filler).expect("filler");
+        let block = vec![0u8; 4096];
+        while file.write_all(&block).is_ok() {}
+        let _ = file.sync_all();
+        filler
+    }
+}
+
+impl Drop for SmallFilesystem {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+async fn a_full_store_refuses_failovers_calmly_and_recovers_when_there_is_room(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let small = SmallFilesystem::mount(&dir.path().join("store"));
+    let api_port = free_port();
+    let config = write_config(&topology, &small.path, api_port, "");
+    let log = dir.path().join("agent.log");
+    let _agent = start_agent(&config, None, &log);
+    let api = ApiClient::new(&format!("http://127.0.0.1:{api_port}"));
+    sees_the_cluster(&api).await;
+
+    let filler = small.fill();
+    degraded(&api, "takes no writes").await;
+    let mut sandbox = topology.sandbox.clone();
+    sandbox.kill("node1").expect("kill -9 node1");
+
+    // Five seconds of a dead primary with a store that cannot record a failover.
+    let window = Duration::from_secs(5);
+    let killed = Instant::now();
+    let attempts = |text: &str| text.matches("cannot record the recovery").count();
+    eventually(PATIENCE, "a first failover attempt, refused", || async {
+        (attempts(&std::fs::read_to_string(&log).unwrap_or_default()) > 0).then_some(())
+    })
+    .await;
+    let first = Instant::now();
+    while first.elapsed() < window {
+        // Nothing changed on the servers meanwhile: no replica was made writable.
+        assert_eq!(
+            one_primary_everyone_follows(&topology, &["node2", "node3"]).await,
+            None,
+            "a failover went through without being recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let tried = attempts(&text);
+    assert!(
+        (1..=6).contains(&tried),
+        "{tried} failover attempts in the {window:?} after the first (at most about one a second)"
+    );
+    let detail: pointsman::api::views::ClusterDetail =
+        api.get("/api/v1/clusters/t").await.expect("cluster");
+    let refused = detail.recovery_refused.unwrap_or_default();
+    assert!(
+        refused.contains("store") && refused.contains("next attempt at"),
+        "the refusal says why and when it is tried again: {refused:?}"
+    );
+
+    // Room again: the next attempt goes through.
+    std::fs::remove_file(filler).expect("free the space");
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        if one_primary_everyone_follows(&topology, &["node2", "node3"])
+            .await
+            .is_some()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failover {:?} after the store had room again:\n{}",
+            killed.elapsed(),
+            describe(&topology, &["node2", "node3"]).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
