@@ -4,6 +4,7 @@
 
 use crate::analysis::ProblemRules;
 use crate::api::{self, ApiState};
+use crate::claims::Claims;
 use crate::config::Settings;
 use crate::discovery::{self, DiscoveryHandle, DiscoveryOptions};
 use crate::leader::{self, LeaderInfo, Lease, LeaseError, LeaseSettings};
@@ -11,6 +12,7 @@ use crate::mysql::admin::ReplicationAccount;
 use crate::mysql::ConnectSettings;
 use crate::recovery::coordinator::Coordinator;
 use crate::recovery::execute::Executor;
+use crate::recovery::journal_mirror::JournalMirror;
 use crate::routing::{self, RunningRouting};
 use crate::store::{Store, StoreError};
 use std::net::SocketAddr;
@@ -43,6 +45,8 @@ pub struct RunningAgent {
     pub store: Store,
     pub coordinator: Arc<Coordinator>,
     pub routing: RunningRouting,
+    /// Who may act: released first when the agent stops, so another takes over at once.
+    pub lease: Lease,
     stop: oneshot::Sender<()>,
     stopping: tokio::sync::watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
@@ -62,6 +66,7 @@ impl RunningAgent {
             },
             poll_interval: config.discovery.poll_interval.0,
             max_concurrent_probes: config.discovery.max_concurrent_probes,
+            claims: None,
         };
         let listener = tokio::net::TcpListener::bind(settings.api_listen)
             .await
@@ -74,6 +79,17 @@ impl RunningAgent {
             source,
         })?;
         let lease = start_lease(settings, api_address).await?;
+        let mut options = options;
+        // Without a shared lease, the agent lock on every instance keeps a second agent
+        // from acting on the same cluster.
+        if !config.ha.enabled {
+            let name = config
+                .ha
+                .agent_name
+                .clone()
+                .unwrap_or_else(|| agent_name(api_address));
+            options.claims = Some(Claims::new(&name));
+        }
         let executor = Executor {
             connect: options.connect.clone(),
             account: ReplicationAccount {
@@ -100,6 +116,7 @@ impl RunningAgent {
             config.recovery.block_period.0,
             config.hooks.clone(),
             routing.routing.clone(),
+            journal_mirror(settings)?,
         );
         tokio::spawn(coordinator.clone().run());
         tokio::spawn(watch_store(store.clone()));
@@ -131,14 +148,17 @@ impl RunningAgent {
             store,
             coordinator,
             routing,
+            lease,
             stop,
             stopping: stopping_tx,
             server,
         })
     }
 
-    /// Stops the API server and waits for it.
+    /// Gives up the lease (with `[ha]`), then stops the API server and waits for it.
     pub async fn stop(self) -> Result<(), AgentError> {
+        // Leadership first: a follower takes over while this agent winds down.
+        self.lease.clone().stop().await;
         let _ = self.stopping.send(true);
         let _ = self.stop.send(());
         match self.server.await {
@@ -155,17 +175,36 @@ async fn start_lease(settings: &Settings, api_address: SocketAddr) -> Result<Lea
     let Some(consul) = settings.routing.consul.clone().filter(|_| ha.enabled) else {
         return Ok(leader::solo());
     };
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_string())
-        .unwrap_or_else(|_| "pointsman".into());
-    let api = format!("http://{api_address}");
     let agent = LeaderInfo {
-        name: format!("{host} {api}"),
-        api,
+        name: agent_name(api_address),
+        api: format!("http://{api_address}"),
     };
     // One lock for every agent of a deployment, however their clusters are configured:
     // `ha.lock_key` separates deployments that share a Consul.
     Lease::start(LeaseSettings::new(ha, consul, "default", agent)).await
+}
+
+/// With `[ha]`: the journal's copy in Consul, beside the lease's lock key.
+fn journal_mirror(settings: &Settings) -> Result<Option<Arc<JournalMirror>>, LeaseError> {
+    let ha = &settings.config.ha;
+    let Some(consul) = settings.routing.consul.as_ref().filter(|_| ha.enabled) else {
+        return Ok(None);
+    };
+    let lock_key = ha
+        .lock_key
+        .clone()
+        .unwrap_or_else(|| leader::default_lock_key("default"));
+    JournalMirror::new(consul, &lock_key)
+        .map(|mirror| Some(Arc::new(mirror)))
+        .map_err(LeaseError)
+}
+
+/// How other agents name this one by default: its host name and API address.
+fn agent_name(api_address: SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "pointsman".into());
+    format!("{host} http://{api_address}")
 }
 
 /// Checks every second that the store is still there and takes writes, so a deleted

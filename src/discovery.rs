@@ -10,6 +10,7 @@
 //! the moment the server's process dies and wakes the poller. `probe_now` lets the
 //! recovery logic re-read the replicas of a primary it just lost without waiting.
 
+use crate::claims::Claims;
 use crate::mysql::probe::probe;
 use crate::mysql::{ConnectSettings, Connection, MysqlError};
 use crate::store::{AuditEntry, Store};
@@ -27,6 +28,9 @@ pub struct DiscoveryOptions {
     pub connect: ConnectSettings,
     pub poll_interval: Duration,
     pub max_concurrent_probes: usize,
+    /// The agent lock taken on every instance's liveness connection, when this agent
+    /// shares no `[ha]` lease with others (see `claims`).
+    pub claims: Option<Claims>,
 }
 
 /// The running discovery: read snapshots, add and forget instances.
@@ -85,6 +89,11 @@ impl DiscoveryHandle {
     /// The latest snapshot; cheap (an `Arc` clone).
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshots.borrow().clone()
+    }
+
+    /// The agent locks this agent's liveness connections found, when it takes them.
+    pub fn claims(&self) -> Option<&Claims> {
+        self.options.claims.as_ref()
     }
 
     /// A receiver that wakes on every new snapshot.
@@ -418,12 +427,41 @@ async fn poll_instance(
 /// Keeps a second connection parked in a long `SLEEP`: when the server dies the query
 /// fails at once, and the poller is woken to see what happened. Reconnects every poll
 /// interval while the server does not answer.
+/// The same connection holds (or looks for) the agent lock between two parks: every
+/// two seconds while it holds it (a lock it must let go of is let go of that soon), every
+/// poll interval while it does not.
 async fn watch_liveness(key: InstanceKey, options: DiscoveryOptions, wake: Arc<Notify>) {
     const PARK: Duration = Duration::from_secs(30);
+    const PARK_HOLDING: Duration = Duration::from_secs(2);
+    let comment = options
+        .claims
+        .as_ref()
+        .map_or_else(|| "pointsman liveness".to_string(), Claims::comment);
     loop {
         match Connection::open(&key, &options.connect).await {
             Ok(mut conn) => {
-                while conn.park(PARK).await.is_ok() {}
+                let mut held = false;
+                loop {
+                    let period = match &options.claims {
+                        None => PARK,
+                        Some(claims) => {
+                            if claims.keep(&mut conn, &key, &mut held).await.is_err() {
+                                break;
+                            }
+                            if held {
+                                PARK_HOLDING
+                            } else {
+                                options.poll_interval
+                            }
+                        }
+                    };
+                    if conn.park(period, &comment).await.is_err() {
+                        break;
+                    }
+                }
+                if let Some(claims) = &options.claims {
+                    claims.lost(&key);
+                }
                 tracing::debug!(instance = %key, "liveness connection lost");
                 wake.notify_one();
             }

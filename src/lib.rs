@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod analysis;
 pub mod api;
+pub mod claims;
 pub mod client;
 pub mod config;
 pub mod crash;

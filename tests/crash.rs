@@ -15,8 +15,10 @@ use pointsman::store::recovery::{RecoveryRecord, RecoveryStatus};
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 use support::agent_process::{
-    describe, free_port, one_primary_everyone_follows, sees_the_cluster, start_agent, write_config,
+    describe, free_port, one_leader, one_primary_everyone_follows, sees_the_cluster, start_agent,
+    write_config, AgentProcess,
 };
+use support::consul::{ConsulOptions, ConsulStandIn};
 use support::{eventually, TestTopology};
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -71,6 +73,34 @@ crash_tests! {
     switchover_between_reset_and_read_only_off: Switchover at "promote-after-reset", settled as Succeeded;
     switchover_after_promoting: Switchover at "switchover-after-promote", settled as Succeeded;
     switchover_after_repointing: Switchover at "switchover-after-repoint", settled as Succeeded;
+}
+
+/// With `[ha]`, a follower takes over from a leader that died at a crash point: it
+/// settles the recovery from the journal's copy in Consul.
+macro_rules! takeover_tests {
+    ($($name:ident: at $point:literal, settled as $status:ident;)*) => {
+        mod takeover {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    for flavor in [pointsman::sandbox::Flavor::Mariadb, pointsman::sandbox::Flavor::Mysql] {
+                        super::crash_and_take_over(
+                            flavor,
+                            $point,
+                            pointsman::store::recovery::RecoveryStatus::$status,
+                        )
+                        .await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+takeover_tests! {
+    failover_after_stopping_io_threads: at "failover-after-stop-io", settled as RolledBack;
+    failover_between_reset_and_read_only_off: at "promote-after-reset", settled as Succeeded;
+    failover_after_promoting: at "failover-after-promote", settled as Succeeded;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -184,4 +214,68 @@ async fn crash_and_settle(flavor: Flavor, change: Change, point: &str, settled_a
             assert_eq!(primary, expected, "after a crash at {point}");
         }
     }
+}
+
+async fn crash_and_take_over(flavor: Flavor, point: &str, settled_as: RecoveryStatus) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let consul = ConsulStandIn::start(ConsulOptions::default()).await;
+    let ha = |name: &str| {
+        format!(
+            "[routing.consul]\naddress = \"{}\"\n\n[ha]\nenabled = true\nagent_name = \"{name}\"\n",
+            consul.url()
+        )
+    };
+    // The first agent leads (it starts alone) and dies at the crash point.
+    let mut first = AgentProcess::crashing_at(&topology, &ha("first"), Some(point));
+    sees_the_cluster(&first.api).await;
+    let mut agents = vec![];
+    eventually(PATIENCE, "the first agent to lead", || async {
+        (first.health().await?.role == "leader").then_some(())
+    })
+    .await;
+    let second = AgentProcess::start(&topology, &ha("second"));
+    sees_the_cluster(&second.api).await;
+    let mut sandbox = topology.sandbox.clone();
+    sandbox.kill("node1").expect("kill -9 node1");
+    let status = first.exited().await;
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGABRT),
+        "the leader should have died at {point}:\n{}",
+        first.log()
+    );
+    agents.push(second);
+    one_leader(&agents).await;
+    let running = ["node2", "node3"];
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while one_primary_everyone_follows(&topology, &running)
+        .await
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{flavor}: after the leader died at {point}, no single writable primary that every node follows:\n{}\n--- the new leader's log:\n{}",
+            describe(&topology, &running).await,
+            agents[0].log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let adopted: RecoveryRecord = eventually(PATIENCE, "the adopted recovery settled", || async {
+        let all: Vec<RecoveryRecord> = agents[0]
+            .api
+            .get("/api/v1/recoveries?cluster=t")
+            .await
+            .ok()?;
+        all.into_iter()
+            .filter(|r| r.status != RecoveryStatus::Running)
+            .min_by_key(|r| r.started_at)
+            .filter(|r| r.steps.iter().any(|s| s.step == "resume"))
+    })
+    .await;
+    let steps: Vec<&str> = adopted.steps.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(
+        adopted.status, settled_as,
+        "{flavor}: the recovery the dead leader began at {point}, settled by the new one: {steps:?}"
+    );
+    assert!(steps.contains(&"choose candidate"), "{steps:?}");
 }

@@ -8,17 +8,14 @@
 
 mod support;
 
-use pointsman::api::Health;
-use pointsman::client::ApiClient;
 use pointsman::sandbox::Flavor;
-use pointsman::store::recovery::{RecoveryRecord, RecoveryStatus};
 use std::time::Duration;
 use support::agent_process::{
-    describe, free_port, one_primary_everyone_follows, sees_the_cluster, start_agent, write_config,
+    describe, kill_primary_and_wait, one_leader, one_primary_everyone_follows, rejoin,
+    sees_the_cluster, AgentProcess,
 };
 use support::consul::{ConsulOptions, ConsulStandIn};
 use support::{eventually, TestTopology};
-use tokio::process::Child;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -27,103 +24,26 @@ on_every_flavor!(
     several_primary_kills_one_recovery_each_and_never_two_primaries
 );
 
-/// One agent process and how to reach it.
-struct Agent {
-    api: ApiClient,
-    url: String,
-    process: Option<Child>,
-    _dir: tempfile::TempDir,
-}
-
-impl Agent {
-    fn start(topology: &TestTopology, consul: &ConsulStandIn, name: &str) -> Agent {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let more = format!(
+/// An agent with `[ha]` on the stand-in, named `name`.
+fn ha_agent(topology: &TestTopology, consul: &ConsulStandIn, name: &str) -> AgentProcess {
+    AgentProcess::start(
+        topology,
+        &format!(
             "[routing.consul]\naddress = \"{}\"\n\n[ha]\nenabled = true\nagent_name = \"{name}\"\n",
             consul.url()
-        );
-        let config = write_config(topology, dir.path(), port, &more);
-        let process = start_agent(&config, None, &dir.path().join("agent.log"));
-        let url = format!("http://127.0.0.1:{port}");
-        Agent {
-            api: ApiClient::new(&url),
-            url,
-            process: Some(process),
-            _dir: dir,
-        }
-    }
-
-    async fn health(&self) -> Option<Health> {
-        self.process.as_ref()?;
-        self.api.get("/api/v1/health").await.ok()
-    }
-
-    /// `kill -9`, by the PID this test started.
-    async fn kill(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            let _ = process.kill().await;
-        }
-    }
-
-    async fn failovers(&self) -> Vec<RecoveryRecord> {
-        let all: Vec<RecoveryRecord> = self
-            .api
-            .get("/api/v1/recoveries?cluster=t")
-            .await
-            .unwrap_or_default();
-        all.into_iter()
-            .filter(|r| r.kind == "failover" && r.status == RecoveryStatus::Succeeded)
-            .collect()
-    }
-}
-
-/// Succeeded failovers in each agent's record (0 for a killed agent).
-async fn failovers_per_agent(agents: &[Agent]) -> Vec<usize> {
-    futures::future::join_all(agents.iter().map(|agent| async move {
-        if agent.process.is_none() {
-            0
-        } else {
-            agent.failovers().await.len()
-        }
-    }))
-    .await
-}
-
-/// Waits until exactly one running agent leads and every other names it; its index.
-async fn one_leader(agents: &[Agent]) -> usize {
-    eventually(
-        PATIENCE,
-        "exactly one leader, named by the others",
-        || async {
-            let mut leaders = Vec::new();
-            let mut named = Vec::new();
-            for (index, agent) in agents.iter().enumerate() {
-                let Some(health) = agent.health().await else {
-                    continue;
-                };
-                match health.role.as_str() {
-                    "leader" => leaders.push(index),
-                    "follower" => named.push(health.leader.map(|l| l.api)),
-                    _ => return None,
-                }
-            }
-            let [leader] = leaders[..] else {
-                return None;
-            };
-            named
-                .iter()
-                .all(|n| n.as_deref() == Some(agents[leader].url.as_str()))
-                .then_some(leader)
-        },
+        ),
     )
-    .await
 }
 
-async fn three_agents(topology: &TestTopology, consul: &ConsulStandIn) -> Vec<Agent> {
-    let agents: Vec<Agent> = ["a", "b", "c"]
+/// Succeeded failovers in each agent's record (0 for a stopped agent).
+async fn failovers_per_agent(agents: &[AgentProcess]) -> Vec<usize> {
+    futures::future::join_all(agents.iter().map(AgentProcess::failovers)).await
+}
+
+async fn three_agents(topology: &TestTopology, consul: &ConsulStandIn) -> Vec<AgentProcess> {
+    let agents: Vec<AgentProcess> = ["a", "b", "c"]
         .iter()
-        .map(|name| Agent::start(topology, consul, name))
+        .map(|name| ha_agent(topology, consul, name))
         .collect();
     for agent in &agents {
         sees_the_cluster(&agent.api).await;
@@ -141,12 +61,7 @@ async fn a_killed_leader_and_primary_are_replaced_and_recovered_once(flavor: Fla
     // sends it to the leader.
     let follower = (leader + 1) % 3;
     for (index, agent) in agents.iter().enumerate() {
-        let metrics = reqwest::get(format!("{}/metrics", agent.url))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let metrics = agent.metrics().await;
         let expected = if index == leader { 1 } else { 0 };
         assert!(
             metrics.contains(&format!("pointsman_leader {expected}\n")),
@@ -205,24 +120,9 @@ async fn several_primary_kills_one_recovery_each_and_never_two_primaries(flavor:
     let consul = ConsulStandIn::start(ConsulOptions::default()).await;
     let agents = three_agents(&topology, &consul).await;
     let leader = one_leader(&agents).await;
-    let mut sandbox = topology.sandbox.clone();
-    let nodes = ["node1", "node2", "node3"];
     let mut primary = "node1".to_string();
     for round in 1..=3 {
-        sandbox.kill(&primary).expect("kill -9 the primary");
-        let running: Vec<&str> = nodes.iter().copied().filter(|n| *n != primary).collect();
-        let deadline = std::time::Instant::now() + PATIENCE;
-        let successor = loop {
-            if let Some(successor) = one_primary_everyone_follows(&topology, &running).await {
-                break successor;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "round {round}: no new primary:\n{}",
-                describe(&topology, &running).await
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let successor = kill_primary_and_wait(&topology, &primary).await;
         let counts = eventually(PATIENCE, "the failover recorded", || async {
             let counts = failovers_per_agent(&agents).await;
             (counts.iter().sum::<usize>() >= round).then_some(counts)
@@ -235,38 +135,8 @@ async fn several_primary_kills_one_recovery_each_and_never_two_primaries(flavor:
                 .collect::<Vec<_>>(),
             "round {round}: failovers per agent (the leader is agent {leader})"
         );
-        // The old primary comes back (fenced: read_only) and rejoins below the new one;
-        // the next round may fail over at once.
-        sandbox
-            .start(&primary)
-            .await
-            .expect("restart the old primary");
-        let old = topology.key(&primary);
-        eventually(PATIENCE, "the old primary to be re-attached", || async {
-            agents[(leader + 1) % 3]
-                .api
-                .post::<_, serde_json::Value>(
-                    &format!("/api/v1/instances/{old}/reattach"),
-                    &serde_json::json!({}),
-                )
-                .await
-                .ok()
-        })
-        .await;
-        let _: serde_json::Value = agents[leader]
-            .api
-            .post("/api/v1/clusters/t/ack", &serde_json::json!({}))
-            .await
-            .expect("ack");
-        let all: Vec<&str> = nodes.to_vec();
-        eventually(PATIENCE, "everyone follows the new primary", || async {
-            (one_primary_everyone_follows(&topology, &all)
-                .await
-                .as_deref()
-                == Some(successor.as_str()))
-            .then_some(())
-        })
-        .await;
+        let follower = &agents[(leader + 1) % 3];
+        rejoin(&topology, &primary, &successor, follower, &agents[leader]).await;
         for agent in &agents {
             sees_the_cluster(&agent.api).await;
         }

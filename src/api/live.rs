@@ -83,6 +83,37 @@ async fn metrics(axum::extract::State(state): axum::extract::State<ApiState>) ->
         u8::from(leads),
         u8::from(state.store.problem().is_none())
     );
+    let standings = state.coordinator.standings();
+    if !standings.is_empty() {
+        let mut clusters: Vec<_> = standings.into_iter().collect();
+        clusters.sort_by(|a, b| a.0.cmp(&b.0));
+        let _ = writeln!(
+            text,
+            "# HELP pointsman_agent_locks Reachable members of a cluster whose agent lock this agent (agent=\"self\") or another agent holds\n\
+             # TYPE pointsman_agent_locks gauge"
+        );
+        for (cluster, standing) in &clusters {
+            let mine = labels(&[("cluster", cluster), ("agent", "self")]);
+            let _ = writeln!(text, "pointsman_agent_locks{mine} {}", standing.held);
+            for (other, count) in &standing.others {
+                let theirs = labels(&[("cluster", cluster), ("agent", other)]);
+                let _ = writeln!(text, "pointsman_agent_locks{theirs} {count}");
+            }
+        }
+        let _ = writeln!(
+            text,
+            "# HELP pointsman_acting 1 while this agent may act on the cluster (it holds the agent lock on most reachable members)\n\
+             # TYPE pointsman_acting gauge"
+        );
+        for (cluster, standing) in &clusters {
+            let _ = writeln!(
+                text,
+                "pointsman_acting{} {}",
+                labels(&[("cluster", cluster)]),
+                u8::from(standing.acting())
+            );
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -162,13 +162,12 @@ impl Connection {
         self.query(statement).await.map(|_| ())
     }
 
-    /// Parks the connection in `SLEEP(period)`; returns `Err` as soon as the server goes
-    /// away (the query fails on a dead peer at once) or stops answering.
-    pub async fn park(&mut self, period: Duration) -> Result<(), MysqlError> {
-        let statement = format!(
-            "SELECT /* pointsman liveness */ SLEEP({})",
-            period.as_secs()
-        );
+    /// Parks the connection in `SLEEP(period)` under `/* comment */` (what the
+    /// processlist shows of it); returns `Err` as soon as the server goes away (the
+    /// query fails on a dead peer at once) or stops answering. `comment` must not hold
+    /// `*/`.
+    pub async fn park(&mut self, period: Duration, comment: &str) -> Result<(), MysqlError> {
+        let statement = format!("SELECT /* {comment} */ SLEEP({})", period.as_secs().max(1));
         let key = self.key.clone();
         within(
             &key,

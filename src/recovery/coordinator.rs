@@ -10,6 +10,7 @@
 
 use super::execute::{Executor, StepLog};
 use super::hooks::{run_hooks, HookContext, HookPoint, HookRun, HooksConfig};
+use super::journal_mirror::JournalMirror;
 use super::plan::{plan_promotion, PlanError, PromotionPolicy};
 use crate::analysis::{cluster_problems, Problem, ProblemCode, ProblemRules};
 use crate::config::ClusterFilter;
@@ -32,6 +33,10 @@ const CONFIRM_AGAIN: Duration = Duration::from_secs(60);
 /// How often the coordinator judges even when no new snapshot arrived.
 const JUDGE_EVERY: Duration = Duration::from_millis(100);
 
+/// How often a fenced old primary that does not answer is probed: it is fenced this
+/// soon after it comes back.
+const FENCED_LOOK_EVERY: Duration = Duration::from_millis(100);
+
 /// Everything the coordinator decides with.
 pub struct Coordinator {
     pub discovery: DiscoveryHandle,
@@ -44,6 +49,8 @@ pub struct Coordinator {
     pub block_period: Duration,
     pub hooks: HooksConfig,
     pub routing: Routing,
+    /// With `[ha]`: the journal's copy in Consul, for whoever leads next.
+    pub mirror: Option<Arc<JournalMirror>>,
     state: Mutex<State>,
 }
 
@@ -64,6 +71,10 @@ struct State {
     changed_at: HashMap<InstanceKey, SystemTime>,
     /// Clusters whose last automatic attempt did not succeed: not before then again.
     retry: HashMap<String, Retry>,
+    /// How the agent locks of each cluster stood at the last look.
+    standings: HashMap<String, crate::claims::Standing>,
+    /// When fenced old primaries that do not answer were last probed.
+    fenced_looked_at: Option<Instant>,
 }
 
 /// When an automatic recovery that did not succeed may be tried again, and why it did
@@ -87,6 +98,9 @@ pub enum RecoverError {
     NothingToRecover { cluster: String, why: String },
     #[error("a recovery of cluster {0} is already running")]
     AlreadyRunning(String),
+    /// Another agent acts on the cluster; nothing was done.
+    #[error("{0}")]
+    NotActing(String),
 }
 
 /// How a recovery was asked for.
@@ -118,6 +132,7 @@ impl Coordinator {
         block_period: Duration,
         hooks: HooksConfig,
         routing: Routing,
+        mirror: Option<Arc<JournalMirror>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             discovery,
@@ -130,6 +145,7 @@ impl Coordinator {
             block_period,
             hooks,
             routing,
+            mirror,
             state: Mutex::new(State::default()),
         })
     }
@@ -190,6 +206,8 @@ impl Coordinator {
             // recovery it began and did not finish is settled first: finished or undone.
             let leads = self.executor.lease.gate().is_ok();
             if leads && !leading {
+                // A recovery another leader left half-done is taken over first.
+                self.adopt_mirrored().await;
                 self.resume_unfinished();
             }
             leading = leads;
@@ -215,8 +233,15 @@ impl Coordinator {
             self.keep_fenced(snapshot);
         }
         for (cluster, problems) in self.problems(snapshot) {
+            // Without a shared lease: the agent lock says whether this agent, or another
+            // one, acts on this cluster (said loudly, and always shown, failure or not).
+            let not_holding = self.weigh_claims(&cluster, snapshot);
             if !problems.iter().any(|p| p.code.needs_recovery()) {
-                self.state().refused.remove(&cluster.name);
+                let mut state = self.state();
+                match &not_holding {
+                    Some(why) => state.refused.insert(cluster.name.clone(), why.clone()),
+                    None => state.refused.remove(&cluster.name),
+                };
             }
             if problems.is_empty() {
                 self.state()
@@ -236,8 +261,8 @@ impl Coordinator {
                                 problem.code, problem.instance, problem.explanation
                             )
                         });
-                        // Hooks are actions too: only the agent that leads runs them.
-                        if first && not_leading.is_none() {
+                        // Hooks are actions too: only the agent that acts runs them.
+                        if first && not_leading.is_none() && not_holding.is_none() {
                             self.failure_detected_hooks(&cluster, &problem);
                         }
                         if self.state().recovering.contains(&cluster.name) {
@@ -249,6 +274,7 @@ impl Coordinator {
                         let refusal = not_leading
                             .as_ref()
                             .map(|not| not.to_string())
+                            .or_else(|| not_holding.clone())
                             .or_else(|| self.automatic_refusal(&cluster, &problem))
                             .or_else(|| self.waiting_to_retry(&cluster.name));
                         match &refusal {
@@ -414,6 +440,61 @@ impl Coordinator {
         all_ok
     }
 
+    /// Weighs the agent locks of `cluster` (when this agent takes them): lets go of them
+    /// when another agent holds more, takes them again once no other holds any, says
+    /// once who acts when it is another agent, and returns why this agent may not act.
+    fn weigh_claims(&self, cluster: &ClusterView, snapshot: &Snapshot) -> Option<String> {
+        let claims = self.discovery.claims()?;
+        let standing = crate::claims::standing(cluster, snapshot, claims);
+        claims.yield_to_others(&cluster.members, standing.yields(claims.me()));
+        let refusal = standing.refusal(&cluster.name);
+        let mut state = self.state();
+        let others: Vec<&String> = standing.others.keys().collect();
+        if !others.is_empty() {
+            let key = format!("{}|other agents|{others:?}", cluster.name);
+            if state.said.insert(key) {
+                tracing::warn!(
+                    cluster = %cluster.name,
+                    "{}",
+                    refusal.clone().unwrap_or_else(|| format!(
+                        "another pointsman agent ({}) watches {} too: this agent acts (it holds the agent lock on {} of {} reachable members); the other one does not",
+                        others.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(", "),
+                        cluster.name,
+                        standing.held,
+                        standing.reachable
+                    ))
+                );
+            }
+        }
+        state.standings.insert(cluster.name.clone(), standing);
+        refusal
+    }
+
+    /// How the agent locks of each cluster stood at the last look, for `/metrics`.
+    pub fn standings(&self) -> HashMap<String, crate::claims::Standing> {
+        self.state().standings.clone()
+    }
+
+    /// Whether this agent may change `cluster` now: it leads (with `[ha]`), and without
+    /// `[ha]` it holds the agent lock on most of the cluster's reachable members.
+    pub(crate) fn may_act_on(&self, cluster: &str) -> Result<(), String> {
+        self.executor.lease.gate().map_err(|not| not.to_string())?;
+        let Some(claims) = self.discovery.claims() else {
+            return Ok(());
+        };
+        let snapshot = self.discovery.snapshot();
+        let Some(view) = build_clusters(&snapshot, &self.aliases)
+            .into_iter()
+            .find(|c| c.name == cluster)
+        else {
+            return Ok(());
+        };
+        match crate::claims::standing(&view, &snapshot, claims).refusal(cluster) {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
+    }
+
     /// Why an automatic recovery of `cluster` must wait: its last attempt did not succeed
     /// and the back-off has not run out.
     fn waiting_to_retry(&self, cluster: &str) -> Option<String> {
@@ -545,6 +626,8 @@ impl Coordinator {
                 why,
             });
         };
+        self.may_act_on(cluster_name)
+            .map_err(RecoverError::NotActing)?;
         if !self.state().recovering.insert(cluster_name.to_string()) {
             return Err(RecoverError::AlreadyRunning(cluster_name.to_string()));
         }
@@ -619,7 +702,12 @@ impl Coordinator {
             &trigger.name(),
             now,
         );
-        let mut log = StepLog::journaled(&id, self.store.clone());
+        let epoch = self.executor.lease.gate().map_or(0, |grant| grant.epoch);
+        let mut log = StepLog::journaled(&id, self.store.clone()).mirrored(
+            self.mirror.as_ref(),
+            &record,
+            epoch,
+        );
         let snapshot = self.discovery.snapshot();
         let recorded = self.store.insert_recovery(&record);
         let outcome = if let Err(error) = recorded {
@@ -671,6 +759,9 @@ impl Coordinator {
         record.finished_at = Some(SystemTime::now());
         if let Err(error) = self.store.update_recovery(&record) {
             tracing::error!(%error, recovery_id = %id, "cannot record the recovery's outcome");
+        }
+        if let Some(mirror) = &self.mirror {
+            mirror.remove(&id).await;
         }
         let message = match &outcome {
             Ok(successor) => format!(
@@ -778,10 +869,14 @@ impl Coordinator {
         }
         // Fenced from this moment: never writable again on its own. Without a recorded
         // fence nothing may change, so a store that cannot write it aborts the recovery.
-        if let Err(error) = log.begin("fence", Some(&problem.instance)).and_then(|()| {
-            self.store
+        let fenced = match log.begin("fence", Some(&problem.instance)).await {
+            Ok(()) => self
+                .store
                 .fence(&problem.instance, &cluster.name, Some(&log.recovery_id))
-        }) {
+                .map_err(|e| e.to_string()),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = fenced {
             log.note(
                 "fence",
                 Some(&problem.instance),
@@ -804,7 +899,7 @@ impl Coordinator {
         // Traffic first: no backend may send writes to the old primary while the new
         // one is made writable. A backend that does not answer is not waited for.
         let withdrawing = Instant::now();
-        let _ = log.begin("withdraw routes", Some(&problem.instance));
+        let _ = log.begin("withdraw routes", Some(&problem.instance)).await;
         let report = self
             .routing
             .withdraw_writer(&cluster.name, &problem.instance, &log.recovery_id)
@@ -822,7 +917,7 @@ impl Coordinator {
         let repointed = match promoted {
             Ok(()) => {
                 let mut repoint_log = log.branch();
-                let _ = log.begin("route", Some(&plan.candidate));
+                let _ = log.begin("route", Some(&plan.candidate)).await;
                 let ((report, routing_took), left_behind) = tokio::join!(
                     timed(self.routing.route_writer(
                         &cluster.name,
@@ -975,6 +1070,27 @@ impl Coordinator {
         let Ok(fenced) = self.store.fenced() else {
             return;
         };
+        // A fenced old primary that does not answer is looked at on every judgement
+        // (every 100 ms), not every poll: when it restarts (writable, unless its own
+        // configuration says read_only) it is set read_only the moment it answers.
+        let down: Vec<InstanceKey> = fenced
+            .iter()
+            .filter(|f| snapshot.get(&f.instance).is_some_and(|i| !i.is_reachable()))
+            .map(|f| f.instance.clone())
+            .collect();
+        let due = {
+            let mut state = self.state();
+            let due = state
+                .fenced_looked_at
+                .is_none_or(|last| last.elapsed() >= FENCED_LOOK_EVERY);
+            if due && !down.is_empty() {
+                state.fenced_looked_at = Some(Instant::now());
+            }
+            due
+        };
+        if due && !down.is_empty() {
+            self.discovery.probe_now(down);
+        }
         for fence in fenced {
             let Some(instance) = snapshot.get(&fence.instance) else {
                 continue;
@@ -1095,6 +1211,8 @@ impl Coordinator {
             .into_iter()
             .find(|f| &f.instance == key)
             .ok_or_else(|| ReattachError::NotFenced(key.clone()))?;
+        self.may_act_on(&fence.cluster)
+            .map_err(ReattachError::Failed)?;
         let snapshot = self.discovery.snapshot();
         let old = snapshot
             .get(key)

@@ -4,15 +4,18 @@
 //! candidate applies all it received, catches up from a more advanced replica if the
 //! plan says so, and only then is promoted; the siblings follow it by GTID.
 
+use super::journal_mirror::{JournalMirror, MirroredRecovery};
 use super::plan::PromotionPlan;
 use crate::leader::Lease;
 use crate::mysql::admin::{self, ReplicationAccount};
 use crate::mysql::{ConnectSettings, Connection, MysqlError};
+use crate::store::recovery::RecoveryRecord;
 use crate::store::recovery::StepRecord;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use crate::topology::InstanceKey;
 use futures::future::join_all;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How the executor reaches servers and how long it waits for them.
@@ -39,8 +42,18 @@ pub struct StepLog {
     pub recovery_id: String,
     pub steps: Vec<StepRecord>,
     journal: Option<Store>,
+    /// With `[ha]`: the journal's copy in Consul, for the next leader.
+    mirror: Option<Mirror>,
     /// Steps begun and not yet noted: (step, instance, journal sequence).
     begun: Vec<(String, Option<InstanceKey>, i64)>,
+}
+
+/// Where and as what a log's steps are mirrored.
+#[derive(Clone, Debug)]
+struct Mirror {
+    to: Arc<JournalMirror>,
+    record: RecoveryRecord,
+    epoch: u64,
 }
 
 impl StepLog {
@@ -61,12 +74,29 @@ impl StepLog {
         }
     }
 
-    /// A log for steps that run alongside this log's: the same recovery and journal,
+    /// Also writes each step begun, before it runs, to the journal's copy in Consul
+    /// (with `[ha]`), as part of `record`, by the leader of `epoch`.
+    pub fn mirrored(
+        mut self,
+        mirror: Option<&Arc<JournalMirror>>,
+        record: &RecoveryRecord,
+        epoch: u64,
+    ) -> Self {
+        self.mirror = mirror.map(|to| Mirror {
+            to: to.clone(),
+            record: record.clone(),
+            epoch,
+        });
+        self
+    }
+
+    /// A log for steps that run alongside this log's: the same recovery and journals,
     /// its own steps (append them with `absorb`).
     pub fn branch(&self) -> Self {
         Self {
             recovery_id: self.recovery_id.clone(),
             journal: self.journal.clone(),
+            mirror: self.mirror.clone(),
             ..Self::default()
         }
     }
@@ -76,12 +106,32 @@ impl StepLog {
         self.steps.extend(branch.steps);
     }
 
-    /// Writes to the journal that `step` is about to run. A step whose beginning cannot
-    /// be written must not run: whoever acts after a crash could not know it began.
-    pub fn begin(&mut self, step: &str, instance: Option<&InstanceKey>) -> Result<(), StoreError> {
-        if let Some(store) = &self.journal {
-            let seq = store.journal_begin(&self.recovery_id, step, instance)?;
-            self.begun.push((step.to_string(), instance.cloned(), seq));
+    /// Writes to the journal (and its copy in Consul) that `step` is about to run. A
+    /// step whose beginning cannot be written must not run: whoever acts after a crash
+    /// could not know it began.
+    pub async fn begin(
+        &mut self,
+        step: &str,
+        instance: Option<&InstanceKey>,
+    ) -> Result<(), String> {
+        let Some(store) = &self.journal else {
+            return Ok(());
+        };
+        let seq = store
+            .journal_begin(&self.recovery_id, step, instance)
+            .map_err(|e| e.to_string())?;
+        self.begun.push((step.to_string(), instance.cloned(), seq));
+        if let Some(mirror) = &self.mirror {
+            let steps = store.journal(&self.recovery_id).unwrap_or_default();
+            mirror
+                .to
+                .write(&MirroredRecovery {
+                    record: mirror.record.clone(),
+                    steps,
+                    epoch: mirror.epoch,
+                })
+                .await
+                .map_err(|e| format!("the journal's copy in Consul: {e}"))?;
         }
         Ok(())
     }
@@ -194,7 +244,7 @@ impl Executor {
         Fut: Future<Output = (Connection, Result<(), MysqlError>)> + 'a,
     {
         let started = Instant::now();
-        if let Err(error) = log.begin(name, Some(key)) {
+        if let Err(error) = log.begin(name, Some(key)).await {
             return Err(StepFailed {
                 step: format!("{name} on {key}"),
                 reason: format!("not run: the journal could not be written ({error})"),
@@ -240,7 +290,7 @@ impl Executor {
         let mut failed = Vec::new();
         let mut journaled = Vec::new();
         for key in keys {
-            match log.begin(name, Some(key)) {
+            match log.begin(name, Some(key)).await {
                 Ok(()) => journaled.push(key),
                 Err(error) => {
                     log.note(

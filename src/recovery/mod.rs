@@ -7,6 +7,7 @@
 pub mod coordinator;
 pub mod execute;
 pub mod hooks;
+pub mod journal_mirror;
 pub mod operate;
 pub mod plan;
 pub mod resume;

@@ -258,6 +258,7 @@ impl Coordinator {
         cluster: &str,
         work: impl std::future::Future<Output = Result<T, OperateError>>,
     ) -> Result<T, OperateError> {
+        self.may_act_on(cluster).map_err(OperateError::Refused)?;
         if !self.begin_change(cluster) {
             return Err(OperateError::Busy(cluster.to_string()));
         }

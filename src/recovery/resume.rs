@@ -176,6 +176,60 @@ pub fn resolve(record: &RecoveryRecord, steps: &[StepRecord], snapshot: &Snapsho
 const SETTLE_FOR: Duration = Duration::from_secs(60);
 
 impl Coordinator {
+    /// With `[ha]`, on starting to lead: copies into this agent's store every recovery
+    /// that an earlier leader left in the journal's copy in Consul and this store does
+    /// not hold, as running, with the steps it had begun — `resume_unfinished` then
+    /// settles it like one of this agent's own.
+    pub(crate) async fn adopt_mirrored(&self) {
+        let Some(mirror) = &self.mirror else {
+            return;
+        };
+        let left = match mirror.left().await {
+            Ok(left) => left,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the journal in Consul: a recovery another leader left half-done is not settled by this one");
+                return;
+            }
+        };
+        let known = self
+            .store
+            .recoveries(None, usize::MAX >> 1)
+            .unwrap_or_default();
+        for mirrored in left {
+            let id = mirrored.record.id.clone();
+            if let Some(own) = known.iter().find(|r| r.id == id) {
+                if own.status != RecoveryStatus::Running {
+                    mirror.remove(&id).await; // ended here; the key outlived it
+                }
+                continue;
+            }
+            tracing::warn!(recovery_id = %id, cluster = %mirrored.record.cluster, epoch = mirrored.epoch, "a recovery begun by an earlier leader did not finish: this leader settles it");
+            let mut record = mirrored.record.clone();
+            record.status = RecoveryStatus::Running;
+            record.steps.clear();
+            let adopted = self.store.insert_recovery(&record).and_then(|()| {
+                for step in &mirrored.steps {
+                    let seq = self
+                        .store
+                        .journal_begin(&id, &step.step, step.instance.as_ref())?;
+                    if !step.pending {
+                        self.store.journal_end(
+                            &id,
+                            seq,
+                            step.ok,
+                            &step.detail,
+                            step.duration_ms,
+                        )?;
+                    }
+                }
+                Ok(())
+            });
+            if let Err(error) = adopted {
+                tracing::error!(%error, recovery_id = %id, "cannot copy the unfinished recovery into the store");
+            }
+        }
+    }
+
     /// Settles every recovery this agent's store holds as still running (its agent
     /// stopped part-way), each in its own task with its cluster marked as changing.
     pub(crate) fn resume_unfinished(self: &Arc<Self>) {
@@ -320,6 +374,9 @@ impl Coordinator {
         record.steps = self.store.journal(&record.id).unwrap_or(log.steps);
         if let Err(error) = self.store.update_recovery(&record) {
             tracing::error!(%error, recovery_id = %record.id, "cannot record how the unfinished recovery was settled");
+        }
+        if let Some(mirror) = &self.mirror {
+            mirror.remove(&record.id).await;
         }
         tracing::warn!(recovery_id = %record.id, cluster = %record.cluster, "{message}");
         let _ = self.store.audit(AuditEntry {

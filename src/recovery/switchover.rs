@@ -94,6 +94,9 @@ pub enum SwitchoverError {
     Aborted { recovery_id: String, reason: String },
     #[error("switchover {recovery_id} failed: {reason}")]
     Failed { recovery_id: String, reason: String },
+    /// Another agent acts on the cluster; nothing was done.
+    #[error("{0}")]
+    NotActing(String),
 }
 
 /// Who takes over, decided on a fresh look at the cluster.
@@ -152,6 +155,8 @@ impl Coordinator {
         to: Option<InstanceKey>,
         who: &str,
     ) -> Result<SwitchoverReport, SwitchoverError> {
+        self.may_act_on(cluster)
+            .map_err(SwitchoverError::NotActing)?;
         let Some(_claim) = Claim::take(self, cluster) else {
             return Err(SwitchoverError::AlreadyRunning {
                 cluster: cluster.to_string(),
@@ -422,7 +427,12 @@ impl Switch<'_> {
         );
         // Kind `switchover`: `blocking_recovery` does not count it, since a planned
         // change is no sign of a flapping cluster.
-        let mut log = StepLog::journaled(&id, self.store.clone());
+        let epoch = self.executor.lease.gate().map_or(0, |grant| grant.epoch);
+        let mut log = StepLog::journaled(&id, self.store.clone()).mirrored(
+            self.mirror.as_ref(),
+            &record,
+            epoch,
+        );
         let outcome = match self.store.insert_recovery(&record) {
             Err(error) => {
                 // Without a record (and its journal) nobody could settle what this began.
@@ -466,6 +476,9 @@ impl Switch<'_> {
         record.finished_at = Some(SystemTime::now());
         if let Err(error) = self.store.update_recovery(&record) {
             tracing::error!(%error, recovery_id = %id, "cannot record the switchover's outcome");
+        }
+        if let Some(mirror) = &self.mirror {
+            mirror.remove(&id).await;
         }
         let message = match &outcome {
             Ok((gap, left_behind)) => format!(
@@ -610,7 +623,7 @@ impl Switch<'_> {
         // the pause would only make the pause longer.
         let mut attach_log = log.branch();
         let mut repoint_log = log.branch();
-        let _ = log.begin("route", Some(candidate));
+        let _ = log.begin("route", Some(candidate)).await;
         let ((report, routing_took), attached, not_repointed) = tokio::join!(
             timed(self.routing.route_writer(
                 &choice.cluster,
@@ -670,10 +683,11 @@ impl Switch<'_> {
         let candidate = &choice.candidate;
         // The journal says what is about to happen before writes stop: whoever acts
         // after a crash inside the pause knows to give the old primary its writes back.
-        if let Err(error) = log
-            .begin("read_only ON", Some(old))
-            .and_then(|()| log.begin("catch up", Some(candidate)))
-        {
+        let begun = match log.begin("read_only ON", Some(old)).await {
+            Ok(()) => log.begin("catch up", Some(candidate)).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = begun {
             return Err(Ending::Aborted(format!(
                 "the journal could not be written ({error}): nothing was changed"
             )));
@@ -749,7 +763,7 @@ impl Switch<'_> {
         }
         let wait_took = waiting.elapsed();
         crate::crash_point!("switchover-after-catch-up");
-        if let Err(error) = log.begin("promote", Some(candidate)) {
+        if let Err(error) = log.begin("promote", Some(candidate)).await {
             return Err(self
                 .roll_back(
                     choice,

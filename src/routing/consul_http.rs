@@ -546,6 +546,57 @@ impl Http {
         }
     }
 
+    /// `PUT /v1/kv/<key>` with `value`, in the agent's own datacenter (where the lease
+    /// lives).
+    pub(crate) async fn kv_put_local(&self, key: &str, value: Vec<u8>) -> Result<(), ConsulError> {
+        let url = self.url(&["kv", key], false);
+        let what = format!("write {key}");
+        self.put_ok(url, Some(value), &what, &format!("key write on {key}"))
+            .await
+            .map(|_| ())
+    }
+
+    /// `DELETE /v1/kv/<key>`, in the agent's own datacenter.
+    pub(crate) async fn kv_delete_local(&self, key: &str) -> Result<(), ConsulError> {
+        let url = self.url(&["kv", key], false);
+        let what = format!("delete {key}");
+        let answer = self
+            .call(
+                Method::DELETE,
+                url,
+                None,
+                &what,
+                &format!("key write on {key}"),
+            )
+            .await?;
+        if answer.status.is_success() {
+            Ok(())
+        } else {
+            Err(self.unexpected(&what, &answer))
+        }
+    }
+
+    /// Every key under `prefix`, in the agent's own datacenter.
+    pub(crate) async fn kv_list_local(&self, prefix: &str) -> Result<Vec<KvEntry>, ConsulError> {
+        let mut url = self.url(&["kv", prefix], false);
+        url.query_pairs_mut().append_key_only("recurse");
+        let what = format!("read {prefix}");
+        let answer = self
+            .call(
+                Method::GET,
+                url,
+                None,
+                &what,
+                &format!("key read on {prefix}"),
+            )
+            .await?;
+        match answer.status {
+            StatusCode::NOT_FOUND => Ok(Vec::new()),
+            status if status.is_success() => self.decode(&what, &answer.body),
+            _ => Err(self.unexpected(&what, &answer)),
+        }
+    }
+
     /// One key and the `X-Consul-Index` of the answer, in the agent's own datacenter.
     /// With `block` = (index, wait), a blocking read: Consul answers when the key changes
     /// past `index` or when `wait` runs out (plus its jitter of up to wait/16), so this

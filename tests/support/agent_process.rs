@@ -4,7 +4,10 @@
 //! take the agent's word for it.
 
 use super::{eventually, TestTopology};
+use pointsman::api::Health;
 use pointsman::client::ApiClient;
+use pointsman::sandbox::Sandbox;
+use pointsman::store::recovery::{RecoveryRecord, RecoveryStatus};
 use std::path::Path;
 use std::time::Duration;
 use tokio::process::{Child, Command};
@@ -166,4 +169,218 @@ pub async fn one_primary_everyone_follows(
         }
     }
     Some(primary.to_string())
+}
+
+/// One agent process with its own store and API port, stopped (by its PID) with the
+/// test.
+pub struct AgentProcess {
+    pub api: ApiClient,
+    pub url: String,
+    process: Option<Child>,
+    pub dir: tempfile::TempDir,
+}
+
+impl AgentProcess {
+    /// Starts an agent on `topology` with `more` appended to its configuration.
+    pub fn start(topology: &TestTopology, more: &str) -> AgentProcess {
+        AgentProcess::crashing_at(topology, more, None)
+    }
+
+    /// As `start`, with crash point `point` armed (a `failpoints` build only).
+    pub fn crashing_at(topology: &TestTopology, more: &str, point: Option<&str>) -> AgentProcess {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let config = write_config(topology, dir.path(), port, more);
+        AgentProcess::run(&config, port, dir, point)
+    }
+
+    /// Starts an agent on a configuration already written in `dir`.
+    pub fn on(config: &Path, port: u16, dir: tempfile::TempDir) -> AgentProcess {
+        AgentProcess::run(config, port, dir, None)
+    }
+
+    fn run(config: &Path, port: u16, dir: tempfile::TempDir, point: Option<&str>) -> AgentProcess {
+        let process = start_agent(config, point, &dir.path().join("agent.log"));
+        let url = format!("http://127.0.0.1:{port}");
+        AgentProcess {
+            api: ApiClient::new(&url),
+            url,
+            process: Some(process),
+            dir,
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        self.process.is_some()
+    }
+
+    /// Waits for the process to end by itself (a crash point); how it ended.
+    pub async fn exited(&mut self) -> std::process::ExitStatus {
+        let mut process = self.process.take().expect("a running agent");
+        tokio::time::timeout(PATIENCE, process.wait())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("the agent did not end within {PATIENCE:?}:\n{}", self.log())
+            })
+            .expect("wait for the agent")
+    }
+
+    /// What the agent printed.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    pub async fn health(&self) -> Option<Health> {
+        self.process.as_ref()?;
+        self.api.get("/api/v1/health").await.ok()
+    }
+
+    /// `kill -9`, by the PID this test started.
+    pub async fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill().await;
+        }
+    }
+
+    /// SIGTERM, as an operator stops an agent, and waits for it to exit.
+    pub async fn terminate(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            if let Some(pid) = process.id() {
+                // SAFETY: kill(2) on the child this test started.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+            }
+            let _ = tokio::time::timeout(PATIENCE, process.wait()).await;
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// Succeeded failovers of cluster `t` in this agent's record (0 once it is stopped).
+    pub async fn failovers(&self) -> usize {
+        if self.process.is_none() {
+            return 0;
+        }
+        let all: Vec<RecoveryRecord> = self
+            .api
+            .get("/api/v1/recoveries?cluster=t")
+            .await
+            .unwrap_or_default();
+        all.iter()
+            .filter(|r| r.kind == "failover" && r.status == RecoveryStatus::Succeeded)
+            .count()
+    }
+}
+
+/// Exactly one running agent leads and every other running one names it: its index.
+pub async fn leader_now(agents: &[AgentProcess]) -> Option<usize> {
+    let mut leaders = Vec::new();
+    let mut named = Vec::new();
+    for (index, agent) in agents.iter().enumerate() {
+        let Some(health) = agent.health().await else {
+            continue;
+        };
+        match health.role.as_str() {
+            "leader" => leaders.push(index),
+            "follower" => named.push(health.leader.map(|l| l.api)),
+            _ => return None,
+        }
+    }
+    let [leader] = leaders[..] else {
+        return None;
+    };
+    named
+        .iter()
+        .all(|n| n.as_deref() == Some(agents[leader].url.as_str()))
+        .then_some(leader)
+}
+
+/// Waits until exactly one running agent leads; its index.
+pub async fn one_leader(agents: &[AgentProcess]) -> usize {
+    eventually(PATIENCE, "exactly one leader, named by the others", || {
+        leader_now(agents)
+    })
+    .await
+}
+
+/// Kills the primary `node` with `kill -9` and waits until the other nodes have one
+/// writable primary that they all follow (asked of the servers); its node name.
+pub async fn kill_primary_and_wait(topology: &TestTopology, node: &str) -> String {
+    // What runs now (nodes may have been restarted through other handles).
+    let mut sandbox = Sandbox::open(&topology.sandbox.dir).expect("the sandbox's state");
+    sandbox.kill(node).expect("kill -9 the primary");
+    let names = node_names(topology);
+    let running: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| *n != node)
+        .collect();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(successor) = one_primary_everyone_follows(topology, &running).await {
+            return successor;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new primary after {node} was killed:\n{}",
+            describe(topology, &running).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts the killed old primary `old` again (it comes back fenced), re-attaches it
+/// through `via` (a follower's client follows the leader), acknowledges the recovery
+/// through `acker` so the next failure may fail over at once, and waits until every node
+/// follows `primary`.
+pub async fn rejoin(
+    topology: &TestTopology,
+    old: &str,
+    primary: &str,
+    via: &AgentProcess,
+    acker: &AgentProcess,
+) {
+    let mut sandbox = Sandbox::open(&topology.sandbox.dir).expect("the sandbox's state");
+    sandbox.start(old).await.expect("restart the old primary");
+    let key = topology.key(old);
+    eventually(PATIENCE, "the old primary re-attached", || async {
+        via.api
+            .post::<_, serde_json::Value>(
+                &format!("/api/v1/instances/{key}/reattach"),
+                &serde_json::json!({}),
+            )
+            .await
+            .ok()
+    })
+    .await;
+    let _: serde_json::Value = acker
+        .api
+        .post("/api/v1/clusters/t/ack", &serde_json::json!({}))
+        .await
+        .expect("ack");
+    let names = node_names(topology);
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    eventually(PATIENCE, "everyone follows the new primary", || async {
+        (one_primary_everyone_follows(topology, &all)
+            .await
+            .as_deref()
+            == Some(primary))
+        .then_some(())
+    })
+    .await;
+}
+
+fn node_names(topology: &TestTopology) -> Vec<String> {
+    topology
+        .sandbox
+        .nodes
+        .iter()
+        .map(|n| n.name.clone())
+        .collect()
 }
