@@ -49,7 +49,11 @@ export async function drag(page, from, to) {
   };
   const a = await shown(from);
   const b = await shown(to);
-  check(a && b, 'cannot find the boxes to drag');
+  if (!(a && b)) {
+    // Say which: a box missing, hidden, or drawn more than once.
+    const counts = `${await from.count()} box(es) match the dragged one, ${await to.count()} the target`;
+    check(false, `cannot find the boxes to drag (${counts})`);
+  }
   await page.mouse.move(a.x + a.width / 2, a.y + 24);
   await page.mouse.down();
   await page.mouse.move(a.x + a.width / 2 + 12, a.y + 36, { steps: 3 });
