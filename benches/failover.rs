@@ -154,11 +154,19 @@ async fn one_run(flavor: Flavor, failure: Failure) -> Run {
             topology.replicate_from(replica, &primary).await;
         }
     }
-    let watcher = watch(
-        &topology,
-        vec![primary.clone()],
-        automatic_recovery(&topology),
-    )
+    let automatic = automatic_recovery(&topology);
+    let watcher = watch(&topology, vec![primary.clone()], |config| {
+        automatic(config);
+        // [[cluster]] instances are seeds too: node1 is listed by the only address the
+        // agent may know it by (the proxy's, when it is behind one).
+        for cluster in &mut config.clusters {
+            for key in &mut cluster.instances {
+                if *key == node1 {
+                    *key = primary.clone();
+                }
+            }
+        }
+    })
     .await;
     probed(&watcher.agent.discovery, 3).await;
     settle(&topology, &watcher).await;

@@ -101,7 +101,7 @@ impl RunningAgent {
             heartbeat_period: config.recovery.heartbeat_period.0,
             lease: lease.clone(),
         };
-        let discovery = discovery::start(options, config.discovery.seeds.clone(), store.clone());
+        let discovery = discovery::start(options, settings.seeds(), store.clone());
         let rules = ProblemRules::from_config(config);
         let routing =
             routing::start(settings, store.clone(), discovery.clone(), lease.clone()).await?;

@@ -483,6 +483,23 @@ pub struct Settings {
     pub routing: RoutingSettings,
 }
 
+impl Settings {
+    /// Where discovery starts: `discovery.seeds`, and every instance a `[[cluster]]`
+    /// lists — so a member is found even when the seeds lead nowhere (a store lost,
+    /// a seed down, an old primary no replica points at any more).
+    pub fn seeds(&self) -> Vec<InstanceKey> {
+        let mut seeds = self.config.discovery.seeds.clone();
+        for alias in &self.aliases {
+            for key in &alias.instances {
+                if !seeds.contains(key) {
+                    seeds.push(key.clone());
+                }
+            }
+        }
+        seeds
+    }
+}
+
 /// `[routing]`, checked: addresses parsed, secrets resolved.
 #[derive(Debug, Clone)]
 pub struct RoutingSettings {
@@ -1164,6 +1181,18 @@ mod tests {
     fn load(text: &str) -> Result<Settings, ConfigError> {
         let f = file(text);
         Config::load(Some(f.path()))
+    }
+
+    #[test]
+    fn cluster_instances_are_seeds_too() {
+        let settings = load(
+            "[discovery]\nseeds = [\"db1:3306\"]\n\n[[cluster]]\nalias = \"orders\"\ninstances = [\"db1:3306\", \"db2:3306\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            settings.seeds(),
+            vec![InstanceKey::new("db1", 3306), InstanceKey::new("db2", 3306)]
+        );
     }
 
     #[test]

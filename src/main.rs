@@ -236,6 +236,13 @@ async fn main() {
     #[cfg(feature = "failpoints")]
     let _crash_points = fail::FailScenario::setup();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. } | Command::Demo { .. }) {
+        // A CLI command piped into `head` ends quietly when the reader goes away, as
+        // other Unix tools do, instead of panicking on a closed stdout. (The agent
+        // itself keeps Rust's default: a closed socket is an error, not a signal.)
+        // SAFETY: restoring a signal's default action before any thread writes output.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     if let Err(error) = run(cli).await {
         eprintln!("error: {error:#}");
         std::process::exit(1);

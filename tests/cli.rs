@@ -255,3 +255,24 @@ fn the_demo_stopped_while_starting_leaves_no_server_behind() {
         );
     }
 }
+
+/// `pointsman … | head -1`: the CLI ends quietly when its reader goes away.
+#[test]
+fn a_closed_pipe_ends_the_cli_quietly() {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pointsman"))
+        .args(["check-config", "--config"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/pointsman.example.toml"
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    // Read nothing: close our end at once, as `head -0` would.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

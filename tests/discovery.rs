@@ -64,7 +64,12 @@ async fn discovery_finds_the_tree_from_the_primary_and_from_a_replica(flavor: Fl
     );
 
     for seed in [node1.clone(), node3.clone()] {
-        let watcher = watch(&topology, vec![seed.clone()], |_| {}).await;
+        // The alias lists the seed only: [[cluster]] instances are seeds too, and the
+        // crawl must find the rest by itself.
+        let watcher = watch(&topology, vec![seed.clone()], |c| {
+            c.clusters[0].instances = vec![seed.clone()];
+        })
+        .await;
         let detail = cluster_with(&watcher.api, 3).await;
         assert_eq!(detail.primary, node1, "seeded from {seed}");
         let mut replicas: Vec<InstanceKey> =
@@ -113,7 +118,10 @@ async fn a_chained_replica_is_placed_under_its_source(flavor: Flavor) {
     let (node2, node3) = (topology.key("node2"), topology.key("node3"));
     topology.replicate_from("node3", &node2).await;
 
-    let watcher = watch(&topology, vec![node2.clone()], |_| {}).await;
+    let watcher = watch(&topology, vec![node2.clone()], |c| {
+        c.clusters[0].instances = vec![node2.clone()];
+    })
+    .await;
     let api = &watcher.api;
     let detail = eventually(PATIENCE, "node3 under node2", || async {
         let detail: ClusterDetail = api.get("/api/v1/clusters/t").await.ok()?;

@@ -63,6 +63,15 @@ impl BehindProxy {
         let watcher = watch(&topology, vec![primary.clone()], |config| {
             automatic(config);
             config.recovery.silent_heartbeats = silent_heartbeats;
+            // [[cluster]] instances are seeds too: node1 is listed by the only address
+            // anyone knows it by.
+            for cluster in &mut config.clusters {
+                for key in &mut cluster.instances {
+                    if *key == node1 {
+                        *key = primary.clone();
+                    }
+                }
+            }
         })
         .await;
         let api = &watcher.api;
