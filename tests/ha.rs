@@ -107,6 +107,24 @@ async fn a_killed_leader_and_primary_are_replaced_and_recovered_once(flavor: Fla
         (counts.iter().sum::<usize>() >= 1).then_some(counts)
     })
     .await;
+    // The routes record carries the new leader's lease epoch: a late write of the dead
+    // leader's (an older epoch) cannot overwrite it.
+    let lock = consul
+        .kv_entry("pointsman/leader/default")
+        .expect("the lock key");
+    eventually(
+        PATIENCE,
+        &format!(
+            "the routes record of t under lease epoch {}",
+            lock.lock_index
+        ),
+        || async {
+            let record: serde_json::Value =
+                serde_json::from_str(&consul.kv_string("pointsman/routes/t")?).ok()?;
+            (record["epoch"].as_u64()? >> 42 == lock.lock_index).then_some(())
+        },
+    )
+    .await;
     let mut expected = vec![0; 3];
     expected[new_leader] = 1;
     assert_eq!(

@@ -461,7 +461,8 @@ impl Inner {
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .unwrap_or_default()
                     .as_millis() as u64;
-                (previous.epoch + 1).max(millis)
+                let lease = self.lease.gate().map_or(0, |grant| grant.epoch);
+                (previous.epoch + 1).max(decision_epoch(lease, millis))
             }
         };
         let decision = WriterDecision {
@@ -603,6 +604,16 @@ async fn plan_routes(inner: Arc<Inner>) {
     }
 }
 
+/// A decision's epoch: the leader's lease epoch above the decision's time, so a decision
+/// of a later leader is newer than any of an earlier one's whatever their clocks say,
+/// and a deposed leader's late write is refused by the Consul backend's compare-and-set
+/// (which never lets an older decision overwrite a newer one). Milliseconds take the
+/// low 42 bits (until 2109); without `[ha]` the lease epoch is 0.
+pub fn decision_epoch(lease_epoch: u64, millis: u64) -> u64 {
+    const MILLIS_BITS: u32 = 42;
+    (lease_epoch << MILLIS_BITS) | (millis & ((1 << MILLIS_BITS) - 1))
+}
+
 /// Keeps one backend in line with the routes, for as long as the engine runs.
 async fn drive(inner: Arc<Inner>, backend: Arc<dyn Router>) {
     let name = backend.name();
@@ -729,5 +740,20 @@ async fn drive(inner: Arc<Inner>, backend: Arc<dyn Router>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decision_epoch;
+
+    #[test]
+    fn a_later_leader_decides_newer_whatever_the_clocks_say() {
+        let now = 1_796_000_000_000; // 2026, in milliseconds
+        assert_eq!(decision_epoch(0, now), now, "alone, the epoch is the time");
+        // The next leader's clock is an hour behind: its decision is still newer.
+        assert!(decision_epoch(8, now - 3_600_000) > decision_epoch(7, now));
+        // The same leader: later is newer.
+        assert!(decision_epoch(7, now + 1) > decision_epoch(7, now));
     }
 }
