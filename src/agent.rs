@@ -47,6 +47,7 @@ pub struct RunningAgent {
     pub routing: RunningRouting,
     /// Who may act: released first when the agent stops, so another takes over at once.
     pub lease: Lease,
+    store_watch: JoinHandle<()>,
     stop: oneshot::Sender<()>,
     stopping: tokio::sync::watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
@@ -119,7 +120,7 @@ impl RunningAgent {
             journal_mirror(settings)?,
         );
         tokio::spawn(coordinator.clone().run());
-        tokio::spawn(watch_store(store.clone()));
+        let store_watch = tokio::spawn(watch_store(store.clone()));
         let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
         let state = ApiState {
             stopping,
@@ -149,22 +150,30 @@ impl RunningAgent {
             coordinator,
             routing,
             lease,
+            store_watch,
             stop,
             stopping: stopping_tx,
             server,
         })
     }
 
-    /// Gives up the lease (with `[ha]`), then stops the API server and waits for it.
+    /// Ends everything the agent started: gives up the lease (with `[ha]`) so another
+    /// agent takes over at once, stops the API server and waits for it, then ends
+    /// discovery (every poller and liveness watch, closing their connections — the
+    /// coordinator ends with it), the routing engine and its DNS responder, and the
+    /// store watch.
     pub async fn stop(self) -> Result<(), AgentError> {
-        // Leadership first: a follower takes over while this agent winds down.
         self.lease.clone().stop().await;
         let _ = self.stopping.send(true);
         let _ = self.stop.send(());
-        match self.server.await {
+        let served = match self.server.await {
             Ok(result) => result.map_err(AgentError::Server),
             Err(_) => Ok(()),
-        }
+        };
+        self.discovery.stop().await;
+        self.routing.routing.stop();
+        self.store_watch.abort();
+        served
     }
 }
 

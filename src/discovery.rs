@@ -55,6 +55,10 @@ enum Command {
     ProbeNow {
         keys: Vec<InstanceKey>,
     },
+    /// Ends every poller and liveness watch (closing their connections) and the owner.
+    Stop {
+        done: oneshot::Sender<()>,
+    },
 }
 
 struct ProbeReport {
@@ -156,6 +160,15 @@ impl DiscoveryHandle {
         .await;
     }
 
+    /// Ends discovery: every poller and liveness watch, with their connections; the
+    /// snapshot stops changing, and whoever waits for a new one is told it ended.
+    pub async fn stop(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.commands.send(Command::Stop { done }).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+
     /// Stops polling `key` and removes it. Returns whether it was known. An instance that
     /// still replicates from or to a known one is found again on the next poll.
     pub async fn forget(&self, key: InstanceKey) -> Result<bool, DiscoverError> {
@@ -243,6 +256,13 @@ impl Owner {
                         let known = self.untrack(&key);
                         self.publish();
                         let _ = done.send(known);
+                    }
+                    Some(Command::Stop { done }) => {
+                        for poller in self.pollers.values() {
+                            poller.stop();
+                        }
+                        let _ = done.send(());
+                        return;
                     }
                     None => break,
                 },

@@ -1,6 +1,7 @@
 //! The HTTP API against a real topology: JSON errors with the right status codes,
-//! discover and forget as an operator uses them, the audit log, and an agent that
-//! restarts on the same store and finds its instances again without seeds.
+//! discover and forget as an operator uses them, the audit log, and an agent that stops
+//! leaving no connection behind, then restarts on the same store and finds its
+//! instances again without seeds.
 
 mod support;
 
@@ -160,9 +161,38 @@ async fn a_restarted_agent_polls_what_it_knew(flavor: Flavor) {
     ))
     .await;
     probed(&first.discovery, 3).await;
+    assert!(agent_sessions(&topology, "node1").await > 0);
     first.stop().await.expect("stops");
+    // A stopped agent leaves nothing behind: no poller, no liveness watch.
+    for node in ["node1", "node2", "node3"] {
+        eventually(
+            PATIENCE,
+            &format!("no agent session left on {node}"),
+            || async { (agent_sessions(&topology, node).await == 0).then_some(()) },
+        )
+        .await;
+    }
 
-    // Same store, no seeds: the remembered instances are polled again.
-    let second = agent(&settings(&topology, vec![], store.path(), |_| {})).await;
+    // Same store, no seeds (and no [[cluster]], whose instances would be seeds): the
+    // remembered instances are polled again.
+    let second = agent(&settings(&topology, vec![], store.path(), |c| {
+        c.clusters.clear()
+    }))
+    .await;
     probed(&second.discovery, 3).await;
+}
+
+/// Sessions on `node` other than the one asking (the agent logs in as the same user).
+async fn agent_sessions(topology: &TestTopology, node: &str) -> u64 {
+    topology
+        .value(
+            node,
+            &format!(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = '{}' AND ID <> CONNECTION_ID()",
+                topology.sandbox.user
+            ),
+        )
+        .await
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(0)
 }

@@ -976,6 +976,16 @@ impl DnsServer {
     }
 }
 
+impl DnsServer {
+    /// Stops answering without waiting (the server's tasks end as the runtime gets to
+    /// them); for an owner that cannot give the server up, as `stop` wants.
+    pub fn cancel(&self) {
+        if let Some(server) = &self.server {
+            server.shutdown_token().cancel();
+        }
+    }
+}
+
 impl Drop for DnsServer {
     fn drop(&mut self) {
         if let Some(server) = self.server.take() {
@@ -1008,6 +1018,10 @@ impl Router for DnsRouter {
     /// Every agent answers DNS from what it sees itself.
     fn shared(&self) -> bool {
         false
+    }
+
+    fn stop(&self) {
+        self.server.cancel();
     }
 
     fn reconcile<'a>(

@@ -149,6 +149,8 @@ struct Inner {
     publishing: tokio::sync::Mutex<()>,
     /// Shared backends are written only while this agent leads.
     lease: Lease,
+    /// Turns true when the agent stops: every task of the engine ends.
+    stopping: watch::Sender<bool>,
 }
 
 impl Routing {
@@ -186,12 +188,22 @@ impl Routing {
             addresses: tokio::sync::Mutex::new(HashMap::new()),
             publishing: tokio::sync::Mutex::new(()),
             lease,
+            stopping: watch::Sender::new(false),
         });
         tokio::spawn(plan_routes(inner.clone()));
         for backend in &inner.backends {
             tokio::spawn(drive(inner.clone(), backend.clone()));
         }
         Routing { inner }
+    }
+
+    /// Ends the engine's tasks and stops the backends that run something of their own
+    /// (the DNS responder).
+    pub fn stop(&self) {
+        self.inner.stopping.send_replace(true);
+        for backend in &self.inner.backends {
+            backend.stop();
+        }
     }
 
     /// The routes as last published.
@@ -591,6 +603,7 @@ impl Inner {
 /// Works the routes out on every new snapshot and every tick.
 async fn plan_routes(inner: Arc<Inner>) {
     let mut snapshots = inner.discovery.subscribe();
+    let mut stopping = inner.stopping.subscribe();
     loop {
         inner.refresh().await;
         tokio::select! {
@@ -599,6 +612,7 @@ async fn plan_routes(inner: Arc<Inner>) {
                     return;
                 }
             }
+            _ = stopping.changed() => return,
             _ = tokio::time::sleep(inner.settings.reconcile_interval) => {}
         }
     }
@@ -618,6 +632,7 @@ pub fn decision_epoch(lease_epoch: u64, millis: u64) -> u64 {
 async fn drive(inner: Arc<Inner>, backend: Arc<dyn Router>) {
     let name = backend.name();
     let mut routes_rx = inner.routes.subscribe();
+    let mut stopping = inner.stopping.subscribe();
     let mut last_applied: Option<u64> = None;
     let mut run_now = true;
     loop {
@@ -628,6 +643,7 @@ async fn drive(inner: Arc<Inner>, backend: Arc<dyn Router>) {
                         return;
                     }
                 }
+                _ = stopping.changed() => return,
                 _ = tokio::time::sleep(inner.settings.reconcile_interval) => {}
             }
         }

@@ -192,4 +192,7 @@ pub trait Router: Send + Sync + 'static {
     fn shared(&self) -> bool {
         true
     }
+
+    /// Stops whatever the backend runs itself (the DNS responder); the agent is ending.
+    fn stop(&self) {}
 }
