@@ -259,20 +259,28 @@ fn the_demo_stopped_while_starting_leaves_no_server_behind() {
 /// `pointsman … | head -1`: the CLI ends quietly when its reader goes away.
 #[test]
 fn a_closed_pipe_ends_the_cli_quietly() {
+    use std::os::fd::FromRawFd;
     use std::process::Stdio;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pointsman"))
+    // A pipe whose reading end is closed before the CLI starts: its first write fails
+    // with EPIPE, whenever it comes.
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills the two descriptors; the reading end is closed at once and
+    // the writing end is handed to the child, which owns it from then on.
+    let stdout = unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0, "pipe");
+        libc::close(fds[0]);
+        Stdio::from_raw_fd(fds[1])
+    };
+    let output = Command::new(env!("CARGO_BIN_EXE_pointsman"))
         .args(["check-config", "--config"])
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/config/pointsman.example.toml"
         ))
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped())
-        .spawn()
+        .output()
         .expect("runs");
-    // Read nothing: close our end at once, as `head -0` would.
-    drop(child.stdout.take());
-    let output = child.wait_with_output().expect("ends");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }

@@ -183,6 +183,15 @@ impl Drop for Agent {
 }
 
 /// Waits until exactly one agent leads and every other one names it; returns its index.
+/// Three agents campaigning on `consul`, started one after the other.
+async fn three_agents(consul: &ConsulStandIn) -> [Agent; 3] {
+    [
+        Agent::start(consul, "agent-a").await,
+        Agent::start(consul, "agent-b").await,
+        Agent::start(consul, "agent-c").await,
+    ]
+}
+
 async fn one_leader(agents: &[&Agent], within: Duration) -> usize {
     eventually(within, "one leader, named by every follower", || async {
         let leaders: Vec<usize> = (0..agents.len())
@@ -207,9 +216,7 @@ async fn one_leader(agents: &[&Agent], within: Duration) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_three_agents_exactly_one_leads_and_the_others_name_it() {
     let consul = ConsulStandIn::start(ConsulOptions::default()).await;
-    let a = Agent::start(&consul, "agent-a").await;
-    let b = Agent::start(&consul, "agent-b").await;
-    let c = Agent::start(&consul, "agent-c").await;
+    let [a, b, c] = three_agents(&consul).await;
     let agents = [&a, &b, &c];
     let leader = one_leader(&agents, Duration::from_secs(10)).await;
     let epoch = agents[leader].epoch().expect("leads");
@@ -266,9 +273,7 @@ async fn of_three_agents_exactly_one_leads_and_the_others_name_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_is_replaced_once_its_lease_ran_out_and_not_before() {
     let consul = ConsulStandIn::start(ConsulOptions::default()).await;
-    let a = Agent::start(&consul, "agent-a").await;
-    let b = Agent::start(&consul, "agent-b").await;
-    let c = Agent::start(&consul, "agent-c").await;
+    let [a, b, c] = three_agents(&consul).await;
     let agents = [&a, &b, &c];
     let leader = one_leader(&agents, Duration::from_secs(10)).await;
     let old_epoch = agents[leader].epoch().unwrap();
@@ -335,9 +340,7 @@ async fn a_killed_leader_is_replaced_once_its_lease_ran_out_and_not_before() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_leader_hands_over_at_once() {
     let consul = ConsulStandIn::start(ConsulOptions::default()).await;
-    let a = Agent::start(&consul, "agent-a").await;
-    let b = Agent::start(&consul, "agent-b").await;
-    let c = Agent::start(&consul, "agent-c").await;
+    let [a, b, c] = three_agents(&consul).await;
     let agents = [&a, &b, &c];
     let leader = one_leader(&agents, Duration::from_secs(10)).await;
     let old_epoch = agents[leader].epoch().unwrap();

@@ -531,7 +531,17 @@ impl Http {
         key: &str,
         recurse: bool,
     ) -> Result<Vec<KvEntry>, ConsulError> {
-        let mut url = self.url(&["kv", key], true);
+        self.kv_read(key, recurse, true).await
+    }
+
+    /// As `kv_get`; `datacenter`: in the configured datacenter, else the agent's own.
+    async fn kv_read(
+        &self,
+        key: &str,
+        recurse: bool,
+        datacenter: bool,
+    ) -> Result<Vec<KvEntry>, ConsulError> {
+        let mut url = self.url(&["kv", key], datacenter);
         if recurse {
             url.query_pairs_mut().append_key_only("recurse");
         }
@@ -578,23 +588,7 @@ impl Http {
 
     /// Every key under `prefix`, in the agent's own datacenter.
     pub(crate) async fn kv_list_local(&self, prefix: &str) -> Result<Vec<KvEntry>, ConsulError> {
-        let mut url = self.url(&["kv", prefix], false);
-        url.query_pairs_mut().append_key_only("recurse");
-        let what = format!("read {prefix}");
-        let answer = self
-            .call(
-                Method::GET,
-                url,
-                None,
-                &what,
-                &format!("key read on {prefix}"),
-            )
-            .await?;
-        match answer.status {
-            StatusCode::NOT_FOUND => Ok(Vec::new()),
-            status if status.is_success() => self.decode(&what, &answer.body),
-            _ => Err(self.unexpected(&what, &answer)),
-        }
+        self.kv_read(prefix, true, false).await
     }
 
     /// One key and the `X-Consul-Index` of the answer, in the agent's own datacenter.

@@ -210,10 +210,6 @@ impl AgentProcess {
         }
     }
 
-    pub fn running(&self) -> bool {
-        self.process.is_some()
-    }
-
     /// Waits for the process to end by itself (a crash point); how it ended.
     pub async fn exited(&mut self) -> std::process::ExitStatus {
         let mut process = self.process.take().expect("a running agent");
