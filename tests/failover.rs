@@ -26,6 +26,8 @@ on_every_flavor!(
     a_replica_with_errant_gtids_is_never_chosen,
     recovery_refuses_file_position_replication,
     a_replica_that_was_down_during_the_failover_follows_the_new_primary,
+    a_restarted_old_primary_takes_no_write,
+    a_primary_restarted_without_failover_gets_its_writes_back,
 );
 
 async fn a_replica_that_was_down_during_the_failover_follows_the_new_primary(flavor: Flavor) {
@@ -685,4 +687,211 @@ async fn a_killed_primary_is_replaced_without_losing_acknowledged_writes(flavor:
         );
     }
     assert!(recovery.steps.iter().all(|s| s.ok), "{:?}", recovery.steps);
+}
+
+/// An application still aimed at the old primary keeps writing while it restarts. On
+/// MySQL the role persisted by the agent brings it back read-only: not one write. On
+/// MariaDB (nothing persisted, the sandbox's configuration leaves the primary writable)
+/// the fenced old primary is probed every 100 ms and set read_only as soon as it answers:
+/// writes are taken only in that first moment.
+async fn a_restarted_old_primary_takes_no_write(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let node1 = topology.key("node1");
+    let watcher = watch(
+        &topology,
+        vec![node1.clone()],
+        automatic_recovery(&topology),
+    )
+    .await;
+    probed(&watcher.agent.discovery, 3).await;
+    // An ordinary application account: read_only stops it (not an admin).
+    topology
+        .sql(
+            "node1",
+            &[
+                "CREATE DATABASE w",
+                "CREATE TABLE w.t (id INT AUTO_INCREMENT PRIMARY KEY)",
+                "CREATE USER 'app'@'%' IDENTIFIED BY 'app'",
+                "GRANT INSERT, SELECT ON w.* TO 'app'@'%'",
+            ],
+        )
+        .await;
+    if flavor.is_mysql() {
+        eventually(PATIENCE, "the read-only role persisted on every node", || async {
+            for node in ["node1", "node2", "node3"] {
+                let persisted = topology
+                    .try_value(node, "SELECT VARIABLE_VALUE FROM performance_schema.persisted_variables WHERE VARIABLE_NAME = 'super_read_only'")
+                    .await;
+                if persisted.as_deref() != Some("ON") {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
+        assert_eq!(
+            topology
+                .value("node1", "SELECT @@read_only")
+                .await
+                .as_deref(),
+            Some("0"),
+            "the running primary stays writable"
+        );
+    }
+    let mut sandbox = topology.sandbox.clone();
+    sandbox.kill("node1").expect("kill -9 node1");
+    let recovery = finished_recovery(&watcher.api, 1).await;
+    assert_eq!(recovery.status, RecoveryStatus::Succeeded, "{recovery:?}");
+
+    // The application keeps trying node1, as one that was never told would.
+    let opts: mysql_async::Opts =
+        mysql_async::OptsBuilder::from_opts(topology.sandbox.opts("node1").expect("opts"))
+            .user(Some("app"))
+            .pass(Some("app"))
+            .into();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let app = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut first_answer: Option<std::time::Instant> = None;
+            let mut accepted: Vec<Duration> = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(Ok(mut conn)) = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    mysql_async::Conn::new(opts.clone()),
+                )
+                .await
+                else {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                };
+                let since = *first_answer.get_or_insert_with(std::time::Instant::now);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match conn.query_drop("INSERT INTO w.t () VALUES ()").await {
+                        Ok(()) => accepted.push(since.elapsed()),
+                        Err(mysql_async::Error::Server(_)) => {}
+                        Err(_) => break,
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            (first_answer.is_some(), accepted)
+        })
+    };
+    sandbox.start("node1").await.expect("restart node1");
+    eventually(PATIENCE, "node1 read_only", || async {
+        (topology
+            .try_value("node1", "SELECT @@read_only")
+            .await
+            .as_deref()
+            == Some("1"))
+        .then_some(())
+    })
+    .await;
+    // Long enough for a write slipped in after the fence to show.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (answered, accepted) = app.await.expect("the application task");
+    assert!(
+        answered,
+        "the application never reached the restarted node1"
+    );
+    eprintln!(
+        "writes taken by the restarted old primary: {}",
+        accepted.len()
+    );
+    if flavor.is_mysql() {
+        assert!(
+            accepted.is_empty(),
+            "the restarted old primary took {} writes",
+            accepted.len()
+        );
+    } else {
+        // One 100 ms probe interval, the probe and the fence; generous for a busy machine.
+        let last = accepted.iter().max().copied().unwrap_or_default();
+        assert!(
+            last < Duration::from_millis(600),
+            "the restarted old primary took {} writes, the last {last:?} after it first answered",
+            accepted.len()
+        );
+    }
+    let fenced: ClusterDetail = watcher
+        .api
+        .get("/api/v1/clusters/t")
+        .await
+        .expect("cluster");
+    assert!(
+        fenced.instance(&node1).is_some_and(|v| v.fenced),
+        "node1 is shown fenced"
+    );
+}
+
+/// The other side of the persisted role: a primary restarted while no failover could
+/// replace it (automatic recovery off here) comes back read-only — from the role the
+/// agent persisted (MySQL) or from `read_only=ON` in its own configuration, as the
+/// README asks (MariaDB) — and the agent, seeing its replicas still follow it and no
+/// fence on it, gives it its writes back.
+async fn a_primary_restarted_without_failover_gets_its_writes_back(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 1).await;
+    let node1 = topology.key("node1");
+    let watcher = watch(&topology, vec![node1.clone()], |_| {}).await;
+    probed(&watcher.agent.discovery, 2).await;
+    if flavor.is_mysql() {
+        eventually(PATIENCE, "the read-only role persisted on node1", || async {
+            (topology
+                .try_value("node1", "SELECT VARIABLE_VALUE FROM performance_schema.persisted_variables WHERE VARIABLE_NAME = 'super_read_only'")
+                .await
+                .as_deref()
+                == Some("ON"))
+            .then_some(())
+        })
+        .await;
+    } else {
+        let cnf = topology.sandbox.cnf_path("node1");
+        let mut text = std::fs::read_to_string(&cnf).expect("node1's configuration");
+        text.push_str("read_only=ON\n");
+        std::fs::write(&cnf, text).expect("node1's configuration");
+    }
+    let mut sandbox = topology.sandbox.clone();
+    sandbox.kill("node1").expect("kill -9 node1");
+    eventually(PATIENCE, "the agent sees node1 gone", || async {
+        let detail: ClusterDetail = watcher.api.get("/api/v1/clusters/t").await.ok()?;
+        detail
+            .instance(&node1)
+            .filter(|v| !v.instance.is_reachable())
+            .map(|_| ())
+    })
+    .await;
+    sandbox.start("node1").await.expect("restart node1");
+    eventually(PATIENCE, "node1 takes writes again", || async {
+        (topology
+            .try_value("node1", "SELECT @@read_only")
+            .await
+            .as_deref()
+            == Some("0"))
+        .then_some(())
+    })
+    .await;
+    topology
+        .sql("node1", &["CREATE DATABASE after_restart"])
+        .await;
+    eventually(PATIENCE, "the write reaches node2, which still follows node1", || async {
+        topology
+            .try_value("node2", "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'after_restart'")
+            .await
+            .filter(|count| count == "1")
+    })
+    .await;
+    let audit: Vec<pointsman::store::AuditRecord> = watcher
+        .api
+        .get("/api/v1/audit?limit=50")
+        .await
+        .expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.message.contains("came back read-only")
+                && a.message.contains("takes writes again")),
+        "the audit says why node1 was made writable: {audit:?}"
+    );
 }

@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 use support::agent_process::{
     describe, free_port, one_primary_everyone_follows, sees_the_cluster, start_agent, write_config,
 };
-use support::{eventually, TestTopology};
+use support::{automatic_recovery, eventually, probed, watch, TestTopology};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
 on_every_flavor!(
     a_deleted_store_is_reported_at_once,
-    a_full_store_refuses_failovers_calmly_and_recovers_when_there_is_room
+    a_full_store_refuses_failovers_calmly_and_recovers_when_there_is_room,
+    an_agent_that_lost_its_store_never_routes_a_stale_old_primary
 );
 
 async fn degraded(api: &ApiClient, words: &str) -> String {
@@ -168,4 +169,95 @@ async fn a_full_store_refuses_failovers_calmly_and_recovers_when_there_is_room(f
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The store with its fences is lost (a new machine, a deleted file) and the old primary
+/// comes back writable: the agent started afresh has no record that it was fenced. The
+/// GTIDs tell instead: it is a stale copy of the primary that replaced it, so the
+/// cluster's alias (and its routes) stay with the real primary, the two writable
+/// primaries are reported as `MultiplePrimaries`, and the stale one is fenced.
+async fn an_agent_that_lost_its_store_never_routes_a_stale_old_primary(flavor: Flavor) {
+    // One replica: after the failover both trees are one server each, so only the GTIDs
+    // can tell which one the alias — and the routes — belong to.
+    let topology = TestTopology::start(flavor, 1).await;
+    let node1 = topology.key("node1");
+    let first = watch(&topology, topology.keys(), automatic_recovery(&topology)).await;
+    probed(&first.agent.discovery, 2).await;
+    let mut sandbox = topology.sandbox.clone();
+    sandbox.kill("node1").expect("kill -9 node1");
+    let successor = eventually(PATIENCE, "a failover", || async {
+        let detail: pointsman::api::views::ClusterDetail =
+            first.api.get("/api/v1/clusters/t").await.ok()?;
+        (detail.primary != node1
+            && pointsman::topology::cluster::writable_root(
+                &first.agent.discovery.snapshot(),
+                &detail.primary,
+            )
+            .is_some())
+        .then_some(detail.primary)
+    })
+    .await;
+    let successor_node = topology.node_at(&successor);
+    topology
+        .sql(&successor_node, &["CREATE DATABASE after_failover"])
+        .await;
+    first.agent.stop().await.expect("stop the first agent");
+    drop(first.store); // the store, and every fence in it, is gone
+
+    // node1 back, writable (on MySQL as a server whose role was never persisted).
+    sandbox.start("node1").await.expect("restart node1");
+    topology.writable("node1", true).await;
+
+    let second = watch(&topology, topology.keys(), automatic_recovery(&topology)).await;
+    let routed_to_node1 = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch_routes = {
+        let routing = second.agent.routing.routing.clone();
+        let routed_to_node1 = routed_to_node1.clone();
+        let node1 = node1.clone();
+        tokio::spawn(async move {
+            loop {
+                let routes = routing.routes();
+                if routes
+                    .clusters
+                    .values()
+                    .any(|r| r.writer.as_ref().is_some_and(|w| w.key == node1))
+                {
+                    routed_to_node1.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    eventually(PATIENCE, "node1 fenced by the new agent", || async {
+        (topology
+            .try_value("node1", "SELECT @@read_only")
+            .await
+            .as_deref()
+            == Some("1"))
+        .then_some(())
+    })
+    .await;
+    watch_routes.abort();
+    assert!(
+        !routed_to_node1.load(std::sync::atomic::Ordering::Relaxed),
+        "the stale old primary was routed as a writer"
+    );
+    let detail: pointsman::api::views::ClusterDetail =
+        second.api.get("/api/v1/clusters/t").await.expect("cluster");
+    assert_eq!(
+        detail.primary, successor,
+        "the alias stays with the real primary"
+    );
+    let audit: Vec<pointsman::store::AuditRecord> = second
+        .api
+        .get("/api/v1/audit?limit=50")
+        .await
+        .expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.message.contains("fenced as a stale old primary")),
+        "the audit says why node1 was fenced: {audit:?}"
+    );
+    second.agent.stop().await.expect("stop");
 }

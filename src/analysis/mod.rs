@@ -5,7 +5,7 @@ pub mod findings;
 pub mod problems;
 
 pub use findings::{cluster_findings, Finding, FindingCode, FindingRules, Severity};
-pub use problems::{cluster_problems, Problem, ProblemCode, ProblemRules};
+pub use problems::{cluster_problems, multiple_primaries, Problem, ProblemCode, ProblemRules};
 
 use serde::{Deserialize, Serialize};
 

@@ -8,6 +8,7 @@
 //! `now` in, problems out.
 
 use super::findings::{cluster_findings, FindingCode, FindingRules};
+use crate::topology::cluster::{writable_root, ClusterAlias};
 use crate::topology::{
     ClusterTreeNode, ClusterView, Instance, InstanceKey, IoThreadState, Snapshot,
 };
@@ -41,6 +42,10 @@ pub enum ProblemCode {
     PrimaryReadOnly,
     /// Every instance replicates from another one: nobody takes writes.
     ClusterHasNoPrimary,
+    /// Another instance listed under the cluster's alias answers as a writable primary
+    /// beside the cluster's own (an old primary back writable after a failover whose
+    /// fence was lost): two places take writes. A stale one is fenced by the agent.
+    MultiplePrimaries,
 }
 
 impl ProblemCode {
@@ -157,6 +162,53 @@ fn link(replica: &Instance, rules: &ProblemRules, now: SystemTime) -> Option<Lin
     } else {
         Some(Link::Replicating)
     }
+}
+
+/// Two writable primaries under one alias: for each aliased cluster whose primary takes
+/// writes, every other tree holding an instance listed under that alias whose own root
+/// takes writes too. The explanation says whether that root is a stale copy of the
+/// cluster's primary (its executed GTIDs a strict subset: safe to fence) or diverged.
+pub fn multiple_primaries(
+    clusters: &[ClusterView],
+    snapshot: &Snapshot,
+    aliases: &[ClusterAlias],
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for cluster in clusters {
+        let Some(alias) = aliases
+            .iter()
+            .find(|a| Some(&a.alias) == cluster.alias.as_ref())
+        else {
+            continue;
+        };
+        let Some(primary) = writable_root(snapshot, &cluster.primary) else {
+            continue;
+        };
+        for other in clusters.iter().filter(|c| c.alias.is_none()) {
+            if !other.members.iter().any(|m| alias.instances.contains(m)) {
+                continue;
+            }
+            let Some(theirs) = writable_root(snapshot, &other.primary) else {
+                continue;
+            };
+            let how = if theirs.gtid.strictly_behind(&primary.gtid) {
+                "its executed GTIDs are a strict subset of the primary's: it is a stale old primary, and is fenced (read_only) by the agent"
+            } else {
+                "its executed GTIDs are not a subset of the primary's (it took writes the primary lacks): decide by hand which one keeps the writes, then set the other read_only"
+            };
+            problems.push(Problem {
+                code: ProblemCode::MultiplePrimaries,
+                cluster: cluster.name.clone(),
+                instance: other.primary.clone(),
+                related: vec![cluster.primary.clone()],
+                explanation: format!(
+                    "{} takes writes beside the primary {} of {}: {how}",
+                    other.primary, cluster.primary, cluster.name
+                ),
+            });
+        }
+    }
+    problems
 }
 
 /// Everything wrong in one cluster, failover-worthy problems first.
@@ -681,5 +733,61 @@ mod tests {
             found[0].explanation
         );
         assert_eq!(found[0].related, vec![key(2), key(3)]);
+    }
+
+    #[test]
+    fn a_second_writable_primary_under_an_alias_is_stale_or_diverged() {
+        use crate::topology::instance::tests_support::with_gtids;
+        let uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        let other_uuid = "4e11fa47-71ca-11e1-9e33-c80aa9429562";
+        let aliases = [ClusterAlias {
+            alias: "t".into(),
+            instances: vec![key(1), key(2), key(3)],
+        }];
+        let judge = |old_primary_gtids: &str| {
+            let snapshot = Snapshot {
+                instances: [
+                    with_gtids(primary(key(1)), old_primary_gtids),
+                    with_gtids(primary(key(2)), &format!("{uuid}:1-12")),
+                    replica(key(3), key(2)),
+                ]
+                .into_iter()
+                .map(|i| (i.key.clone(), i))
+                .collect(),
+            };
+            let clusters = build_clusters(&snapshot, &aliases);
+            multiple_primaries(&clusters, &snapshot, &aliases)
+        };
+        let stale = judge(&format!("{uuid}:1-10"));
+        assert_eq!(stale.len(), 1);
+        assert_eq!(stale[0].code, ProblemCode::MultiplePrimaries);
+        assert_eq!(
+            (stale[0].cluster.as_str(), &stale[0].instance),
+            ("t", &key(1))
+        );
+        assert!(
+            stale[0].explanation.contains("stale"),
+            "{}",
+            stale[0].explanation
+        );
+        let diverged = judge(&format!("{uuid}:1-10,{other_uuid}:1"));
+        assert!(
+            diverged[0].explanation.contains("by hand"),
+            "{}",
+            diverged[0].explanation
+        );
+        // Read-only (fenced) beside the primary: nothing to report.
+        let snapshot = Snapshot {
+            instances: [
+                replica(key(1), key(9)),
+                primary(key(2)),
+                replica(key(3), key(2)),
+            ]
+            .into_iter()
+            .map(|i| (i.key.clone(), i))
+            .collect(),
+        };
+        let clusters = build_clusters(&snapshot, &aliases);
+        assert!(multiple_primaries(&clusters, &snapshot, &aliases).is_empty());
     }
 }

@@ -109,11 +109,19 @@ pub fn cluster_details(
     marks: &InstanceMarks,
     now: SystemTime,
 ) -> Vec<ClusterDetail> {
-    let details = build_clusters(snapshot, aliases)
+    let clusters = build_clusters(snapshot, aliases);
+    let doubled = crate::analysis::multiple_primaries(&clusters, snapshot, aliases);
+    let details = clusters
         .into_iter()
         .map(|cluster| {
             let findings = cluster_findings(&cluster, snapshot, &rules.findings, now);
-            let problems = cluster_problems(&cluster, snapshot, rules, now);
+            let mut problems = cluster_problems(&cluster, snapshot, rules, now);
+            problems.extend(
+                doubled
+                    .iter()
+                    .filter(|p| p.cluster == cluster.name)
+                    .cloned(),
+            );
             let instances = cluster
                 .members
                 .iter()

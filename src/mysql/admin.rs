@@ -176,6 +176,18 @@ pub async fn set_read_only(conn: &mut Connection, on: bool) -> Result<(), MysqlE
     Ok(())
 }
 
+/// MySQL: persists read_only and super_read_only ON for the server's next start,
+/// leaving the running values as they are (a primary stays writable until it restarts).
+/// Needs SYSTEM_VARIABLES_ADMIN and PERSIST_RO_VARIABLES_ADMIN. MariaDB cannot persist a
+/// variable: nothing is done there.
+pub async fn persist_read_only(conn: &mut Connection) -> Result<(), MysqlError> {
+    if conn.flavor == ServerFlavor::Mysql {
+        conn.execute("SET PERSIST_ONLY read_only=ON, super_read_only=ON")
+            .await?;
+    }
+    Ok(())
+}
+
 /// A heartbeat period as CHANGE takes it: seconds, to the millisecond.
 fn heartbeat_seconds(period: Duration) -> String {
     format!("{:.3}", period.as_secs_f64())

@@ -13,7 +13,9 @@ pub const MYSQL_VARIABLES: &str = "SELECT @@server_id AS server_id, @@server_uui
      @@version AS version, @@read_only AS read_only, @@super_read_only AS super_read_only, \
      @@log_bin AS log_bin, @@binlog_format AS binlog_format, \
      @@log_replica_updates AS log_replica_updates, @@gtid_mode AS gtid_mode, \
-     @@gtid_executed AS gtid_executed";
+     @@gtid_executed AS gtid_executed, \
+     (SELECT VARIABLE_VALUE FROM performance_schema.persisted_variables \
+      WHERE VARIABLE_NAME = 'super_read_only') AS persisted_super_read_only";
 
 pub const MARIADB_VARIABLES: &str = "SELECT @@server_id AS server_id, @@version AS version, \
      @@read_only AS read_only, @@log_bin AS log_bin, @@binlog_format AS binlog_format, \

@@ -133,6 +133,9 @@ pub struct ServerVariables {
     pub version: String,
     pub read_only: bool,
     pub super_read_only: Option<bool>,
+    /// MySQL only: whether `super_read_only=ON` is persisted (`mysqld-auto.cnf`), so a
+    /// restart brings the server back read-only.
+    pub persisted_read_only: Option<bool>,
     pub log_bin: bool,
     pub binlog_format: String,
     pub log_replica_updates: bool,
@@ -148,6 +151,11 @@ pub fn mysql_variables(row: &TextRow) -> Result<ServerVariables, ParseError> {
         version: required(row, &["version"])?.to_string(),
         read_only: flag_column(row, &["read_only"])?,
         super_read_only: Some(flag_column(row, &["super_read_only"])?),
+        // NULL (nothing persisted) reads as not persisted; a row from before the column
+        // existed (recorded fixtures) as unknown.
+        persisted_read_only: row
+            .contains_key("persisted_super_read_only")
+            .then(|| text(row, &["persisted_super_read_only"]).and_then(flag) == Some(true)),
         log_bin: flag_column(row, &["log_bin"])?,
         binlog_format: required(row, &["binlog_format"])?.to_string(),
         log_replica_updates: flag_column(row, &["log_replica_updates", "log_slave_updates"])?,
@@ -171,6 +179,7 @@ pub fn mariadb_variables(row: &TextRow) -> Result<ServerVariables, ParseError> {
         version: required(row, &["version"])?.to_string(),
         read_only: flag_column(row, &["read_only"])?,
         super_read_only: None,
+        persisted_read_only: None,
         log_bin: flag_column(row, &["log_bin"])?,
         binlog_format: required(row, &["binlog_format"])?.to_string(),
         log_replica_updates: flag_column(row, &["log_slave_updates", "log_replica_updates"])?,

@@ -55,6 +55,7 @@ pub async fn probe(conn: &mut Connection) -> Result<InstanceFacts, MysqlError> {
         server_uuid: variables.server_uuid,
         read_only: variables.read_only,
         super_read_only: variables.super_read_only,
+        persisted_read_only: variables.persisted_read_only,
         log_bin: variables.log_bin,
         binlog_format: variables.binlog_format,
         log_replica_updates: variables.log_replica_updates,

@@ -12,12 +12,14 @@ use super::execute::{Executor, StepLog};
 use super::hooks::{run_hooks, HookContext, HookPoint, HookRun, HooksConfig};
 use super::journal_mirror::JournalMirror;
 use super::plan::{plan_promotion, PlanError, PromotionPolicy};
-use crate::analysis::{cluster_problems, Problem, ProblemCode, ProblemRules};
+use super::roles::{restarted_without_failover, unpersisted, WriterMemory};
+use crate::analysis::{cluster_problems, multiple_primaries, Problem, ProblemCode, ProblemRules};
 use crate::config::ClusterFilter;
 use crate::discovery::DiscoveryHandle;
 use crate::routing::Routing;
 use crate::store::recovery::{RecoveryRecord, RecoveryStatus};
 use crate::store::{AuditEntry, Store};
+use crate::topology::cluster::writable_root;
 use crate::topology::cluster::ClusterAlias;
 use crate::topology::{build_clusters, ClusterView, InstanceKey, Snapshot};
 use std::collections::{HashMap, HashSet};
@@ -75,7 +77,23 @@ struct State {
     standings: HashMap<String, crate::claims::Standing>,
     /// When fenced old primaries that do not answer were last probed.
     fenced_looked_at: Option<Instant>,
+    /// Which primaries were writable before they went away (see `roles`).
+    writers: WriterMemory,
+    /// When persisting an instance's read-only role was last tried.
+    persisting: HashMap<InstanceKey, Instant>,
+    /// Second writable primaries being probed again before they are fenced.
+    checking: HashSet<InstanceKey>,
 }
+
+/// How long a second writable primary and its cluster's primary are probed again for,
+/// before the stale one is fenced.
+const STALE_PRIMARY_PROBE_WAIT: Duration = Duration::from_secs(2);
+
+/// How long `reattach` waits for a fresh probe of the old primary.
+const REATTACH_PROBE_WAIT: Duration = Duration::from_secs(2);
+
+/// How long after a failed attempt to persist an instance's role it is tried again.
+const PERSIST_RETRY: Duration = Duration::from_secs(60);
 
 /// When an automatic recovery that did not succeed may be tried again, and why it did
 /// not: attempts back off (1 s, doubling, at most `RETRY_AT_MOST`), so nothing that keeps
@@ -218,10 +236,19 @@ impl Coordinator {
 
     /// The problems of every cluster now.
     pub fn problems(&self, snapshot: &Snapshot) -> Vec<(ClusterView, Vec<Problem>)> {
-        build_clusters(snapshot, &self.aliases)
+        let clusters = build_clusters(snapshot, &self.aliases);
+        let doubled = multiple_primaries(&clusters, snapshot, &self.aliases);
+        clusters
             .into_iter()
             .map(|cluster| {
-                let problems = cluster_problems(&cluster, snapshot, &self.rules, SystemTime::now());
+                let mut problems =
+                    cluster_problems(&cluster, snapshot, &self.rules, SystemTime::now());
+                problems.extend(
+                    doubled
+                        .iter()
+                        .filter(|p| p.cluster == cluster.name)
+                        .cloned(),
+                );
                 (cluster, problems)
             })
             .collect()
@@ -232,10 +259,18 @@ impl Coordinator {
         if not_leading.is_none() {
             self.keep_fenced(snapshot);
         }
-        for (cluster, problems) in self.problems(snapshot) {
+        // Watched by followers too, so that one that comes to lead knows it; what came
+        // back read-only waits until this agent may act on its cluster.
+        let back_read_only = self.state().writers.observe(snapshot);
+        let judged = self.problems(snapshot);
+        let clusters: Vec<ClusterView> = judged.iter().map(|(c, _)| c.clone()).collect();
+        for (cluster, problems) in judged {
             // Without a shared lease: the agent lock says whether this agent, or another
             // one, acts on this cluster (said loudly, and always shown, failure or not).
             let not_holding = self.weigh_claims(&cluster, snapshot);
+            if not_leading.is_none() && not_holding.is_none() {
+                self.keep_roles(&cluster, snapshot, &clusters, &back_read_only);
+            }
             if !problems.iter().any(|p| p.code.needs_recovery()) {
                 let mut state = self.state();
                 match &not_holding {
@@ -253,6 +288,14 @@ impl Coordinator {
                     ProblemCode::UnreachablePrimary
                     | ProblemCode::UnreachablePrimaryWithLaggingReplicas => {
                         self.confirm(&cluster, &problem);
+                    }
+                    ProblemCode::MultiplePrimaries => {
+                        self.say_once(&cluster.name, &problem, "detected", || {
+                            problem.explanation.clone()
+                        });
+                        if not_leading.is_none() && not_holding.is_none() {
+                            self.fence_stale_primary(&cluster, &problem);
+                        }
                     }
                     code if code.needs_recovery() => {
                         let first = self.say_once(&cluster.name, &problem, "detected", || {
@@ -1065,6 +1108,170 @@ impl Coordinator {
         Ok(new_source)
     }
 
+    /// Keeps the servers' roles true across their restarts (see `roles`): persists the
+    /// read-only role on MySQL instances that lack it, and gives its writes back to a
+    /// primary of this cluster that restarted read-only without a failover.
+    fn keep_roles(
+        self: &Arc<Self>,
+        cluster: &ClusterView,
+        snapshot: &Snapshot,
+        clusters: &[ClusterView],
+        back_read_only: &[InstanceKey],
+    ) {
+        if self.state().recovering.contains(&cluster.name) {
+            return;
+        }
+        for key in unpersisted(snapshot, cluster) {
+            {
+                let mut state = self.state();
+                let recent = state
+                    .persisting
+                    .get(&key)
+                    .is_some_and(|last| last.elapsed() < PERSIST_RETRY);
+                if recent {
+                    continue;
+                }
+                state.persisting.insert(key.clone(), Instant::now());
+            }
+            let this = self.clone();
+            let cluster_name = cluster.name.clone();
+            tokio::spawn(async move {
+                match this.executor.persist_read_only(&key).await {
+                    Ok(()) => {
+                        let _ = this.store.audit(AuditEntry {
+                            actor: "agent".into(),
+                            action: "persist-role".into(),
+                            cluster: Some(cluster_name),
+                            instance: Some(key.clone()),
+                            message: format!(
+                                "{key}: read_only and super_read_only persisted ON (SET PERSIST_ONLY): if it restarts it comes back read-only, whatever its role now"
+                            ),
+                        });
+                        this.discovery.probe_now(vec![key]);
+                    }
+                    Err(error) => tracing::warn!(
+                        instance = %key,
+                        %error,
+                        "cannot persist the read-only role: if this server restarts as an old primary it takes writes until it is fenced (grant the topology user SYSTEM_VARIABLES_ADMIN and PERSIST_RO_VARIABLES_ADMIN); tried again in a minute"
+                    ),
+                }
+            });
+        }
+        let Ok(fenced) = self.store.fenced() else {
+            return;
+        };
+        let fenced: Vec<InstanceKey> = fenced.into_iter().map(|f| f.instance).collect();
+        for key in back_read_only.iter().filter(|k| **k == cluster.primary) {
+            self.state().writers.settled(key);
+            if !restarted_without_failover(key, snapshot, clusters, &fenced) {
+                continue;
+            }
+            let this = self.clone();
+            let key = key.clone();
+            let cluster_name = cluster.name.clone();
+            tokio::spawn(async move {
+                let result = this.executor.set_read_only(&key, false).await;
+                let message = match &result {
+                    Ok(()) => format!(
+                        "primary {key} restarted and came back read-only (its persisted or configured role); no failover replaced it and its replicas still follow it: read_only set OFF, it takes writes again"
+                    ),
+                    Err(error) => format!(
+                        "primary {key} restarted and came back read-only; giving it its writes back failed: {error}"
+                    ),
+                };
+                tracing::warn!(instance = %key, "{message}");
+                let _ = this.store.audit(AuditEntry {
+                    actor: "agent".into(),
+                    action: "read-only".into(),
+                    cluster: Some(cluster_name),
+                    instance: Some(key.clone()),
+                    message,
+                });
+                this.discovery.probe_now(vec![key]);
+            });
+        }
+    }
+
+    /// Fences the second writable primary of a cluster when it is a stale copy of the
+    /// cluster's primary (its executed GTIDs a strict subset): recorded like a failover's
+    /// fence, so `keep_fenced` sets it read_only at once and keeps it so until
+    /// `pointsman reattach`. One that diverged is only reported. Never while the cluster
+    /// is being changed, and only on a fresh probe of both servers: a snapshot mixes
+    /// probes of different moments, and mid-switchover it can show the old primary
+    /// still writable beside the new one.
+    fn fence_stale_primary(self: &Arc<Self>, cluster: &ClusterView, problem: &Problem) {
+        if self.state().recovering.contains(&cluster.name)
+            || !self.state().checking.insert(problem.instance.clone())
+        {
+            return;
+        }
+        let this = self.clone();
+        let cluster = cluster.name.clone();
+        let stale_key = problem.instance.clone();
+        tokio::spawn(async move {
+            // Held from the second look to the fence: no switchover or recovery of the
+            // cluster runs in between.
+            if !this.begin_change(&cluster) {
+                this.state().checking.remove(&stale_key);
+                return;
+            }
+            let primary_key = this.recheck_stale_primary(&cluster, &stale_key).await;
+            let recorded = primary_key
+                .as_ref()
+                .map(|_| this.store.fence(&stale_key, &cluster, None));
+            this.end_change(&cluster);
+            this.state().checking.remove(&stale_key);
+            let (Some(primary_key), Some(recorded)) = (primary_key, recorded) else {
+                return;
+            };
+            let message = match &recorded {
+                Ok(()) => format!(
+                    "{stale_key} took writes beside the primary {primary_key} and its GTIDs are a strict subset of the primary's: fenced as a stale old primary (read_only until `pointsman reattach`)"
+                ),
+                Err(error) => format!(
+                    "{stale_key} is a stale second writable primary, but its fence could not be recorded: {error}"
+                ),
+            };
+            tracing::warn!(%cluster, instance = %stale_key, "{message}");
+            let _ = this.store.audit(AuditEntry {
+                actor: "agent".into(),
+                action: "fence".into(),
+                cluster: Some(cluster.clone()),
+                instance: Some(stale_key.clone()),
+                message,
+            });
+        });
+    }
+
+    /// Probes both servers now and judges again: the cluster's primary when `stale` is
+    /// still a writable stale copy of it, and nothing changes the cluster meanwhile.
+    async fn recheck_stale_primary(
+        &self,
+        cluster: &str,
+        stale: &InstanceKey,
+    ) -> Option<InstanceKey> {
+        let primary = build_clusters(&self.discovery.snapshot(), &self.aliases)
+            .into_iter()
+            .find(|c| c.name == cluster)?
+            .primary;
+        self.discovery
+            .probe_and_wait(
+                vec![stale.clone(), primary.clone()],
+                STALE_PRIMARY_PROBE_WAIT,
+            )
+            .await;
+        let snapshot = self.discovery.snapshot();
+        let view = build_clusters(&snapshot, &self.aliases)
+            .into_iter()
+            .find(|c| c.name == cluster && c.primary == primary)?;
+        let stale_facts = writable_root(&snapshot, stale)?;
+        let primary_facts = writable_root(&snapshot, &view.primary)?;
+        stale_facts
+            .gtid
+            .strictly_behind(&primary_facts.gtid)
+            .then_some(view.primary)
+    }
+
     /// Sets every fenced old primary that answers and is writable back to read_only.
     fn keep_fenced(self: &Arc<Self>, snapshot: &Snapshot) {
         let Ok(fenced) = self.store.fenced() else {
@@ -1213,29 +1420,35 @@ impl Coordinator {
             .ok_or_else(|| ReattachError::NotFenced(key.clone()))?;
         self.may_act_on(&fence.cluster)
             .map_err(ReattachError::Failed)?;
+        // Judged on a probe taken now: an old primary started a moment ago answers
+        // before the next poll would say so.
+        self.discovery
+            .probe_and_wait(vec![key.clone()], REATTACH_PROBE_WAIT)
+            .await;
         let snapshot = self.discovery.snapshot();
         let old = snapshot
             .get(key)
             .filter(|i| i.is_reachable())
             .and_then(|i| i.facts.as_ref())
             .ok_or_else(|| ReattachError::Unreachable(key.clone()))?;
-        let successor = fence
-            .recovery_id
-            .as_deref()
-            .and_then(|id| {
-                self.store
-                    .recoveries(Some(&fence.cluster), 1000)
-                    .ok()?
-                    .into_iter()
-                    .find(|r| r.id == id)?
-                    .successor
-            })
-            .ok_or_else(|| ReattachError::NoPrimary(key.clone()))?;
-        let primary_key = build_clusters(&snapshot, &self.aliases)
-            .into_iter()
-            .find(|c| c.members.contains(&successor))
-            .map(|c| c.primary)
-            .ok_or_else(|| ReattachError::NoPrimary(key.clone()))?;
+        let successor = fence.recovery_id.as_deref().and_then(|id| {
+            self.store
+                .recoveries(Some(&fence.cluster), 1000)
+                .ok()?
+                .into_iter()
+                .find(|r| r.id == id)?
+                .successor
+        });
+        let clusters = build_clusters(&snapshot, &self.aliases);
+        // The primary that replaced it: the successor's cluster now, or — for a fence no
+        // failover set (a stale second primary) — the primary of the cluster it was in.
+        let primary_key = match &successor {
+            Some(successor) => clusters.iter().find(|c| c.members.contains(successor)),
+            None => clusters.iter().find(|c| c.name == fence.cluster),
+        }
+        .map(|c| c.primary.clone())
+        .filter(|primary| primary != key)
+        .ok_or_else(|| ReattachError::NoPrimary(key.clone()))?;
         let primary = snapshot
             .get(&primary_key)
             .filter(|i| i.is_reachable())

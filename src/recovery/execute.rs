@@ -500,6 +500,15 @@ impl Executor {
         result
     }
 
+    /// Persists the read-only role (MySQL) so a restart brings the server back
+    /// read-only; its running read_only is left as it is.
+    pub async fn persist_read_only(&self, key: &InstanceKey) -> Result<(), MysqlError> {
+        let mut conn = self.open(key).await?;
+        let result = admin::persist_read_only(&mut conn).await;
+        conn.close().await;
+        result
+    }
+
     /// Sets read_only ON or OFF as a recorded step named `name`.
     pub async fn set_read_only_step(
         &self,

@@ -1,8 +1,9 @@
 //! Recovery: replacing a failed primary. `plan` decides who takes over (pure),
 //! `execute` carries the plan out step by step, `hooks` runs the operators' commands at
 //! each moment, `coordinator` decides when to act at all, `resume` settles a recovery
-//! whose agent stopped part-way, and `operate` runs an operator's single-instance
-//! actions (relocate, replication, read_only).
+//! whose agent stopped part-way, `roles` keeps each server's read-only role across its
+//! own restarts, and `operate` runs an operator's single-instance actions (relocate,
+//! replication, read_only).
 
 pub mod coordinator;
 pub mod execute;
@@ -11,4 +12,5 @@ pub mod journal_mirror;
 pub mod operate;
 pub mod plan;
 pub mod resume;
+pub mod roles;
 pub mod switchover;

@@ -1,8 +1,10 @@
 //! Clusters: instances grouped by the replication tree they belong to. A cluster is
 //! named after its primary's `host:port`, or after a configured alias when one of its
-//! instances is listed under that alias. Pure: a snapshot in, clusters out.
+//! instances is listed under that alias: the largest such tree (of two as large, the
+//! one whose primary takes writes), never one whose writable primary is a stale copy of
+//! another's. Pure: a snapshot in, clusters out.
 
-use super::instance::{InstanceKey, Snapshot};
+use super::instance::{InstanceFacts, InstanceKey, Snapshot};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -68,7 +70,7 @@ pub fn build_clusters(snapshot: &Snapshot, aliases: &[ClusterAlias]) -> Vec<Clus
         })
         .collect();
 
-    apply_aliases(&mut clusters, aliases);
+    apply_aliases(&mut clusters, aliases, snapshot);
     clusters.sort_by(|a, b| a.name.cmp(&b.name));
     clusters
 }
@@ -127,14 +129,36 @@ fn flatten(node: &ClusterTreeNode, into: &mut Vec<InstanceKey>) {
 
 /// When two trees claim the same alias (an old primary that left the tree, say), the
 /// larger tree keeps it and the other is named by its primary.
-fn apply_aliases(clusters: &mut [ClusterView], aliases: &[ClusterAlias]) {
+fn apply_aliases(clusters: &mut [ClusterView], aliases: &[ClusterAlias], snapshot: &Snapshot) {
     for alias in aliases {
-        let best = clusters
+        let candidates: Vec<usize> = clusters
             .iter()
             .enumerate()
             .filter(|(_, c)| c.members.iter().any(|m| alias.instances.contains(m)))
-            .max_by_key(|(_, c)| c.members.len())
-            .map(|(index, _)| index);
+            .map(|(index, _)| index)
+            .collect();
+        // Never a writable root that is a stale copy of another candidate's writable
+        // root (an old primary back writable after a failover its agent forgot):
+        // routes must not follow it, however large its tree. Then the larger tree; of
+        // two as large (the two halves of a two-server cluster after a failover), the
+        // one whose root takes writes.
+        let stale = |index: usize| {
+            let Some(mine) = writable_root(snapshot, &clusters[index].primary) else {
+                return false;
+            };
+            candidates.iter().any(|&other| {
+                other != index
+                    && writable_root(snapshot, &clusters[other].primary)
+                        .is_some_and(|theirs| mine.gtid.strictly_behind(&theirs.gtid))
+            })
+        };
+        let best = candidates.iter().copied().max_by_key(|&index| {
+            (
+                !stale(index),
+                clusters[index].members.len(),
+                writable_root(snapshot, &clusters[index].primary).is_some(),
+            )
+        });
         if let Some(index) = best {
             if clusters[index].alias.is_none() {
                 clusters[index].alias = Some(alias.alias.clone());
@@ -142,6 +166,15 @@ fn apply_aliases(clusters: &mut [ClusterView], aliases: &[ClusterAlias]) {
             }
         }
     }
+}
+
+/// The facts of `key` if it answers and takes writes as a primary: no source, read_only
+/// (and super_read_only) off.
+pub fn writable_root<'a>(snapshot: &'a Snapshot, key: &InstanceKey) -> Option<&'a InstanceFacts> {
+    let instance = snapshot.get(key).filter(|i| i.is_reachable())?;
+    let facts = instance.facts.as_ref()?;
+    (facts.replication.is_none() && !facts.read_only && facts.super_read_only != Some(true))
+        .then_some(facts)
 }
 
 #[cfg(test)]
@@ -174,6 +207,31 @@ mod tests {
         assert_eq!(first.tree.replicas[0].key, key(2));
         assert_eq!(first.tree.replicas[0].replicas[0].key, key(3));
         assert_eq!(clusters[1].members, vec![key(9)]);
+    }
+
+    #[test]
+    fn a_stale_writable_primary_never_takes_the_alias_however_large_its_tree() {
+        use crate::topology::instance::tests_support::with_gtids;
+        let uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        // The old primary came back writable with its old replica still under it; the
+        // new primary, alone, has everything it had and more.
+        let snapshot = Snapshot {
+            instances: [
+                with_gtids(primary(key(1)), &format!("{uuid}:1-10")),
+                replica(key(3), key(1)),
+                with_gtids(primary(key(2)), &format!("{uuid}:1-12")),
+            ]
+            .into_iter()
+            .map(|i| (i.key.clone(), i))
+            .collect(),
+        };
+        let aliases = [ClusterAlias {
+            alias: "demo".into(),
+            instances: vec![key(1), key(2), key(3)],
+        }];
+        let clusters = build_clusters(&snapshot, &aliases);
+        let named = clusters.iter().find(|c| c.name == "demo").expect("demo");
+        assert_eq!(named.primary, key(2));
     }
 
     #[test]

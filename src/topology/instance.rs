@@ -159,6 +159,32 @@ pub enum GtidState {
 }
 
 impl GtidState {
+    /// Whether every transaction this server executed is also on `other`, and `other`
+    /// has more: this server is a stale copy of `other` (an old primary that came back
+    /// writable after `other` replaced it). Servers of different flavours, or that
+    /// diverged, are neither behind nor ahead.
+    pub fn strictly_behind(&self, other: &GtidState) -> bool {
+        match (self, other) {
+            (
+                GtidState::Mysql { executed, .. },
+                GtidState::Mysql {
+                    executed: theirs, ..
+                },
+            ) => executed.is_subset_of(theirs) && !theirs.is_subset_of(executed),
+            (
+                GtidState::Mariadb { binlog_state, .. },
+                GtidState::Mariadb {
+                    binlog_state: theirs,
+                    ..
+                },
+            ) => {
+                binlog_state.errant_against(theirs).is_empty()
+                    && !theirs.errant_against(binlog_state).is_empty()
+            }
+            _ => false,
+        }
+    }
+
     /// Whether GTIDs are on for this instance (MariaDB always has them).
     pub fn enabled(&self) -> bool {
         match self {
@@ -260,6 +286,10 @@ pub struct InstanceFacts {
     pub read_only: bool,
     /// MySQL only.
     pub super_read_only: Option<bool>,
+    /// MySQL only: whether read_only is persisted, so that a restart of this server
+    /// brings it back read-only whatever its role was (see `recovery` for why).
+    #[serde(default)]
+    pub persisted_read_only: Option<bool>,
     pub log_bin: bool,
     pub binlog_format: String,
     pub log_replica_updates: bool,
@@ -394,6 +424,7 @@ pub mod tests_support {
                 server_uuid: None,
                 read_only: false,
                 super_read_only: Some(false),
+                persisted_read_only: Some(true),
                 log_bin: true,
                 binlog_format: "ROW".into(),
                 log_replica_updates: true,
@@ -408,6 +439,15 @@ pub mod tests_support {
             last_seen: Some(now),
             ..Instance::new(key)
         }
+    }
+
+    /// `instance` with MySQL's executed GTIDs set to `gtids`.
+    pub fn with_gtids(mut instance: Instance, gtids: &str) -> Instance {
+        instance.facts.as_mut().expect("facts").gtid = GtidState::Mysql {
+            mode: "ON".into(),
+            executed: GtidSet::parse(gtids).expect("a valid GTID set"),
+        };
+        instance
     }
 
     /// A healthy, read-only replica of `source`.

@@ -1,0 +1,205 @@
+//! Keeping each server's role true across its own restarts.
+//!
+//! An old primary that restarts must not take writes: applications may still be aimed
+//! at it, and what it accepts becomes errant transactions. So the read-only role is
+//! made durable on the servers themselves wherever the server can hold it:
+//!
+//! - **MySQL** persists it (`SET PERSIST_ONLY read_only=ON, super_read_only=ON`, into
+//!   `mysqld-auto.cnf`) on every instance — on the primary too, whose *running* value
+//!   stays writable. Any MySQL server pointsman watches therefore starts read-only,
+//!   whatever it was before.
+//! - **MariaDB** cannot persist a variable; the README asks for `read_only=ON` in every
+//!   server's own configuration, and a fenced old primary that does not answer is
+//!   probed every 100 ms so it is fenced the moment it answers (`coordinator`).
+//!
+//! The price is that a primary that restarts *without* a failover (a quick restart, or
+//! one while downtimed) comes back read-only. [`WriterMemory`] notices exactly that —
+//! a primary seen writable, then gone, then back read-only with replicas still
+//! following it and no fence on it — and the coordinator gives it its writes back.
+//!
+//! This module holds the pure judgements; the coordinator acts on them.
+
+use crate::topology::{ClusterView, InstanceKey, ServerFlavor, Snapshot};
+use std::collections::HashSet;
+
+/// The MySQL instances (reachable, and known to lack it) whose read-only role is not
+/// persisted yet.
+pub fn unpersisted(snapshot: &Snapshot, cluster: &ClusterView) -> Vec<InstanceKey> {
+    cluster
+        .members
+        .iter()
+        .filter(|key| {
+            snapshot.get(key).is_some_and(|instance| {
+                instance.is_reachable()
+                    && instance.facts.as_ref().is_some_and(|facts| {
+                        facts.flavor == ServerFlavor::Mysql
+                            && facts.persisted_read_only == Some(false)
+                    })
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// Which primaries were writable before they went away, from one snapshot to the next.
+#[derive(Debug, Default)]
+pub struct WriterMemory {
+    /// Seen as a writable primary (no source) at the last look.
+    writable: HashSet<InstanceKey>,
+    /// Writable primaries that stopped answering and have not been seen since.
+    gone: HashSet<InstanceKey>,
+    /// Of those, the ones back read-only, until they are dealt with (`settled`) or stop
+    /// being read-only primaries.
+    back: HashSet<InstanceKey>,
+}
+
+impl WriterMemory {
+    /// Takes in one snapshot; returns the primaries that were writable, went away, and
+    /// came back read-only (restarted servers, to be judged by
+    /// [`restarted_without_failover`]) and are not settled yet.
+    pub fn observe(&mut self, snapshot: &Snapshot) -> Vec<InstanceKey> {
+        for (key, instance) in &snapshot.instances {
+            let Some(facts) = instance.facts.as_ref() else {
+                continue;
+            };
+            if !instance.is_reachable() {
+                if self.writable.remove(key) || self.back.remove(key) {
+                    self.gone.insert(key.clone());
+                }
+                continue;
+            }
+            let read_only = facts.read_only || facts.super_read_only == Some(true);
+            let primary = facts.replication.is_none();
+            if self.gone.remove(key) && read_only && primary {
+                self.back.insert(key.clone());
+            }
+            if !(read_only && primary) {
+                self.back.remove(key);
+            }
+            if primary && !read_only {
+                self.writable.insert(key.clone());
+            } else {
+                self.writable.remove(key);
+            }
+        }
+        let mut back: Vec<InstanceKey> = self.back.iter().cloned().collect();
+        back.sort();
+        back
+    }
+
+    /// `key` was dealt with (given its writes back, or judged to stay read-only).
+    pub fn settled(&mut self, key: &InstanceKey) {
+        self.back.remove(key);
+    }
+}
+
+/// Whether `key`, a primary that came back read-only, restarted without a failover and
+/// so should take writes again: it is the primary of its cluster, at least one replica
+/// still replicates from it (a failover would have moved them), and it is not fenced. A
+/// primary without replicas is left read-only: nothing shows that no failover replaced
+/// it, and a stale writable primary is worse than a read-only one.
+pub fn restarted_without_failover(
+    key: &InstanceKey,
+    snapshot: &Snapshot,
+    clusters: &[ClusterView],
+    fenced: &[InstanceKey],
+) -> bool {
+    if fenced.contains(key) {
+        return false;
+    }
+    let Some(cluster) = clusters.iter().find(|c| &c.primary == key) else {
+        return false;
+    };
+    cluster.members.iter().any(|member| {
+        snapshot
+            .get(member)
+            .is_some_and(|i| i.is_reachable() && i.source() == Some(key))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::build_clusters;
+    use crate::topology::instance::tests_support::{primary, replica};
+    use crate::topology::Instance;
+    use std::time::SystemTime;
+
+    fn key(port: u16) -> InstanceKey {
+        InstanceKey::new("127.0.0.1", port)
+    }
+
+    fn snapshot(instances: Vec<Instance>) -> Snapshot {
+        Snapshot {
+            instances: instances.into_iter().map(|i| (i.key.clone(), i)).collect(),
+        }
+    }
+
+    fn gone(mut instance: Instance) -> Instance {
+        instance.unreachable_since = Some(SystemTime::now());
+        instance
+    }
+
+    fn read_only(mut instance: Instance) -> Instance {
+        let facts = instance.facts.as_mut().expect("facts");
+        facts.read_only = true;
+        facts.super_read_only = Some(true);
+        instance
+    }
+
+    #[test]
+    fn a_primary_back_read_only_after_an_outage_is_noticed_until_settled() {
+        let mut memory = WriterMemory::default();
+        let healthy = snapshot(vec![primary(key(1)), replica(key(2), key(1))]);
+        assert!(memory.observe(&healthy).is_empty());
+        let down = snapshot(vec![gone(primary(key(1))), replica(key(2), key(1))]);
+        assert!(memory.observe(&down).is_empty());
+        let back = snapshot(vec![read_only(primary(key(1))), replica(key(2), key(1))]);
+        assert_eq!(memory.observe(&back), vec![key(1)]);
+        assert_eq!(memory.observe(&back), vec![key(1)], "until settled");
+        memory.settled(&key(1));
+        assert!(memory.observe(&back).is_empty());
+        let clusters = build_clusters(&back, &[]);
+        assert!(restarted_without_failover(&key(1), &back, &clusters, &[]));
+        assert!(
+            !restarted_without_failover(&key(1), &back, &clusters, &[key(1)]),
+            "a fenced old primary stays read-only"
+        );
+    }
+
+    #[test]
+    fn read_only_set_on_a_running_primary_is_not_a_restart() {
+        let mut memory = WriterMemory::default();
+        memory.observe(&snapshot(vec![primary(key(1)), replica(key(2), key(1))]));
+        let set_by_hand = snapshot(vec![read_only(primary(key(1))), replica(key(2), key(1))]);
+        assert!(memory.observe(&set_by_hand).is_empty());
+    }
+
+    #[test]
+    fn a_primary_without_replicas_or_replaced_stays_read_only() {
+        // Its replicas moved to another primary while it was away: a failover happened.
+        let moved = snapshot(vec![
+            read_only(primary(key(1))),
+            primary(key(2)),
+            replica(key(3), key(2)),
+        ]);
+        let clusters = build_clusters(&moved, &[]);
+        assert!(!restarted_without_failover(&key(1), &moved, &clusters, &[]));
+        let alone = snapshot(vec![read_only(primary(key(1)))]);
+        let clusters = build_clusters(&alone, &[]);
+        assert!(!restarted_without_failover(&key(1), &alone, &clusters, &[]));
+    }
+
+    #[test]
+    fn only_mysql_instances_lacking_the_persisted_role_are_listed() {
+        let mut lacking = replica(key(2), key(1));
+        lacking.facts.as_mut().expect("facts").persisted_read_only = Some(false);
+        let mut mariadb = replica(key(3), key(1));
+        let facts = mariadb.facts.as_mut().expect("facts");
+        facts.flavor = ServerFlavor::Mariadb;
+        facts.persisted_read_only = None;
+        let all = snapshot(vec![primary(key(1)), lacking, mariadb]);
+        let clusters = build_clusters(&all, &[]);
+        assert_eq!(unpersisted(&all, &clusters[0]), vec![key(2)]);
+    }
+}
