@@ -2,8 +2,8 @@
 //! MariaDB 10.11 and MySQL 9.7: the second is caught, not obeyed. The first holds the
 //! agent lock on the members (through its liveness connections) and acts; the second
 //! says who acts — in the cluster's `recovery_refused`, `/metrics` and its refusals —
-//! and over several primary kills there is exactly one recovery each time, always by
-//! the first, and never two writable primaries.
+//! and over ten primary kills there is exactly one recovery each time, always by the
+//! first, never two writable primaries, and only the first writes the shared routes.
 
 mod support;
 
@@ -13,6 +13,7 @@ use std::time::Duration;
 use support::agent_process::{
     free_port, kill_primary_and_wait, rejoin, sees_the_cluster, write_config, AgentProcess,
 };
+use support::consul::{ConsulOptions, ConsulStandIn};
 use support::{api_error, eventually, TestTopology};
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -20,15 +21,24 @@ const PATIENCE: Duration = Duration::from_secs(30);
 on_every_flavor!(a_second_agent_is_caught_not_obeyed);
 
 /// An agent named `name`; `reversed` lists the cluster's instances the other way round,
-/// as a second agent configured by someone else might.
-fn start(topology: &TestTopology, name: &str, reversed: bool) -> AgentProcess {
+/// as a second agent configured by someone else might. It routes through `consul`,
+/// under keys of its own (`pointsman/routes-<name>`), so what each agent writes shows.
+fn start(
+    topology: &TestTopology,
+    consul: &ConsulStandIn,
+    name: &str,
+    reversed: bool,
+) -> AgentProcess {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let config = write_config(
         topology,
         dir.path(),
         port,
-        &format!("[ha]\nagent_name = \"{name}\"\n"),
+        &format!(
+            "[ha]\nagent_name = \"{name}\"\n\n[routing.consul]\naddress = \"{}\"\nkv_prefix = \"mysql/master-{name}\"\nroutes_prefix = \"pointsman/routes-{name}\"\nservices = false\n",
+            consul.url()
+        ),
     );
     if reversed {
         let text = std::fs::read_to_string(&config).expect("config");
@@ -43,7 +53,8 @@ fn start(topology: &TestTopology, name: &str, reversed: bool) -> AgentProcess {
 
 async fn a_second_agent_is_caught_not_obeyed(flavor: Flavor) {
     let topology = TestTopology::start(flavor, 2).await;
-    let first = start(&topology, "agent-a", false);
+    let consul = ConsulStandIn::start(ConsulOptions::default()).await;
+    let first = start(&topology, &consul, "agent-a", false);
     sees_the_cluster(&first.api).await;
     eventually(
         PATIENCE,
@@ -57,7 +68,7 @@ async fn a_second_agent_is_caught_not_obeyed(flavor: Flavor) {
     )
     .await;
 
-    let second = start(&topology, "agent-b", true);
+    let second = start(&topology, &consul, "agent-b", true);
     sees_the_cluster(&second.api).await;
     // The second agent says who acts, before anything fails.
     let refused = eventually(PATIENCE, "agent-b to name agent-a", || async {
@@ -87,8 +98,19 @@ async fn a_second_agent_is_caught_not_obeyed(flavor: Flavor) {
     assert_eq!(status, 409, "{message}");
     assert!(message.contains("agent-a"), "{message}");
 
+    let routed_primary = |name: &str| {
+        consul
+            .kv_string(&format!("pointsman/routes-{name}/t"))
+            .and_then(|json| serde_json::from_str::<serde_json::Value>(&json).ok())
+            .and_then(|record| record["primary"].as_str().map(str::to_string))
+    };
+    eventually(PATIENCE, "agent-a's routes in Consul", || async {
+        (routed_primary("agent-a") == Some(topology.key("node1").to_string())).then_some(())
+    })
+    .await;
+
     let mut primary = "node1".to_string();
-    for round in 1..=3 {
+    for round in 1..=10 {
         let successor = kill_primary_and_wait(&topology, &primary).await;
         eventually(PATIENCE, "the failover recorded by agent-a", || async {
             (first.failovers().await == round).then_some(())
@@ -98,6 +120,16 @@ async fn a_second_agent_is_caught_not_obeyed(flavor: Flavor) {
             second.failovers().await,
             0,
             "round {round}: agent-b failed over"
+        );
+        let successor_key = topology.key(&successor).to_string();
+        eventually(PATIENCE, "agent-a's routes follow the failover", || async {
+            (routed_primary("agent-a") == Some(successor_key.clone())).then_some(())
+        })
+        .await;
+        assert!(
+            consul.kv_keys("pointsman/routes-agent-b").is_empty()
+                && consul.kv_keys("mysql/master-agent-b").is_empty(),
+            "round {round}: agent-b wrote routes although agent-a acts"
         );
         rejoin(&topology, &primary, &successor, &first, &first).await;
         sees_the_cluster(&first.api).await;

@@ -27,6 +27,9 @@ use tokio::sync::watch;
 const MAX_ATTEMPTS: u32 = 5;
 /// The first retry's delay; each next one doubles.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// How soon a shared backend looks again at clusters another agent (or nobody yet)
+/// holds the agent lock of.
+const CLAIMS_LOOK_AGAIN: Duration = Duration::from_millis(500);
 /// How long a resolved host name is trusted before it is looked up again.
 const ADDRESS_TTL: Duration = Duration::from_secs(60);
 /// A host name lookup that takes longer is given up (the route keeps no address).
@@ -587,6 +590,30 @@ impl Inner {
         }
     }
 
+    /// Without `[ha]`, the routes of the clusters this agent acts on (it holds the agent
+    /// lock on a majority of their reachable members): a second agent leaves shared
+    /// backends to the one that acts, cluster by cluster. A backend leaves a cluster
+    /// missing from the routes as it is. With `[ha]` the lease decides instead.
+    fn only_acted_on(&self, routes: Arc<Routes>) -> Arc<Routes> {
+        let Some(claims) = self.discovery.claims() else {
+            return routes;
+        };
+        let snapshot = self.discovery.snapshot();
+        let views = build_clusters(&snapshot, &self.aliases);
+        let acting = |cluster: &str| {
+            views
+                .iter()
+                .find(|v| v.name == cluster)
+                .is_some_and(|view| crate::claims::standing(view, &snapshot, claims).acting())
+        };
+        if routes.clusters.keys().all(|cluster| acting(cluster)) {
+            return routes;
+        }
+        let mut mine = (*routes).clone();
+        mine.clusters.retain(|cluster, _| acting(cluster));
+        Arc::new(mine)
+    }
+
     fn audit(&self, cluster: Option<&str>, message: String) {
         if let Err(error) = self.store.audit(AuditEntry {
             actor: "routing".into(),
@@ -635,6 +662,7 @@ async fn drive(inner: Arc<Inner>, backend: Arc<dyn Router>) {
     let mut stopping = inner.stopping.subscribe();
     let mut last_applied: Option<u64> = None;
     let mut run_now = true;
+    let mut next_look = inner.settings.reconcile_interval;
     loop {
         if !run_now {
             tokio::select! {
@@ -644,11 +672,12 @@ async fn drive(inner: Arc<Inner>, backend: Arc<dyn Router>) {
                     }
                 }
                 _ = stopping.changed() => return,
-                _ = tokio::time::sleep(inner.settings.reconcile_interval) => {}
+                _ = tokio::time::sleep(next_look) => {}
             }
         }
         run_now = false;
-        let routes = routes_rx.borrow_and_update().clone();
+        next_look = inner.settings.reconcile_interval;
+        let mut routes = routes_rx.borrow_and_update().clone();
         if backend.shared() {
             if let Err(not) = inner.lease.gate() {
                 // The leader keeps it; this agent looks again at the next tick.
@@ -658,6 +687,13 @@ async fn drive(inner: Arc<Inner>, backend: Arc<dyn Router>) {
                     }
                 });
                 continue;
+            }
+            let all = routes.clusters.len();
+            routes = inner.only_acted_on(routes);
+            if routes.clusters.len() < all {
+                // Held by another agent, or this one has not taken its locks yet (just
+                // started): looked at again soon, not only at the next reconcile.
+                next_look = next_look.min(CLAIMS_LOOK_AGAIN);
             }
         }
         for attempt in 1..=MAX_ATTEMPTS {
