@@ -12,6 +12,7 @@ use crate::mysql::admin::ReplicationAccount;
 use crate::mysql::ConnectSettings;
 use crate::recovery::coordinator::Coordinator;
 use crate::recovery::execute::Executor;
+use crate::recovery::hooks::Hooks;
 use crate::recovery::journal_mirror::JournalMirror;
 use crate::routing::{self, RunningRouting};
 use crate::store::{Store, StoreError};
@@ -115,7 +116,10 @@ impl RunningAgent {
             settings.aliases.clone(),
             settings.auto_clusters.clone(),
             config.recovery.block_period.0,
-            config.hooks.clone(),
+            Hooks {
+                config: config.hooks.clone(),
+                secret_variables: settings.secret_variables.clone(),
+            },
             routing.routing.clone(),
             journal_mirror(settings)?,
         );
@@ -129,14 +133,28 @@ impl RunningAgent {
             aliases: Arc::new(settings.aliases.clone()),
             rules,
             coordinator: coordinator.clone(),
+            events: api::live::EventFeed::new(config.api.max_event_clients),
         };
+        // Ends by itself when `stopping` turns true.
+        tokio::spawn(api::live::publish(state.clone()));
         let access = api::auth::Access {
             token: settings.api_token.clone(),
             token_for_reads: config.api.token_for_reads,
         };
+        let origins = api::origin::OriginRules::new(&config.api, machine_name().as_deref());
+        if access.token.is_none() && !api_address.ip().to_canonical().is_loopback() {
+            tracing::warn!(
+                api = %api_address,
+                "THE API IS OPEN: it listens where other machines reach it and has no token (api.allow_open = true), so anyone who reaches {api_address} can change servers and routes; set api.token"
+            );
+        }
+        let listener = api::stalled::StallLimitedListener {
+            listener,
+            limit: config.api.stalled_client_timeout.0,
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            axum::serve(listener, api::router(state, access))
+            axum::serve(listener, api::router(state, access, origins))
                 .with_graceful_shutdown(async {
                     let _ = stopped.await;
                 })
@@ -210,10 +228,16 @@ fn journal_mirror(settings: &Settings) -> Result<Option<Arc<JournalMirror>>, Lea
 
 /// How other agents name this one by default: its host name and API address.
 fn agent_name(api_address: SocketAddr) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_string())
-        .unwrap_or_else(|_| "pointsman".into());
+    let host = machine_name().unwrap_or_else(|| "pointsman".into());
     format!("{host} http://{api_address}")
+}
+
+/// The machine's host name, as the kernel has it.
+fn machine_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
 }
 
 /// Checks every second that the store is still there and takes writes, so a deleted

@@ -80,8 +80,9 @@ impl ApiClient {
             .await
     }
 
-    /// A call that changes something: an agent that does not lead names the one that
-    /// does, and the call goes there instead (once).
+    /// A call that changes something, always with `Content-Type: application/json`
+    /// (the agent refuses a change without it, body or not): an agent that does not
+    /// lead names the one that does, and the call goes there instead (once).
     async fn change<B: Serialize, T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
@@ -89,7 +90,10 @@ impl ApiClient {
         body: Option<&B>,
     ) -> Result<T, ClientError> {
         let request = |base: &str| {
-            let request = self.http.request(method.clone(), format!("{base}{path}"));
+            let request = self
+                .http
+                .request(method.clone(), format!("{base}{path}"))
+                .header(reqwest::header::CONTENT_TYPE, "application/json");
             match body {
                 Some(body) => request.json(body),
                 None => request,

@@ -8,8 +8,9 @@ use crate::recovery::plan::PromotionPolicy;
 use crate::routing::RoutePolicy;
 use crate::topology::cluster::ClusterAlias;
 use crate::topology::InstanceKey;
-use figment::providers::{Env, Format, Toml};
-use figment::{Figment, Source};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Map, UncasedStr};
+use figment::{Figment, Metadata, Profile, Provider, Source};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 use std::net::SocketAddr;
@@ -40,7 +41,94 @@ impl fmt::Debug for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Secret)
+        deserializer.deserialize_any(SecretVisitor)
+    }
+}
+
+/// Takes text only, and refuses anything else without repeating it: serde's own
+/// refusal ("found unsigned int `12345`") would print the secret.
+struct SecretVisitor;
+
+const SECRET_IS_TEXT: &str =
+    "a secret is text: write it in quotes, like \"0123\" (a number or a boolean is refused, and not shown)";
+
+impl serde::de::Visitor<'_> for SecretVisitor {
+    type Value = Secret;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a secret in quotes")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Secret, E> {
+        Ok(Secret(value.to_string()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, value: String) -> Result<Secret, E> {
+        Ok(Secret(value))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+        Err(E::custom(SECRET_IS_TEXT))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+        Err(E::custom(SECRET_IS_TEXT))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+        Err(E::custom(SECRET_IS_TEXT))
+    }
+
+    fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<Secret, E> {
+        Err(E::custom(SECRET_IS_TEXT))
+    }
+
+    fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<Secret, E> {
+        Err(E::custom(SECRET_IS_TEXT))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+        Err(E::custom(SECRET_IS_TEXT))
+    }
+
+    fn visit_char<E: serde::de::Error>(self, _: char) -> Result<Secret, E> {
+        Err(E::custom(SECRET_IS_TEXT))
+    }
+}
+
+/// The keys that hold a secret's value. Their `POINTSMAN_<SECTION>__<KEY>` variables
+/// are read by [`SecretVariables`], never by figment's `Env`.
+const SECRET_KEYS: [&str; 4] = [
+    "mysql.password",
+    "recovery.replication_password",
+    "api.token",
+    "routing.consul.token",
+];
+
+/// Whether `key` (a variable's name after `POINTSMAN_`, any case) sets a secret key.
+fn sets_a_secret(key: &UncasedStr) -> bool {
+    SECRET_KEYS
+        .iter()
+        .any(|secret| key == secret.replace('.', "__").as_str())
+}
+
+/// The secret keys' variables, each taken as exactly the text it holds. figment's
+/// `Env` parses values: `007` would become the number 7 (and then be refused, its
+/// value printed in the error), `true` a boolean.
+struct SecretVariables(Env);
+
+impl Provider for SecretVariables {
+    fn metadata(&self) -> Metadata {
+        self.0.metadata()
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        self.0
+            .iter()
+            .fold(Figment::new(), |figment, (key, value)| {
+                figment.merge(Serialized::default(key.as_str(), value))
+            })
+            .data()
     }
 }
 
@@ -180,13 +268,26 @@ impl Default for StoreConfig {
 pub struct ApiConfig {
     pub listen: String,
     /// When set (at most one of `token`, `token_env`, `token_file`), every call that
-    /// changes something needs `Authorization: Bearer <token>`.
+    /// changes something needs `Authorization: Bearer <token>`. Blanks around it are
+    /// dropped; an empty one is an error.
     pub token: Option<Secret>,
     pub token_env: Option<String>,
     pub token_file: Option<PathBuf>,
     /// With a token: whether reading (topology, audit, routes, metrics) needs it too.
     /// `/api/v1/health` stays open for load balancers.
     pub token_for_reads: bool,
+    /// Lets `listen` be an address other machines reach while there is no token.
+    pub allow_open: bool,
+    /// Host names (besides localhost, the machine's own name and any IP address) that
+    /// requests may name in their `Host` header, e.g. a DNS name or a proxy's.
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`https://ops.example`) whose pages may send changes, besides the agent's
+    /// own page.
+    pub allowed_origins: Vec<String>,
+    /// At most this many `/api/v1/events` streams at once; more are refused with 503.
+    pub max_event_clients: usize,
+    /// A client that takes none of a reply for this long is disconnected.
+    pub stalled_client_timeout: HumanDuration,
 }
 
 impl Default for ApiConfig {
@@ -197,6 +298,11 @@ impl Default for ApiConfig {
             token_env: None,
             token_file: None,
             token_for_reads: false,
+            allow_open: false,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            max_event_clients: 64,
+            stalled_client_timeout: HumanDuration(Duration::from_secs(30)),
         }
     }
 }
@@ -475,6 +581,8 @@ pub struct Settings {
     pub api_listen: SocketAddr,
     /// `api.token`, resolved; `None`: the API is open.
     pub api_token: Option<Secret>,
+    /// The variables `*_env` keys name (`mysql.password_env`, ...): hooks never see them.
+    pub secret_variables: Vec<String>,
     pub aliases: Vec<ClusterAlias>,
     /// `recovery.auto_clusters`, compiled.
     pub auto_clusters: Vec<ClusterFilter>,
@@ -565,11 +673,17 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
-        figment = figment.merge(
-            Env::prefixed("POINTSMAN_")
-                .filter(|key| key.as_str().contains("__"))
-                .split("__"),
-        );
+        figment = figment
+            .merge(
+                Env::prefixed("POINTSMAN_")
+                    .filter(|key| key.as_str().contains("__") && !sets_a_secret(key))
+                    .split("__"),
+            )
+            .merge(SecretVariables(
+                Env::prefixed("POINTSMAN_")
+                    .filter(sets_a_secret)
+                    .split("__"),
+            ));
         let config = figment.extract::<Config>().map_err(|error| ConfigError {
             problems: error.into_iter().map(describe).collect(),
         })?;
@@ -709,6 +823,10 @@ impl Config {
             ("discovery.poll_interval", self.discovery.poll_interval),
             ("mysql.connect_timeout", self.mysql.connect_timeout),
             ("mysql.query_timeout", self.mysql.query_timeout),
+            (
+                "api.stalled_client_timeout",
+                self.api.stalled_client_timeout,
+            ),
         ] {
             if value.0.is_zero() {
                 problem(key, "must be longer than 0s".into());
@@ -775,22 +893,36 @@ impl Config {
                 instances: cluster.instances.clone(),
             });
         }
-        let api_token = match resolve_secret(
-            ["api.token", "api.token_env", "api.token_file"],
-            &self.api.token,
-            &self.api.token_env,
-            &self.api.token_file,
-        ) {
-            Ok(token) => (!token.expose().is_empty()).then_some(token),
-            Err((key, what)) => {
-                problem(key, what);
-                None
-            }
-        };
+        let api_token = self.api_token(&mut problem);
         if self.api.token_for_reads && api_token.is_none() {
             problem(
                 "api.token_for_reads",
                 "needs api.token (or token_env, token_file): there is no token to ask for".into(),
+            );
+        }
+        let reachable = !api_listen.ip().to_canonical().is_loopback();
+        if reachable && api_token.is_none() && !self.api.allow_open {
+            problem(
+                "api.listen",
+                format!(
+                    "{api_listen} is reachable from other machines and the API has no token, so anyone who reaches it could switch primaries over: set api.token (or token_env, token_file), listen on 127.0.0.1, or set api.allow_open = true for a network you trust"
+                ),
+            );
+        }
+        for (index, host) in self.api.allowed_hosts.iter().enumerate() {
+            if let Err(what) = crate::api::origin::check_host_name(host) {
+                problem(&format!("api.allowed_hosts[{index}]"), what);
+            }
+        }
+        for (index, origin) in self.api.allowed_origins.iter().enumerate() {
+            if let Err(what) = crate::api::origin::Origin::parse(origin) {
+                problem(&format!("api.allowed_origins[{index}]"), what);
+            }
+        }
+        if !(1..=10_000).contains(&self.api.max_event_clients) {
+            problem(
+                "api.max_event_clients",
+                "must be 1 to 10000 (each watcher of the event stream holds a connection)".into(),
             );
         }
         let routing = check_routing(&self.routing, &aliases, &mut problem);
@@ -799,6 +931,7 @@ impl Config {
         }
         Ok(Settings {
             routing,
+            secret_variables: self.secret_variables(),
             config: self,
             mysql_password: password,
             replication_password,
@@ -808,6 +941,54 @@ impl Config {
             auto_clusters,
             promotion,
         })
+    }
+
+    /// `api.token` from wherever it is configured, blanks around it dropped; `None`
+    /// when none is. An empty one is a problem: it would silently leave the API open.
+    fn api_token(&self, problem: &mut dyn FnMut(&str, String)) -> Option<Secret> {
+        let api = &self.api;
+        let token = match resolve_secret(
+            ["api.token", "api.token_env", "api.token_file"],
+            &api.token,
+            &api.token_env,
+            &api.token_file,
+        ) {
+            Ok(token) => token,
+            Err((key, what)) => {
+                problem(key, what);
+                return None;
+            }
+        };
+        let (key, source) = match (&api.token, &api.token_env, &api.token_file) {
+            (Some(_), _, _) => ("api.token", "the token".to_string()),
+            (_, Some(variable), _) => ("api.token_env", format!("variable {variable}")),
+            (_, _, Some(path)) => ("api.token_file", path.display().to_string()),
+            (None, None, None) => return None,
+        };
+        let trimmed = token.expose().trim();
+        if trimmed.is_empty() {
+            problem(
+                key,
+                format!("{source} is empty or only blanks, which would leave the API open: give a token, or remove the key for no token"),
+            );
+            return None;
+        }
+        Some(Secret::new(trimmed))
+    }
+
+    /// The environment variables that `*_env` keys name as the source of a secret.
+    fn secret_variables(&self) -> Vec<String> {
+        [
+            &self.mysql.password_env,
+            &self.recovery.replication_password_env,
+            &self.api.token_env,
+            &self.routing.consul.token_env,
+        ]
+        .into_iter()
+        .chain(self.routing.proxysql.iter().map(|p| &p.password_env))
+        .flatten()
+        .cloned()
+        .collect()
     }
 }
 
@@ -1294,6 +1475,75 @@ mod tests {
             .expect_err("missing")
             .to_string();
         assert!(err.contains("/nonexistent/pointsman.toml: configuration file not found"));
+    }
+
+    #[test]
+    fn an_empty_api_token_is_refused_by_its_key_and_blanks_around_one_are_dropped() {
+        let err = load("[api]\ntoken = \"  \"\n")
+            .expect_err("empty")
+            .to_string();
+        assert!(err.contains("api.token: the token is empty"), "{err}");
+        let blank = file(" \n\n");
+        let err = load(&format!(
+            "[api]\ntoken_file = \"{}\"\n",
+            blank.path().display()
+        ))
+        .expect_err("blank file")
+        .to_string();
+        assert!(
+            err.contains(&format!(
+                "api.token_file: {} is empty",
+                blank.path().display()
+            )),
+            "{err}"
+        );
+        let padded = file("  s3cret-token \n");
+        let settings = load(&format!(
+            "[api]\ntoken_file = \"{}\"\n",
+            padded.path().display()
+        ))
+        .expect("valid");
+        assert_eq!(
+            settings.api_token.as_ref().map(Secret::expose),
+            Some("s3cret-token")
+        );
+    }
+
+    #[test]
+    fn an_api_other_machines_reach_needs_a_token_or_allow_open() {
+        let err = load("[api]\nlisten = \"0.0.0.0:3000\"\n")
+            .expect_err("open")
+            .to_string();
+        assert!(
+            err.contains("api.listen: 0.0.0.0:3000 is reachable from other machines"),
+            "{err}"
+        );
+        assert!(err.contains("api.allow_open"), "{err}");
+        load("[api]\nlisten = \"0.0.0.0:3000\"\nallow_open = true\n").expect("allowed");
+        load("[api]\nlisten = \"0.0.0.0:3000\"\ntoken = \"t\"\n").expect("a token");
+        load("[api]\nlisten = \"[::1]:3000\"\n").expect("loopback");
+    }
+
+    #[test]
+    fn a_secret_that_is_not_text_is_refused_without_being_shown() {
+        for value in ["12345", "true", "1.5"] {
+            let err = load(&format!("[mysql]\npassword = {value}\n"))
+                .expect_err("not text")
+                .to_string();
+            assert!(err.contains("mysql.password: a secret is text"), "{err}");
+            assert!(!err.contains(value), "{err}");
+        }
+    }
+
+    #[test]
+    fn origins_and_hosts_to_allow_are_checked() {
+        let err = load(
+            "[api]\nallowed_origins = [\"ops.example\"]\nallowed_hosts = [\"ops.example:80\"]\n",
+        )
+        .expect_err("not an origin")
+        .to_string();
+        assert!(err.contains("api.allowed_origins[0]"), "{err}");
+        assert!(err.contains("api.allowed_hosts[0]"), "{err}");
     }
 
     #[test]

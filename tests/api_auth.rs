@@ -128,3 +128,52 @@ fn token_for_reads_without_a_token_is_a_configuration_error() {
     let error = config.validate().expect_err("refused");
     assert!(error.to_string().contains("api.token_for_reads"), "{error}");
 }
+
+/// A token file as editors and `echo` write it: blanks around the token are not part of
+/// it, on either side of the comparison.
+#[tokio::test]
+async fn a_token_file_with_blanks_around_the_token_matches_it() {
+    let store = tempfile::tempdir().expect("temp dir");
+    let token_file = store.path().join("api-token");
+    std::fs::write(&token_file, "  s3cret-token \n\n").expect("write the token");
+    let mut config = Config::defaults();
+    config.store.path = store.path().join("pointsman.db");
+    config.api.listen = "127.0.0.1:0".into();
+    config.api.token_file = Some(token_file);
+    let settings = config.validate().expect("valid settings");
+    let agent = RunningAgent::start(&settings).await.expect("agent starts");
+    for offered in ["s3cret-token", " s3cret-token  "] {
+        let owner = client(&agent, Some(offered));
+        let switch: serde_json::Value = owner
+            .put("/api/v1/recovery", &json!({"automatic": true}))
+            .await
+            .unwrap_or_else(|e| panic!("the token {offered:?} is refused: {e}"));
+        assert_eq!(switch["automatic"], json!(true));
+    }
+    assert_eq!(
+        status_of(
+            client(&agent, Some("s3cret"))
+                .put::<_, serde_json::Value>("/api/v1/recovery", &json!({"automatic": true}))
+                .await
+        ),
+        401
+    );
+    agent.stop().await.expect("stops");
+}
+
+/// An empty token would leave the API open while its owner believes it closed.
+#[test]
+fn an_empty_token_is_refused_at_start_up_by_its_key() {
+    let blank = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(blank.path(), " \n").expect("write");
+    let mut config = Config::defaults();
+    config.api.token_file = Some(blank.path().to_path_buf());
+    let error = config.validate().expect_err("refused").to_string();
+    assert!(error.contains("api.token_file"), "{error}");
+    assert!(error.contains("is empty"), "{error}");
+
+    let mut config = Config::defaults();
+    config.api.token = Some(Secret::new(""));
+    let error = config.validate().expect_err("refused").to_string();
+    assert!(error.contains("api.token: the token is empty"), "{error}");
+}

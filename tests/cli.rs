@@ -58,6 +58,14 @@ fn bad_configuration_files_produce_the_documented_errors() {
             "[discovery]\nmax_concurrent_probes = 0\n",
             "discovery.max_concurrent_probes: must be at least 1",
         ),
+        (
+            "[api]\nlisten = \"0.0.0.0:3999\"\n",
+            "api.listen: 0.0.0.0:3999 is reachable from other machines and the API has no token",
+        ),
+        (
+            "[api]\ntoken = \" \"\n",
+            "api.token: the token is empty or only blanks",
+        ),
         ("this is not toml", "TOML"),
     ];
     for (text, expected) in cases {
@@ -135,6 +143,97 @@ fn passwords_never_reach_the_output() {
     );
     assert!(!all.contains("hunter2-secret"), "{all}");
     assert!(all.contains("<redacted>"), "{all}");
+}
+
+/// Secrets through the environment are text, whatever they look like: a numeric
+/// password is taken as written, never refused with its value in the error.
+#[test]
+fn secrets_from_the_environment_are_text_and_never_printed() {
+    let file = config_file("[discovery]\npoll_interval = \"1s\"\n");
+    let path = file.path().to_str().expect("utf-8 path");
+    let secrets = [
+        ("POINTSMAN_MYSQL__PASSWORD", "12345"),
+        ("POINTSMAN_API__TOKEN", "007"),
+        ("POINTSMAN_RECOVERY__REPLICATION_PASSWORD", "true"),
+        ("POINTSMAN_ROUTING__CONSUL__TOKEN", "1.50"),
+    ];
+    let output = pointsman(&["check-config", "--config", path], &secrets);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        stderr(&output)
+    );
+    assert!(output.status.success(), "{all}");
+    // (`true` is in the output anyway, as other keys' values.)
+    for (_, value) in secrets.iter().filter(|(_, value)| *value != "true") {
+        assert!(!all.contains(value), "{value} printed:\n{all}");
+    }
+
+    // Refused for another reason: still not shown.
+    let both = config_file(&format!("[mysql]\npassword_file = \"{path}\"\n"));
+    let output = pointsman(
+        &[
+            "check-config",
+            "--config",
+            both.path().to_str().expect("path"),
+        ],
+        &secrets,
+    );
+    let err = stderr(&output);
+    assert!(!output.status.success());
+    assert!(err.contains("mysql.password: set only one of"), "{err}");
+    assert!(!err.contains("12345"), "{err}");
+}
+
+/// `POINTSMAN_API__TOKEN=007` is the token `007`, not the number 7.
+#[tokio::test]
+async fn a_token_from_the_environment_keeps_its_exact_text() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let store = dir.path().join("pointsman.db");
+    let store = store.to_str().expect("utf-8 path");
+    let listen = format!("127.0.0.1:{port}");
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pointsman"));
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("POINTSMAN_")) {
+        command.env_remove(key);
+    }
+    let mut agent = command
+        .arg("run")
+        .env("POINTSMAN_API__TOKEN", "007")
+        .env("POINTSMAN_API__LISTEN", &listen)
+        .env("POINTSMAN_STORE__PATH", store)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the agent starts");
+    let url = format!("http://{listen}");
+    let change =
+        |token: &str| pointsman::client::ApiClient::new(&url).with_token(Some(token.to_string()));
+    let body = serde_json::json!({"automatic": true});
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let answer = change("007")
+            .put::<_, serde_json::Value>("/api/v1/recovery", &body)
+            .await;
+        match answer {
+            Ok(_) => break,
+            Err(pointsman::client::ClientError::Unreachable { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("the token 007 is refused: {error}"),
+        }
+    }
+    match change("7")
+        .put::<_, serde_json::Value>("/api/v1/recovery", &body)
+        .await
+    {
+        Err(pointsman::client::ClientError::Api { status: 401, .. }) => {}
+        other => panic!("the token 7 was not refused: {other:?}"),
+    }
+    agent.kill().await.expect("the agent stops");
 }
 
 #[test]

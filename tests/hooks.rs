@@ -2,6 +2,12 @@
 //! POINTSMAN_* variables set. Nothing here touches the network or an interface:
 //! vip-move.sh runs in dry-run mode or with a stand-in for ssh, and notify.sh finds
 //! stand-ins for `logger` and `curl` first on its PATH.
+//!
+//! And what a hook's environment holds when the agent runs it (its output is stored and
+//! served by the API): the agent's environment and the context, never a secret's
+//! source or pointsman's own settings.
+
+mod support;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -280,4 +286,97 @@ fn notify_falls_back_to_stderr_without_logger() {
         stderr,
         "pointsman: cluster shop: detected DeadPrimary on an instance [recovery r-42]\n"
     );
+}
+
+/// The agent (the binary, on a real sandbox) with its passwords and the CLI's token in
+/// its environment, as `password_env` and figment's variables put them there: a
+/// switchover's hook dumps its environment, and the API serves that output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_never_see_secrets_or_the_agents_settings() {
+    use pointsman::api::recovery::RecoverRequest;
+    use pointsman::recovery::switchover::SwitchoverReport;
+    use support::agent_process::{free_port, sees_the_cluster};
+
+    let topology = support::TestTopology::start(pointsman::sandbox::Flavor::Mariadb, 2).await;
+    let sandbox = &topology.sandbox;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let instances: Vec<String> = topology.keys().iter().map(|k| format!("\"{k}\"")).collect();
+    let config = format!(
+        "[mysql]\nuser = \"{user}\"\npassword_env = \"POINTSMAN_MYSQL_PASSWORD\"\n\n\
+         [discovery]\nseeds = [\"{seed}\"]\npoll_interval = \"500ms\"\n\n\
+         [store]\npath = \"{store}\"\n\n\
+         [api]\nlisten = \"127.0.0.1:{port}\"\n\n\
+         [recovery]\nreplication_user = \"{repl_user}\"\n\n\
+         [hooks]\npost_switchover = [\"env | grep -E 'POINTSMAN|CONSUL|^PATH=' | sort\"]\n\n\
+         [routing.consul]\ntoken_env = \"OUR_CONSUL_TOKEN\"\n\n\
+         [[cluster]]\nalias = \"t\"\ninstances = [{instances}]\n",
+        user = sandbox.user,
+        seed = topology.key("node1"),
+        store = dir.path().join("pointsman.db").display(),
+        repl_user = sandbox.repl_user,
+        instances = instances.join(", "),
+    );
+    let path = dir.path().join("pointsman.toml");
+    fs::write(&path, config).expect("write the configuration");
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pointsman"));
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("POINTSMAN_")) {
+        command.env_remove(key);
+    }
+    let secrets = [
+        ("POINTSMAN_MYSQL_PASSWORD", sandbox.password.as_str()),
+        (
+            "POINTSMAN_RECOVERY__REPLICATION_PASSWORD",
+            sandbox.repl_password.as_str(),
+        ),
+        ("POINTSMAN_TOKEN", "cli-token-0451"),
+        ("OUR_CONSUL_TOKEN", "consul-token-0451"),
+    ];
+    let log = fs::File::create(dir.path().join("agent.log")).expect("agent log");
+    let _agent = command
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .envs(secrets)
+        .env("POINTSMAN_VIP", "10.0.0.100/24")
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the agent starts");
+    let api = pointsman::client::ApiClient::new(&format!("http://127.0.0.1:{port}"));
+    sees_the_cluster(&api).await;
+    let report: SwitchoverReport = api
+        .post(
+            "/api/v1/clusters/t/switchover",
+            &RecoverRequest { to: None },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("switchover: {e}"));
+    let hook = report
+        .recovery
+        .steps
+        .iter()
+        .find(|step| step.step == "hook post_switchover")
+        .unwrap_or_else(|| panic!("no hook step in {:?}", report.recovery.steps));
+    let served = &hook.detail;
+    assert!(hook.ok, "{served}");
+    for (name, value) in secrets {
+        assert!(
+            !served.contains(&format!("{name}=")),
+            "{name} reached the hook: {served}"
+        );
+        assert!(
+            !served.contains(value),
+            "the value of {name} reached the hook: {served}"
+        );
+    }
+    for expected in [
+        "POINTSMAN_VIP=10.0.0.100/24",
+        "POINTSMAN_CLUSTER=t",
+        "POINTSMAN_HOOK=post_switchover",
+        "PATH=",
+    ] {
+        assert!(served.contains(expected), "{expected} is missing: {served}");
+    }
 }

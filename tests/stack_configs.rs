@@ -43,6 +43,9 @@ fn the_stack_configuration_of_pointsman_loads() {
     let settings = Config::load(Some(&Path::new(ROOT).join("docker/pointsman.toml")))
         .unwrap_or_else(|e| panic!("docker/pointsman.toml: {e}"));
     assert_eq!(settings.mysql_password.expose(), "pointsman");
+    // Reached from outside the container: a token closes it, the CLI's own is the same.
+    let token = settings.api_token.as_ref().expect("the API has a token");
+    assert!(environment.contains(&("POINTSMAN_TOKEN".to_string(), token.expose().to_string())));
     let routing = &settings.routing;
     assert!(routing.dns.is_some() && routing.consul.is_some());
     assert_eq!(routing.proxysql.len(), 1);

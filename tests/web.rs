@@ -9,7 +9,8 @@
 //! a killed primary, with automatic recovery off, shows as a problem with a Recover
 //! action whose ranked candidates an operator picks from — the lower-ranked one here,
 //! to see the choice honoured — and the tree redraws with it as primary, the old one
-//! fenced.
+//! fenced. A page of another origin (and a DNS-rebinding name) cannot make the agent
+//! switch over, recover, or turn automatic recovery off, though the agent has no token.
 //!
 //! Screenshots of every step land in `target/web-tests/<test>/` — look at them.
 //! Nothing here is skipped: a missing Node, Chromium or `web-tests/node_modules` fails
@@ -269,4 +270,51 @@ async fn a_dead_primary_is_recovered_from_the_page_to_the_replica_chosen(flavor:
     assert_eq!(recovery.successor.as_ref(), Some(&chosen), "{recovery:?}");
     assert_eq!(recovery.problem, "DeadPrimary", "{recovery:?}");
     assert_eq!(recovery.trigger, "api", "{recovery:?}");
+}
+
+/// With no token (the default, and the demo's), what any page may make a browser send —
+/// a `text/plain` fetch, a form — reaches the agent and changes nothing: the servers and
+/// the agent's record agree that nothing was switched over or recovered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_origins_page_cannot_switch_over_or_recover() {
+    prerequisites();
+    let topology = TestTopology::start(Flavor::Mariadb, 2).await;
+    let watcher = watch(
+        &topology,
+        vec![topology.key("node1")],
+        automatic_recovery(&topology),
+    )
+    .await;
+    probed(&watcher.agent.discovery, 3).await;
+    let url = format!("http://{}", watcher.agent.api_address);
+    let out = output_dir("cross-origin");
+    let printed = run_script(
+        "cross-origin.mjs",
+        &[url, "t".into(), out.display().to_string()],
+    )
+    .await;
+    assert!(
+        printed.contains("requests answered by the agent: 4"),
+        "{printed}"
+    );
+
+    let api = &watcher.api;
+    let recoveries: Vec<RecoveryRecord> = api
+        .get("/api/v1/recoveries?cluster=t")
+        .await
+        .expect("recoveries");
+    assert!(recoveries.is_empty(), "{recoveries:?}");
+    let detail: ClusterDetail = api.get("/api/v1/clusters/t").await.expect("cluster t");
+    assert_eq!(detail.primary, topology.key("node1"));
+    assert_eq!(
+        topology
+            .value("node1", "SELECT @@read_only")
+            .await
+            .as_deref(),
+        Some("0"),
+        "node1 is not the writable primary any more"
+    );
+    let switch: pointsman::api::recovery::RecoverySwitch =
+        api.get("/api/v1/recovery").await.expect("the switch");
+    assert!(switch.automatic, "automatic recovery was turned off");
 }

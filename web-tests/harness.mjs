@@ -13,14 +13,16 @@ export function check(condition, message) {
 
 /**
  * Opens a page. Console errors matching `expected` (the loads an action is meant to
- * have refused) are not counted as the page's errors.
+ * have refused) are not counted as the page's errors. `moreArgs`: Chromium flags of
+ * the test's own.
  */
-export async function openPage(outDir, expected) {
+export async function openPage(outDir, expected, moreArgs = []) {
   mkdirSync(outDir, { recursive: true });
   const browser = await chromium.launch({
     executablePath: process.env.POINTSMAN_CHROMIUM || '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      ...moreArgs],
   });
   const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
   const pageErrors = [];

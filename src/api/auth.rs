@@ -1,8 +1,8 @@
 //! Who may call the API. With `api.token` set, every call that changes something needs
 //! `Authorization: Bearer <token>`, and with `api.token_for_reads` every read does too —
-//! except `/api/v1/health`, which load balancers poll. The token is compared in
-//! constant time and never appears in a log line or a reply. No CORS headers are sent,
-//! so other sites' pages cannot call the API from a browser.
+//! except `/api/v1/health`, which load balancers poll. Blanks around the offered token
+//! are dropped, as around the configured one. The token is compared in constant time
+//! and never appears in a log line or a reply. Which pages may call is `origin`'s job.
 
 use super::ApiError;
 use crate::config::Secret;
@@ -31,9 +31,14 @@ pub async fn require_token(State(access): State<Access>, request: Request, next:
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
+        .and_then(|value| {
+            let (scheme, offered) = value.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| offered.trim())
+        });
     let refusal = match offered {
-        Some(offered) if same(offered.trim().as_bytes(), token.expose().as_bytes()) => {
+        Some(offered) if same(offered.as_bytes(), token.expose().as_bytes()) => {
             return next.run(request).await;
         }
         Some(_) => "the bearer token is not this agent's api.token",

@@ -4,20 +4,28 @@
 //! most every 250 ms; and `GET /metrics` in Prometheus text format: instances by state,
 //! lag per replica, problems by code, findings by severity, recoveries by outcome,
 //! routing backends (up, lag behind the last promotion), poll latency per instance.
+//!
+//! The stream costs the agent the same whatever the number of watchers: one task
+//! computes the JSON (on a blocking thread, so probes never wait for it, and only while
+//! someone watches) and every watcher sends the latest one. A watcher that reads slowly
+//! skips to the newest state instead of queueing the ones it missed, and at most
+//! `api.max_event_clients` watch at once; the next is answered 503.
 
 use super::views::ClusterDetail;
-use super::ApiState;
+use super::{ApiError, ApiState};
 use crate::routing::engine::BackendStatus;
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt::Write;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Events are sent at most this often, however often the topology changes.
 const EVENT_EVERY: Duration = Duration::from_millis(250);
@@ -30,41 +38,145 @@ pub fn routes() -> Router<ApiState> {
         .route("/metrics", get(metrics))
 }
 
-async fn events(
-    axum::extract::State(state): axum::extract::State<ApiState>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let snapshots = state.discovery.subscribe();
-    let stopping = state.stopping.clone();
-    let stream = futures::stream::unfold(
-        (state, snapshots, stopping, None::<String>, true),
-        |(state, mut snapshots, mut stopping, last, first)| async move {
-            loop {
-                if *stopping.borrow() {
-                    return None;
-                }
-                if !first || last.is_some() {
-                    tokio::select! {
-                        changed = snapshots.changed() => {
-                            if changed.is_err() {
-                                return None;
-                            }
-                        }
-                        // The agent stops: end the stream so the server can.
-                        _ = stopping.changed() => return None,
-                        _ = tokio::time::sleep(EVENT_AT_LEAST) => {}
-                    }
-                    tokio::time::sleep(EVENT_EVERY).await;
-                    snapshots.borrow_and_update();
-                }
-                let json = serde_json::to_string(&state.details()).unwrap_or_else(|_| "[]".into());
-                if last.as_deref() != Some(json.as_str()) {
-                    let event = Event::default().event("clusters").data(json.clone());
-                    return Some((Ok(event), (state, snapshots, stopping, Some(json), false)));
+/// What the event stream's watchers share: the latest clusters' JSON (`None` while
+/// nobody watches) and the places left.
+#[derive(Clone)]
+pub struct EventFeed {
+    latest: Arc<watch::Sender<Option<Arc<str>>>>,
+    places: Arc<Semaphore>,
+    max_clients: usize,
+    /// Wakes the publisher when the first watcher comes.
+    watched: Arc<Notify>,
+}
+
+impl EventFeed {
+    pub fn new(max_clients: usize) -> EventFeed {
+        EventFeed {
+            latest: Arc::new(watch::channel(None).0),
+            places: Arc::new(Semaphore::new(max_clients)),
+            max_clients,
+            watched: Arc::new(Notify::new()),
+        }
+    }
+
+    /// A place for one more watcher, or `None` when every place is taken.
+    fn join(&self) -> Option<Watcher> {
+        let place = self.places.clone().try_acquire_owned().ok()?;
+        let latest = self.latest.subscribe();
+        self.watched.notify_one();
+        Some(Watcher {
+            _place: place,
+            latest,
+        })
+    }
+}
+
+/// The one task that computes the clusters' JSON for every watcher, while there is
+/// one; it ends when the agent stops.
+pub async fn publish(state: ApiState) {
+    let feed = state.events.clone();
+    let mut snapshots = state.discovery.subscribe();
+    let mut stopping = state.stopping.clone();
+    loop {
+        if feed.latest.receiver_count() == 0 {
+            // Nobody watches: keep nothing, compute nothing, until someone comes.
+            feed.latest.send_replace(None);
+            tokio::select! {
+                () = feed.watched.notified() => continue,
+                _ = stopping.changed() => return,
+            }
+        }
+        if *stopping.borrow() {
+            return;
+        }
+        let reading = state.clone();
+        let Ok(json) = tokio::task::spawn_blocking(move || {
+            serde_json::to_string(&reading.details()).unwrap_or_else(|_| "[]".into())
+        })
+        .await
+        else {
+            return;
+        };
+        feed.latest.send_if_modified(|latest| {
+            let changed = latest.as_deref() != Some(json.as_str());
+            if changed {
+                *latest = Some(json.into());
+            }
+            changed
+        });
+        tokio::select! {
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    return;
                 }
             }
-        },
-    );
-    Sse::new(stream).keep_alive(KeepAlive::default())
+            _ = stopping.changed() => return,
+            () = feed.watched.notified() => {}
+            () = tokio::time::sleep(EVENT_AT_LEAST) => {}
+        }
+        tokio::time::sleep(EVENT_EVERY).await;
+        snapshots.borrow_and_update();
+    }
+}
+
+async fn events(
+    axum::extract::State(state): axum::extract::State<ApiState>,
+) -> axum::response::Response {
+    let feed = &state.events;
+    let Some(watcher) = feed.join() else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} clients already watch the event stream (api.max_event_clients): try again later, or poll GET /api/v1/clusters (the web page does by itself)",
+                feed.max_clients
+            ),
+        )
+        .into_response();
+    };
+    let events = watcher
+        .states(state.stopping.clone())
+        .map(|json| Ok::<_, Infallible>(Event::default().event("clusters").data(&*json)));
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// One watcher of the stream: its place, held until it goes, and the latest state.
+struct Watcher {
+    _place: OwnedSemaphorePermit,
+    latest: watch::Receiver<Option<Arc<str>>>,
+}
+
+impl Watcher {
+    /// The clusters' JSON now and after each change, skipping the states it was too
+    /// slow to take; ends when the agent stops.
+    fn states(self, stopping: watch::Receiver<bool>) -> impl Stream<Item = Arc<str>> {
+        futures::stream::unfold(
+            (self, stopping, true),
+            |(mut watcher, mut stopping, first)| async move {
+                loop {
+                    if *stopping.borrow() {
+                        return None;
+                    }
+                    if !first || watcher.latest.borrow().is_none() {
+                        tokio::select! {
+                            changed = watcher.latest.changed() => {
+                                if changed.is_err() {
+                                    return None;
+                                }
+                            }
+                            // The agent stops: end the stream so the server can.
+                            _ = stopping.changed() => return None,
+                        }
+                    }
+                    let json = watcher.latest.borrow_and_update().clone();
+                    if let Some(json) = json {
+                        return Some((json, (watcher, stopping, false)));
+                    }
+                }
+            },
+        )
+    }
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<ApiState>) -> impl IntoResponse {
@@ -293,6 +405,7 @@ fn labels(pairs: &[(&str, &str)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::FutureExt;
 
     #[test]
     fn routing_and_recoveries_render_as_prometheus_text() {
@@ -316,6 +429,32 @@ mod tests {
             "pointsman_routing_promotion_lag_seconds{backend=\"proxysql 127.0.0.1:6032\"} 0.004\n"
         ));
         assert!(text.contains("# TYPE pointsman_replica_lag_seconds gauge\n"));
+    }
+
+    #[tokio::test]
+    async fn watchers_have_places_and_a_slow_one_gets_the_latest_state_only() {
+        let feed = EventFeed::new(2);
+        let (_stop, stopping) = watch::channel(false);
+        let first = feed.join().expect("a place");
+        let second = feed.join().expect("a place");
+        assert!(feed.join().is_none(), "a third watcher of two places");
+        drop(second);
+        let _third = feed.join().expect("the place the second left");
+
+        let mut states = Box::pin(first.states(stopping));
+        assert!(
+            states.next().now_or_never().is_none(),
+            "nothing to send yet"
+        );
+        for n in 0..10_000 {
+            feed.latest.send_replace(Some(format!("state {n}").into()));
+        }
+        let sent = states.next().now_or_never().flatten();
+        assert_eq!(sent.as_deref(), Some("state 9999"));
+        assert!(
+            states.next().now_or_never().is_none(),
+            "the states it was too slow for were kept"
+        );
     }
 
     #[test]

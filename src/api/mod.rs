@@ -5,7 +5,9 @@
 pub mod auth;
 pub mod live;
 pub mod operate;
+pub mod origin;
 pub mod recovery;
+pub mod stalled;
 pub mod views;
 pub mod web;
 
@@ -39,6 +41,8 @@ pub struct ApiState {
     /// Turns true when the agent stops, so long-lived replies (the event stream) end
     /// and the server can shut down.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// The event stream's shared state (`live`).
+    pub events: live::EventFeed,
 }
 
 impl ApiState {
@@ -76,7 +80,9 @@ impl ApiState {
     }
 }
 
-pub fn router(state: ApiState, access: auth::Access) -> Router {
+/// Every route, each request checked in this order: where it comes from (`origin`),
+/// its token (`auth`, API routes only), whether this agent leads (changes only).
+pub fn router(state: ApiState, access: auth::Access, origins: origin::OriginRules) -> Router {
     Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/clusters", get(clusters))
@@ -98,6 +104,10 @@ pub fn router(state: ApiState, access: auth::Access) -> Router {
             auth::require_token,
         ))
         .merge(web::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            origins,
+            origin::only_from_here,
+        ))
         .with_state(state)
 }
 

@@ -9,7 +9,7 @@
 //! writable, it is set read_only at once.
 
 use super::execute::{Executor, StepLog};
-use super::hooks::{run_hooks, HookContext, HookPoint, HookRun, HooksConfig};
+use super::hooks::{run_hooks, HookContext, HookPoint, HookRun, Hooks};
 use super::journal_mirror::JournalMirror;
 use super::plan::{plan_promotion, PlanError, PromotionPolicy};
 use super::roles::{restarted_without_failover, unpersisted, WriterMemory};
@@ -49,7 +49,7 @@ pub struct Coordinator {
     pub aliases: Vec<ClusterAlias>,
     pub auto_clusters: Vec<ClusterFilter>,
     pub block_period: Duration,
-    pub hooks: HooksConfig,
+    pub hooks: Hooks,
     pub routing: Routing,
     /// With `[ha]`: the journal's copy in Consul, for whoever leads next.
     pub mirror: Option<Arc<JournalMirror>>,
@@ -148,7 +148,7 @@ impl Coordinator {
         aliases: Vec<ClusterAlias>,
         auto_clusters: Vec<ClusterFilter>,
         block_period: Duration,
-        hooks: HooksConfig,
+        hooks: Hooks,
         routing: Routing,
         mirror: Option<Arc<JournalMirror>>,
     ) -> Arc<Self> {
@@ -438,7 +438,7 @@ impl Coordinator {
 
     /// Runs the `on_failure_detected` hooks in the background; their runs go to the audit.
     fn failure_detected_hooks(self: &Arc<Self>, cluster: &ClusterView, problem: &Problem) {
-        if self.hooks.on_failure_detected.is_empty() {
+        if self.hooks.config.on_failure_detected.is_empty() {
             return;
         }
         let this = self.clone();

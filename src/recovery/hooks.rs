@@ -144,6 +144,34 @@ impl fmt::Display for HookPoint {
     }
 }
 
+/// The hooks as the agent runs them: the commands, and the variables kept from them.
+#[derive(Clone, Debug, Default)]
+pub struct Hooks {
+    pub config: HooksConfig,
+    /// The variables that `*_env` keys name as the source of a secret
+    /// (`mysql.password_env`, ...): never passed to a command, whatever their name.
+    pub secret_variables: Vec<String>,
+}
+
+/// The variables the CLI reads (`src/main.rs`): `--api`, `--token` (a secret),
+/// `--config`.
+const CLI_VARIABLES: [&str; 3] = ["POINTSMAN_API", "POINTSMAN_TOKEN", "POINTSMAN_CONFIG"];
+
+impl Hooks {
+    /// Whether the agent's variable `name` is kept from the commands: a secret's
+    /// source, or a setting of pointsman's own — `POINTSMAN_<SECTION>__<KEY>` (figment
+    /// reads them, and they may hold the MySQL password) and the CLI's. Other
+    /// `POINTSMAN_*` variables (the example scripts' settings) pass through, and
+    /// the context variables are set anew for each command.
+    fn withholds(&self, name: &str) -> bool {
+        self.secret_variables.iter().any(|secret| secret == name)
+            || CLI_VARIABLES.contains(&name)
+            || name
+                .strip_prefix("POINTSMAN_")
+                .is_some_and(|rest| rest.contains("__"))
+    }
+}
+
 /// What the commands are told, as environment variables.
 #[derive(Clone, Debug)]
 pub struct HookContext {
@@ -210,33 +238,29 @@ impl HookRun {
     }
 }
 
-/// Runs the commands of `point` one after another, each under `config.timeout`, through
-/// `/bin/sh -c`, in its own process group (a timeout kills the whole group: SIGTERM, then
-/// SIGKILL after 2 s), stdin null, with the agent's environment plus the variables of
-/// [`HookContext::variables`]. The agent's own configuration variables
-/// (`POINTSMAN_<SECTION>__<KEY>`, which may hold the MySQL password) are removed.
+/// Runs the commands of `point` one after another, each under `hooks.config.timeout`,
+/// through `/bin/sh -c`, in its own process group (a timeout kills the whole group:
+/// SIGTERM, then SIGKILL after 2 s), stdin null, with the agent's environment less
+/// what [`Hooks`] withholds (secrets' sources, pointsman's own settings), plus the
+/// variables of [`HookContext::variables`].
 ///
 /// For points that can abort, stops at the first failing command: the caller aborts.
 /// Never panics; a command that cannot be started is a failed run with the reason in
 /// `output`.
-pub async fn run_hooks(
-    point: HookPoint,
-    config: &HooksConfig,
-    context: &HookContext,
-) -> Vec<HookRun> {
-    run_hooks_with(SHELL, point, config, context).await
+pub async fn run_hooks(point: HookPoint, hooks: &Hooks, context: &HookContext) -> Vec<HookRun> {
+    run_hooks_with(SHELL, point, hooks, context).await
 }
 
 /// [`run_hooks`] with the shell as a parameter, so tests can make a start fail.
 async fn run_hooks_with(
     shell: &str,
     point: HookPoint,
-    config: &HooksConfig,
+    hooks: &Hooks,
     context: &HookContext,
 ) -> Vec<HookRun> {
     let mut runs = Vec::new();
-    for command in config.commands(point) {
-        let run = run_one(shell, point, command, config.timeout.0, context).await;
+    for command in hooks.config.commands(point) {
+        let run = run_one(shell, point, command, hooks, context).await;
         record(&run, context);
         let stop = point.can_abort() && !run.succeeded();
         runs.push(run);
@@ -287,12 +311,13 @@ async fn run_one(
     shell: &str,
     point: HookPoint,
     command: &str,
-    timeout: Duration,
+    hooks: &Hooks,
     context: &HookContext,
 ) -> HookRun {
+    let timeout = hooks.config.timeout.0;
     let started = Instant::now();
     let mut output = Captured::default();
-    let ending = match start(shell, point, command, context) {
+    let ending = match start(shell, point, command, hooks, context) {
         Ok((child, reader)) => Some(supervise(child, reader, timeout, &mut output).await),
         Err(error) => {
             output.note(&format!("could not start {shell} -c: {error}"));
@@ -335,6 +360,7 @@ fn start(
     shell: &str,
     point: HookPoint,
     command: &str,
+    hooks: &Hooks,
     context: &HookContext,
 ) -> io::Result<(Child, pipe::Receiver)> {
     let (reader, writer) = io::pipe()?;
@@ -350,7 +376,7 @@ fn start(
         // group guard in `supervise` takes care of the rest of the group.
         .kill_on_drop(true);
     for (name, _) in std::env::vars_os() {
-        if is_agent_setting(&name.to_string_lossy()) {
+        if hooks.withholds(&name.to_string_lossy()) {
             cmd.env_remove(&name);
         }
     }
@@ -363,14 +389,6 @@ fn start(
     drop(cmd);
     let reader = pipe::Receiver::from_owned_fd(OwnedFd::from(reader))?;
     Ok((child, reader))
-}
-
-/// `POINTSMAN_<SECTION>__<KEY>` variables configure the agent itself (figment reads them)
-/// and may carry its MySQL password; hooks have no business with them. Single-underscore
-/// `POINTSMAN_*` variables (the example scripts' settings) pass through.
-fn is_agent_setting(name: &str) -> bool {
-    name.strip_prefix("POINTSMAN_")
-        .is_some_and(|rest| rest.contains("__"))
 }
 
 /// Waits for the command while collecting its output; on timeout kills its process group.
@@ -667,7 +685,7 @@ mod tests {
         }
     }
 
-    fn config(point: HookPoint, commands: &[&str], timeout: Duration) -> HooksConfig {
+    fn config(point: HookPoint, commands: &[&str], timeout: Duration) -> Hooks {
         let mut config = HooksConfig {
             timeout: HumanDuration(timeout),
             ..HooksConfig::default()
@@ -681,7 +699,10 @@ mod tests {
             HookPoint::PostSwitchover => &mut config.post_switchover,
         };
         *list = commands.iter().map(|c| c.to_string()).collect();
-        config
+        Hooks {
+            config,
+            secret_variables: vec!["OUR_MYSQL_PASSWORD".into()],
+        }
     }
 
     async fn run(point: HookPoint, commands: &[&str]) -> Vec<HookRun> {
@@ -737,11 +758,14 @@ mod tests {
     }
 
     #[test]
-    fn agent_settings_are_not_passed_on_but_script_settings_are() {
-        assert!(is_agent_setting("POINTSMAN_MYSQL__PASSWORD"));
-        assert!(!is_agent_setting("POINTSMAN_VIP"));
-        assert!(!is_agent_setting("POINTSMAN_NOTIFY_URL"));
-        assert!(!is_agent_setting("HOME"));
+    fn secrets_and_agent_settings_are_not_passed_on_but_script_settings_are() {
+        let hooks = config(HookPoint::PostFailover, &[], Duration::from_secs(1));
+        assert!(hooks.withholds("POINTSMAN_MYSQL__PASSWORD"));
+        assert!(hooks.withholds("OUR_MYSQL_PASSWORD"));
+        assert!(hooks.withholds("POINTSMAN_TOKEN"));
+        assert!(!hooks.withholds("POINTSMAN_VIP"));
+        assert!(!hooks.withholds("POINTSMAN_NOTIFY_URL"));
+        assert!(!hooks.withholds("HOME"));
     }
 
     #[tokio::test]

@@ -1,5 +1,7 @@
 // Talking to the agent: JSON calls under /api/v1 with the bearer token when the agent
-// wants one, and the live feed of every cluster.
+// wants one, and the live feed of every cluster. Every call that changes something says
+// Content-Type: application/json, body or not: the agent refuses changes without it
+// (other sites' pages cannot send it).
 //
 // The token: on a 401 the page asks for it once (concurrent calls share one prompt),
 // keeps it in sessionStorage — this tab, until it closes — and retries the call.
@@ -82,7 +84,7 @@ export async function call(method, path, body, { quiet = false } = {}) {
     const headers = { Accept: 'application/json' };
     const current = token();
     if (current) headers.Authorization = `Bearer ${current}`;
-    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    if (method !== 'GET') headers['Content-Type'] = 'application/json';
     let response;
     try {
       response = await fetch(path, {
