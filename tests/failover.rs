@@ -12,7 +12,9 @@ use pointsman::topology::IoThreadState;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{automatic_recovery, eventually, probed, watch, TestTopology};
+use support::{
+    assert_audited, automatic_recovery, eventually, probed, read_only_becomes, watch, TestTopology,
+};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -779,15 +781,7 @@ async fn a_restarted_old_primary_takes_no_write(flavor: Flavor) {
         })
     };
     sandbox.start("node1").await.expect("restart node1");
-    eventually(PATIENCE, "node1 read_only", || async {
-        (topology
-            .try_value("node1", "SELECT @@read_only")
-            .await
-            .as_deref()
-            == Some("1"))
-        .then_some(())
-    })
-    .await;
+    read_only_becomes(&topology, "node1", "1").await;
     // Long enough for a write slipped in after the fence to show.
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -863,15 +857,7 @@ async fn a_primary_restarted_without_failover_gets_its_writes_back(flavor: Flavo
     })
     .await;
     sandbox.start("node1").await.expect("restart node1");
-    eventually(PATIENCE, "node1 takes writes again", || async {
-        (topology
-            .try_value("node1", "SELECT @@read_only")
-            .await
-            .as_deref()
-            == Some("0"))
-        .then_some(())
-    })
-    .await;
+    read_only_becomes(&topology, "node1", "0").await;
     topology
         .sql("node1", &["CREATE DATABASE after_restart"])
         .await;
@@ -882,16 +868,10 @@ async fn a_primary_restarted_without_failover_gets_its_writes_back(flavor: Flavo
             .filter(|count| count == "1")
     })
     .await;
-    let audit: Vec<pointsman::store::AuditRecord> = watcher
-        .api
-        .get("/api/v1/audit?limit=50")
-        .await
-        .expect("audit");
-    assert!(
-        audit
-            .iter()
-            .any(|a| a.message.contains("came back read-only")
-                && a.message.contains("takes writes again")),
-        "the audit says why node1 was made writable: {audit:?}"
-    );
+    assert_audited(
+        &watcher.api,
+        &["came back read-only", "takes writes again"],
+        "why node1 was made writable",
+    )
+    .await;
 }

@@ -11,8 +11,8 @@ mod support;
 use pointsman::sandbox::Flavor;
 use std::time::Duration;
 use support::agent_process::{
-    describe, kill_primary_and_wait, one_leader, one_primary_everyone_follows, rejoin,
-    sees_the_cluster, AgentProcess,
+    describe, free_port, kill_primary_and_wait, one_leader, one_primary_everyone_follows, rejoin,
+    sees_the_cluster, write_config, AgentProcess,
 };
 use support::consul::{ConsulOptions, ConsulStandIn};
 use support::{eventually, TestTopology};
@@ -21,7 +21,8 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 on_every_flavor!(
     a_killed_leader_and_primary_are_replaced_and_recovered_once,
-    several_primary_kills_one_recovery_each_and_never_two_primaries
+    several_primary_kills_one_recovery_each_and_never_two_primaries,
+    followers_answer_dns_from_the_leaders_routes
 );
 
 /// An agent with `[ha]` on the stand-in, named `name`.
@@ -159,5 +160,115 @@ async fn several_primary_kills_one_recovery_each_and_never_two_primaries(flavor:
             sees_the_cluster(&agent.api).await;
         }
         primary = successor;
+    }
+}
+
+/// The port `dig` finds in the SRV record of `<alias>.primary.mysql.local.` at an agent's
+/// DNS responder; `None` while there is none.
+async fn primary_port_in_dns(dns_port: u16, alias: &str) -> Option<u16> {
+    let output = tokio::process::Command::new("dig")
+        .args([
+            "@127.0.0.1",
+            "-p",
+            &dns_port.to_string(),
+            "+short",
+            "+time=1",
+            "+tries=1",
+            "SRV",
+            &format!("_mysql._tcp.{alias}.primary.mysql.local."),
+        ])
+        .output()
+        .await
+        .expect("dig (bind9-dnsutils, installed by scripts/test.sh)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    // `priority weight port target`
+    text.lines().next()?.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Every agent's DNS says what the leader decided, not what it would decide itself: the
+/// three agents call the same cluster by different aliases (`ta`, `tb`, `tc`), and every
+/// responder — the followers' too — answers the leader's alias with the primary's port,
+/// while a follower's own alias is unknown there. When the leader is killed, the others
+/// keep answering its routes, then the new leader's.
+async fn followers_answer_dns_from_the_leaders_routes(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let consul = ConsulStandIn::start(ConsulOptions::default()).await;
+    let mut agents = Vec::new();
+    let mut dns_ports = Vec::new();
+    for name in ["ta", "tb", "tc"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let api_port = free_port();
+        let dns_port = free_port();
+        let config = write_config(
+            &topology,
+            dir.path(),
+            api_port,
+            &format!(
+                "[routing.consul]\naddress = \"{}\"\nservices = false\n\n\
+                 [routing.dns]\nenabled = true\nlisten = \"127.0.0.1:{dns_port}\"\n\
+                 zone = \"mysql.local.\"\n\n[ha]\nenabled = true\nagent_name = \"{name}\"\n",
+                consul.url()
+            ),
+        );
+        let text = std::fs::read_to_string(&config).expect("config");
+        std::fs::write(
+            &config,
+            text.replace("alias = \"t\"", &format!("alias = \"{name}\""))
+                .replace("alias=t", &format!("alias={name}")),
+        )
+        .expect("config");
+        agents.push(AgentProcess::on(&config, api_port, dir));
+        dns_ports.push(dns_port);
+    }
+    let leader = one_leader(&agents).await;
+    let aliases = ["ta", "tb", "tc"];
+    let node1_port = topology.key("node1").port;
+    for (index, dns_port) in dns_ports.iter().enumerate() {
+        eventually(
+            PATIENCE,
+            &format!("agent {} to answer the leader's alias", aliases[index]),
+            || async {
+                (primary_port_in_dns(*dns_port, aliases[leader]).await == Some(node1_port))
+                    .then_some(())
+            },
+        )
+        .await;
+        if index != leader {
+            assert_eq!(
+                primary_port_in_dns(*dns_port, aliases[index]).await,
+                None,
+                "follower {} answers from its own view",
+                aliases[index]
+            );
+        }
+    }
+
+    // The leader dies: with no leader (until its check and the lock-delay run out) the
+    // others go on answering its routes; then everyone answers the new leader's.
+    agents[leader].kill().await;
+    for (index, dns_port) in dns_ports.iter().enumerate() {
+        if index != leader {
+            assert_eq!(
+                primary_port_in_dns(*dns_port, aliases[leader]).await,
+                Some(node1_port),
+                "agent {} still answers the routes of the leader that died",
+                aliases[index]
+            );
+        }
+    }
+    let new_leader = one_leader(&agents).await;
+    for (index, dns_port) in dns_ports.iter().enumerate() {
+        if index == leader {
+            continue;
+        }
+        eventually(
+            PATIENCE,
+            &format!("agent {} to answer the new leader's alias", aliases[index]),
+            || async {
+                (primary_port_in_dns(*dns_port, aliases[new_leader]).await == Some(node1_port))
+                    .then_some(())
+            },
+        )
+        .await;
     }
 }

@@ -15,14 +15,18 @@ use std::time::{Duration, Instant};
 use support::agent_process::{
     describe, free_port, one_primary_everyone_follows, sees_the_cluster, start_agent, write_config,
 };
-use support::{automatic_recovery, eventually, probed, watch, TestTopology};
+use support::consul::{ConsulOptions, ConsulStandIn};
+use support::{
+    assert_audited, automatic_recovery, eventually, probed, read_only_becomes, watch, TestTopology,
+};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
 on_every_flavor!(
     a_deleted_store_is_reported_at_once,
     a_full_store_refuses_failovers_calmly_and_recovers_when_there_is_room,
-    an_agent_that_lost_its_store_never_routes_a_stale_old_primary
+    an_agent_that_lost_its_store_never_routes_a_stale_old_primary,
+    an_agent_that_lost_its_store_finds_the_fences_in_consul
 );
 
 async fn degraded(api: &ApiClient, words: &str) -> String {
@@ -228,15 +232,7 @@ async fn an_agent_that_lost_its_store_never_routes_a_stale_old_primary(flavor: F
             }
         })
     };
-    eventually(PATIENCE, "node1 fenced by the new agent", || async {
-        (topology
-            .try_value("node1", "SELECT @@read_only")
-            .await
-            .as_deref()
-            == Some("1"))
-        .then_some(())
-    })
-    .await;
+    read_only_becomes(&topology, "node1", "1").await;
     watch_routes.abort();
     assert!(
         !routed_to_node1.load(std::sync::atomic::Ordering::Relaxed),
@@ -248,16 +244,62 @@ async fn an_agent_that_lost_its_store_never_routes_a_stale_old_primary(flavor: F
         detail.primary, successor,
         "the alias stays with the real primary"
     );
-    let audit: Vec<pointsman::store::AuditRecord> = second
-        .api
-        .get("/api/v1/audit?limit=50")
-        .await
-        .expect("audit");
-    assert!(
-        audit
+    assert_audited(
+        &second.api,
+        &["fenced as a stale old primary"],
+        "why node1 was fenced",
+    )
+    .await;
+    second.agent.stop().await.expect("stop");
+}
+
+/// With Consul routing, the fences live in the routes record too. The old primary comes
+/// back writable *and takes a write of its own* while no agent runs, so its GTIDs no
+/// longer show it as a stale copy; an agent started with a new store still fences it,
+/// from the record.
+async fn an_agent_that_lost_its_store_finds_the_fences_in_consul(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let node1 = topology.key("node1");
+    let consul = ConsulStandIn::start(ConsulOptions::default()).await;
+    let with_consul = |topology: &TestTopology| {
+        let recovery = automatic_recovery(topology);
+        let address = consul.url();
+        move |config: &mut pointsman::config::Config| {
+            recovery(config);
+            config.routing.consul.address = Some(address);
+            config.routing.consul.services = false;
+        }
+    };
+    let first = watch(&topology, topology.keys(), with_consul(&topology)).await;
+    probed(&first.agent.discovery, 3).await;
+    let mut sandbox = topology.sandbox.clone();
+    sandbox.kill("node1").expect("kill -9 node1");
+    eventually(PATIENCE, "node1 fenced in the routes record", || async {
+        let record: serde_json::Value =
+            serde_json::from_str(&consul.kv_string("pointsman/routes/t")?).ok()?;
+        record["fenced"]
+            .as_array()?
             .iter()
-            .any(|a| a.message.contains("fenced as a stale old primary")),
-        "the audit says why node1 was fenced: {audit:?}"
-    );
+            .any(|f| f.as_str() == Some(node1.to_string().as_str()))
+            .then_some(())
+    })
+    .await;
+    first.agent.stop().await.expect("stop the first agent");
+    drop(first.store);
+
+    sandbox.start("node1").await.expect("restart node1");
+    topology.writable("node1", true).await;
+    topology
+        .sql("node1", &["CREATE DATABASE errant_on_node1"])
+        .await;
+
+    let second = watch(&topology, topology.keys(), with_consul(&topology)).await;
+    read_only_becomes(&topology, "node1", "1").await;
+    assert_audited(
+        &second.api,
+        &["fenced in the routes record in Consul"],
+        "where the fence came from",
+    )
+    .await;
     second.agent.stop().await.expect("stop");
 }

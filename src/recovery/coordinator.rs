@@ -226,6 +226,7 @@ impl Coordinator {
             if leads && !leading {
                 // A recovery another leader left half-done is taken over first.
                 self.adopt_mirrored().await;
+                self.restore_recorded_fences().await;
                 self.resume_unfinished();
             }
             leading = leads;

@@ -230,6 +230,45 @@ impl Coordinator {
         }
     }
 
+    /// On starting to act: every old primary the routes record in Consul names as
+    /// fenced, and this agent's store does not (a lost or replaced store, another
+    /// agent's fence), is fenced here too — recorded and audited — so that losing the
+    /// store never unfences an old primary.
+    pub(crate) async fn restore_recorded_fences(&self) {
+        let recorded = match self.routing.recorded_fences().await {
+            None => return,
+            Some(Ok(recorded)) => recorded,
+            Some(Err(error)) => {
+                tracing::warn!(%error, "cannot read the routes record in Consul: fences it holds and this store lacks are not restored now (old primaries are still found by their GTIDs)");
+                return;
+            }
+        };
+        let Ok(known) = self.store.fenced() else {
+            return;
+        };
+        for (cluster, key) in recorded {
+            if known.iter().any(|f| f.instance == key) {
+                continue;
+            }
+            let message = match self.store.fence(&key, &cluster, None) {
+                Ok(()) => format!(
+                    "{key} is fenced in the routes record in Consul but not in this agent's store (lost or replaced): fenced here too, read_only until `pointsman reattach`"
+                ),
+                Err(error) => format!(
+                    "{key} is fenced in the routes record in Consul; recording the fence in this agent's store failed: {error}"
+                ),
+            };
+            tracing::warn!(%cluster, instance = %key, "{message}");
+            let _ = self.store.audit(AuditEntry {
+                actor: "agent".into(),
+                action: "fence".into(),
+                cluster: Some(cluster),
+                instance: Some(key),
+                message,
+            });
+        }
+    }
+
     /// Settles every recovery this agent's store holds as still running (its agent
     /// stopped part-way), each in its own task with its cluster marked as changing.
     pub(crate) fn resume_unfinished(self: &Arc<Self>) {

@@ -326,6 +326,37 @@ impl ConsulRouter {
     }
 }
 
+impl ConsulRouter {
+    /// The routes the leader recorded under `routes_prefix`, every cluster's, with the
+    /// index of the answer; with `block` = (index, wait), a blocking read that answers
+    /// when they change past `index` or when `wait` runs out. A record that is not
+    /// pointsman's JSON is left out.
+    pub async fn recorded_routes(
+        &self,
+        block: Option<(u64, std::time::Duration)>,
+    ) -> Result<(u64, BTreeMap<String, ClusterRoute>), String> {
+        let http = match block {
+            Some((_, wait)) => self.http.with_timeout(
+                wait + wait / 16 + self.http.timeout(),
+                "the blocking read's wait, its jitter and routing.consul.timeout",
+            ),
+            None => self.http.clone(),
+        };
+        let prefix = format!("{}/", self.config.routes_prefix.trim_end_matches('/'));
+        let (index, entries) = http
+            .kv_list_since(&prefix, block)
+            .await
+            .map_err(|e| e.to_string())?;
+        let routes = entries
+            .iter()
+            .filter_map(|entry| serde_json::from_str::<RouteRecord>(&entry.text()).ok())
+            .filter_map(|record| record.to_route())
+            .map(|route| (route.cluster.clone(), route))
+            .collect();
+        Ok((index, routes))
+    }
+}
+
 impl Router for ConsulRouter {
     fn name(&self) -> String {
         format!("consul {}", self.http.address())
@@ -425,6 +456,12 @@ struct RouteRecord {
     primary_addresses: Vec<String>,
     #[serde(default)]
     readers: Vec<String>,
+    /// Each reader's addresses, so another agent can answer DNS from this record.
+    #[serde(default)]
+    reader_addresses: BTreeMap<String, Vec<String>>,
+    /// Old primaries fenced by a failover: found here by an agent whose store lost them.
+    #[serde(default)]
+    fenced: Vec<String>,
     epoch: u64,
     #[serde(default)]
     recovery_id: Option<String>,
@@ -445,6 +482,15 @@ impl RouteRecord {
                 .map(|w| w.addresses.iter().map(IpAddr::to_string).collect())
                 .unwrap_or_default(),
             readers: route.readers.iter().map(|r| r.key.to_string()).collect(),
+            reader_addresses: route
+                .readers
+                .iter()
+                .map(|r| {
+                    let addresses = r.addresses.iter().map(IpAddr::to_string).collect();
+                    (r.key.to_string(), addresses)
+                })
+                .collect(),
+            fenced: route.fenced.iter().map(|k| k.to_string()).collect(),
             epoch: route.epoch,
             recovery_id: route.recovery_id.clone(),
             decided_at: crate::topology::time::format(route.decided_at),
@@ -458,8 +504,53 @@ impl RouteRecord {
             && self.primary == other.primary
             && self.primary_addresses == other.primary_addresses
             && self.readers == other.readers
+            && self.reader_addresses == other.reader_addresses
+            && self.fenced == other.fenced
             && self.epoch == other.epoch
             && self.recovery_id == other.recovery_id
+    }
+
+    /// The route this record describes, as another agent reads it; `None` when it names
+    /// something that is not an instance or an address (a hand edit).
+    fn to_route(&self) -> Option<ClusterRoute> {
+        let endpoint = |key: &str, addresses: &[String]| -> Option<Endpoint> {
+            Some(Endpoint {
+                key: key.parse().ok()?,
+                addresses: addresses
+                    .iter()
+                    .map(|a| a.parse().ok())
+                    .collect::<Option<Vec<IpAddr>>>()?,
+            })
+        };
+        let writer = match &self.primary {
+            Some(primary) => Some(endpoint(primary, &self.primary_addresses)?),
+            None => None,
+        };
+        let readers = self
+            .readers
+            .iter()
+            .map(|key| {
+                endpoint(
+                    key,
+                    self.reader_addresses.get(key).map_or(&[], Vec::as_slice),
+                )
+            })
+            .collect::<Option<Vec<Endpoint>>>()?;
+        let fenced = self
+            .fenced
+            .iter()
+            .map(|key| key.parse().ok())
+            .collect::<Option<Vec<_>>>()?;
+        Some(ClusterRoute {
+            cluster: self.cluster.clone(),
+            writer,
+            readers,
+            standby: Vec::new(),
+            fenced,
+            epoch: self.epoch,
+            recovery_id: self.recovery_id.clone(),
+            decided_at: humantime::parse_rfc3339(&self.decided_at).unwrap_or(std::time::UNIX_EPOCH),
+        })
     }
 
     /// `primary 127.0.0.1:3307, epoch 7, readers 127.0.0.1:3308 127.0.0.1:3309`.

@@ -586,6 +586,40 @@ impl Http {
         }
     }
 
+    /// Every key under `prefix` in the configured datacenter, with the `X-Consul-Index`
+    /// of the answer. With `block` = (index, wait), a blocking read: Consul answers when
+    /// something under `prefix` changes past `index`, or when `wait` runs out (this
+    /// client's time limit must cover `wait`: see `with_timeout`).
+    pub(crate) async fn kv_list_since(
+        &self,
+        prefix: &str,
+        block: Option<(u64, Duration)>,
+    ) -> Result<(u64, Vec<KvEntry>), ConsulError> {
+        let mut url = self.url(&["kv", prefix], true);
+        url.query_pairs_mut().append_key_only("recurse");
+        if let Some((index, wait)) = block {
+            url.query_pairs_mut()
+                .append_pair("index", &index.to_string())
+                .append_pair("wait", &go_duration(wait));
+        }
+        let what = format!("read {prefix}");
+        let answer = self
+            .call(
+                Method::GET,
+                url,
+                None,
+                &what,
+                &format!("key read on {prefix}"),
+            )
+            .await?;
+        let index = answer.index.unwrap_or(0);
+        match answer.status {
+            StatusCode::NOT_FOUND => Ok((index, Vec::new())),
+            status if status.is_success() => Ok((index, self.decode(&what, &answer.body)?)),
+            _ => Err(self.unexpected(&what, &answer)),
+        }
+    }
+
     /// Every key under `prefix`, in the agent's own datacenter.
     pub(crate) async fn kv_list_local(&self, prefix: &str) -> Result<Vec<KvEntry>, ConsulError> {
         self.kv_read(prefix, true, false).await

@@ -131,6 +131,13 @@ pub struct BackendView {
     pub error: Option<String>,
 }
 
+/// The routes record in Consul (`<routes_prefix>/<cluster>`), as the engine reads it.
+pub struct RoutesRecord {
+    pub consul: Arc<super::consul::ConsulRouter>,
+    /// With `[ha]`: followers' own backends (DNS) answer what the leader recorded.
+    pub followed: bool,
+}
+
 /// A handle to the running engine; cheap to clone.
 #[derive(Clone)]
 pub struct Routing {
@@ -152,6 +159,12 @@ struct Inner {
     publishing: tokio::sync::Mutex<()>,
     /// Shared backends are written only while this agent leads.
     lease: Lease,
+    /// With Consul: the routes record, where fences and decisions outlive this agent's
+    /// store.
+    record: Option<Arc<super::consul::ConsulRouter>>,
+    /// With `[ha]` and Consul: the leader's routes as last read (see `follow`), which
+    /// this agent's own backends (its DNS responder) follow while it does not lead.
+    leader_routes: watch::Sender<Option<Arc<Routes>>>,
     /// Turns true when the agent stops: every task of the engine ends.
     stopping: watch::Sender<bool>,
 }
@@ -165,6 +178,7 @@ impl Routing {
         discovery: DiscoveryHandle,
         aliases: Vec<ClusterAlias>,
         lease: Lease,
+        record: Option<RoutesRecord>,
     ) -> Routing {
         let status = backends
             .iter()
@@ -191,8 +205,18 @@ impl Routing {
             addresses: tokio::sync::Mutex::new(HashMap::new()),
             publishing: tokio::sync::Mutex::new(()),
             lease,
+            record: record.as_ref().map(|r| r.consul.clone()),
+            leader_routes: watch::Sender::new(None),
             stopping: watch::Sender::new(false),
         });
+        if let Some(record) = record.filter(|r| r.followed) {
+            tokio::spawn(super::follow::follow_leader(
+                record.consul,
+                inner.lease.clone(),
+                inner.leader_routes.clone(),
+                inner.stopping.subscribe(),
+            ));
+        }
         tokio::spawn(plan_routes(inner.clone()));
         for backend in &inner.backends {
             tokio::spawn(drive(inner.clone(), backend.clone()));
@@ -207,6 +231,24 @@ impl Routing {
         for backend in &self.inner.backends {
             backend.stop();
         }
+    }
+
+    /// The old primaries the routes record in Consul names as fenced, per cluster;
+    /// `None` without Consul routing.
+    pub async fn recorded_fences(&self) -> Option<Result<Vec<(String, InstanceKey)>, String>> {
+        let record = self.inner.record.as_ref()?;
+        Some(record.recorded_routes(None).await.map(|(_, routes)| {
+            routes
+                .into_values()
+                .flat_map(|route| {
+                    let cluster = route.cluster;
+                    route
+                        .fenced
+                        .into_iter()
+                        .map(move |key| (cluster.clone(), key))
+                })
+                .collect()
+        }))
     }
 
     /// The routes as last published.
@@ -659,6 +701,7 @@ pub fn decision_epoch(lease_epoch: u64, millis: u64) -> u64 {
 async fn drive(inner: Arc<Inner>, backend: Arc<dyn Router>) {
     let name = backend.name();
     let mut routes_rx = inner.routes.subscribe();
+    let mut leader_rx = inner.leader_routes.subscribe();
     let mut stopping = inner.stopping.subscribe();
     let mut last_applied: Option<u64> = None;
     let mut run_now = true;
@@ -671,6 +714,7 @@ async fn drive(inner: Arc<Inner>, backend: Arc<dyn Router>) {
                         return;
                     }
                 }
+                _ = leader_rx.changed(), if !backend.shared() => {}
                 _ = stopping.changed() => return,
                 _ = tokio::time::sleep(next_look) => {}
             }
@@ -694,6 +738,11 @@ async fn drive(inner: Arc<Inner>, backend: Arc<dyn Router>) {
                 // Held by another agent, or this one has not taken its locks yet (just
                 // started): looked at again soon, not only at the next reconcile.
                 next_look = next_look.min(CLAIMS_LOOK_AGAIN);
+            }
+        } else if inner.lease.gate().is_err() {
+            // A follower's own backends say what the leader decided, once it is known.
+            if let Some(leader) = leader_rx.borrow_and_update().clone() {
+                routes = leader;
             }
         }
         for attempt in 1..=MAX_ATTEMPTS {

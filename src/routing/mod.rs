@@ -14,6 +14,7 @@ pub(crate) mod consul_http;
 pub mod desired;
 pub mod dns;
 pub mod engine;
+pub mod follow;
 pub mod proxysql;
 
 use crate::topology::InstanceKey;
@@ -63,9 +64,15 @@ pub async fn start(
         dns_address = Some(server.local_addr());
         backends.push(Arc::new(dns::DnsRouter::new(server)));
     }
+    let mut record = None;
     if let Some(consul) = &config.consul {
-        let router = consul::ConsulRouter::new(consul).map_err(|e| StartError(e.to_string()))?;
-        backends.push(Arc::new(router));
+        let router =
+            Arc::new(consul::ConsulRouter::new(consul).map_err(|e| StartError(e.to_string()))?);
+        record = Some(engine::RoutesRecord {
+            consul: router.clone(),
+            followed: settings.config.ha.enabled,
+        });
+        backends.push(router);
     }
     for proxysql in &config.proxysql {
         backends.push(Arc::new(proxysql::ProxySqlRouter::new(proxysql.clone())));
@@ -90,6 +97,7 @@ pub async fn start(
         discovery,
         settings.aliases.clone(),
         lease,
+        record,
     );
     Ok(RunningRouting {
         routing,

@@ -292,6 +292,36 @@ pub async fn watch(
     Watcher { agent, api, store }
 }
 
+/// Asserts that one of the last 50 audit entries says every one of `words`; `why` says
+/// what the entry should explain.
+pub async fn assert_audited(api: &ApiClient, words: &[&str], why: &str) {
+    let audit: Vec<pointsman::store::AuditRecord> =
+        api.get("/api/v1/audit?limit=50").await.expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|a| words.iter().all(|w| a.message.contains(w))),
+        "the audit says {why}: {audit:?}"
+    );
+}
+
+/// Waits until `node` answers `SELECT @@read_only` with `value` ("1" or "0").
+pub async fn read_only_becomes(topology: &TestTopology, node: &str, value: &str) {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{node}'s read_only to be {value}"),
+        || async {
+            (topology
+                .try_value(node, "SELECT @@read_only")
+                .await
+                .as_deref()
+                == Some(value))
+            .then_some(())
+        },
+    )
+    .await;
+}
+
 /// Waits until `count` instances have been probed successfully.
 pub async fn probed(discovery: &DiscoveryHandle, count: usize) {
     eventually(
