@@ -1,6 +1,7 @@
 //! Crash safety, on MariaDB 10.11 and MySQL 9.7: the agent binary is killed (aborted
 //! at a crash point, as abruptly as `kill -9`) at every step boundary of a failover and
-//! of a switchover, then started again on the same store. Within seconds the cluster
+//! of a switchover, then started again on the same store — and, separately, with
+//! `[ha]`, the leader is killed there and a follower takes over. Within seconds the cluster
 //! has exactly one writable primary with every other node replicating from it, and the
 //! cut-short recovery's journal shows the steps before the crash and how it was settled
 //! (finished past the promotion, rolled back before it).
@@ -23,29 +24,24 @@ use support::{eventually, TestTopology};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// One test per crash point and flavour.
+/// Per crash point and flavour, two tests: the agent restarted on its store settles
+/// what it began (`mariadb::`, `mysql::`), and — with `[ha]` — a follower that takes
+/// over from the leader that died there settles it from the journal's copy in Consul
+/// (`takeover_mariadb::`, `takeover_mysql::`).
 macro_rules! crash_tests {
     ($($name:ident: $kind:ident at $point:literal, settled as $status:ident;)*) => {
-        mod mariadb {
+        crash_tests!(@flavor mariadb, crash_and_settle, Mariadb; $($name: $kind at $point, settled as $status;)*);
+        crash_tests!(@flavor mysql, crash_and_settle, Mysql; $($name: $kind at $point, settled as $status;)*);
+        crash_tests!(@flavor takeover_mariadb, crash_and_take_over, Mariadb; $($name: $kind at $point, settled as $status;)*);
+        crash_tests!(@flavor takeover_mysql, crash_and_take_over, Mysql; $($name: $kind at $point, settled as $status;)*);
+    };
+    (@flavor $module:ident, $run:ident, $flavor:ident; $($name:ident: $kind:ident at $point:literal, settled as $status:ident;)*) => {
+        mod $module {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::crash_and_settle(
-                        pointsman::sandbox::Flavor::Mariadb,
-                        super::Change::$kind,
-                        $point,
-                        pointsman::store::recovery::RecoveryStatus::$status,
-                    )
-                    .await;
-                }
-            )*
-        }
-        mod mysql {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::crash_and_settle(
-                        pointsman::sandbox::Flavor::Mysql,
+                    super::$run(
+                        pointsman::sandbox::Flavor::$flavor,
                         super::Change::$kind,
                         $point,
                         pointsman::store::recovery::RecoveryStatus::$status,
@@ -73,34 +69,6 @@ crash_tests! {
     switchover_between_reset_and_read_only_off: Switchover at "promote-after-reset", settled as Succeeded;
     switchover_after_promoting: Switchover at "switchover-after-promote", settled as Succeeded;
     switchover_after_repointing: Switchover at "switchover-after-repoint", settled as Succeeded;
-}
-
-/// With `[ha]`, a follower takes over from a leader that died at a crash point: it
-/// settles the recovery from the journal's copy in Consul.
-macro_rules! takeover_tests {
-    ($($name:ident: at $point:literal, settled as $status:ident;)*) => {
-        mod takeover {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    for flavor in [pointsman::sandbox::Flavor::Mariadb, pointsman::sandbox::Flavor::Mysql] {
-                        super::crash_and_take_over(
-                            flavor,
-                            $point,
-                            pointsman::store::recovery::RecoveryStatus::$status,
-                        )
-                        .await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-takeover_tests! {
-    failover_after_stopping_io_threads: at "failover-after-stop-io", settled as RolledBack;
-    failover_between_reset_and_read_only_off: at "promote-after-reset", settled as Succeeded;
-    failover_after_promoting: at "failover-after-promote", settled as Succeeded;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -216,7 +184,12 @@ async fn crash_and_settle(flavor: Flavor, change: Change, point: &str, settled_a
     }
 }
 
-async fn crash_and_take_over(flavor: Flavor, point: &str, settled_as: RecoveryStatus) {
+async fn crash_and_take_over(
+    flavor: Flavor,
+    change: Change,
+    point: &str,
+    settled_as: RecoveryStatus,
+) {
     let topology = TestTopology::start(flavor, 2).await;
     let consul = ConsulStandIn::start(ConsulOptions::default()).await;
     let ha = |name: &str| {
@@ -228,15 +201,26 @@ async fn crash_and_take_over(flavor: Flavor, point: &str, settled_as: RecoverySt
     // The first agent leads (it starts alone) and dies at the crash point.
     let mut first = AgentProcess::crashing_at(&topology, &ha("first"), Some(point));
     sees_the_cluster(&first.api).await;
-    let mut agents = vec![];
     eventually(PATIENCE, "the first agent to lead", || async {
         (first.health().await?.role == "leader").then_some(())
     })
     .await;
     let second = AgentProcess::start(&topology, &ha("second"));
     sees_the_cluster(&second.api).await;
-    let mut sandbox = topology.sandbox.clone();
-    sandbox.kill("node1").expect("kill -9 node1");
+    match change {
+        Change::Failover => {
+            let mut sandbox = topology.sandbox.clone();
+            sandbox.kill("node1").expect("kill -9 node1");
+        }
+        Change::Switchover => {
+            // The leader dies while it answers: no answer is expected.
+            let body = serde_json::json!({ "to": topology.key("node2") });
+            let _ = first
+                .api
+                .post::<_, serde_json::Value>("/api/v1/clusters/t/switchover", &body)
+                .await;
+        }
+    }
     let status = first.exited().await;
     assert_eq!(
         status.signal(),
@@ -244,22 +228,25 @@ async fn crash_and_take_over(flavor: Flavor, point: &str, settled_as: RecoverySt
         "the leader should have died at {point}:\n{}",
         first.log()
     );
-    agents.push(second);
+    let agents = vec![second];
     one_leader(&agents).await;
-    let running = ["node2", "node3"];
+    let running: &[&str] = match change {
+        Change::Failover => &["node2", "node3"],
+        Change::Switchover => &["node1", "node2", "node3"],
+    };
     let deadline = std::time::Instant::now() + PATIENCE;
-    while one_primary_everyone_follows(&topology, &running)
-        .await
-        .is_none()
-    {
+    let primary = loop {
+        if let Some(primary) = one_primary_everyone_follows(&topology, running).await {
+            break primary;
+        }
         assert!(
             std::time::Instant::now() < deadline,
             "{flavor}: after the leader died at {point}, no single writable primary that every node follows:\n{}\n--- the new leader's log:\n{}",
-            describe(&topology, &running).await,
+            describe(&topology, running).await,
             agents[0].log()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
     let adopted: RecoveryRecord = eventually(PATIENCE, "the adopted recovery settled", || async {
         let all: Vec<RecoveryRecord> = agents[0]
             .api
@@ -278,4 +265,15 @@ async fn crash_and_take_over(flavor: Flavor, point: &str, settled_as: RecoverySt
         "{flavor}: the recovery the dead leader began at {point}, settled by the new one: {steps:?}"
     );
     assert!(steps.contains(&"choose candidate"), "{steps:?}");
+    match change {
+        Change::Failover => assert_ne!(primary, "node1"),
+        Change::Switchover => {
+            let expected = if settled_as == RecoveryStatus::Succeeded {
+                "node2"
+            } else {
+                "node1"
+            };
+            assert_eq!(primary, expected, "after the leader died at {point}");
+        }
+    }
 }

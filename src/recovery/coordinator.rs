@@ -883,6 +883,11 @@ impl Coordinator {
             plan.explain(),
             started.elapsed(),
         );
+        if let Err(error) = log.mirror_now().await {
+            return Err(Outcome::Aborted(format!(
+                "{error}: nothing was changed (every step is recorded there before it runs)"
+            )));
+        }
         crate::crash_point!("failover-after-choose");
         let context = HookContext {
             failure_type: format!("{:?}", problem.code),

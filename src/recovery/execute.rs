@@ -121,19 +121,27 @@ impl StepLog {
             .journal_begin(&self.recovery_id, step, instance)
             .map_err(|e| e.to_string())?;
         self.begun.push((step.to_string(), instance.cloned(), seq));
-        if let Some(mirror) = &self.mirror {
-            let steps = store.journal(&self.recovery_id).unwrap_or_default();
-            mirror
-                .to
-                .write(&MirroredRecovery {
-                    record: mirror.record.clone(),
-                    steps,
-                    epoch: mirror.epoch,
-                })
-                .await
-                .map_err(|e| format!("the journal's copy in Consul: {e}"))?;
-        }
-        Ok(())
+        self.mirror_now().await
+    }
+
+    /// Writes the journal so far to its copy in Consul (with `[ha]`): done by `begin`,
+    /// and after the first step recorded without one (the candidate's choice), so a
+    /// leader that dies before changing anything still leaves its recovery for the next
+    /// one to settle.
+    pub async fn mirror_now(&self) -> Result<(), String> {
+        let (Some(store), Some(mirror)) = (&self.journal, &self.mirror) else {
+            return Ok(());
+        };
+        let steps = store.journal(&self.recovery_id).unwrap_or_default();
+        mirror
+            .to
+            .write(&MirroredRecovery {
+                record: mirror.record.clone(),
+                steps,
+                epoch: mirror.epoch,
+            })
+            .await
+            .map_err(|e| format!("the journal's copy in Consul: {e}"))
     }
 
     /// Records a step's outcome (completing its `begin`, or as a step of its own).

@@ -449,8 +449,15 @@ impl Switch<'_> {
                     choice.explanation.clone(),
                     started.elapsed(),
                 );
-                crate::crash_point!("switchover-after-choose");
-                self.switch(&choice, &mut log).await
+                match log.mirror_now().await {
+                    Err(error) => Err(Ending::Aborted(format!(
+                        "{error}: nothing was changed (every step is recorded there before it runs)"
+                    ))),
+                    Ok(()) => {
+                        crate::crash_point!("switchover-after-choose");
+                        self.switch(&choice, &mut log).await
+                    }
+                }
             }
         };
 
