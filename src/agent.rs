@@ -97,6 +97,7 @@ impl RunningAgent {
             account: ReplicationAccount {
                 user: config.recovery.replication_user.clone(),
                 password: settings.replication_password.clone(),
+                tls: config.recovery.replication_tls,
             },
             apply_timeout: config.recovery.apply_timeout.0,
             verify_timeout: config.recovery.verify_timeout.0,

@@ -351,6 +351,9 @@ pub struct RecoveryConfig {
     /// The heartbeat period of every replication link pointsman creates; a replica it
     /// re-points keeps its own period when it has one.
     pub heartbeat_period: HumanDuration,
+    /// Whether the links pointsman creates or re-points use TLS: `auto` (on MySQL, when
+    /// the source offers it; MariaDB links keep their setting), `required` or `off`.
+    pub replication_tls: crate::mysql::admin::ReplicationTls,
     /// The account new replication links use (re-attaching an old primary, switchover).
     pub replication_user: String,
     pub replication_password: Option<Secret>,
@@ -367,6 +370,7 @@ impl Default for RecoveryConfig {
             apply_timeout: HumanDuration(Duration::from_secs(10)),
             verify_timeout: HumanDuration(Duration::from_secs(10)),
             heartbeat_period: HumanDuration(Duration::from_secs(1)),
+            replication_tls: crate::mysql::admin::ReplicationTls::Auto,
             replication_user: "repl".into(),
             replication_password: None,
             replication_password_env: None,

@@ -16,6 +16,62 @@ use std::time::{Duration, Instant};
 pub struct ReplicationAccount {
     pub user: String,
     pub password: Secret,
+    /// Whether the links made with this account use TLS (`recovery.replication_tls`).
+    pub tls: ReplicationTls,
+}
+
+/// `recovery.replication_tls`: whether a replication link pointsman creates uses TLS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationTls {
+    /// A link pointsman creates or re-points uses TLS exactly when its source offers
+    /// it — on MySQL, which would otherwise require TLS of a source that has none
+    /// (error 2026); MariaDB links keep their own setting.
+    #[default]
+    Auto,
+    /// Every link pointsman creates or re-points requires TLS.
+    Required,
+    /// No link pointsman creates or re-points uses TLS.
+    Off,
+}
+
+/// What one CHANGE says about TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkTls {
+    /// Nothing: the link keeps its setting (a new link gets the server's default).
+    Keep,
+    On,
+    Off,
+}
+
+impl LinkTls {
+    /// The CHANGE option, with its leading comma; empty for `Keep`.
+    fn option(self, flavor: ServerFlavor) -> &'static str {
+        match (self, flavor) {
+            (LinkTls::Keep, _) => "",
+            (LinkTls::On, ServerFlavor::Mysql) => ", SOURCE_SSL=1",
+            (LinkTls::Off, ServerFlavor::Mysql) => ", SOURCE_SSL=0",
+            (LinkTls::On, ServerFlavor::Mariadb) => ", MASTER_SSL=1",
+            (LinkTls::Off, ServerFlavor::Mariadb) => ", MASTER_SSL=0",
+        }
+    }
+}
+
+/// Whether the server offers TLS to the clients that connect to it, replicas included:
+/// MySQL with a non-empty `tls_version` and a certificate loaded, MariaDB with
+/// `have_ssl = YES`.
+pub async fn offers_tls(conn: &mut Connection) -> Result<bool, MysqlError> {
+    let query = match conn.flavor {
+        ServerFlavor::Mysql => {
+            "SELECT @@GLOBAL.tls_version <> '' AND IFNULL((SELECT VARIABLE_VALUE FROM performance_schema.global_status WHERE VARIABLE_NAME = 'Current_tls_cert'), '') <> '' AS tls"
+        }
+        ServerFlavor::Mariadb => "SELECT @@GLOBAL.have_ssl = 'YES' AS tls",
+    };
+    let rows = conn.query(query).await?;
+    Ok(rows
+        .first()
+        .and_then(|row| row.get("tls").cloned().flatten())
+        .is_some_and(|value| value == "1"))
 }
 
 /// A string literal for SQL: quotes and backslashes escaped.
@@ -201,6 +257,7 @@ pub async fn repoint(
     conn: &mut Connection,
     source: &InstanceKey,
     heartbeat: Duration,
+    tls: LinkTls,
 ) -> Result<(), MysqlError> {
     let flavor = conn.flavor;
     let kept = replica_status(conn)
@@ -212,16 +269,18 @@ pub async fn repoint(
     stop(conn, "").await?;
     let change = match flavor {
         ServerFlavor::Mysql => format!(
-            "CHANGE REPLICATION SOURCE TO SOURCE_HOST={}, SOURCE_PORT={}, SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1, SOURCE_HEARTBEAT_PERIOD={}",
+            "CHANGE REPLICATION SOURCE TO SOURCE_HOST={}, SOURCE_PORT={}, SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1, SOURCE_HEARTBEAT_PERIOD={}{}",
             quote(&source.host),
             source.port,
-            heartbeat_seconds(kept)
+            heartbeat_seconds(kept),
+            tls.option(flavor)
         ),
         ServerFlavor::Mariadb => format!(
-            "CHANGE MASTER TO MASTER_HOST={}, MASTER_PORT={}, MASTER_USE_GTID=slave_pos, MASTER_HEARTBEAT_PERIOD={}",
+            "CHANGE MASTER TO MASTER_HOST={}, MASTER_PORT={}, MASTER_USE_GTID=slave_pos, MASTER_HEARTBEAT_PERIOD={}{}",
             quote(&source.host),
             source.port,
-            heartbeat_seconds(kept)
+            heartbeat_seconds(kept),
+            tls.option(flavor)
         ),
     };
     conn.execute(&change).await?;
@@ -235,6 +294,7 @@ pub async fn attach(
     source: &InstanceKey,
     account: &ReplicationAccount,
     heartbeat: Duration,
+    tls: LinkTls,
 ) -> Result<(), MysqlError> {
     let flavor = conn.flavor;
     stop(conn, "").await?;
@@ -242,12 +302,13 @@ pub async fn attach(
         ServerFlavor::Mysql => format!(
             "CHANGE REPLICATION SOURCE TO SOURCE_HOST={}, SOURCE_PORT={}, SOURCE_USER={}, SOURCE_PASSWORD={}, \
              SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1, SOURCE_CONNECT_RETRY=1, SOURCE_RETRY_COUNT=86400, \
-             SOURCE_HEARTBEAT_PERIOD={}",
+             SOURCE_HEARTBEAT_PERIOD={}{}",
             quote(&source.host),
             source.port,
             quote(&account.user),
             quote(account.password.expose()),
-            heartbeat_seconds(heartbeat)
+            heartbeat_seconds(heartbeat),
+            tls.option(flavor)
         ),
         ServerFlavor::Mariadb => {
             // An old primary's own transactions are in its binlog, not in gtid_slave_pos:
@@ -255,12 +316,13 @@ pub async fn attach(
             conn.execute("SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos").await?;
             format!(
                 "CHANGE MASTER TO MASTER_HOST={}, MASTER_PORT={}, MASTER_USER={}, MASTER_PASSWORD={}, \
-                 MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD={}",
+                 MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD={}{}",
                 quote(&source.host),
                 source.port,
                 quote(&account.user),
                 quote(account.password.expose()),
-                heartbeat_seconds(heartbeat)
+                heartbeat_seconds(heartbeat),
+                tls.option(flavor)
             )
         }
     };

@@ -7,7 +7,7 @@
 use super::journal_mirror::{JournalMirror, MirroredRecovery};
 use super::plan::PromotionPlan;
 use crate::leader::Lease;
-use crate::mysql::admin::{self, ReplicationAccount};
+use crate::mysql::admin::{self, LinkTls, ReplicationAccount, ReplicationTls};
 use crate::mysql::{ConnectSettings, Connection, MysqlError};
 use crate::store::recovery::RecoveryRecord;
 use crate::store::recovery::StepRecord;
@@ -427,6 +427,7 @@ impl Executor {
                 }
             })?;
             let from = source.clone();
+            let tls = self.link_tls(source).await;
             self.step(
                 log,
                 "catch up",
@@ -434,7 +435,7 @@ impl Executor {
                 format!("copied what {from} had and it lacked ({target})"),
                 |mut conn| async move {
                     let result = async {
-                        admin::repoint(&mut conn, &from, heartbeat).await?;
+                        admin::repoint(&mut conn, &from, heartbeat, tls).await?;
                         admin::wait_for_gtids(&mut conn, &target, timeout).await
                     }
                     .await;
@@ -482,6 +483,7 @@ impl Executor {
     ) -> Vec<InstanceKey> {
         let verify = self.verify_timeout;
         let heartbeat = self.heartbeat_period;
+        let tls = self.link_tls(source).await;
         self.on_each(
             log,
             "re-point",
@@ -489,7 +491,7 @@ impl Executor {
             |_| format!("replicates from {source} (GTID)"),
             |mut conn| async move {
                 let result = async {
-                    admin::repoint(&mut conn, source, heartbeat).await?;
+                    admin::repoint(&mut conn, source, heartbeat, tls).await?;
                     admin::verify_replicating(&mut conn, verify).await
                 }
                 .await;
@@ -563,15 +565,16 @@ impl Executor {
         let verify = self.verify_timeout;
         let heartbeat = self.heartbeat_period;
         let from = source.clone();
+        let tls = self.link_tls(source).await;
         self.step(
             log,
             "attach",
             key,
-            format!("replicates from {source} (GTID)"),
+            format!("replicates from {source} (GTID{})", tls_words(tls)),
             |mut conn| async move {
                 let result = async {
                     admin::set_read_only(&mut conn, true).await?;
-                    admin::attach(&mut conn, &from, &account, heartbeat).await?;
+                    admin::attach(&mut conn, &from, &account, heartbeat, tls).await?;
                     admin::verify_replicating(&mut conn, verify).await
                 }
                 .await;
@@ -579,6 +582,42 @@ impl Executor {
             },
         )
         .await
+    }
+}
+
+impl Executor {
+    /// What a link pointsman creates or re-points to `source` says about TLS under
+    /// `recovery.replication_tls`: with `auto`, on MySQL, TLS exactly when the source
+    /// offers it (asked of it now; left as it is when it cannot be asked).
+    pub(crate) async fn link_tls(&self, source: &InstanceKey) -> LinkTls {
+        match self.account.tls {
+            ReplicationTls::Required => LinkTls::On,
+            ReplicationTls::Off => LinkTls::Off,
+            ReplicationTls::Auto => {
+                let Ok(mut conn) = self.open(source).await else {
+                    return LinkTls::Keep;
+                };
+                let offered = match conn.flavor {
+                    crate::topology::ServerFlavor::Mysql => admin::offers_tls(&mut conn).await.ok(),
+                    crate::topology::ServerFlavor::Mariadb => None,
+                };
+                conn.close().await;
+                match offered {
+                    Some(true) => LinkTls::On,
+                    Some(false) => LinkTls::Off,
+                    None => LinkTls::Keep,
+                }
+            }
+        }
+    }
+}
+
+/// How a step names the TLS of the link it makes.
+fn tls_words(tls: LinkTls) -> &'static str {
+    match tls {
+        LinkTls::Keep => "",
+        LinkTls::On => ", TLS",
+        LinkTls::Off => ", no TLS: the source offers none",
     }
 }
 

@@ -125,9 +125,10 @@ impl Coordinator {
             .map_err(OperateError::Refused)?;
         let result = self
             .while_changing(&cluster, async {
+                let tls = self.executor.link_tls(below).await;
                 let mut conn = self.connect(replica).await?;
                 let done = async {
-                    admin::repoint(&mut conn, below, self.executor.heartbeat_period).await?;
+                    admin::repoint(&mut conn, below, self.executor.heartbeat_period, tls).await?;
                     admin::verify_replicating(&mut conn, self.executor.verify_timeout).await
                 }
                 .await;
