@@ -342,9 +342,10 @@ async fn missing_names_are_nxdomain_and_missing_types_nodata_both_with_the_soa()
     assert_eq!(nx.status, "NXDOMAIN", "{}", nx.text);
     assert!(nx.has_flag("aa"), "{}", nx.text);
     assert_eq!(nx.authority.len(), 1, "{}", nx.text);
+    // The SOA's own TTL is min(TTL, MINIMUM) in a negative answer (RFC 2308 §3).
     assert!(
         nx.authority[0]
-            .starts_with("mysql.local. 60 IN SOA ns.mysql.local. hostmaster.mysql.local. 42 "),
+            .starts_with("mysql.local. 1 IN SOA ns.mysql.local. hostmaster.mysql.local. 42 "),
         "{}",
         nx.text
     );
@@ -437,6 +438,21 @@ async fn names_outside_the_zone_and_zone_transfers_are_refused() {
 async fn protocol_details_any_opcodes_and_edns() {
     let server = start(&demo(1, "127.0.0.1"));
     let addr = server.local_addr();
+
+    // The DO bit is copied into the answer's OPT (RFC 3225 §3), and left clear when
+    // the query does not set it.
+    let with_do = dig(addr, &["+dnssec", "demo.primary.mysql.local.", "A"]).await;
+    assert!(
+        with_do.text.contains("; EDNS: version: 0, flags: do;"),
+        "{}",
+        with_do.text
+    );
+    let without = dig(addr, &["demo.primary.mysql.local.", "A"]).await;
+    assert!(
+        without.text.contains("; EDNS: version: 0, flags:;"),
+        "{}",
+        without.text
+    );
 
     // ANY gets one RRset (RFC 8482): the SOA at the apex, not the whole zone.
     let any = dig(addr, &[ZONE, "ANY"]).await;

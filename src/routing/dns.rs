@@ -406,6 +406,11 @@ impl ZoneData {
                 NEGATIVE_TTL,
             )),
         );
+        // The SOA of a negative answer carries min(its TTL, MINIMUM) (RFC 2308 §3): a
+        // cache that reads only the record's TTL must not keep a failover's short NODATA
+        // window for a whole TTL.
+        let mut negative_soa = soa.clone();
+        negative_soa.ttl = ttl.min(NEGATIVE_TTL);
         let ns_addresses: BTreeSet<IpAddr> = config.ns_address.into_iter().collect();
         let [ns_v4, ns_v6] = address_records(&config.ns, ttl, &ns_addresses);
         let apex = nodes.entry(LowerName::new(&config.origin)).or_default();
@@ -530,7 +535,7 @@ impl ZoneData {
         Self {
             origin,
             serial: routes.version as u32,
-            soa: vec![soa],
+            soa: vec![negative_soa],
             nodes,
             clusters,
         }
@@ -652,10 +657,13 @@ fn respond<'z>(
         answers: &[],
         authorities: &[],
         additionals: &[],
-        // A request with OPT gets one back (RFC 6891 §6.1.1); ours offers no options.
-        edns: edns.map(|_| {
+        // A request with OPT gets one back (RFC 6891 §6.1.1); ours offers no options, and
+        // copies the DO bit (RFC 3225 §3).
+        edns: edns.map(|theirs| {
             let mut ours = Edns::new();
-            ours.set_max_payload(MAX_UDP_PAYLOAD).set_version(0);
+            ours.set_max_payload(MAX_UDP_PAYLOAD)
+                .set_version(0)
+                .set_dnssec_ok(theirs.flags().dnssec_ok);
             ours
         }),
         limit,
@@ -1370,6 +1378,32 @@ mod tests {
         metadata.recursion_desired = true;
         let query = LowerQuery::from(Query::query(Name::from_str(qname).unwrap(), qtype));
         (metadata, vec![query])
+    }
+
+    #[test]
+    fn negative_answers_carry_the_soa_at_min_ttl_minimum_and_the_do_bit_is_echoed() {
+        let zone = ZoneData::build(&config(), &demo("127.0.0.1"));
+        for qname in ["gone.primary.mysql.local.", "demo.primary.mysql.local."] {
+            let (metadata, queries) = request(qname, RecordType::TXT);
+            let reply = respond(&zone, &metadata, &queries, None, true);
+            assert_eq!(reply.authorities.len(), 1, "{qname}");
+            assert_eq!(reply.authorities[0].ttl, NEGATIVE_TTL, "{qname}");
+        }
+        // Asked for directly, the SOA keeps the zone's TTL.
+        match answer(&zone, "mysql.local.", RecordType::SOA) {
+            Lookup::Answer { answers, .. } => assert_eq!(answers[0].ttl, 60),
+            _ => panic!("the apex has an SOA"),
+        }
+        for dnssec_ok in [true, false] {
+            let mut edns = Edns::new();
+            edns.set_dnssec_ok(dnssec_ok);
+            let (metadata, queries) = request("demo.primary.mysql.local.", RecordType::A);
+            let reply = respond(&zone, &metadata, &queries, Some(&edns), true);
+            assert_eq!(
+                reply.edns.expect("OPT answered with OPT").flags().dnssec_ok,
+                dnssec_ok
+            );
+        }
     }
 
     #[test]
