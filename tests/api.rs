@@ -5,9 +5,14 @@
 
 mod support;
 
+use pointsman::agent::RunningAgent;
+use pointsman::api::recovery::DowntimeRequest;
 use pointsman::api::views::{ClusterDetail, ClusterSummary, InstanceView};
 use pointsman::api::{DiscoverRequest, Forgotten, Health};
+use pointsman::client::ApiClient;
+use pointsman::config::Config;
 use pointsman::sandbox::Flavor;
+use pointsman::store::recovery::Downtime;
 use pointsman::store::AuditRecord;
 use std::time::Duration;
 use support::{agent, api_error, eventually, probed, settings, watch, TestTopology};
@@ -180,6 +185,65 @@ async fn a_restarted_agent_polls_what_it_knew(flavor: Flavor) {
     }))
     .await;
     probed(&second.discovery, 3).await;
+}
+
+/// An agent with no seeds and nothing to watch, its store in `store_dir`, and a client
+/// for its API: for what the API says about bad input, which needs no server.
+async fn agent_alone(
+    store_dir: &std::path::Path,
+    tweak: impl FnOnce(&mut Config),
+) -> (RunningAgent, ApiClient) {
+    let mut config = Config::defaults();
+    config.store.path = store_dir.join("pointsman.db");
+    config.api.listen = "127.0.0.1:0".into();
+    tweak(&mut config);
+    let agent = agent(&config.validate().expect("valid settings")).await;
+    let api = ApiClient::new(&format!("http://{}", agent.api_address));
+    (agent, api)
+}
+
+/// A downtime too long for any clock, of nothing, or of an unknown instance is refused
+/// with a sentence; the agent answers on (it once dropped the connection, panicking).
+#[tokio::test]
+async fn downtime_is_bounded_and_only_for_known_instances() {
+    let store = tempfile::tempdir().expect("temp dir");
+    let (agent, api) = agent_alone(store.path(), |_| {}).await;
+    let path = "/api/v1/instances/127.0.0.1:3306/downtime";
+    for duration in ["999999999h", "584542046090y", "0s", "366days"] {
+        let (status, message) = api_error(
+            api.put::<_, Downtime>(
+                path,
+                &DowntimeRequest {
+                    duration: duration.into(),
+                    reason: "maintenance".into(),
+                },
+            )
+            .await,
+        );
+        assert_eq!(status, 400, "{duration}: {message}");
+        assert!(
+            message.contains("is outside 1s..1year"),
+            "{duration}: {message}"
+        );
+    }
+    let (status, message) = api_error(
+        api.put::<_, Downtime>(
+            path,
+            &DowntimeRequest {
+                duration: "1h".into(),
+                reason: "maintenance".into(),
+            },
+        )
+        .await,
+    );
+    assert_eq!(status, 404, "{message}");
+    assert!(
+        message.contains("127.0.0.1:3306 is not a known instance"),
+        "{message}"
+    );
+    let health: Health = api.get("/api/v1/health").await.expect("still answers");
+    assert_eq!(health.status, "ok");
+    agent.stop().await.expect("stops");
 }
 
 /// Sessions on `node` other than the one asking (the agent logs in as the same user).

@@ -66,6 +66,14 @@ fn bad_configuration_files_produce_the_documented_errors() {
             "[api]\ntoken = \" \"\n",
             "api.token: the token is empty or only blanks",
         ),
+        (
+            "[hooks]\ntimeout = \"584542046090y\"\n",
+            "hooks.timeout: 584542046090years is outside 1ms..1h",
+        ),
+        (
+            "[recovery]\nblock_period = \"0s\"\n",
+            "recovery.block_period: 0s is outside 1m..30days",
+        ),
         ("this is not toml", "TOML"),
     ];
     for (text, expected) in cases {

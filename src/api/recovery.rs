@@ -16,7 +16,8 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::time::SystemTime;
+use std::ops::RangeInclusive;
+use std::time::{Duration, SystemTime};
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -213,6 +214,10 @@ async fn set_switch(
     Ok(Json(request))
 }
 
+/// How long a downtime may last: from a second to a year (365.25 days, as `humantime`
+/// counts it); a longer one is an instance to forget, and no clock may overflow adding it.
+const DOWNTIME: RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(31_557_600);
+
 /// The body of `PUT /api/v1/instances/{key}/downtime`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DowntimeRequest {
@@ -236,7 +241,7 @@ async fn downtime(
             ),
         )
     })?;
-    let duration = humantime::parse_duration(&request.duration).map_err(|_| {
+    let duration = humantime::parse_duration(request.duration.trim()).map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             format!(
@@ -245,10 +250,25 @@ async fn downtime(
             ),
         )
     })?;
+    if !DOWNTIME.contains(&duration) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "duration: {} is outside 1s..1year: to end a downtime, DELETE it (`pointsman downtime {key} --end`); to keep an instance out for good, forget it",
+                humantime::format_duration(duration)
+            ),
+        ));
+    }
     if request.reason.trim().is_empty() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "reason: say why the instance is downtimed",
+        ));
+    }
+    if state.discovery.snapshot().get(&key).is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("{key} is not a known instance: check the address (`pointsman clusters`), or discover it first"),
         ));
     }
     let downtime = Downtime {
