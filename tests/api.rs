@@ -12,8 +12,9 @@ use pointsman::api::{DiscoverRequest, Forgotten, Health};
 use pointsman::client::ApiClient;
 use pointsman::config::Config;
 use pointsman::sandbox::Flavor;
-use pointsman::store::recovery::Downtime;
+use pointsman::store::recovery::{Downtime, RecoveryRecord, RecoveryStatus};
 use pointsman::store::AuditRecord;
+use pointsman::store::Store;
 use std::time::Duration;
 use support::{agent, api_error, eventually, probed, settings, watch, TestTopology};
 
@@ -151,6 +152,20 @@ async fn discover_forget_and_errors_through_the_api(flavor: Flavor) {
             && !for_t.is_empty()
     );
 
+    // Acknowledging a cluster with nothing to acknowledge, many times: one record.
+    for _ in 0..30 {
+        let _: serde_json::Value = api
+            .post(&format!("/api/v1/clusters/{t}/ack"), &serde_json::json!({}))
+            .await
+            .expect("ack");
+    }
+    let audit: Vec<AuditRecord> = api.get("/api/v1/audit").await.expect("audit");
+    assert_eq!(
+        audit.iter().filter(|r| r.action == "acknowledge").count(),
+        1,
+        "{audit:?}"
+    );
+
     let (status, _) = api_error(api.get::<Health>("/api/v2/nothing").await);
     assert_eq!(status, 404);
 }
@@ -243,6 +258,78 @@ async fn downtime_is_bounded_and_only_for_known_instances() {
     );
     let health: Health = api.get("/api/v1/health").await.expect("still answers");
     assert_eq!(health.status, "ok");
+    agent.stop().await.expect("stops");
+}
+
+/// An agent keeps its history bounded: audit records older than store.keep_audit and
+/// recoveries beyond store.keep_recoveries are gone soon after it starts.
+#[tokio::test]
+async fn old_history_is_deleted_in_the_background() {
+    let store_dir = tempfile::tempdir().expect("temp dir");
+    let path = store_dir.path().join("pointsman.db");
+    let store = Store::open(&path).expect("store");
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(400 * 86_400);
+    for n in 0..5 {
+        let mut record = RecoveryRecord::started(
+            &format!("orders-{n}"),
+            "orders",
+            "failover",
+            "DeadPrimary",
+            &"db1:3306".parse().expect("key"),
+            "automatic",
+            long_ago + Duration::from_secs(n),
+        );
+        record.status = RecoveryStatus::Succeeded;
+        store.insert_recovery(&record).expect("recovery");
+    }
+    store.acknowledge("orders", "test", "").expect("ack");
+    drop(store);
+    // An audit record from long ago, as a years-old store has them.
+    rusqlite::Connection::open(&path)
+        .expect("open")
+        .execute(
+            "INSERT INTO audit (at, actor, action, cluster, instance, message)
+             VALUES ('2020-01-01T00:00:00.000Z', 'api', 'acknowledge', 'orders', NULL, 'old')",
+            [],
+        )
+        .expect("old audit record");
+
+    let (agent, api) = agent_alone(store_dir.path(), |c| c.store.keep_recoveries = 2).await;
+    eventually(PATIENCE, "old history deleted", || async {
+        let audit: Vec<AuditRecord> = api.get("/api/v1/audit").await.ok()?;
+        let recoveries: Vec<RecoveryRecord> = api.get("/api/v1/recoveries").await.ok()?;
+        let ids: Vec<&str> = recoveries.iter().map(|r| r.id.as_str()).collect();
+        (audit.iter().all(|r| r.message != "old") && ids == ["orders-4", "orders-3"]).then_some(())
+    })
+    .await;
+    agent.stop().await.expect("stops");
+}
+
+/// Setting the recovery switch to what it already is, again and again, writes one audit
+/// record, not one per call; acknowledging a cluster that does not exist is a 404.
+#[tokio::test]
+async fn repeated_no_ops_do_not_grow_the_audit_log() {
+    let store = tempfile::tempdir().expect("temp dir");
+    let (agent, api) = agent_alone(store.path(), |_| {}).await;
+    for _ in 0..50 {
+        let _: serde_json::Value = api
+            .put("/api/v1/recovery", &serde_json::json!({"automatic": true}))
+            .await
+            .expect("switch");
+    }
+    let audit: Vec<AuditRecord> = api.get("/api/v1/audit").await.expect("audit");
+    let switches: Vec<&str> = audit
+        .iter()
+        .filter(|r| r.action == "recovery-switch")
+        .map(|r| r.message.as_str())
+        .collect();
+    assert_eq!(switches, ["automatic recovery was already on"]);
+    let (status, message) = api_error(
+        api.post::<_, serde_json::Value>("/api/v1/clusters/nope/ack", &serde_json::json!({}))
+            .await,
+    );
+    assert_eq!(status, 404, "{message}");
+    assert!(message.contains("no cluster named \"nope\""), "{message}");
     agent.stop().await.expect("stops");
 }
 

@@ -228,7 +228,7 @@ async fn clusters(State(state): State<ApiState>) -> Json<Vec<ClusterSummary>> {
     Json(list)
 }
 
-fn find_cluster(state: &ApiState, name: &str) -> Result<ClusterDetail, ApiError> {
+pub(crate) fn find_cluster(state: &ApiState, name: &str) -> Result<ClusterDetail, ApiError> {
     let details = state.details();
     let known: Vec<String> = details.iter().map(|d| d.name.clone()).collect();
     details.into_iter().find(|d| d.name == name).ok_or_else(|| {

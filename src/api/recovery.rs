@@ -143,10 +143,9 @@ async fn acknowledge(
     body: Bytes,
 ) -> ApiResult<Acknowledged> {
     let request: AckRequest = body_or_default(&body)?;
-    let members: Vec<InstanceKey> = state
-        .details()
-        .into_iter()
-        .find(|d| d.name == name)
+    let cluster = state.details().into_iter().find(|d| d.name == name);
+    let known = cluster.is_some();
+    let members: Vec<InstanceKey> = cluster
         .map(|d| d.instances.into_iter().map(|v| v.instance.key).collect())
         .unwrap_or_default();
     let count = state
@@ -160,13 +159,24 @@ async fn acknowledge(
                     .acknowledge_of(&members, "api", &request.comment)?)
         })
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let _ = state.store.audit(AuditEntry {
+    // An old name of a cluster (before a failover renamed it) may still have recoveries
+    // to acknowledge; a name with neither a cluster nor recoveries is a typo.
+    if count == 0 && !known {
+        // The refusal that lists the clusters there are.
+        super::find_cluster(&state, &name)?;
+    }
+    let entry = AuditEntry {
         actor: "api".into(),
         action: "acknowledge".into(),
         cluster: Some(name.clone()),
         instance: None,
         message: format!("{count} recoveries acknowledged: {}", request.comment),
-    });
+    };
+    let _ = if count == 0 {
+        state.store.audit_no_op(entry)
+    } else {
+        state.store.audit(entry)
+    };
     Ok(Json(Acknowledged {
         cluster: name,
         acknowledged: count,
@@ -197,20 +207,31 @@ async fn set_switch(
             format!("expected {{\"automatic\": true|false}}: {}", e.body_text()),
         )
     })?;
+    let was = state
+        .store
+        .automatic_recovery_enabled()
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     state
         .store
         .set_automatic_recovery(request.automatic)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let _ = state.store.audit(AuditEntry {
+    let state_word = if request.automatic { "on" } else { "off" };
+    let entry = |message: String| AuditEntry {
         actor: "api".into(),
         action: "recovery-switch".into(),
         cluster: None,
         instance: None,
-        message: format!(
-            "automatic recovery turned {}",
-            if request.automatic { "on" } else { "off" }
-        ),
-    });
+        message,
+    };
+    let _ = if was == request.automatic {
+        state.store.audit_no_op(entry(format!(
+            "automatic recovery was already {state_word}"
+        )))
+    } else {
+        state
+            .store
+            .audit(entry(format!("automatic recovery turned {state_word}")))
+    };
     Ok(Json(request))
 }
 

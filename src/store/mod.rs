@@ -7,19 +7,23 @@
 //!
 //! `recovery` holds the failover state: recoveries with their steps, fenced old
 //! primaries, downtime, and the global recovery switch; `journal` the steps of a
-//! recovery as they run, each written before it starts.
+//! recovery as they run, each written before it starts; `retention` what is deleted
+//! when it grows old. An action that changed nothing is audited at most once a minute
+//! (`audit_no_op`), so repeating it cannot fill the disk.
 
 pub mod journal;
 pub mod recovery;
+pub mod retention;
 pub mod routes;
 
 use crate::topology::time;
 use crate::topology::InstanceKey;
 use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 /// The migrations, in order. Never edit a released one; add a new one.
 pub const MIGRATIONS: &[(&str, &str)] = &[
@@ -169,7 +173,13 @@ pub struct Store {
     inode: u64,
     /// What `check` found wrong last time, if anything.
     problem: Arc<Mutex<Option<String>>>,
+    /// When each kind of no-op (actor, action, cluster, instance) was last audited.
+    no_ops_audited: Arc<Mutex<HashMap<String, Instant>>>,
 }
+
+/// An action that changed nothing is audited at most this often per actor, action,
+/// cluster and instance; the repeats in between are only logged (at debug).
+pub const NO_OP_AUDIT_EVERY: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -213,6 +223,7 @@ impl Store {
             conn: Arc::new(Mutex::new(conn)),
             inode,
             problem: Arc::new(Mutex::new(None)),
+            no_ops_audited: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -341,6 +352,43 @@ impl Store {
             )
             .map_err(|e| self.error(e))?;
         Ok(())
+    }
+
+    /// Audits an action that changed nothing (an `ack` with nothing to acknowledge, the
+    /// recovery switch set to what it was), unless the same no-op was audited within
+    /// [`NO_OP_AUDIT_EVERY`]: a client repeating it cannot grow the log.
+    pub fn audit_no_op(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        let kind = format!(
+            "{}\0{}\0{}\0{}",
+            entry.actor,
+            entry.action,
+            entry.cluster.as_deref().unwrap_or_default(),
+            entry
+                .instance
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        );
+        let now = Instant::now();
+        {
+            let mut audited = self
+                .no_ops_audited
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            audited.retain(|_, at| now.duration_since(*at) < NO_OP_AUDIT_EVERY);
+            if audited.contains_key(&kind) {
+                tracing::debug!(
+                    actor = %entry.actor,
+                    action = %entry.action,
+                    cluster = entry.cluster.as_deref().unwrap_or("-"),
+                    "{} (repeated; audited at most once a minute)",
+                    entry.message
+                );
+                return Ok(());
+            }
+            audited.insert(kind, now);
+        }
+        self.audit(entry)
     }
 
     /// The newest `limit` audit records, newest first, optionally for one cluster.
@@ -499,6 +547,30 @@ mod tests {
         drop(conn);
         let err = Store::open(&path).expect_err("refused").to_string();
         assert!(err.contains("schema version 99 is newer"), "{err}");
+    }
+
+    #[test]
+    fn a_repeated_no_op_is_audited_once_a_minute() {
+        let (_dir, path) = temp_store_path();
+        let store = Store::open(&path).expect("opens");
+        let nothing_to_ack = |cluster: &str| AuditEntry {
+            actor: "api".into(),
+            action: "acknowledge".into(),
+            cluster: Some(cluster.into()),
+            instance: None,
+            message: "0 recoveries acknowledged".into(),
+        };
+        for _ in 0..100 {
+            store.audit_no_op(nothing_to_ack("a")).expect("audit");
+        }
+        store.audit_no_op(nothing_to_ack("b")).expect("audit");
+        let clusters: Vec<Option<String>> = store
+            .audit_log(None, 1000)
+            .expect("log")
+            .into_iter()
+            .map(|r| r.cluster)
+            .collect();
+        assert_eq!(clusters, [Some("b".to_string()), Some("a".to_string())]);
     }
 
     #[test]
