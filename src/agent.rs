@@ -57,9 +57,22 @@ pub struct RunningAgent {
 }
 
 impl RunningAgent {
-    /// Starts everything; returns once the API accepts connections.
+    /// Starts everything; returns once the API accepts connections. Every port (the
+    /// API's, the DNS responder's) is bound first: one that is taken stops the agent
+    /// before it creates its store or connects to any server.
     pub async fn start(settings: &Settings) -> Result<RunningAgent, AgentError> {
         let config = &settings.config;
+        let listener = tokio::net::TcpListener::bind(settings.api_listen)
+            .await
+            .map_err(|source| AgentError::Listen {
+                address: settings.api_listen,
+                source,
+            })?;
+        let api_address = listener.local_addr().map_err(|source| AgentError::Listen {
+            address: settings.api_listen,
+            source,
+        })?;
+        let backends = routing::backends(settings)?;
         let store = Store::open(&config.store.path)?;
         let options = DiscoveryOptions {
             connect: ConnectSettings {
@@ -72,16 +85,6 @@ impl RunningAgent {
             max_concurrent_probes: config.discovery.max_concurrent_probes,
             claims: None,
         };
-        let listener = tokio::net::TcpListener::bind(settings.api_listen)
-            .await
-            .map_err(|source| AgentError::Listen {
-                address: settings.api_listen,
-                source,
-            })?;
-        let api_address = listener.local_addr().map_err(|source| AgentError::Listen {
-            address: settings.api_listen,
-            source,
-        })?;
         let lease = start_lease(settings, api_address).await?;
         let mut options = options;
         // Without a shared lease, the agent lock on every instance keeps a second agent
@@ -107,8 +110,13 @@ impl RunningAgent {
         };
         let discovery = discovery::start(options, settings.seeds(), store.clone());
         let rules = ProblemRules::from_config(config);
-        let routing =
-            routing::start(settings, store.clone(), discovery.clone(), lease.clone()).await?;
+        let routing = routing::start(
+            settings,
+            backends,
+            store.clone(),
+            discovery.clone(),
+            lease.clone(),
+        );
         let coordinator = Coordinator::new(
             discovery.clone(),
             store.clone(),

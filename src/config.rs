@@ -217,7 +217,8 @@ impl Default for MysqlConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DiscoveryConfig {
-    /// Instances to crawl from at start-up (`host:port`).
+    /// Instances to crawl from at start-up (`host:port`, the port spelled out).
+    #[serde(deserialize_with = "addresses")]
     pub seeds: Vec<InstanceKey>,
     pub poll_interval: HumanDuration,
     /// At most this many probes run at once, however many instances there are.
@@ -561,8 +562,19 @@ pub struct HostgroupConfig {
 pub struct ClusterConfig {
     /// The name the cluster is shown and addressed by.
     pub alias: String,
-    /// The cluster that contains any of these instances gets the alias.
+    /// The cluster that contains any of these instances gets the alias (`host:port`,
+    /// the port spelled out); an instance is listed under one alias only.
+    #[serde(deserialize_with = "addresses")]
     pub instances: Vec<InstanceKey>,
+}
+
+/// `host:port` addresses as a configuration writes them: [`InstanceKey::parse_with_port`].
+fn addresses<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<InstanceKey>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|text| InstanceKey::parse_with_port(text))
+        .collect::<Result<_, _>>()
+        .map_err(serde::de::Error::custom)
 }
 
 /// A configuration that failed to load; `Display` lists every problem, one a line.
@@ -899,6 +911,9 @@ impl Config {
                 problem(key, what_is_wrong);
             }
         }
+        if let Some(what_is_wrong) = crate::store::path_problem(&self.store.path) {
+            problem("store.path", what_is_wrong);
+        }
         if !(1..=1_000_000).contains(&self.store.keep_recoveries) {
             problem(
                 "store.keep_recoveries",
@@ -954,6 +969,17 @@ impl Config {
                     &format!("cluster[{index}].alias"),
                     format!("\"{}\" is used by another [[cluster]]", cluster.alias),
                 );
+            }
+            for key in &cluster.instances {
+                if let Some(other) = aliases.iter().find(|a| a.instances.contains(key)) {
+                    problem(
+                        &format!("cluster[{index}].instances"),
+                        format!(
+                            "{key} is listed under the alias \"{}\" too: an instance belongs to one cluster, so list it under one [[cluster]] only",
+                            other.alias
+                        ),
+                    );
+                }
             }
             if cluster.instances.is_empty() {
                 problem(
@@ -1472,7 +1498,14 @@ fn compile_patterns(
 
 /// One figment error as a line: where the value came from, the key, what is wrong.
 fn describe(error: figment::Error) -> String {
-    let key = error.path.join(".");
+    // `cluster[0].instances`, as the checks after parsing name array entries.
+    let key = error.path.iter().fold(String::new(), |key, segment| {
+        match (key.is_empty(), segment.parse::<usize>()) {
+            (false, Ok(index)) => format!("{key}[{index}]"),
+            (true, _) => segment.clone(),
+            (false, Err(_)) => format!("{key}.{segment}"),
+        }
+    });
     let origin = match error.metadata.as_ref() {
         Some(metadata) => match &metadata.source {
             Some(Source::File(path)) => path.display().to_string(),
@@ -1605,6 +1638,42 @@ mod tests {
             .to_string();
         assert!(err.contains("cluster[0].alias"), "{err}");
         assert!(err.contains("cluster[0].instances"), "{err}");
+        for (seed, expected) in [
+            ("db1", "give the port, like \"db1:3306\""),
+            ("db 1:3306", "is not a host name or an IP address"),
+            ("'db1':3306", "is not a host name or an IP address"),
+            ("../db1:3306", "is not a host name or an IP address"),
+        ] {
+            let err = load(&format!("[discovery]\nseeds = [\"{seed}\"]\n"))
+                .expect_err("bad seed")
+                .to_string();
+            assert!(err.contains("discovery.seeds"), "{seed}: {err}");
+            assert!(err.contains(expected), "{seed}: {err}");
+        }
+        let err = load("[[cluster]]\nalias = \"a\"\ninstances = [\"db1\"]\n")
+            .expect_err("no port")
+            .to_string();
+        assert!(err.contains("cluster[0].instances"), "{err}");
+        let err = load(
+            "[[cluster]]\nalias = \"a\"\ninstances = [\"db1:3306\"]\n\n\
+             [[cluster]]\nalias = \"b\"\ninstances = [\"db2:3306\", \"db1:3306\"]\n",
+        )
+        .expect_err("one instance, two aliases")
+        .to_string();
+        assert!(
+            err.contains("cluster[1].instances: db1:3306 is listed under the alias \"a\" too"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_store_path_run_could_not_open_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let err = load(&format!("[store]\npath = \"{}\"\n", dir.path().display()))
+            .expect_err("a directory")
+            .to_string();
+        assert!(err.contains("store.path: "), "{err}");
+        assert!(err.contains("is a directory"), "{err}");
     }
 
     #[test]

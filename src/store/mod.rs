@@ -427,6 +427,113 @@ impl Store {
     }
 }
 
+/// What would keep [`Store::open`] from opening `path`, found without creating or
+/// changing anything, so `check-config` refuses what `run` would: an existing file must
+/// be a pointsman store this version reads, writable with its directory (SQLite writes
+/// `-wal` and `-shm` files beside it); a missing one needs the nearest existing
+/// directory above it to take new files.
+pub fn path_problem(path: &Path) -> Option<String> {
+    let shown = path.display();
+    if path.as_os_str().is_empty() {
+        return Some(
+            "is empty: give the store's file, like \"/var/lib/pointsman/pointsman.db\"".into(),
+        );
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Some(format!(
+            "{shown} is a directory: give the store's file in it, like \"{}\"",
+            path.join("pointsman.db").display()
+        )),
+        Ok(meta) if !meta.is_file() => Some(format!("{shown} is not a regular file")),
+        Ok(meta) => {
+            let directory = path.parent().filter(|d| !d.as_os_str().is_empty());
+            not_writable(path)
+                .or_else(|| directory.and_then(not_writable))
+                .or_else(|| (meta.len() > 0).then(|| not_a_store(path)).flatten())
+        }
+        Err(error)
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            let existing = path
+                .ancestors()
+                .skip(1)
+                .find(|dir| !dir.as_os_str().is_empty() && std::fs::symlink_metadata(dir).is_ok());
+            match existing {
+                Some(dir) if !dir.is_dir() => Some(format!(
+                    "cannot create {shown}: {} is not a directory",
+                    dir.display()
+                )),
+                Some(dir) => not_writable(dir).map(|why| format!("cannot create {shown}: {why}")),
+                // A relative path with no directory part: the working directory.
+                None => {
+                    not_writable(Path::new(".")).map(|why| format!("cannot create {shown}: {why}"))
+                }
+            }
+        }
+        Err(error) => Some(format!("cannot read {shown}: {error}")),
+    }
+}
+
+/// Why this process cannot write `path` (a file, or a directory to create files in).
+fn not_writable(path: &Path) -> Option<String> {
+    let text = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: access(2) reads the NUL-terminated path and changes nothing.
+    if unsafe { libc::access(text.as_ptr(), libc::W_OK) } == 0 {
+        return None;
+    }
+    let error = std::io::Error::last_os_error();
+    Some(match error.raw_os_error() {
+        Some(libc::EROFS) => format!(
+            "{} is on a read-only filesystem: the store must take writes",
+            path.display()
+        ),
+        _ => format!(
+            "{} is not writable by this user ({error}): run the agent as a user that may write it, or set store.path elsewhere",
+            path.display()
+        ),
+    })
+}
+
+/// Why the SQLite file at `path` is not a pointsman store this version can use.
+fn not_a_store(path: &Path) -> Option<String> {
+    let shown = path.display();
+    let foreign = || {
+        format!(
+            "{shown} is not a pointsman store: point store.path at a new file or an existing store"
+        )
+    };
+    let conn = match Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) {
+        Ok(conn) => conn,
+        Err(error) => return Some(format!("cannot open {shown}: {error}")),
+    };
+    let version = match schema_version(&conn) {
+        Ok(version) => version,
+        // "file is not a database": a text file, another format.
+        Err(_) => return Some(foreign()),
+    };
+    if version > MIGRATIONS.len() {
+        return Some(format!(
+            "{shown} has schema version {version}, newer than this pointsman knows ({}): run the newer pointsman or point store.path elsewhere",
+            MIGRATIONS.len()
+        ));
+    }
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| row.get(0))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .unwrap_or_default();
+    // Every store has this table from its first start; another program's database
+    // does not (an empty database is a new store).
+    let ours = tables.is_empty() || tables.iter().any(|t| t == "schema_migrations");
+    (!ours).then(foreign)
+}
+
 enum MigrateError {
     Sqlite(rusqlite::Error),
     TooNew(usize),
@@ -547,6 +654,29 @@ mod tests {
         drop(conn);
         let err = Store::open(&path).expect_err("refused").to_string();
         assert!(err.contains("schema version 99 is newer"), "{err}");
+    }
+
+    #[test]
+    fn a_path_the_store_cannot_use_is_named_before_anything_is_created() {
+        let (dir, path) = temp_store_path();
+        assert_eq!(path_problem(&path), None, "a new file in a new directory");
+        assert!(!path.exists(), "the check creates nothing");
+        let problem = path_problem(dir.path()).expect("a directory");
+        assert!(problem.contains("is a directory"), "{problem}");
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&text, "not a database at all, just some text\n").expect("write");
+        let problem = path_problem(&text).expect("text");
+        assert!(problem.contains("is not a pointsman store"), "{problem}");
+        let problem = path_problem(&text.join("store.db")).expect("under a file");
+        assert!(problem.contains("is not a directory"), "{problem}");
+        let other = dir.path().join("other.db");
+        Connection::open(&other)
+            .and_then(|c| c.execute_batch("CREATE TABLE photos (id INTEGER);"))
+            .expect("another program's database");
+        let problem = path_problem(&other).expect("foreign");
+        assert!(problem.contains("is not a pointsman store"), "{problem}");
+        Store::open(&path).expect("a store");
+        assert_eq!(path_problem(&path), None, "an existing store");
     }
 
     #[test]
