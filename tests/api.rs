@@ -333,6 +333,46 @@ async fn repeated_no_ops_do_not_grow_the_audit_log() {
     agent.stop().await.expect("stops");
 }
 
+/// A path asked with a method it does not take answers 405 with a JSON error, as every
+/// other refusal does (it used to have an empty body), and says what it takes.
+#[tokio::test]
+async fn a_method_a_path_does_not_take_is_a_json_405() {
+    let store = tempfile::tempdir().expect("temp dir");
+    let (agent, _) = agent_alone(store.path(), |_| {}).await;
+    let client = reqwest::Client::new();
+    for (method, path) in [
+        (reqwest::Method::DELETE, "/api/v1/health"),
+        (reqwest::Method::POST, "/api/v1/clusters"),
+        (reqwest::Method::PATCH, "/api/v1/recovery"),
+        (reqwest::Method::PUT, "/"),
+    ] {
+        let response = client
+            .request(
+                method.clone(),
+                format!("http://{}{path}", agent.api_address),
+            )
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .send()
+            .await
+            .expect("an answer");
+        assert_eq!(response.status().as_u16(), 405, "{method} {path}");
+        let allow = response
+            .headers()
+            .get(reqwest::header::ALLOW)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(allow.contains("GET"), "{method} {path}: Allow {allow:?}");
+        let body: serde_json::Value = response.json().await.expect("a JSON body");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(&format!("{path} does not take {method}")),
+            "{method} {path}: {body}"
+        );
+    }
+    agent.stop().await.expect("stops");
+}
+
 /// Sessions on `node` other than the one asking (the agent logs in as the same user).
 async fn agent_sessions(topology: &TestTopology, node: &str) -> u64 {
     topology

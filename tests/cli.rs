@@ -513,6 +513,11 @@ fn run_with_a_port_taken_starts_nothing() {
         let err = stderr(&output);
         assert!(!output.status.success(), "{taken} port taken, yet: {err}");
         assert!(err.contains(&expected), "{taken}: expected {expected:?} in:\n{err}");
+        assert_eq!(
+            err.matches("Address already in use").count(),
+            1,
+            "{taken}: the cause is said once:\n{err}"
+        );
         assert!(
             !dir.path().join("store").exists(),
             "{taken} port taken, yet the store was created: {err}"

@@ -1,6 +1,7 @@
 //! The HTTP API (axum) under `/api/v1`: clusters, one cluster's tree, one instance,
 //! discover, forget, the audit log, and a health endpoint for load balancers. Errors
-//! are JSON (`{"error": "..."}`) with a status code that says whose fault it is.
+//! are JSON (`{"error": "..."}`) with a status code that says whose fault it is — 404
+//! for an unknown path and 405 for a method a path does not take too.
 
 pub mod auth;
 pub mod live;
@@ -104,6 +105,9 @@ pub fn router(state: ApiState, access: auth::Access, origins: origin::OriginRule
             auth::require_token,
         ))
         .merge(web::routes())
+        // After the token and leader checks: a method a path does not take is refused
+        // the same way whoever asks.
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             origins,
             origin::only_from_here,
@@ -174,6 +178,18 @@ async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "no such endpoint; see the README's API section for /api/v1 paths",
+    )
+}
+
+/// A path that exists, asked with a method it does not take; axum's `Allow` header
+/// lists the ones it does.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} does not take {method} (the Allow header lists what it takes); see the README's API section",
+            uri.path()
+        ),
     )
 }
 
