@@ -261,6 +261,31 @@ async fn downtime_is_bounded_and_only_for_known_instances() {
     agent.stop().await.expect("stops");
 }
 
+/// An address no server can have is refused before anything connects anywhere.
+#[tokio::test]
+async fn discover_refuses_what_is_not_a_host() {
+    let store = tempfile::tempdir().expect("temp dir");
+    let (agent, api) = agent_alone(store.path(), |_| {}).await;
+    for host in ["../db1", "db 1", "\"db1\""] {
+        let (status, message) = api_error(
+            api.post::<_, InstanceView>(
+                "/api/v1/discover",
+                &DiscoverRequest {
+                    host: host.into(),
+                    port: 3306,
+                },
+            )
+            .await,
+        );
+        assert_eq!(status, 400, "{host}: {message}");
+        assert!(
+            message.contains("is not a host name or an IP address"),
+            "{host}: {message}"
+        );
+    }
+    agent.stop().await.expect("stops");
+}
+
 /// An agent keeps its history bounded: audit records older than store.keep_audit and
 /// recoveries beyond store.keep_recoveries are gone soon after it starts.
 #[tokio::test]

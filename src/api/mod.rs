@@ -323,6 +323,12 @@ async fn discover(
             "host must not be empty and port must be 1 to 65535",
         ));
     }
+    if let Some(problem) = crate::topology::instance::host_problem(request.host.trim()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("host: {problem}"),
+        ));
+    }
     let key = InstanceKey::new(request.host.trim(), request.port);
     match state.discovery.discover(key.clone()).await {
         Ok(_) => {
