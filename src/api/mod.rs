@@ -105,8 +105,8 @@ pub fn router(state: ApiState, access: auth::Access, origins: origin::OriginRule
             auth::require_token,
         ))
         .merge(web::routes())
-        // After the token and leader checks: a method a path does not take is refused
-        // the same way whoever asks.
+        // Set after the token and leader layers, so it is outside them: a method a path
+        // does not take changes nothing and is refused the same way whoever asks.
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             origins,
