@@ -23,6 +23,30 @@ impl InstanceKey {
             port,
         }
     }
+
+    /// Parses an address as a configuration must write it: `host:port` or `[v6]:port`,
+    /// the port spelled out (a seed on the wrong port finds nothing, silently), and the
+    /// host a host name or an IP address.
+    pub fn parse_with_port(text: &str) -> Result<Self, String> {
+        let key: InstanceKey = text.parse()?;
+        let text = text.trim();
+        let port_given = match text.strip_prefix('[') {
+            Some(rest) => rest.contains("]:"),
+            None => text
+                .rsplit_once(':')
+                .is_some_and(|(host, _)| !host.contains(':')),
+        };
+        if !port_given {
+            return Err(format!(
+                "instance \"{text}\": give the port, like \"{}\"",
+                InstanceKey::new(key.host, 3306)
+            ));
+        }
+        if let Some(problem) = host_problem(&key.host) {
+            return Err(format!("instance \"{text}\": {problem}"));
+        }
+        Ok(key)
+    }
 }
 
 impl fmt::Display for InstanceKey {
@@ -68,32 +92,6 @@ impl FromStr for InstanceKey {
                 })?,
         };
         Ok(Self::new(host, port))
-    }
-}
-
-impl InstanceKey {
-    /// Parses an address as a configuration must write it: `host:port` or `[v6]:port`,
-    /// the port spelled out (a seed on the wrong port finds nothing, silently), and the
-    /// host a host name or an IP address.
-    pub fn parse_with_port(text: &str) -> Result<Self, String> {
-        let key: InstanceKey = text.parse()?;
-        let text = text.trim();
-        let port_given = match text.strip_prefix('[') {
-            Some(rest) => rest.contains("]:"),
-            None => text
-                .rsplit_once(':')
-                .is_some_and(|(host, _)| !host.contains(':')),
-        };
-        if !port_given {
-            return Err(format!(
-                "instance \"{text}\": give the port, like \"{}\"",
-                InstanceKey::new(key.host, 3306)
-            ));
-        }
-        if let Some(problem) = host_problem(&key.host) {
-            return Err(format!("instance \"{text}\": {problem}"));
-        }
-        Ok(key)
     }
 }
 
