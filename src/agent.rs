@@ -1,5 +1,5 @@
-//! The agent: opens the store, starts discovery, the routing backends and the recovery
-//! coordinator, and serves the API, until told to stop.
+//! The agent: opens the store (and keeps it pruned), starts discovery, the routing
+//! backends and the recovery coordinator, and serves the API, until told to stop.
 //! `pointsman run` and `pointsman demo` both run it; tests run it in-process.
 
 use crate::analysis::ProblemRules;
@@ -15,6 +15,7 @@ use crate::recovery::execute::Executor;
 use crate::recovery::hooks::Hooks;
 use crate::recovery::journal_mirror::JournalMirror;
 use crate::routing::{self, RunningRouting};
+use crate::store::retention::Retention;
 use crate::store::{Store, StoreError};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,15 +50,29 @@ pub struct RunningAgent {
     /// Who may act: released first when the agent stops, so another takes over at once.
     pub lease: Lease,
     store_watch: JoinHandle<()>,
+    pruning: JoinHandle<()>,
     stop: oneshot::Sender<()>,
     stopping: tokio::sync::watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
 }
 
 impl RunningAgent {
-    /// Starts everything; returns once the API accepts connections.
+    /// Starts everything; returns once the API accepts connections. Every port (the
+    /// API's, the DNS responder's) is bound first: one that is taken stops the agent
+    /// before it creates its store or connects to any server.
     pub async fn start(settings: &Settings) -> Result<RunningAgent, AgentError> {
         let config = &settings.config;
+        let listener = tokio::net::TcpListener::bind(settings.api_listen)
+            .await
+            .map_err(|source| AgentError::Listen {
+                address: settings.api_listen,
+                source,
+            })?;
+        let api_address = listener.local_addr().map_err(|source| AgentError::Listen {
+            address: settings.api_listen,
+            source,
+        })?;
+        let backends = routing::backends(settings)?;
         let store = Store::open(&config.store.path)?;
         let options = DiscoveryOptions {
             connect: ConnectSettings {
@@ -70,16 +85,6 @@ impl RunningAgent {
             max_concurrent_probes: config.discovery.max_concurrent_probes,
             claims: None,
         };
-        let listener = tokio::net::TcpListener::bind(settings.api_listen)
-            .await
-            .map_err(|source| AgentError::Listen {
-                address: settings.api_listen,
-                source,
-            })?;
-        let api_address = listener.local_addr().map_err(|source| AgentError::Listen {
-            address: settings.api_listen,
-            source,
-        })?;
         let lease = start_lease(settings, api_address).await?;
         let mut options = options;
         // Without a shared lease, the agent lock on every instance keeps a second agent
@@ -106,8 +111,13 @@ impl RunningAgent {
         };
         let discovery = discovery::start(options, settings.seeds(), store.clone());
         let rules = ProblemRules::from_config(config);
-        let routing =
-            routing::start(settings, store.clone(), discovery.clone(), lease.clone()).await?;
+        let routing = routing::start(
+            settings,
+            backends,
+            store.clone(),
+            discovery.clone(),
+            lease.clone(),
+        );
         let coordinator = Coordinator::new(
             discovery.clone(),
             store.clone(),
@@ -126,6 +136,14 @@ impl RunningAgent {
         );
         tokio::spawn(coordinator.clone().run());
         let store_watch = tokio::spawn(watch_store(store.clone()));
+        let pruning = tokio::spawn(prune_store(
+            store.clone(),
+            Retention {
+                keep_audit: config.store.keep_audit.0,
+                keep_recoveries: config.store.keep_recoveries,
+                block_period: config.recovery.block_period.0,
+            },
+        ));
         let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
         let state = ApiState {
             stopping,
@@ -170,6 +188,7 @@ impl RunningAgent {
             routing,
             lease,
             store_watch,
+            pruning,
             stop,
             stopping: stopping_tx,
             server,
@@ -179,8 +198,8 @@ impl RunningAgent {
     /// Ends everything the agent started: gives up the lease (with `[ha]`) so another
     /// agent takes over at once, stops the API server and waits for it, then ends
     /// discovery (every poller and liveness watch, closing their connections — the
-    /// coordinator ends with it), the routing engine and its DNS responder, and the
-    /// store watch.
+    /// coordinator ends with it), the routing engine and its DNS responder, the store
+    /// watch and its pruning.
     pub async fn stop(self) -> Result<(), AgentError> {
         self.lease.clone().stop().await;
         let _ = self.stopping.send(true);
@@ -192,6 +211,7 @@ impl RunningAgent {
         self.discovery.stop().await;
         self.routing.routing.stop();
         self.store_watch.abort();
+        self.pruning.abort();
         served
     }
 }
@@ -253,6 +273,33 @@ async fn watch_store(store: Store) {
             .is_err()
         {
             return;
+        }
+    }
+}
+
+/// How often old audit records and recoveries are deleted (the first time at start-up).
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Deletes what `retention` no longer keeps, at start-up and every [`PRUNE_EVERY`],
+/// so the store stops growing however long the agent runs.
+async fn prune_store(store: Store, retention: Retention) {
+    let mut ticker = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        ticker.tick().await;
+        let pruning = store.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            pruning.prune(&retention, std::time::SystemTime::now())
+        })
+        .await;
+        match outcome {
+            Ok(Ok(pruned)) if pruned.audit_records + pruned.recoveries > 0 => tracing::info!(
+                audit_records = pruned.audit_records,
+                recoveries = pruned.recoveries,
+                "deleted history older than store.keep_audit and beyond store.keep_recoveries"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!("cannot delete old history: {error}"),
+            Err(_) => return,
         }
     }
 }

@@ -14,6 +14,7 @@ use figment::{Figment, Metadata, Profile, Provider, Source};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -216,7 +217,8 @@ impl Default for MysqlConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DiscoveryConfig {
-    /// Instances to crawl from at start-up (`host:port`).
+    /// Instances to crawl from at start-up (`host:port`, the port spelled out).
+    #[serde(deserialize_with = "addresses")]
     pub seeds: Vec<InstanceKey>,
     pub poll_interval: HumanDuration,
     /// At most this many probes run at once, however many instances there are.
@@ -253,12 +255,19 @@ impl Default for AnalysisConfig {
 pub struct StoreConfig {
     /// The embedded SQLite file; its directory is created if missing.
     pub path: PathBuf,
+    /// Audit records older than this are deleted (in the background, hourly).
+    pub keep_audit: HumanDuration,
+    /// Only the newest this many finished recoveries are kept (with their journals);
+    /// a running one, one a fence names and one that still blocks are always kept.
+    pub keep_recoveries: usize,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             path: PathBuf::from("/var/lib/pointsman/pointsman.db"),
+            keep_audit: HumanDuration(Duration::from_secs(90 * 86_400)),
+            keep_recoveries: 1000,
         }
     }
 }
@@ -557,8 +566,19 @@ pub struct HostgroupConfig {
 pub struct ClusterConfig {
     /// The name the cluster is shown and addressed by.
     pub alias: String,
-    /// The cluster that contains any of these instances gets the alias.
+    /// The cluster that contains any of these instances gets the alias (`host:port`,
+    /// the port spelled out); an instance is listed under one alias only.
+    #[serde(deserialize_with = "addresses")]
     pub instances: Vec<InstanceKey>,
+}
+
+/// `host:port` addresses as a configuration writes them: [`InstanceKey::parse_with_port`].
+fn addresses<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<InstanceKey>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|text| InstanceKey::parse_with_port(text))
+        .collect::<Result<_, _>>()
+        .map_err(serde::de::Error::custom)
 }
 
 /// A configuration that failed to load; `Display` lists every problem, one a line.
@@ -765,18 +785,12 @@ impl Config {
                 "needs routing.consul.address: the leader lease lives in the Consul that routing uses".into(),
             );
         }
-        if recovery.silent_heartbeats == 0 {
-            problem("recovery.silent_heartbeats", "must be at least 1".into());
-        }
-        // MySQL and MariaDB take 0.001 to 4294967 seconds; past a minute a cut-off
-        // primary would be noticed only after minutes of silence.
-        let heartbeat = recovery.heartbeat_period.0;
-        if heartbeat < Duration::from_millis(1) || heartbeat > Duration::from_secs(60) {
+        if !(1..=100).contains(&recovery.silent_heartbeats) {
             problem(
-                "recovery.heartbeat_period",
+                "recovery.silent_heartbeats",
                 format!(
-                    "{} is outside 1ms..60s: replicas hear their source's heartbeat this often, and a cut-off primary is seen after recovery.silent_heartbeats of them (1s is usual)",
-                    humantime::format_duration(heartbeat)
+                    "{} is outside 1..100: a cut-off primary is seen after this many heartbeat periods of silence (3 is usual)",
+                    recovery.silent_heartbeats
                 ),
             );
         }
@@ -823,18 +837,95 @@ impl Config {
                 .flat_map(|c| c.instances.iter().cloned())
                 .collect(),
         };
-        for (key, value) in [
-            ("discovery.poll_interval", self.discovery.poll_interval),
-            ("mysql.connect_timeout", self.mysql.connect_timeout),
-            ("mysql.query_timeout", self.mysql.query_timeout),
+        for (key, value, range, what) in [
+            (
+                "mysql.connect_timeout",
+                self.mysql.connect_timeout,
+                TIMEOUT,
+                "every connect waits at most this (1s is usual)",
+            ),
+            (
+                "mysql.query_timeout",
+                self.mysql.query_timeout,
+                TIMEOUT,
+                "every statement waits at most this (1s is usual)",
+            ),
+            (
+                "discovery.poll_interval",
+                self.discovery.poll_interval,
+                TIMEOUT,
+                "every instance is probed this often (1s is usual)",
+            ),
+            (
+                "analysis.lag_warning",
+                self.analysis.lag_warning,
+                LAG,
+                "lag is counted in whole seconds (10s is usual)",
+            ),
             (
                 "api.stalled_client_timeout",
                 self.api.stalled_client_timeout,
+                TIMEOUT,
+                "a client that reads nothing this long is dropped (30s is usual)",
+            ),
+            (
+                "recovery.block_period",
+                recovery.block_period,
+                BLOCK_PERIOD,
+                "a shorter block does not stop a flapping primary; `pointsman ack` lifts it early (1h is usual)",
+            ),
+            (
+                "recovery.apply_timeout",
+                recovery.apply_timeout,
+                TIMEOUT,
+                "how long a candidate may take to apply its relay log (10s is usual)",
+            ),
+            (
+                "recovery.verify_timeout",
+                recovery.verify_timeout,
+                TIMEOUT,
+                "how long a re-pointed replica may take to replicate (10s is usual)",
+            ),
+            (
+                "recovery.heartbeat_period",
+                recovery.heartbeat_period,
+                HEARTBEAT_PERIOD,
+                "replicas hear their source's heartbeat this often, and a cut-off primary is seen after recovery.silent_heartbeats of them (1s is usual)",
+            ),
+            (
+                "promotion.max_lag",
+                self.promotion.max_lag,
+                LAG,
+                "lag is counted in whole seconds (10s is usual)",
+            ),
+            (
+                "hooks.timeout",
+                self.hooks.timeout,
+                TIMEOUT,
+                "each hook command is killed after this (30s is usual)",
+            ),
+            (
+                "store.keep_audit",
+                self.store.keep_audit,
+                KEEP_AUDIT,
+                "audit records older than this are deleted (90d is the default)",
             ),
         ] {
-            if value.0.is_zero() {
-                problem(key, "must be longer than 0s".into());
+            if let Some(what_is_wrong) = outside(value, range, what) {
+                problem(key, what_is_wrong);
             }
+        }
+        if let Some(what_is_wrong) = crate::store::path_problem(&self.store.path) {
+            problem("store.path", what_is_wrong);
+        }
+        if !(1..=1_000_000).contains(&self.store.keep_recoveries) {
+            problem(
+                "store.keep_recoveries",
+                format!(
+                    "{} is outside 1..1000000: the newest this many finished recoveries are kept (1000 is the default)",
+                    self.store.keep_recoveries
+                ),
+            );
         }
         if self.discovery.max_concurrent_probes == 0 {
             problem(
@@ -882,6 +973,17 @@ impl Config {
                     &format!("cluster[{index}].alias"),
                     format!("\"{}\" is used by another [[cluster]]", cluster.alias),
                 );
+            }
+            for key in &cluster.instances {
+                if let Some(other) = aliases.iter().find(|a| a.instances.contains(key)) {
+                    problem(
+                        &format!("cluster[{index}].instances"),
+                        format!(
+                            "{key} is listed under the alias \"{}\" too: an instance belongs to one cluster, so list it under one [[cluster]] only",
+                            other.alias
+                        ),
+                    );
+                }
             }
             if cluster.instances.is_empty() {
                 problem(
@@ -1002,14 +1104,46 @@ fn check_routing(
     aliases: &[ClusterAlias],
     problem: &mut dyn FnMut(&str, String),
 ) -> RoutingSettings {
-    for (key, value) in [
-        ("routing.reconcile_interval", routing.reconcile_interval),
-        ("routing.apply_timeout", routing.apply_timeout),
-        ("routing.dns.ttl", routing.dns.ttl),
-        ("routing.consul.timeout", routing.consul.timeout),
+    for (key, value, range, what) in [
+        (
+            "routing.max_reader_lag",
+            routing.max_reader_lag,
+            LAG,
+            "lag is counted in whole seconds (10s is usual)",
+        ),
+        (
+            "routing.reconcile_interval",
+            routing.reconcile_interval,
+            TIMEOUT,
+            "every backend is checked this often (10s is usual)",
+        ),
+        (
+            "routing.apply_timeout",
+            routing.apply_timeout,
+            TIMEOUT,
+            "a failover waits this long for the backends (1s is usual)",
+        ),
+        (
+            "routing.dns.ttl",
+            routing.dns.ttl,
+            DNS_TTL,
+            "resolvers cache the answers this long, and a failover moves them (60s is usual)",
+        ),
+        (
+            "routing.consul.timeout",
+            routing.consul.timeout,
+            TIMEOUT,
+            "each request to Consul waits at most this (2s is usual)",
+        ),
+        (
+            "routing.consul.deregister_critical_after",
+            routing.consul.deregister_critical_after,
+            DEREGISTER_AFTER,
+            "Consul removes a service whose check stayed critical this long (1h is usual)",
+        ),
     ] {
-        if value.0.is_zero() {
-            problem(key, "must be longer than 0s".into());
+        if let Some(what_is_wrong) = outside(value, range, what) {
+            problem(key, what_is_wrong);
         }
     }
     let dns = routing.dns.enabled.then(|| {
@@ -1126,7 +1260,7 @@ fn check_routing(
                 ),
             );
         }
-        if config.services && config.check_ttl.0 < routing.reconcile_interval.0 * 2 {
+        if config.services && config.check_ttl.0 < routing.reconcile_interval.0.saturating_mul(2) {
             problem(
                 "routing.consul.check_ttl",
                 format!(
@@ -1135,10 +1269,13 @@ fn check_routing(
                 ),
             );
         }
-        if config.services && config.deregister_critical_after.0 < Duration::from_secs(60) {
+        if config.check_ttl.0 > CONSUL_CHECK_TTL_MAX {
             problem(
-                "routing.consul.deregister_critical_after",
-                "must be at least 1m (Consul's own minimum)".into(),
+                "routing.consul.check_ttl",
+                format!(
+                    "{} is over 1day: a service whose agent died would stay healthy that long (30s is usual)",
+                    config.check_ttl
+                ),
             );
         }
         ConsulSettings {
@@ -1181,8 +1318,12 @@ fn check_routing(
                 Secret::default()
             }
         };
-        if entry.timeout.0.is_zero() {
-            problem(&at("timeout"), "must be longer than 0s".into());
+        if let Some(what_is_wrong) = outside(
+            entry.timeout,
+            TIMEOUT,
+            "each statement to the admin interface waits at most this (2s is usual)",
+        ) {
+            problem(&at("timeout"), what_is_wrong);
         }
         if entry.hostgroups.is_empty() {
             problem(
@@ -1302,6 +1443,42 @@ fn short(key: &str) -> &str {
     key.rsplit('.').next().unwrap_or(key)
 }
 
+/// The range of every timeout and interval: none may be zero (nothing would wait, or a
+/// timer would spin), and none may be so long that a clock overflows adding it.
+const TIMEOUT: RangeInclusive<Duration> = Duration::from_millis(1)..=Duration::from_secs(3600);
+/// Lag limits: lag is counted in whole seconds, so under 1s every replica would count
+/// as lagging.
+const LAG: RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(7 * 86_400);
+const BLOCK_PERIOD: RangeInclusive<Duration> =
+    Duration::from_secs(60)..=Duration::from_secs(30 * 86_400);
+/// MySQL and MariaDB take 0.001 to 4294967 seconds; past a minute a cut-off primary
+/// would be noticed only after minutes of silence.
+const HEARTBEAT_PERIOD: RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(60);
+/// A day to ten years (as `humantime` counts years: 365.25 days, so the bound reads
+/// "10years").
+const KEEP_AUDIT: RangeInclusive<Duration> =
+    Duration::from_secs(86_400)..=Duration::from_secs(10 * 31_557_600);
+/// RFC 2181 §8 allows up to 2^31-1 seconds; a name that moves at a failover must not be
+/// cached for longer than a day, and a TTL is whole seconds.
+const DNS_TTL: RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(86_400);
+/// Consul's own minimum for `deregister_critical_after` is a minute.
+const DEREGISTER_AFTER: RangeInclusive<Duration> =
+    Duration::from_secs(60)..=Duration::from_secs(30 * 86_400);
+const CONSUL_CHECK_TTL_MAX: Duration = Duration::from_secs(86_400);
+
+/// What is wrong with a duration outside `range`, saying the range and `what` the key
+/// does; `None` inside it.
+fn outside(value: HumanDuration, range: RangeInclusive<Duration>, what: &str) -> Option<String> {
+    (!range.contains(&value.0)).then(|| {
+        format!(
+            "{value} is outside {}..{}: {what}",
+            HumanDuration(*range.start()),
+            HumanDuration(*range.end())
+        )
+    })
+}
+
 fn compile_patterns(
     key: &str,
     patterns: &[String],
@@ -1325,7 +1502,14 @@ fn compile_patterns(
 
 /// One figment error as a line: where the value came from, the key, what is wrong.
 fn describe(error: figment::Error) -> String {
-    let key = error.path.join(".");
+    // `cluster[0].instances`, as the checks after parsing name array entries.
+    let key = error.path.iter().fold(String::new(), |key, segment| {
+        match (key.is_empty(), segment.parse::<usize>()) {
+            (false, Ok(index)) => format!("{key}[{index}]"),
+            (true, _) => segment.clone(),
+            (false, Err(_)) => format!("{key}.{segment}"),
+        }
+    });
     let origin = match error.metadata.as_ref() {
         Some(metadata) => match &metadata.source {
             Some(Source::File(path)) => path.display().to_string(),
@@ -1458,6 +1642,42 @@ mod tests {
             .to_string();
         assert!(err.contains("cluster[0].alias"), "{err}");
         assert!(err.contains("cluster[0].instances"), "{err}");
+        for (seed, expected) in [
+            ("db1", "give the port, like \"db1:3306\""),
+            ("db 1:3306", "is not a host name or an IP address"),
+            ("'db1':3306", "is not a host name or an IP address"),
+            ("../db1:3306", "is not a host name or an IP address"),
+        ] {
+            let err = load(&format!("[discovery]\nseeds = [\"{seed}\"]\n"))
+                .expect_err("bad seed")
+                .to_string();
+            assert!(err.contains("discovery.seeds"), "{seed}: {err}");
+            assert!(err.contains(expected), "{seed}: {err}");
+        }
+        let err = load("[[cluster]]\nalias = \"a\"\ninstances = [\"db1\"]\n")
+            .expect_err("no port")
+            .to_string();
+        assert!(err.contains("cluster[0].instances"), "{err}");
+        let err = load(
+            "[[cluster]]\nalias = \"a\"\ninstances = [\"db1:3306\"]\n\n\
+             [[cluster]]\nalias = \"b\"\ninstances = [\"db2:3306\", \"db1:3306\"]\n",
+        )
+        .expect_err("one instance, two aliases")
+        .to_string();
+        assert!(
+            err.contains("cluster[1].instances: db1:3306 is listed under the alias \"a\" too"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_store_path_run_could_not_open_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let err = load(&format!("[store]\npath = \"{}\"\n", dir.path().display()))
+            .expect_err("a directory")
+            .to_string();
+        assert!(err.contains("store.path: "), "{err}");
+        assert!(err.contains("is a directory"), "{err}");
     }
 
     #[test]
@@ -1548,6 +1768,73 @@ mod tests {
         .to_string();
         assert!(err.contains("api.allowed_origins[0]"), "{err}");
         assert!(err.contains("api.allowed_hosts[0]"), "{err}");
+    }
+
+    /// `[a.b]\nc = "value"` for the key `a.b.c`.
+    fn setting(key: &str, value: &str) -> String {
+        let (section, name) = key.rsplit_once('.').expect("a dotted key");
+        format!("[{section}]\n{name} = {value}\n")
+    }
+
+    #[test]
+    fn every_duration_is_refused_outside_its_range_naming_the_key() {
+        let consul = "[routing.consul]\naddress = \"http://127.0.0.1:8500\"\n";
+        for key in [
+            "mysql.connect_timeout",
+            "mysql.query_timeout",
+            "discovery.poll_interval",
+            "analysis.lag_warning",
+            "api.stalled_client_timeout",
+            "recovery.block_period",
+            "recovery.apply_timeout",
+            "recovery.verify_timeout",
+            "recovery.heartbeat_period",
+            "promotion.max_lag",
+            "hooks.timeout",
+            "store.keep_audit",
+            "routing.max_reader_lag",
+            "routing.reconcile_interval",
+            "routing.apply_timeout",
+            "routing.dns.ttl",
+            "routing.consul.timeout",
+            "routing.consul.deregister_critical_after",
+        ] {
+            // The longest duration humantime reads, which overflowed clocks, and zero.
+            for value in ["\"584542046090y\"", "\"0s\""] {
+                let text = match key.strip_prefix("routing.consul.") {
+                    Some(name) => format!("{consul}{name} = {value}\n"),
+                    None => format!("{}{consul}", setting(key, value)),
+                };
+                let err = load(&text).expect_err("out of range").to_string();
+                assert!(err.contains(&format!("{key}: ")), "{key} = {value}: {err}");
+                assert!(err.contains("is outside"), "{key} = {value}: {err}");
+            }
+        }
+        let err = load(&format!(
+            "{}{consul}check_ttl = \"2days\"\n",
+            setting("routing.reconcile_interval", "\"1s\"")
+        ))
+        .expect_err("too long")
+        .to_string();
+        assert!(
+            err.contains("routing.consul.check_ttl: 2days is over 1day"),
+            "{err}"
+        );
+        let err = load("[store]\nkeep_recoveries = 0\n")
+            .expect_err("none kept")
+            .to_string();
+        assert!(err.contains("store.keep_recoveries: 0 is outside"), "{err}");
+        let err = load("[recovery]\nsilent_heartbeats = 4000000000\n")
+            .expect_err("too many")
+            .to_string();
+        assert!(err.contains("recovery.silent_heartbeats"), "{err}");
+        let settings =
+            load("[routing.dns]\nttl = \"1day\"\n[recovery]\nblock_period = \"30days\"\n")
+                .expect("the bounds themselves are valid");
+        assert_eq!(
+            settings.config.recovery.block_period.0,
+            Duration::from_secs(30 * 86_400)
+        );
     }
 
     #[test]

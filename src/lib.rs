@@ -14,6 +14,7 @@ pub mod config;
 pub mod crash;
 pub mod demo;
 pub mod discovery;
+pub mod error_text;
 pub mod leader;
 pub mod mysql;
 pub mod recovery;

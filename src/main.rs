@@ -244,7 +244,7 @@ async fn main() {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     if let Err(error) = run(cli).await {
-        eprintln!("error: {error:#}");
+        eprintln!("error: {}", pointsman::error_text::chain(error.as_ref()));
         std::process::exit(1);
     }
 }

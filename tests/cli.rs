@@ -66,6 +66,14 @@ fn bad_configuration_files_produce_the_documented_errors() {
             "[api]\ntoken = \" \"\n",
             "api.token: the token is empty or only blanks",
         ),
+        (
+            "[hooks]\ntimeout = \"584542046090y\"\n",
+            "hooks.timeout: 584542046090years is outside 1ms..1h",
+        ),
+        (
+            "[recovery]\nblock_period = \"0s\"\n",
+            "recovery.block_period: 0s is outside 1m..30days",
+        ),
         ("this is not toml", "TOML"),
     ];
     for (text, expected) in cases {
@@ -382,4 +390,141 @@ fn a_closed_pipe_ends_the_cli_quietly() {
         .expect("runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// A read-only tmpfs of our own, unmounted when the test ends.
+struct ReadOnlyFilesystem(std::path::PathBuf);
+
+impl ReadOnlyFilesystem {
+    fn mount(path: &std::path::Path) -> ReadOnlyFilesystem {
+        std::fs::create_dir_all(path).expect("mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "this test mounts a read-only tmpfs and needs root (as CI runs): {status:?}"
+        );
+        ReadOnlyFilesystem(path.to_path_buf())
+    }
+}
+
+impl Drop for ReadOnlyFilesystem {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// What `run` cannot start with, `check-config` does not call valid: a store path that
+/// is a directory, a file that is not a store, a read-only filesystem, a DNS TTL
+/// longer than a day. Both say the same thing, and nothing is created.
+#[test]
+fn check_config_refuses_what_run_would() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "not a database\n").expect("write");
+    let read_only = ReadOnlyFilesystem::mount(&dir.path().join("ro"));
+    let on_read_only = read_only.0.join("pointsman.db");
+    let cases = [
+        (
+            format!("[store]\npath = \"{}\"\n", dir.path().display()),
+            "store.path: ".to_string() + &format!("{} is a directory", dir.path().display()),
+        ),
+        (
+            format!("[store]\npath = \"{}\"\n", text.display()),
+            format!("store.path: {} is not a pointsman store", text.display()),
+        ),
+        (
+            format!("[store]\npath = \"{}\"\n", on_read_only.display()),
+            format!(
+                "store.path: cannot create {}: {} is on a read-only filesystem",
+                on_read_only.display(),
+                read_only.0.display()
+            ),
+        ),
+        (
+            format!(
+                "[store]\npath = \"{}\"\n[routing.dns]\nenabled = true\nttl = \"2147483648s\"\n",
+                dir.path().join("new/pointsman.db").display()
+            ),
+            "routing.dns.ttl: 68years 18days 3h 14m 8s is outside 1s..1day".to_string(),
+        ),
+    ];
+    for (text, expected) in &cases {
+        let file = config_file(text);
+        let path = file.path().to_str().expect("utf-8 path");
+        for command in ["check-config", "run"] {
+            let output = pointsman(&[command, "--config", path], &[]);
+            let err = stderr(&output);
+            assert!(!output.status.success(), "{command} accepted {text:?}");
+            assert!(
+                err.contains(expected.as_str()),
+                "{command} on {text:?}: expected {expected:?} in:\n{err}"
+            );
+        }
+    }
+    assert!(!dir.path().join("new").exists(), "nothing is created");
+}
+
+/// `run` with a port that another process holds stops before it does anything a user
+/// could see: no store file, no connection to any server.
+#[test]
+fn run_with_a_port_taken_starts_nothing() {
+    let seed = std::net::TcpListener::bind("127.0.0.1:0").expect("a seed to watch");
+    seed.set_nonblocking(true).expect("nonblocking");
+    let seed_address = seed.local_addr().expect("address");
+    let api_taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port to take");
+    let dns_taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("a port to take");
+    let dns_port = dns_taken.local_addr().expect("address").port();
+    let _dns_taken_tcp = std::net::TcpListener::bind(("127.0.0.1", dns_port));
+    for (taken, listen_keys, expected) in [
+        (
+            "API",
+            format!(
+                "[api]\nlisten = \"{}\"\n",
+                api_taken.local_addr().expect("address")
+            ),
+            format!(
+                "api.listen {}: cannot listen",
+                api_taken.local_addr().expect("address")
+            ),
+        ),
+        (
+            "DNS",
+            format!(
+                "[api]\nlisten = \"127.0.0.1:{}\"\n[routing.dns]\nenabled = true\nlisten = \"127.0.0.1:{dns_port}\"\n",
+                free_port()
+            ),
+            format!("DNS responder cannot listen on UDP 127.0.0.1:{dns_port}"),
+        ),
+    ] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = dir.path().join("store/pointsman.db");
+        let file = config_file(&format!(
+            "{listen_keys}[store]\npath = \"{}\"\n[discovery]\nseeds = [\"{seed_address}\"]\n",
+            store.display()
+        ));
+        let output = pointsman(
+            &["run", "--config", file.path().to_str().expect("path")],
+            &[],
+        );
+        let err = stderr(&output);
+        assert!(!output.status.success(), "{taken} port taken, yet: {err}");
+        assert!(err.contains(&expected), "{taken}: expected {expected:?} in:\n{err}");
+        assert_eq!(
+            err.matches("Address already in use").count(),
+            1,
+            "{taken}: the cause is said once:\n{err}"
+        );
+        assert!(
+            !dir.path().join("store").exists(),
+            "{taken} port taken, yet the store was created: {err}"
+        );
+        match seed.accept() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("{taken} port taken, yet the seed was connected to: {other:?}"),
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! The HTTP API (axum) under `/api/v1`: clusters, one cluster's tree, one instance,
 //! discover, forget, the audit log, and a health endpoint for load balancers. Errors
-//! are JSON (`{"error": "..."}`) with a status code that says whose fault it is.
+//! are JSON (`{"error": "..."}`) with a status code that says whose fault it is — 404
+//! for an unknown path and 405 for a method a path does not take too.
 
 pub mod auth;
 pub mod live;
@@ -104,6 +105,9 @@ pub fn router(state: ApiState, access: auth::Access, origins: origin::OriginRule
             auth::require_token,
         ))
         .merge(web::routes())
+        // Set after the token and leader layers, so it is outside them: a method a path
+        // does not take changes nothing and is refused the same way whoever asks.
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             origins,
             origin::only_from_here,
@@ -177,6 +181,18 @@ async fn not_found() -> ApiError {
     )
 }
 
+/// A path that exists, asked with a method it does not take; axum's `Allow` header
+/// lists the ones it does.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} does not take {method} (the Allow header lists what it takes); see the README's API section",
+            uri.path()
+        ),
+    )
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Health {
     /// `ok`, or `degraded` when the agent itself has a problem (listed in `problems`).
@@ -228,7 +244,7 @@ async fn clusters(State(state): State<ApiState>) -> Json<Vec<ClusterSummary>> {
     Json(list)
 }
 
-fn find_cluster(state: &ApiState, name: &str) -> Result<ClusterDetail, ApiError> {
+pub(crate) fn find_cluster(state: &ApiState, name: &str) -> Result<ClusterDetail, ApiError> {
     let details = state.details();
     let known: Vec<String> = details.iter().map(|d| d.name.clone()).collect();
     details.into_iter().find(|d| d.name == name).ok_or_else(|| {
@@ -305,6 +321,12 @@ async fn discover(
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "host must not be empty and port must be 1 to 65535",
+        ));
+    }
+    if let Some(problem) = crate::topology::instance::host_problem(request.host.trim()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("host: {problem}"),
         ));
     }
     let key = InstanceKey::new(request.host.trim(), request.port);

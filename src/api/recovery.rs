@@ -16,7 +16,8 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::time::SystemTime;
+use std::ops::RangeInclusive;
+use std::time::{Duration, SystemTime};
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -142,10 +143,9 @@ async fn acknowledge(
     body: Bytes,
 ) -> ApiResult<Acknowledged> {
     let request: AckRequest = body_or_default(&body)?;
-    let members: Vec<InstanceKey> = state
-        .details()
-        .into_iter()
-        .find(|d| d.name == name)
+    let cluster = state.details().into_iter().find(|d| d.name == name);
+    let known = cluster.is_some();
+    let members: Vec<InstanceKey> = cluster
         .map(|d| d.instances.into_iter().map(|v| v.instance.key).collect())
         .unwrap_or_default();
     let count = state
@@ -159,13 +159,24 @@ async fn acknowledge(
                     .acknowledge_of(&members, "api", &request.comment)?)
         })
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let _ = state.store.audit(AuditEntry {
+    // An old name of a cluster (before a failover renamed it) may still have recoveries
+    // to acknowledge; a name with neither a cluster nor recoveries is a typo.
+    if count == 0 && !known {
+        // The refusal that lists the clusters there are.
+        super::find_cluster(&state, &name)?;
+    }
+    let entry = AuditEntry {
         actor: "api".into(),
         action: "acknowledge".into(),
         cluster: Some(name.clone()),
         instance: None,
         message: format!("{count} recoveries acknowledged: {}", request.comment),
-    });
+    };
+    let _ = if count == 0 {
+        state.store.audit_no_op(entry)
+    } else {
+        state.store.audit(entry)
+    };
     Ok(Json(Acknowledged {
         cluster: name,
         acknowledged: count,
@@ -196,22 +207,37 @@ async fn set_switch(
             format!("expected {{\"automatic\": true|false}}: {}", e.body_text()),
         )
     })?;
+    let was = state
+        .store
+        .automatic_recovery_enabled()
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     state
         .store
         .set_automatic_recovery(request.automatic)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let _ = state.store.audit(AuditEntry {
+    let state_word = if request.automatic { "on" } else { "off" };
+    let entry = |message: String| AuditEntry {
         actor: "api".into(),
         action: "recovery-switch".into(),
         cluster: None,
         instance: None,
-        message: format!(
-            "automatic recovery turned {}",
-            if request.automatic { "on" } else { "off" }
-        ),
-    });
+        message,
+    };
+    let _ = if was == request.automatic {
+        state.store.audit_no_op(entry(format!(
+            "automatic recovery was already {state_word}"
+        )))
+    } else {
+        state
+            .store
+            .audit(entry(format!("automatic recovery turned {state_word}")))
+    };
     Ok(Json(request))
 }
+
+/// How long a downtime may last: from a second to a year (365.25 days, as `humantime`
+/// counts it); a longer one is an instance to forget, and no clock may overflow adding it.
+const DOWNTIME: RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(31_557_600);
 
 /// The body of `PUT /api/v1/instances/{key}/downtime`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -236,7 +262,7 @@ async fn downtime(
             ),
         )
     })?;
-    let duration = humantime::parse_duration(&request.duration).map_err(|_| {
+    let duration = humantime::parse_duration(request.duration.trim()).map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             format!(
@@ -245,10 +271,25 @@ async fn downtime(
             ),
         )
     })?;
+    if !DOWNTIME.contains(&duration) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "duration: {} is outside 1s..1year: to end a downtime, DELETE it (`pointsman downtime {key} --end`); to keep an instance out for good, forget it",
+                humantime::format_duration(duration)
+            ),
+        ));
+    }
     if request.reason.trim().is_empty() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "reason: say why the instance is downtimed",
+        ));
+    }
+    if state.discovery.snapshot().get(&key).is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("{key} is not a known instance: check the address (`pointsman clusters`), or discover it first"),
         ));
     }
     let downtime = Downtime {

@@ -75,6 +75,12 @@ impl MysqlError {
     }
 }
 
+/// What the driver says went wrong, each cause once (mysql_async's I/O errors embed
+/// their cause twice: "Input/output error: Input/output error: connection closed").
+pub(crate) fn driver_message(error: &mysql_async::Error) -> String {
+    crate::error_text::said_once(&error.to_string())
+}
+
 /// A statement shortened for messages: its first words, enough to recognise it.
 fn brief(statement: &str) -> String {
     const LIMIT: usize = 40;
@@ -113,7 +119,7 @@ impl Connection {
             .await?
             .map_err(|e| MysqlError::Connect {
                 instance: key.clone(),
-                message: e.to_string(),
+                message: driver_message(&e),
             })?;
         let mut connection = Self {
             key: key.clone(),
@@ -152,7 +158,7 @@ impl Connection {
         .map_err(|e| MysqlError::Query {
             instance: key.clone(),
             statement: statement.to_string(),
-            message: e.to_string(),
+            message: driver_message(&e),
         })?;
         Ok(rows.iter().map(text_row).collect())
     }
@@ -179,7 +185,7 @@ impl Connection {
         .map_err(|e| MysqlError::Query {
             instance: key,
             statement,
-            message: e.to_string(),
+            message: driver_message(&e),
         })
     }
 
@@ -247,5 +253,34 @@ mod tests {
             "`SELECT @@server_id AS server_id, …` failed: connection closed"
         );
         assert_eq!(brief("SHOW REPLICAS"), "SHOW REPLICAS");
+    }
+
+    /// A server that hangs up at once: the driver's "Input/output error" is said once.
+    #[tokio::test]
+    async fn a_closed_connection_says_its_cause_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                drop(socket);
+            }
+        });
+        let settings = ConnectSettings {
+            user: "pointsman".into(),
+            password: Secret::default(),
+            connect_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(5),
+        };
+        let error = match Connection::open(&InstanceKey::new("127.0.0.1", port), &settings).await {
+            Ok(_) => panic!("a server that hangs up cannot be connected to"),
+            Err(error) => error.to_string(),
+        };
+        assert!(error.contains("Input/output error"), "{error}");
+        assert!(
+            !error.contains("Input/output error: Input/output error"),
+            "{error}"
+        );
     }
 }

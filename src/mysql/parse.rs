@@ -107,7 +107,7 @@ pub fn replica_status(row: &TextRow) -> Result<ReplicationStatus, ParseError> {
             .unwrap_or(0),
         exec_source_log_pos: number(row, &["Exec_Source_Log_Pos", "Exec_Master_Log_Pos"])?
             .unwrap_or(0),
-        heartbeat_period: number(row, &["Slave_heartbeat_period"])?,
+        heartbeat_period: number(row, &["Slave_heartbeat_period"])?.and_then(heartbeat_seconds),
         received_heartbeats: number(row, &["Slave_received_heartbeats"])?,
     })
 }
@@ -261,8 +261,16 @@ pub fn mysql_heartbeats(rows: &[TextRow]) -> (Option<u64>, Option<f64>) {
     let read = |name: &str| row.and_then(|row| text(row, &[name])).map(str::trim);
     (
         read("COUNT_RECEIVED_HEARTBEATS").and_then(|v| v.parse().ok()),
-        read("HEARTBEAT_INTERVAL").and_then(|v| v.parse().ok()),
+        read("HEARTBEAT_INTERVAL")
+            .and_then(|v| v.parse().ok())
+            .and_then(heartbeat_seconds),
     )
+}
+
+/// A heartbeat period as a server can hold it (0 to 4294967 seconds); anything else is
+/// no known period, never a number that would overflow a `Duration`.
+fn heartbeat_seconds(seconds: f64) -> Option<f64> {
+    (0.0..=4_294_967.0).contains(&seconds).then_some(seconds)
 }
 
 #[cfg(test)]
@@ -346,6 +354,20 @@ mod tests {
         assert_eq!(maria.source.port, 25306);
         assert_eq!(maria.heartbeat_period, Some(1.0));
         assert_eq!(maria.received_heartbeats, Some(0));
+    }
+
+    #[test]
+    fn a_heartbeat_period_no_server_holds_is_no_period() {
+        let interval = |value: &str| {
+            vec![TextRow::from([(
+                "HEARTBEAT_INTERVAL".to_string(),
+                Some(value.to_string()),
+            )])]
+        };
+        assert_eq!(mysql_heartbeats(&interval("1.000")).1, Some(1.0));
+        for value in ["-1", "NaN", "inf", "1e300"] {
+            assert_eq!(mysql_heartbeats(&interval(value)).1, None, "{value}");
+        }
     }
 
     #[test]

@@ -76,13 +76,8 @@ impl HooksConfig {
     /// What serde cannot check, as `(key, what is wrong)` pairs such as
     /// `("hooks.pre_failover[1]", "is empty ...")`, for the configuration check to report.
     pub fn check(&self) -> Vec<(String, String)> {
+        // `timeout`'s range is checked with every other duration's, in `config`.
         let mut problems = Vec::new();
-        if self.timeout.0.is_zero() {
-            problems.push((
-                "hooks.timeout".to_string(),
-                "must be longer than 0s (every command would be killed at once)".to_string(),
-            ));
-        }
         for point in HookPoint::ALL {
             for (index, command) in self.commands(point).iter().enumerate() {
                 if command.trim().is_empty() {
@@ -997,11 +992,10 @@ mod tests {
         assert!(config.check().is_empty());
 
         let bad = HooksConfig {
-            timeout: HumanDuration(Duration::ZERO),
             post_failover: vec!["notify.sh".into(), "  ".into()],
             ..HooksConfig::default()
         };
         let keys: Vec<_> = bad.check().into_iter().map(|(key, _)| key).collect();
-        assert_eq!(keys, ["hooks.timeout", "hooks.post_failover[1]"]);
+        assert_eq!(keys, ["hooks.post_failover[1]"]);
     }
 }

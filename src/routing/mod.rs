@@ -47,22 +47,29 @@ pub struct RunningRouting {
 #[error("{0}")]
 pub struct StartError(pub String);
 
-/// Starts every configured backend and the engine that drives them.
-pub async fn start(
-    settings: &Settings,
-    store: Store,
-    discovery: DiscoveryHandle,
-    lease: crate::leader::Lease,
-) -> Result<RunningRouting, StartError> {
+/// The configured backends, ready to be driven: the DNS responder already listens.
+/// Made before the agent touches its store or any server, so a port that is taken or
+/// an unusable TLS file stops it with nothing started.
+pub struct Backends {
+    routers: Vec<Arc<dyn Router>>,
+    /// With Consul: the routes record, which fences and followers read.
+    record: Option<engine::RoutesRecord>,
+    /// Where the embedded DNS responder answers, when it is on.
+    dns_address: Option<std::net::SocketAddr>,
+}
+
+/// Binds the DNS responder (when on) and builds the Consul and ProxySQL backends; no
+/// backend is contacted yet.
+pub fn backends(settings: &Settings) -> Result<Backends, StartError> {
     let config = &settings.routing;
-    let mut backends: Vec<Arc<dyn Router>> = Vec::new();
+    let mut routers: Vec<Arc<dyn Router>> = Vec::new();
     let mut dns_address = None;
     if let Some(listen) = &config.dns {
         let settings = dns::DnsSettings::new(listen.listen, &listen.zone, listen.ttl)
             .map_err(|e| StartError(e.to_string()))?;
         let server = dns::DnsServer::start(&settings).map_err(|e| StartError(e.to_string()))?;
         dns_address = Some(server.local_addr());
-        backends.push(Arc::new(dns::DnsRouter::new(server)));
+        routers.push(Arc::new(dns::DnsRouter::new(server)));
     }
     let mut record = None;
     if let Some(consul) = &config.consul {
@@ -72,11 +79,27 @@ pub async fn start(
             consul: router.clone(),
             followed: settings.config.ha.enabled,
         });
-        backends.push(router);
+        routers.push(router);
     }
     for proxysql in &config.proxysql {
-        backends.push(Arc::new(proxysql::ProxySqlRouter::new(proxysql.clone())));
+        routers.push(Arc::new(proxysql::ProxySqlRouter::new(proxysql.clone())));
     }
+    Ok(Backends {
+        routers,
+        record,
+        dns_address,
+    })
+}
+
+/// Starts the engine that drives `backends`.
+pub fn start(
+    settings: &Settings,
+    backends: Backends,
+    store: Store,
+    discovery: DiscoveryHandle,
+    lease: crate::leader::Lease,
+) -> RunningRouting {
+    let config = &settings.routing;
     let slowest_backend = config
         .proxysql
         .iter()
@@ -85,7 +108,7 @@ pub async fn start(
         .max()
         .unwrap_or(Duration::from_secs(2));
     let routing = Routing::start(
-        backends,
+        backends.routers,
         EngineSettings {
             policy: config.policy,
             reconcile_interval: config.reconcile_interval,
@@ -97,12 +120,12 @@ pub async fn start(
         discovery,
         settings.aliases.clone(),
         lease,
-        record,
+        backends.record,
     );
-    Ok(RunningRouting {
+    RunningRouting {
         routing,
-        dns_address,
-    })
+        dns_address: backends.dns_address,
+    }
 }
 
 /// An instance a route names, with the addresses its host name resolved to when the

@@ -64,7 +64,7 @@ impl ProxySqlRouter {
                 ))
             })?
             .map_err(|e| {
-                let text = e.to_string();
+                let text = crate::mysql::driver_message(&e);
                 if text.contains("Access denied") {
                     self.error(format!("{text} (check routing.proxysql user and password)"))
                 } else {
@@ -383,7 +383,7 @@ impl Admin<'_> {
                     humantime::format_duration(limit)
                 ))
             })?
-            .map_err(|e| router.error(format!("{statement}: {e}")))
+            .map_err(|e| router.error(format!("{statement}: {}", crate::mysql::driver_message(&e))))
     }
 
     async fn query(&mut self, statement: &str) -> Result<Vec<Vec<String>>, RouteError> {

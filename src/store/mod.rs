@@ -7,19 +7,23 @@
 //!
 //! `recovery` holds the failover state: recoveries with their steps, fenced old
 //! primaries, downtime, and the global recovery switch; `journal` the steps of a
-//! recovery as they run, each written before it starts.
+//! recovery as they run, each written before it starts; `retention` what is deleted
+//! when it grows old. An action that changed nothing is audited at most once a minute
+//! (`audit_no_op`), so repeating it cannot fill the disk.
 
 pub mod journal;
 pub mod recovery;
+pub mod retention;
 pub mod routes;
 
 use crate::topology::time;
 use crate::topology::InstanceKey;
 use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 /// The migrations, in order. Never edit a released one; add a new one.
 pub const MIGRATIONS: &[(&str, &str)] = &[
@@ -169,7 +173,13 @@ pub struct Store {
     inode: u64,
     /// What `check` found wrong last time, if anything.
     problem: Arc<Mutex<Option<String>>>,
+    /// When each kind of no-op (actor, action, cluster, instance) was last audited.
+    no_ops_audited: Arc<Mutex<HashMap<String, Instant>>>,
 }
+
+/// An action that changed nothing is audited at most this often per actor, action,
+/// cluster and instance; the repeats in between are only logged (at debug).
+pub const NO_OP_AUDIT_EVERY: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -213,6 +223,7 @@ impl Store {
             conn: Arc::new(Mutex::new(conn)),
             inode,
             problem: Arc::new(Mutex::new(None)),
+            no_ops_audited: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -343,6 +354,43 @@ impl Store {
         Ok(())
     }
 
+    /// Audits an action that changed nothing (an `ack` with nothing to acknowledge, the
+    /// recovery switch set to what it was), unless the same no-op was audited within
+    /// [`NO_OP_AUDIT_EVERY`]: a client repeating it cannot grow the log.
+    pub fn audit_no_op(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        let kind = format!(
+            "{}\0{}\0{}\0{}",
+            entry.actor,
+            entry.action,
+            entry.cluster.as_deref().unwrap_or_default(),
+            entry
+                .instance
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        );
+        let now = Instant::now();
+        {
+            let mut audited = self
+                .no_ops_audited
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            audited.retain(|_, at| now.duration_since(*at) < NO_OP_AUDIT_EVERY);
+            if audited.contains_key(&kind) {
+                tracing::debug!(
+                    actor = %entry.actor,
+                    action = %entry.action,
+                    cluster = entry.cluster.as_deref().unwrap_or("-"),
+                    "{} (repeated; audited at most once a minute)",
+                    entry.message
+                );
+                return Ok(());
+            }
+            audited.insert(kind, now);
+        }
+        self.audit(entry)
+    }
+
     /// The newest `limit` audit records, newest first, optionally for one cluster.
     pub fn audit_log(
         &self,
@@ -377,6 +425,113 @@ impl Store {
     pub fn schema_version(&self) -> Result<usize, StoreError> {
         schema_version(&self.lock()).map_err(|e| self.error(e))
     }
+}
+
+/// What would keep [`Store::open`] from opening `path`, found without creating or
+/// changing anything, so `check-config` refuses what `run` would: an existing file must
+/// be a pointsman store this version reads, writable with its directory (SQLite writes
+/// `-wal` and `-shm` files beside it); a missing one needs the nearest existing
+/// directory above it to take new files.
+pub fn path_problem(path: &Path) -> Option<String> {
+    let shown = path.display();
+    if path.as_os_str().is_empty() {
+        return Some(
+            "is empty: give the store's file, like \"/var/lib/pointsman/pointsman.db\"".into(),
+        );
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Some(format!(
+            "{shown} is a directory: give the store's file in it, like \"{}\"",
+            path.join("pointsman.db").display()
+        )),
+        Ok(meta) if !meta.is_file() => Some(format!("{shown} is not a regular file")),
+        Ok(meta) => {
+            let directory = path.parent().filter(|d| !d.as_os_str().is_empty());
+            not_writable(path)
+                .or_else(|| directory.and_then(not_writable))
+                .or_else(|| (meta.len() > 0).then(|| not_a_store(path)).flatten())
+        }
+        Err(error)
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            let existing = path
+                .ancestors()
+                .skip(1)
+                .find(|dir| !dir.as_os_str().is_empty() && std::fs::symlink_metadata(dir).is_ok());
+            match existing {
+                Some(dir) if !dir.is_dir() => Some(format!(
+                    "cannot create {shown}: {} is not a directory",
+                    dir.display()
+                )),
+                Some(dir) => not_writable(dir).map(|why| format!("cannot create {shown}: {why}")),
+                // A relative path with no directory part: the working directory.
+                None => {
+                    not_writable(Path::new(".")).map(|why| format!("cannot create {shown}: {why}"))
+                }
+            }
+        }
+        Err(error) => Some(format!("cannot read {shown}: {error}")),
+    }
+}
+
+/// Why this process cannot write `path` (a file, or a directory to create files in).
+fn not_writable(path: &Path) -> Option<String> {
+    let text = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: access(2) reads the NUL-terminated path and changes nothing.
+    if unsafe { libc::access(text.as_ptr(), libc::W_OK) } == 0 {
+        return None;
+    }
+    let error = std::io::Error::last_os_error();
+    Some(match error.raw_os_error() {
+        Some(libc::EROFS) => format!(
+            "{} is on a read-only filesystem: the store must take writes",
+            path.display()
+        ),
+        _ => format!(
+            "{} is not writable by this user ({error}): run the agent as a user that may write it, or set store.path elsewhere",
+            path.display()
+        ),
+    })
+}
+
+/// Why the SQLite file at `path` is not a pointsman store this version can use.
+fn not_a_store(path: &Path) -> Option<String> {
+    let shown = path.display();
+    let foreign = || {
+        format!(
+            "{shown} is not a pointsman store: point store.path at a new file or an existing store"
+        )
+    };
+    let conn = match Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) {
+        Ok(conn) => conn,
+        Err(error) => return Some(format!("cannot open {shown}: {error}")),
+    };
+    let version = match schema_version(&conn) {
+        Ok(version) => version,
+        // "file is not a database": a text file, another format.
+        Err(_) => return Some(foreign()),
+    };
+    if version > MIGRATIONS.len() {
+        return Some(format!(
+            "{shown} has schema version {version}, newer than this pointsman knows ({}): run the newer pointsman or point store.path elsewhere",
+            MIGRATIONS.len()
+        ));
+    }
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| row.get(0))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .unwrap_or_default();
+    // Every store has this table from its first start; another program's database
+    // does not (an empty database is a new store).
+    let ours = tables.is_empty() || tables.iter().any(|t| t == "schema_migrations");
+    (!ours).then(foreign)
 }
 
 enum MigrateError {
@@ -499,6 +654,53 @@ mod tests {
         drop(conn);
         let err = Store::open(&path).expect_err("refused").to_string();
         assert!(err.contains("schema version 99 is newer"), "{err}");
+    }
+
+    #[test]
+    fn a_path_the_store_cannot_use_is_named_before_anything_is_created() {
+        let (dir, path) = temp_store_path();
+        assert_eq!(path_problem(&path), None, "a new file in a new directory");
+        assert!(!path.exists(), "the check creates nothing");
+        let problem = path_problem(dir.path()).expect("a directory");
+        assert!(problem.contains("is a directory"), "{problem}");
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&text, "not a database at all, just some text\n").expect("write");
+        let problem = path_problem(&text).expect("text");
+        assert!(problem.contains("is not a pointsman store"), "{problem}");
+        let problem = path_problem(&text.join("store.db")).expect("under a file");
+        assert!(problem.contains("is not a directory"), "{problem}");
+        let other = dir.path().join("other.db");
+        Connection::open(&other)
+            .and_then(|c| c.execute_batch("CREATE TABLE photos (id INTEGER);"))
+            .expect("another program's database");
+        let problem = path_problem(&other).expect("foreign");
+        assert!(problem.contains("is not a pointsman store"), "{problem}");
+        Store::open(&path).expect("a store");
+        assert_eq!(path_problem(&path), None, "an existing store");
+    }
+
+    #[test]
+    fn a_repeated_no_op_is_audited_once_a_minute() {
+        let (_dir, path) = temp_store_path();
+        let store = Store::open(&path).expect("opens");
+        let nothing_to_ack = |cluster: &str| AuditEntry {
+            actor: "api".into(),
+            action: "acknowledge".into(),
+            cluster: Some(cluster.into()),
+            instance: None,
+            message: "0 recoveries acknowledged".into(),
+        };
+        for _ in 0..100 {
+            store.audit_no_op(nothing_to_ack("a")).expect("audit");
+        }
+        store.audit_no_op(nothing_to_ack("b")).expect("audit");
+        let clusters: Vec<Option<String>> = store
+            .audit_log(None, 1000)
+            .expect("log")
+            .into_iter()
+            .map(|r| r.cluster)
+            .collect();
+        assert_eq!(clusters, [Some("b".to_string()), Some("a".to_string())]);
     }
 
     #[test]

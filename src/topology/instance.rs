@@ -23,6 +23,30 @@ impl InstanceKey {
             port,
         }
     }
+
+    /// Parses an address as a configuration must write it: `host:port` or `[v6]:port`,
+    /// the port spelled out (a seed on the wrong port finds nothing, silently), and the
+    /// host a host name or an IP address.
+    pub fn parse_with_port(text: &str) -> Result<Self, String> {
+        let key: InstanceKey = text.parse()?;
+        let text = text.trim();
+        let port_given = match text.strip_prefix('[') {
+            Some(rest) => rest.contains("]:"),
+            None => text
+                .rsplit_once(':')
+                .is_some_and(|(host, _)| !host.contains(':')),
+        };
+        if !port_given {
+            return Err(format!(
+                "instance \"{text}\": give the port, like \"{}\"",
+                InstanceKey::new(key.host, 3306)
+            ));
+        }
+        if let Some(problem) = host_problem(&key.host) {
+            return Err(format!("instance \"{text}\": {problem}"));
+        }
+        Ok(key)
+    }
 }
 
 impl fmt::Display for InstanceKey {
@@ -69,6 +93,29 @@ impl FromStr for InstanceKey {
         };
         Ok(Self::new(host, port))
     }
+}
+
+/// What is wrong with `host` as a server's address: it must be an IP address or a host
+/// name (labels of letters, digits, '-' and '_' between dots). Blanks, quotes, slashes
+/// and `..` are typing or pasting mistakes, never a server.
+pub fn host_problem(host: &str) -> Option<String> {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let valid = name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    (!valid).then(|| {
+        format!(
+            "\"{host}\" is not a host name or an IP address (letters, digits, '-' and '_', with dots between them)"
+        )
+    })
 }
 
 impl Serialize for InstanceKey {
@@ -388,6 +435,29 @@ mod tests {
         let err = "db1:http".parse::<InstanceKey>().expect_err("bad port");
         assert!(err.contains("port \"http\""), "{err}");
         assert!(":3306".parse::<InstanceKey>().is_err());
+    }
+
+    #[test]
+    fn configured_addresses_spell_out_the_port_and_name_a_host() {
+        for good in ["db1.example:3307", "[::1]:3306", "10.0.0.5:3306", "db_2:1"] {
+            InstanceKey::parse_with_port(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        let err = InstanceKey::parse_with_port("db1").expect_err("no port");
+        assert!(err.contains("give the port, like \"db1:3306\""), "{err}");
+        let err = InstanceKey::parse_with_port("::1").expect_err("no port");
+        assert!(err.contains("like \"[::1]:3306\""), "{err}");
+        for bad in [
+            "db 1:3306",
+            "\"db1\":3306",
+            "../db1:3306",
+            "db1..example:3306",
+        ] {
+            let err = InstanceKey::parse_with_port(bad).expect_err(bad);
+            assert!(
+                err.contains("is not a host name or an IP address"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]
