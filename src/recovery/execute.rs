@@ -3,24 +3,34 @@
 //! first (a primary that is only cut off cannot feed anyone behind our back), the
 //! candidate applies all it received, catches up from a more advanced replica if the
 //! plan says so, and only then is promoted; the siblings follow it by GTID.
+//!
+//! Every change reaches a server through `Executor::open`: a session on the
+//! `Replication` edge whose every operation runs only while this agent leads and ends
+//! when the lease would (`Leased`). The servers behind the edge are real ones, or the
+//! in-memory topology of `recovery::fake` in the unit tests below.
 
 use super::journal_mirror::{JournalMirror, MirroredRecovery};
 use super::plan::PromotionPlan;
-use crate::leader::Lease;
-use crate::mysql::admin::{self, ReplicationAccount};
-use crate::mysql::{ConnectSettings, Connection, MysqlError};
+use crate::leader::{Lease, NotLeader};
+use crate::mysql::admin::ReplicationAccount;
+use crate::mysql::edge::{AdminSession, Replication};
+use crate::mysql::{ConnectSettings, MysqlError};
 use crate::store::recovery::RecoveryRecord;
 use crate::store::recovery::StepRecord;
 use crate::store::Store;
 use crate::topology::InstanceKey;
-use futures::future::join_all;
+use futures::future::{join_all, BoxFuture};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How the executor reaches servers and how long it waits for them.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Executor {
+    /// Where every change goes: the real servers (`MysqlReplication`), or a fake.
+    pub servers: Arc<dyn Replication>,
+    /// How a switchover reads the servers' state before it decides (reads do not
+    /// cross the edge).
     pub connect: ConnectSettings,
     pub account: ReplicationAccount,
     /// How long a candidate may take to apply its relay log (or catch up).
@@ -200,37 +210,37 @@ pub struct StepFailed {
 }
 
 impl Executor {
-    /// A connection for changing `key`, only while this agent leads.
-    pub(crate) async fn open(&self, key: &InstanceKey) -> Result<Connection, MysqlError> {
-        let grant = self.lease.gate().map_err(|not| MysqlError::NotLeader {
-            instance: key.clone(),
-            why: not.to_string(),
-        })?;
-        tokio::time::timeout(grant.remaining, Connection::open(key, &self.connect))
+    /// A session for changing `key`, opened only while this agent leads; each of its
+    /// operations is gated on the lease again (see `Leased`).
+    pub(crate) async fn open(
+        &self,
+        key: &InstanceKey,
+    ) -> Result<Box<dyn AdminSession>, MysqlError> {
+        let grant = self.lease.gate().map_err(|not| not_leading(key, not))?;
+        let session = tokio::time::timeout(grant.remaining, self.servers.open(key))
             .await
-            .unwrap_or_else(|_| Err(lease_ran_out(key)))
+            .unwrap_or_else(|_| Err(lease_ran_out(key)))?;
+        Ok(Box::new(Leased {
+            session,
+            lease: self.lease.clone(),
+        }))
     }
 
     /// Runs one change of `key` (connect, statements, close) within what remains of the
     /// lease: a step never outlasts the right to take it.
     async fn leased<F, Fut>(&self, key: &InstanceKey, operation: F) -> Result<(), MysqlError>
     where
-        F: FnOnce(Connection) -> Fut,
-        Fut: Future<Output = (Connection, Result<(), MysqlError>)>,
+        F: FnOnce(Box<dyn AdminSession>) -> Fut,
+        Fut: Future<Output = (Box<dyn AdminSession>, Result<(), MysqlError>)>,
     {
         let remaining = match self.lease.gate() {
             Ok(grant) => grant.remaining,
-            Err(not) => {
-                return Err(MysqlError::NotLeader {
-                    instance: key.clone(),
-                    why: not.to_string(),
-                })
-            }
+            Err(not) => return Err(not_leading(key, not)),
         };
         let work = async {
-            let conn = self.open(key).await?;
-            let (conn, result) = operation(conn).await;
-            conn.close().await;
+            let session = self.open(key).await?;
+            let (session, result) = operation(session).await;
+            session.close().await;
             result
         };
         tokio::time::timeout(remaining, work)
@@ -248,8 +258,8 @@ impl Executor {
         operation: F,
     ) -> Result<(), StepFailed>
     where
-        F: FnOnce(Connection) -> Fut,
-        Fut: Future<Output = (Connection, Result<(), MysqlError>)> + 'a,
+        F: FnOnce(Box<dyn AdminSession>) -> Fut,
+        Fut: Future<Output = (Box<dyn AdminSession>, Result<(), MysqlError>)> + 'a,
     {
         let started = Instant::now();
         if let Err(error) = log.begin(name, Some(key)).await {
@@ -291,8 +301,8 @@ impl Executor {
         operation: F,
     ) -> Vec<InstanceKey>
     where
-        F: Fn(Connection) -> Fut,
-        Fut: Future<Output = (Connection, Result<(), MysqlError>)> + 'a,
+        F: Fn(Box<dyn AdminSession>) -> Fut,
+        Fut: Future<Output = (Box<dyn AdminSession>, Result<(), MysqlError>)> + 'a,
     {
         let started = Instant::now();
         let mut failed = Vec::new();
@@ -343,9 +353,9 @@ impl Executor {
             "stop IO thread",
             replicas,
             |_| "no longer receives from the old primary".into(),
-            |mut conn| async move {
-                let result = admin::stop_io_thread(&mut conn).await;
-                (conn, result)
+            |mut session| async move {
+                let result = session.stop_io_thread().await;
+                (session, result)
             },
         )
         .await
@@ -385,9 +395,9 @@ impl Executor {
             "apply relay log",
             candidate,
             "applied everything it received".into(),
-            |mut conn| async move {
-                let result = admin::wait_relay_applied(&mut conn, timeout).await;
-                (conn, result)
+            |mut session| async move {
+                let result = session.wait_relay_applied(timeout).await;
+                (session, result)
             },
         )
         .await?;
@@ -399,17 +409,17 @@ impl Executor {
                 "apply relay log",
                 source,
                 "applied everything it received".into(),
-                |mut conn| async move {
-                    let result = admin::wait_relay_applied(&mut conn, timeout).await;
-                    (conn, result)
+                |mut session| async move {
+                    let result = session.wait_relay_applied(timeout).await;
+                    (session, result)
                 },
             )
             .await?;
             let started = Instant::now();
             let target = async {
-                let mut conn = self.open(source).await?;
-                let result = admin::written_gtids(&mut conn).await;
-                conn.close().await;
+                let mut session = self.open(source).await?;
+                let result = session.written_gtids().await;
+                session.close().await;
                 result
             }
             .await
@@ -432,13 +442,13 @@ impl Executor {
                 "catch up",
                 candidate,
                 format!("copied what {from} had and it lacked ({target})"),
-                |mut conn| async move {
+                |mut session| async move {
                     let result = async {
-                        admin::repoint(&mut conn, &from, heartbeat).await?;
-                        admin::wait_for_gtids(&mut conn, &target, timeout).await
+                        session.repoint(&from, heartbeat).await?;
+                        session.wait_for_gtids(&target, timeout).await
                     }
                     .await;
-                    (conn, result)
+                    (session, result)
                 },
             )
             .await?;
@@ -449,9 +459,9 @@ impl Executor {
             "promote",
             candidate,
             "replication reset, read_only OFF: takes writes".into(),
-            |mut conn| async move {
-                let result = admin::promote(&mut conn).await;
-                (conn, result)
+            |mut session| async move {
+                let result = session.promote().await;
+                (session, result)
             },
         )
         .await
@@ -464,9 +474,9 @@ impl Executor {
             "resume replication",
             replicas,
             |_| "receives again".into(),
-            |mut conn| async move {
-                let result = admin::start_replication(&mut conn).await;
-                (conn, result)
+            |mut session| async move {
+                let result = session.start_replication().await;
+                (session, result)
             },
         )
         .await;
@@ -487,34 +497,42 @@ impl Executor {
             "re-point",
             replicas,
             |_| format!("replicates from {source} (GTID)"),
-            |mut conn| async move {
+            |mut session| async move {
                 let result = async {
-                    admin::repoint(&mut conn, source, heartbeat).await?;
-                    admin::verify_replicating(&mut conn, verify).await
+                    session.repoint(source, heartbeat).await?;
+                    session.verify_replicating(verify).await
                 }
                 .await;
-                (conn, result)
+                (session, result)
             },
         )
         .await
     }
 
-    /// Sets read_only (with super_read_only) ON or OFF on a fresh connection, unrecorded:
+    /// Runs one operation on `key` in a session of its own, unrecorded: for callers that
+    /// record the change in their own words.
+    pub(crate) async fn change<T>(
+        &self,
+        key: &InstanceKey,
+        operation: impl for<'s> FnOnce(&'s mut dyn AdminSession) -> BoxFuture<'s, Result<T, MysqlError>>,
+    ) -> Result<T, MysqlError> {
+        let mut session = self.open(key).await?;
+        let result = operation(session.as_mut()).await;
+        session.close().await;
+        result
+    }
+
+    /// Sets read_only (with super_read_only) ON or OFF on a fresh session, unrecorded:
     /// for callers that record the step in their own words.
     pub async fn set_read_only(&self, key: &InstanceKey, on: bool) -> Result<(), MysqlError> {
-        let mut conn = self.open(key).await?;
-        let result = admin::set_read_only(&mut conn, on).await;
-        conn.close().await;
-        result
+        self.change(key, |session| session.set_read_only(on)).await
     }
 
     /// Persists the read-only role (MySQL) so a restart brings the server back
     /// read-only; its running read_only is left as it is.
     pub async fn persist_read_only(&self, key: &InstanceKey) -> Result<(), MysqlError> {
-        let mut conn = self.open(key).await?;
-        let result = admin::persist_read_only(&mut conn).await;
-        conn.close().await;
-        result
+        self.change(key, |session| session.persist_read_only())
+            .await
     }
 
     /// Sets read_only ON or OFF as a recorded step named `name`.
@@ -530,9 +548,9 @@ impl Executor {
         } else {
             "read_only OFF: takes writes"
         };
-        self.step(log, name, key, detail.into(), |mut conn| async move {
-            let result = admin::set_read_only(&mut conn, on).await;
-            (conn, result)
+        self.step(log, name, key, detail.into(), |mut session| async move {
+            let result = session.set_read_only(on).await;
+            (session, result)
         })
         .await
     }
@@ -544,9 +562,9 @@ impl Executor {
             "fence",
             key,
             "read_only ON: takes no writes".into(),
-            |mut conn| async move {
-                let result = admin::set_read_only(&mut conn, true).await;
-                (conn, result)
+            |mut session| async move {
+                let result = session.set_read_only(true).await;
+                (session, result)
             },
         )
         .await
@@ -568,17 +586,137 @@ impl Executor {
             "attach",
             key,
             format!("replicates from {source} (GTID)"),
-            |mut conn| async move {
+            |mut session| async move {
                 let result = async {
-                    admin::set_read_only(&mut conn, true).await?;
-                    admin::attach(&mut conn, &from, &account, heartbeat).await?;
-                    admin::verify_replicating(&mut conn, verify).await
+                    session.set_read_only(true).await?;
+                    session.attach(&from, &account, heartbeat).await?;
+                    session.verify_replicating(verify).await
                 }
                 .await;
-                (conn, result)
+                (session, result)
             },
         )
         .await
+    }
+}
+
+/// A session whose every operation runs only while this agent leads, and ends when the
+/// lease would: a session held across steps (a switchover's) cannot outlast the right
+/// to change the server either.
+struct Leased {
+    session: Box<dyn AdminSession>,
+    lease: Lease,
+}
+
+/// Runs `operation` if the lease allows, within what remains of it.
+fn within_lease<'a, T: Send + 'a>(
+    lease: &'a Lease,
+    key: InstanceKey,
+    operation: BoxFuture<'a, Result<T, MysqlError>>,
+) -> BoxFuture<'a, Result<T, MysqlError>> {
+    Box::pin(async move {
+        let grant = lease.gate().map_err(|not| not_leading(&key, not))?;
+        tokio::time::timeout(grant.remaining, operation)
+            .await
+            .unwrap_or_else(|_| Err(lease_ran_out(&key)))
+    })
+}
+
+impl AdminSession for Leased {
+    fn key(&self) -> &InstanceKey {
+        self.session.key()
+    }
+
+    fn stop_io_thread(&mut self) -> BoxFuture<'_, Result<(), MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(&self.lease, key, self.session.stop_io_thread())
+    }
+
+    fn stop_replication(&mut self) -> BoxFuture<'_, Result<(), MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(&self.lease, key, self.session.stop_replication())
+    }
+
+    fn start_replication(&mut self) -> BoxFuture<'_, Result<(), MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(&self.lease, key, self.session.start_replication())
+    }
+
+    fn wait_relay_applied(&mut self, timeout: Duration) -> BoxFuture<'_, Result<(), MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(&self.lease, key, self.session.wait_relay_applied(timeout))
+    }
+
+    fn wait_for_gtids<'a>(
+        &'a mut self,
+        gtids: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(
+            &self.lease,
+            key,
+            self.session.wait_for_gtids(gtids, timeout),
+        )
+    }
+
+    fn written_gtids(&mut self) -> BoxFuture<'_, Result<String, MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(&self.lease, key, self.session.written_gtids())
+    }
+
+    fn promote(&mut self) -> BoxFuture<'_, Result<(), MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(&self.lease, key, self.session.promote())
+    }
+
+    fn set_read_only(&mut self, on: bool) -> BoxFuture<'_, Result<(), MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(&self.lease, key, self.session.set_read_only(on))
+    }
+
+    fn persist_read_only(&mut self) -> BoxFuture<'_, Result<(), MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(&self.lease, key, self.session.persist_read_only())
+    }
+
+    fn repoint<'a>(
+        &'a mut self,
+        source: &'a InstanceKey,
+        heartbeat: Duration,
+    ) -> BoxFuture<'a, Result<(), MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(&self.lease, key, self.session.repoint(source, heartbeat))
+    }
+
+    fn attach<'a>(
+        &'a mut self,
+        source: &'a InstanceKey,
+        account: &'a ReplicationAccount,
+        heartbeat: Duration,
+    ) -> BoxFuture<'a, Result<(), MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(
+            &self.lease,
+            key,
+            self.session.attach(source, account, heartbeat),
+        )
+    }
+
+    fn verify_replicating(&mut self, timeout: Duration) -> BoxFuture<'_, Result<(), MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(&self.lease, key, self.session.verify_replicating(timeout))
+    }
+
+    fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
+        self.session.close()
+    }
+}
+
+fn not_leading(key: &InstanceKey, not: NotLeader) -> MysqlError {
+    MysqlError::NotLeader {
+        instance: key.clone(),
+        why: not.to_string(),
     }
 }
 

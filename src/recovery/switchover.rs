@@ -12,11 +12,12 @@
 
 use super::coordinator::Coordinator;
 use super::coordinator::{describe_run, timed};
-use super::execute::StepLog;
+use super::execute::{Executor, StepLog};
 use super::hooks::{run_hooks, HookContext, HookPoint};
 use super::plan::{plan_promotion, PlanError};
+use crate::mysql::edge::AdminSession;
 use crate::mysql::probe::probe;
-use crate::mysql::{admin, Connection, MysqlError};
+use crate::mysql::{Connection, MysqlError};
 use crate::store::recovery::{RecoveryRecord, RecoveryStatus};
 use crate::store::AuditEntry;
 use crate::topology::{
@@ -592,28 +593,7 @@ impl Switch<'_> {
             )));
         }
 
-        // Connected before writes stop, so the pause holds only the statements.
-        let connecting = Instant::now();
-        let (old_conn, candidate_conn) = tokio::join!(
-            Connection::open(old, &self.executor.connect),
-            Connection::open(candidate, &self.executor.connect)
-        );
-        let (mut old_conn, mut candidate_conn) = match (old_conn, candidate_conn) {
-            (Ok(o), Ok(c)) => (o, c),
-            (o, c) => {
-                let error = o.err().or(c.err()).map(|e| e.to_string());
-                let reason = error.unwrap_or_default();
-                log.note("connect", None, false, reason.clone(), connecting.elapsed());
-                return Err(Ending::Aborted(reason));
-            }
-        };
-
-        let result = self
-            .pause_and_promote(choice, &mut old_conn, &mut candidate_conn, log)
-            .await;
-        old_conn.close().await;
-        candidate_conn.close().await;
-        let gap = result?;
+        let gap = Exchange::of(&self.executor, choice).run(log).await?;
 
         for (key, why) in &choice.unreachable {
             log.note(
@@ -675,19 +655,66 @@ impl Switch<'_> {
         left_behind.extend(choice.unreachable.iter().map(|(key, _)| key.clone()));
         Ok((gap, left_behind))
     }
+}
+
+/// The part of a switchover that moves the writes: both sessions opened before writes
+/// stop, the pause, the promotion, and undoing them when a step fails. It needs only the
+/// executor, so the unit tests below run it on the in-memory topology.
+struct Exchange<'a> {
+    executor: &'a Executor,
+    old: &'a InstanceKey,
+    candidate: &'a InstanceKey,
+    /// Restored on roll-back: a primary that was read_only stays so.
+    primary_was_writable: bool,
+}
+
+impl<'a> Exchange<'a> {
+    fn of(executor: &'a Executor, choice: &'a Choice) -> Self {
+        Exchange {
+            executor,
+            old: &choice.primary,
+            candidate: &choice.candidate,
+            primary_was_writable: choice.primary_was_writable,
+        }
+    }
+
+    /// Opens a session on both servers (through the lease gate) before writes stop, so
+    /// the pause holds only the statements, then pauses and promotes. The write gap in
+    /// milliseconds.
+    async fn run(&self, log: &mut StepLog) -> Result<u64, Ending> {
+        let connecting = Instant::now();
+        let (old_session, candidate_session) = tokio::join!(
+            self.executor.open(self.old),
+            self.executor.open(self.candidate)
+        );
+        let (mut old_session, mut candidate_session) = match (old_session, candidate_session) {
+            (Ok(o), Ok(c)) => (o, c),
+            (o, c) => {
+                let error = o.err().or(c.err()).map(|e| e.to_string());
+                let reason = error.unwrap_or_default();
+                log.note("connect", None, false, reason.clone(), connecting.elapsed());
+                return Err(Ending::Aborted(reason));
+            }
+        };
+        let result = self
+            .pause_and_promote(old_session.as_mut(), candidate_session.as_mut(), log)
+            .await;
+        old_session.close().await;
+        candidate_session.close().await;
+        result
+    }
 
     /// From read_only ON on the old primary to read_only OFF on the candidate: the only
     /// part of a switchover during which writes are refused. Any failure restores the
     /// old primary, never leaving two writable primaries.
     async fn pause_and_promote(
         &self,
-        choice: &Choice,
-        old_conn: &mut Connection,
-        candidate_conn: &mut Connection,
+        old_session: &mut dyn AdminSession,
+        candidate_session: &mut dyn AdminSession,
         log: &mut StepLog,
     ) -> Result<u64, Ending> {
-        let old = &choice.primary;
-        let candidate = &choice.candidate;
+        let old = self.old;
+        let candidate = self.candidate;
         // The journal says what is about to happen before writes stop: whoever acts
         // after a crash inside the pause knows to give the old primary its writes back.
         let begun = match log.begin("read_only ON", Some(old)).await {
@@ -700,7 +727,7 @@ impl Switch<'_> {
             )));
         }
         let paused = Instant::now();
-        if let Err(error) = admin::set_read_only(old_conn, true).await {
+        if let Err(error) = old_session.set_read_only(true).await {
             let took = paused.elapsed();
             log.note(
                 "read_only ON",
@@ -710,16 +737,12 @@ impl Switch<'_> {
                 took,
             );
             return Err(self
-                .roll_back(
-                    choice,
-                    log,
-                    format!("{old} could not be set read_only: {error}"),
-                )
+                .roll_back(log, format!("{old} could not be set read_only: {error}"))
                 .await);
         }
         let read_only_took = paused.elapsed();
         crate::crash_point!("switchover-after-read-only");
-        let gtids = match admin::written_gtids(old_conn).await {
+        let gtids = match old_session.written_gtids().await {
             Ok(gtids) => gtids,
             Err(error) => {
                 log.note(
@@ -731,7 +754,6 @@ impl Switch<'_> {
                 );
                 return Err(self
                     .roll_back(
-                        choice,
                         log,
                         format!("the GTIDs of {old} could not be read: {error}"),
                     )
@@ -739,8 +761,9 @@ impl Switch<'_> {
             }
         };
         let waiting = Instant::now();
-        if let Err(error) =
-            admin::wait_for_gtids(candidate_conn, &gtids, self.executor.apply_timeout).await
+        if let Err(error) = candidate_session
+            .wait_for_gtids(&gtids, self.executor.apply_timeout)
+            .await
         {
             let took = waiting.elapsed();
             log.note(
@@ -759,7 +782,6 @@ impl Switch<'_> {
             );
             return Err(self
                 .roll_back(
-                    choice,
                     log,
                     format!(
                         "{candidate} did not apply everything {old} wrote ({gtids}) within recovery.apply_timeout ({}s)",
@@ -772,15 +794,11 @@ impl Switch<'_> {
         crate::crash_point!("switchover-after-catch-up");
         if let Err(error) = log.begin("promote", Some(candidate)).await {
             return Err(self
-                .roll_back(
-                    choice,
-                    log,
-                    format!("the journal could not be written ({error})"),
-                )
+                .roll_back(log, format!("the journal could not be written ({error})"))
                 .await);
         }
         let promoting = Instant::now();
-        let promoted = admin::promote(candidate_conn).await;
+        let promoted = candidate_session.promote().await;
         crate::crash_point!("switchover-after-promote");
         let promote_took = promoting.elapsed();
         let gap_ms = millis_up(paused.elapsed());
@@ -820,7 +838,7 @@ impl Switch<'_> {
                     error.without_instance(),
                     promote_took,
                 );
-                Err(self.undo_promotion(choice, log, error).await)
+                Err(self.undo_promotion(log, error).await)
             }
         }
     }
@@ -828,13 +846,8 @@ impl Switch<'_> {
     /// After a failed promotion the candidate may or may not take writes: it is made
     /// read_only before the old primary takes writes again, or the old primary stays
     /// read_only, so two primaries never take writes at once.
-    async fn undo_promotion(
-        &self,
-        choice: &Choice,
-        log: &mut StepLog,
-        error: MysqlError,
-    ) -> Ending {
-        let candidate = &choice.candidate;
+    async fn undo_promotion(&self, log: &mut StepLog, error: MysqlError) -> Ending {
+        let candidate = self.candidate;
         let started = Instant::now();
         let fenced = self.executor.set_read_only(candidate, true).await;
         match fenced {
@@ -847,14 +860,10 @@ impl Switch<'_> {
                     started.elapsed(),
                 );
                 let ending = self
-                    .roll_back(
-                        choice,
-                        log,
-                        format!("{candidate} could not be promoted: {error}"),
-                    )
+                    .roll_back(log, format!("{candidate} could not be promoted: {error}"))
                     .await;
                 // Its replication may be reset already: put it back under the old primary.
-                let _ = self.executor.attach(log, candidate, &choice.primary).await;
+                let _ = self.executor.attach(log, candidate, self.old).await;
                 ending
             }
             Err(fence_error) => {
@@ -867,7 +876,7 @@ impl Switch<'_> {
                 );
                 Ending::Failed(format!(
                     "{candidate} could not be promoted ({error}) nor set read_only ({fence_error}); {} stays read_only so that two primaries never take writes: check {candidate}, then make one of them writable by hand",
-                    choice.primary
+                    self.old
                 ))
             }
         }
@@ -875,9 +884,9 @@ impl Switch<'_> {
 
     /// Gives the old primary its writes back (if it had them) on a fresh connection,
     /// since the one in use may have died with the failure.
-    async fn roll_back(&self, choice: &Choice, log: &mut StepLog, why: String) -> Ending {
-        let old = &choice.primary;
-        if !choice.primary_was_writable {
+    async fn roll_back(&self, log: &mut StepLog, why: String) -> Ending {
+        let old = self.old;
+        if !self.primary_was_writable {
             return Ending::Failed(format!("{why}; {old} was read_only before and stays so"));
         }
         let started = Instant::now();
