@@ -726,3 +726,264 @@ fn lease_ran_out(key: &InstanceKey) -> MysqlError {
         why: "this agent's lease ran out during the step: it stopped here, and the next leader settles the rest".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::leader::{held_for, solo};
+    use crate::recovery::fake::{FakeServer, FakeTopology, Op};
+    use crate::recovery::plan::{plan_promotion, PromotionPolicy};
+    use regex::Regex;
+
+    fn key(port: u16) -> InstanceKey {
+        InstanceKey::new("127.0.0.1", port)
+    }
+
+    /// The primary 1 is dead after executing 12 transactions: 2 received them all and
+    /// applied 8; 3 received 10, 4 received 9.
+    fn dead_primary() -> FakeTopology {
+        FakeTopology::new([
+            (key(1), FakeServer::primary(12).unreachable()),
+            (key(2), FakeServer::replica(&key(1), 12, 8)),
+            (key(3), FakeServer::replica(&key(1), 10, 10)),
+            (key(4), FakeServer::replica(&key(1), 9, 9)),
+        ])
+    }
+
+    /// The plan the pure stage makes for the fake as it stands.
+    fn plan_for(fake: &FakeTopology, policy: &PromotionPolicy) -> PromotionPlan {
+        plan_promotion(&key(1), &fake.snapshot(), policy, None).expect("a plan")
+    }
+
+    fn step_names(log: &StepLog) -> Vec<(&str, u16, bool)> {
+        log.steps
+            .iter()
+            .map(|s| {
+                let port = s.instance.as_ref().map_or(0, |k| k.port);
+                (s.step.as_str(), port, s.ok)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_failover_stops_every_replica_then_applies_promotes_and_repoints() {
+        let fake = dead_primary();
+        let executor = fake.executor(solo());
+        let plan = plan_for(&fake, &PromotionPolicy::default());
+        assert_eq!((&plan.candidate, &plan.catch_up_from), (&key(2), &None));
+        let mut log = StepLog::new("r");
+        executor
+            .prepare_and_promote(&plan, &mut log)
+            .await
+            .expect("promoted");
+        let left_behind = executor
+            .repoint_under(&mut log, &plan.siblings, &plan.candidate)
+            .await;
+        assert!(left_behind.is_empty());
+
+        let promote = fake.first(&key(2), Op::Promote);
+        for port in [2, 3, 4] {
+            assert!(fake.first(&key(port), Op::StopIoThread) < promote);
+        }
+        assert!(fake.first(&key(2), Op::WaitRelayApplied) < promote);
+        for port in [3, 4] {
+            assert!(fake.first(&key(port), Op::Repoint) > promote);
+            assert!(fake.first(&key(port), Op::VerifyReplicating) > promote);
+        }
+        assert!(
+            fake.find(&key(1), Op::Open).is_none(),
+            "the dead primary is left alone"
+        );
+
+        let promoted = fake.server(&key(2));
+        assert!(!promoted.read_only && promoted.source.is_none());
+        assert_eq!(
+            promoted.executed, 12,
+            "it applied its whole relay log first"
+        );
+        for port in [3, 4] {
+            let sibling = fake.server(&key(port));
+            assert_eq!(sibling.source, Some(key(2)));
+            assert!(sibling.io_running && sibling.sql_running);
+            assert_eq!(sibling.executed, 12);
+        }
+        assert_eq!(
+            step_names(&log),
+            [
+                ("stop IO thread", 2, true),
+                ("stop IO thread", 3, true),
+                ("stop IO thread", 4, true),
+                ("apply relay log", 2, true),
+                ("promote", 2, true),
+                ("re-point", 3, true),
+                ("re-point", 4, true),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_candidate_behind_a_replica_that_may_not_be_promoted_catches_up_from_it_first() {
+        let fake = dead_primary();
+        fake.update(&key(3), |s| s.received = 14);
+        let executor = fake.executor(solo());
+        let policy = PromotionPolicy {
+            must_not: vec![Regex::new(":3$").expect("a regex")],
+            ..PromotionPolicy::default()
+        };
+        let plan = plan_for(&fake, &policy);
+        assert_eq!(
+            (&plan.candidate, &plan.catch_up_from),
+            (&key(2), &Some(key(3)))
+        );
+        let mut log = StepLog::new("r");
+        executor
+            .prepare_and_promote(&plan, &mut log)
+            .await
+            .expect("promoted");
+
+        let order = [
+            fake.first(&key(2), Op::StopIoThread),
+            fake.first(&key(3), Op::StopIoThread),
+            fake.first(&key(2), Op::WaitRelayApplied),
+            fake.first(&key(3), Op::WaitRelayApplied),
+            fake.first(&key(3), Op::WrittenGtids),
+            fake.first(&key(2), Op::Repoint),
+            fake.first(&key(2), Op::WaitForGtids),
+            fake.first(&key(2), Op::Promote),
+        ];
+        assert!(order.is_sorted(), "{:?}", fake.operations());
+        let promoted = fake.server(&key(2));
+        assert_eq!(promoted.executed, 14, "nothing 3 held is lost");
+        assert!(!promoted.read_only && promoted.source.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_promotion_leaves_the_replicas_stopped_until_resume_receiving() {
+        let fake = dead_primary();
+        fake.fail(&key(2), Op::Promote);
+        let executor = fake.executor(solo());
+        let plan = plan_for(&fake, &PromotionPolicy::default());
+        let mut log = StepLog::new("r");
+        let failed = executor
+            .prepare_and_promote(&plan, &mut log)
+            .await
+            .expect_err("the promotion fails");
+        assert_eq!(failed.step, "promote on 127.0.0.1:2");
+        assert!(log.steps.iter().any(|s| s.step == "promote" && !s.ok));
+        // Nothing takes writes and no one receives: the state the coordinator undoes.
+        for port in [2, 3, 4] {
+            let replica = fake.server(&key(port));
+            assert!(replica.read_only && !replica.io_running, "{port}");
+            assert_eq!(replica.source, Some(key(1)));
+        }
+
+        let mut everyone = vec![plan.candidate.clone()];
+        everyone.extend(plan.siblings.iter().cloned());
+        executor.resume_receiving(&mut log, &everyone).await;
+        for port in [2, 3, 4] {
+            let replica = fake.server(&key(port));
+            assert!(replica.io_running && replica.sql_running, "{port}");
+            assert_eq!(replica.source, Some(key(1)));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_candidate_that_cannot_be_stopped_or_cannot_apply_is_not_promoted() {
+        let fake = dead_primary();
+        fake.fail(&key(2), Op::StopIoThread);
+        let plan = plan_for(&fake, &PromotionPolicy::default());
+        let mut log = StepLog::new("r");
+        let failed = fake
+            .executor(solo())
+            .prepare_and_promote(&plan, &mut log)
+            .await
+            .expect_err("not promoted");
+        assert_eq!(failed.step, "stop IO thread on 127.0.0.1:2");
+        assert_eq!(fake.find(&key(2), Op::WaitRelayApplied), None);
+        assert_eq!(fake.find(&key(2), Op::Promote), None);
+
+        let fake = dead_primary();
+        fake.update(&key(2), |s| s.sql_running = false);
+        let failed = fake
+            .executor(solo())
+            .prepare_and_promote(&plan, &mut StepLog::new("r"))
+            .await
+            .expect_err("not promoted");
+        assert_eq!(failed.step, "apply relay log on 127.0.0.1:2");
+        assert_eq!(fake.find(&key(2), Op::Promote), None);
+        assert!(fake.server(&key(2)).read_only);
+    }
+
+    #[tokio::test]
+    async fn a_sibling_that_does_not_answer_is_left_behind_and_the_others_go_on() {
+        let fake = dead_primary();
+        let plan = plan_for(&fake, &PromotionPolicy::default());
+        fake.update(&key(4), |s| s.reachable = false);
+        let executor = fake.executor(solo());
+        let mut log = StepLog::new("r");
+        executor
+            .prepare_and_promote(&plan, &mut log)
+            .await
+            .expect("promoted without 4");
+        let left_behind = executor
+            .repoint_under(&mut log, &plan.siblings, &plan.candidate)
+            .await;
+        assert_eq!(left_behind, [key(4)]);
+        assert_eq!(fake.server(&key(3)).source, Some(key(2)));
+        assert_eq!(fake.server(&key(4)).source, Some(key(1)));
+        assert!(log
+            .steps
+            .iter()
+            .any(|s| s.step == "re-point" && s.instance == Some(key(4)) && !s.ok));
+    }
+
+    #[tokio::test]
+    async fn an_old_primary_is_fenced_once_it_answers_again() {
+        let fake = dead_primary();
+        let executor = fake.executor(solo());
+        let mut log = StepLog::new("r");
+        assert!(executor.fence(&mut log, &key(1)).await.is_err());
+        fake.update(&key(1), |s| s.reachable = true);
+        executor.fence(&mut log, &key(1)).await.expect("fenced");
+        assert!(fake.server(&key(1)).read_only);
+        assert_eq!(step_names(&log), [("fence", 1, false), ("fence", 1, true)]);
+    }
+
+    #[tokio::test]
+    async fn nothing_reaches_a_server_without_the_lease() {
+        let fake = dead_primary();
+        let plan = plan_for(&fake, &PromotionPolicy::default());
+        let executor = fake.executor(held_for(Duration::ZERO));
+        let mut log = StepLog::new("r");
+        let failed = executor
+            .prepare_and_promote(&plan, &mut log)
+            .await
+            .expect_err("refused");
+        assert_eq!(failed.step, "stop IO thread on 127.0.0.1:2");
+        assert!(log
+            .steps
+            .iter()
+            .all(|s| !s.ok && s.detail.contains("not changed: this agent does not lead")));
+        assert!(executor.set_read_only(&key(2), false).await.is_err());
+        assert_eq!(fake.operations(), []);
+    }
+
+    #[tokio::test]
+    async fn a_session_held_past_the_lease_changes_nothing_more() {
+        let fake = dead_primary();
+        let executor = fake.executor(held_for(Duration::from_millis(100)));
+        let mut session = executor.open(&key(2)).await.expect("opened while leading");
+        session
+            .stop_io_thread()
+            .await
+            .expect("stopped while leading");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let refused = session.promote().await.expect_err("the lease ran out");
+        assert!(matches!(refused, MysqlError::NotLeader { .. }), "{refused}");
+        assert_eq!(
+            fake.operations(),
+            [(key(2), Op::Open), (key(2), Op::StopIoThread)]
+        );
+        assert!(fake.server(&key(2)).read_only);
+    }
+}
