@@ -117,6 +117,7 @@ struct Choice {
 }
 
 /// How a recorded switchover ended when it did not succeed.
+#[derive(Debug)]
 enum Ending {
     /// Nothing was changed.
     Aborted(String),
@@ -1005,10 +1006,137 @@ fn millis_up(duration: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::leader::solo;
+    use crate::recovery::fake::{FakeServer, FakeTopology, Op};
     use crate::topology::instance::tests_support::{primary, replica};
 
     fn key(port: u16) -> InstanceKey {
         InstanceKey::new("127.0.0.1", port)
+    }
+
+    /// A healthy primary 1 that executed 20 transactions; its replica 2 received and
+    /// applied 18 of them so far.
+    fn healthy() -> FakeTopology {
+        FakeTopology::new([
+            (key(1), FakeServer::primary(20)),
+            (key(2), FakeServer::replica(&key(1), 18, 18)),
+        ])
+    }
+
+    /// Runs the writes' move from 1 to 2 on `fake`.
+    async fn exchange(
+        fake: &FakeTopology,
+        primary_was_writable: bool,
+    ) -> (Result<u64, Ending>, StepLog) {
+        let executor = fake.executor(solo());
+        let (old, candidate) = (key(1), key(2));
+        let mut log = StepLog::new("s");
+        let result = Exchange {
+            executor: &executor,
+            old: &old,
+            candidate: &candidate,
+            primary_was_writable,
+        }
+        .run(&mut log)
+        .await;
+        (result, log)
+    }
+
+    fn failure(result: Result<u64, Ending>) -> String {
+        match result {
+            Err(Ending::Failed(why)) => why,
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_stop_on_the_old_primary_before_the_candidate_catches_up_and_is_promoted() {
+        let fake = healthy();
+        let (result, log) = exchange(&fake, true).await;
+        result.expect("switched");
+        let order = [
+            fake.first(&key(1), Op::Open)
+                .max(fake.first(&key(2), Op::Open)),
+            fake.first(&key(1), Op::SetReadOnly(true)),
+            fake.first(&key(1), Op::WrittenGtids),
+            fake.first(&key(2), Op::WaitForGtids),
+            fake.first(&key(2), Op::Promote),
+        ];
+        assert!(order.is_sorted(), "{:?}", fake.operations());
+        let (old, new) = (fake.server(&key(1)), fake.server(&key(2)));
+        assert!(old.read_only);
+        assert!(!new.read_only && new.source.is_none());
+        assert_eq!(
+            new.executed, 20,
+            "it applied every write of the old primary"
+        );
+        let steps: Vec<(&str, bool)> = log.steps.iter().map(|s| (s.step.as_str(), s.ok)).collect();
+        assert_eq!(
+            steps,
+            [
+                ("read_only ON", true),
+                ("catch up", true),
+                ("promote", true)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_candidate_that_cannot_catch_up_gives_the_old_primary_its_writes_back() {
+        let fake = healthy();
+        fake.update(&key(2), |s| s.io_running = false);
+        let (result, _) = exchange(&fake, true).await;
+        let why = failure(result);
+        assert!(
+            why.contains("rolled back: 127.0.0.1:1 is the primary"),
+            "{why}"
+        );
+        assert!(
+            fake.first(&key(2), Op::WaitForGtids) < fake.first(&key(1), Op::SetReadOnly(false))
+        );
+        assert_eq!(fake.find(&key(2), Op::Promote), None);
+        assert!(!fake.server(&key(1)).read_only);
+        let candidate = fake.server(&key(2));
+        assert!(candidate.read_only);
+        assert_eq!(candidate.source, Some(key(1)));
+    }
+
+    #[tokio::test]
+    async fn a_primary_that_was_read_only_stays_so_on_roll_back() {
+        let fake = healthy();
+        fake.update(&key(1), |s| s.read_only = true);
+        fake.update(&key(2), |s| s.io_running = false);
+        let (result, _) = exchange(&fake, false).await;
+        assert!(failure(result).contains("was read_only before and stays so"));
+        assert_eq!(fake.find(&key(1), Op::SetReadOnly(false)), None);
+        assert!(fake.server(&key(1)).read_only);
+    }
+
+    #[tokio::test]
+    async fn a_failed_promotion_makes_the_candidate_read_only_before_the_old_primary_writes() {
+        let fake = healthy();
+        fake.fail(&key(2), Op::Promote);
+        let (result, _) = exchange(&fake, true).await;
+        assert!(failure(result).contains("could not be promoted"));
+        let fenced = fake.first(&key(2), Op::SetReadOnly(true));
+        assert!(fake.first(&key(2), Op::Promote) < fenced);
+        assert!(fenced < fake.first(&key(1), Op::SetReadOnly(false)));
+        assert!(fake.first(&key(1), Op::SetReadOnly(false)) < fake.first(&key(2), Op::Attach));
+        assert!(!fake.server(&key(1)).read_only);
+        let candidate = fake.server(&key(2));
+        assert!(candidate.read_only);
+        assert_eq!(candidate.source, Some(key(1)));
+    }
+
+    #[tokio::test]
+    async fn a_candidate_that_does_not_answer_aborts_before_writes_stop() {
+        let fake = healthy();
+        fake.update(&key(2), |s| s.reachable = false);
+        let (result, log) = exchange(&fake, true).await;
+        assert!(matches!(result, Err(Ending::Aborted(_))), "{result:?}");
+        assert_eq!(fake.find(&key(1), Op::SetReadOnly(true)), None);
+        assert!(!fake.server(&key(1)).read_only);
+        assert_eq!(log.steps[0].step, "connect");
     }
 
     #[test]
