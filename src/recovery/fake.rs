@@ -15,12 +15,20 @@
 //! test can make a given operation fail on a given instance (`fail`). Modelled after
 //! tikv client-rust's mock PD client and vtorc's fake tablet manager client.
 
+use super::coordinator::Coordinator;
 use super::execute::Executor;
+use super::hooks::{Hooks, HooksConfig};
+use super::plan::PromotionPolicy;
+use crate::analysis::ProblemRules;
 use crate::config::Secret;
-use crate::leader::Lease;
+use crate::discovery::{self, DiscoveryOptions};
+use crate::leader::{solo, Lease};
 use crate::mysql::admin::ReplicationAccount;
 use crate::mysql::edge::{AdminSession, Replication};
 use crate::mysql::{ConnectSettings, MysqlError};
+use crate::routing::engine::{EngineSettings, Routing};
+use crate::routing::RoutePolicy;
+use crate::store::Store;
 use crate::topology::instance::tests_support::{primary, replica, with_gtids};
 use crate::topology::{Instance, InstanceKey, IoThreadState, Snapshot};
 use futures::future::BoxFuture;
@@ -208,6 +216,57 @@ impl FakeTopology {
             heartbeat_period: Duration::from_secs(1),
             lease,
         }
+    }
+
+    /// A coordinator whose executor changes this topology (solo lease), with a store in
+    /// `dir`, routing without backends and a discovery that watches nothing: for the
+    /// coordinator's own steps that need no snapshot of discovery's.
+    pub fn coordinator(&self, dir: &std::path::Path) -> Arc<Coordinator> {
+        let executor = self.executor(solo());
+        let store = Store::open(&dir.join("store.db")).expect("a store in a temporary directory");
+        let discovery = discovery::start(
+            DiscoveryOptions {
+                connect: executor.connect.clone(),
+                poll_interval: Duration::from_secs(60),
+                max_concurrent_probes: 1,
+                claims: None,
+            },
+            Vec::new(),
+            store.clone(),
+        );
+        let routing = Routing::start(
+            Vec::new(),
+            EngineSettings {
+                policy: RoutePolicy {
+                    max_reader_lag: Duration::from_secs(10),
+                    primary_serves_reads: true,
+                },
+                reconcile_interval: Duration::from_secs(60),
+                apply_timeout: Duration::from_secs(1),
+                reconcile_timeout: Duration::from_secs(1),
+            },
+            store.clone(),
+            discovery.clone(),
+            Vec::new(),
+            executor.lease.clone(),
+            None,
+        );
+        Coordinator::new(
+            discovery,
+            store,
+            executor,
+            PromotionPolicy::default(),
+            ProblemRules::default(),
+            Vec::new(),
+            Vec::new(),
+            Duration::from_secs(3600),
+            Hooks {
+                config: HooksConfig::default(),
+                secret_variables: Vec::new(),
+            },
+            routing,
+            None,
+        )
     }
 
     /// What discovery would see now: each server's facts, as a MySQL instance.
