@@ -125,7 +125,7 @@ struct State {
 }
 
 /// The GTID set of the first `count` transactions of the fake history.
-pub(crate) fn gtids(count: u64) -> String {
+fn gtids(count: u64) -> String {
     if count == 0 {
         String::new()
     } else {

@@ -4,7 +4,8 @@
 //! whose agent stopped part-way, `roles` keeps each server's read-only role across its
 //! own restarts, and `operate` runs an operator's single-instance actions (relocate,
 //! replication, read_only). `fake` is an in-memory topology behind the server edge
-//! (`mysql::edge`), for the unit tests of the executor, the switchover and resumption.
+//! (`mysql::edge`), for the unit tests of the executor, the coordinator's failover, the
+//! switchover and resumption.
 
 pub mod coordinator;
 pub mod execute;
