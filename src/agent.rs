@@ -9,6 +9,7 @@ use crate::config::Settings;
 use crate::discovery::{self, DiscoveryHandle, DiscoveryOptions};
 use crate::leader::{self, LeaderInfo, Lease, LeaseError, LeaseSettings};
 use crate::mysql::admin::ReplicationAccount;
+use crate::mysql::edge::MysqlReplication;
 use crate::mysql::ConnectSettings;
 use crate::recovery::coordinator::Coordinator;
 use crate::recovery::execute::Executor;
@@ -98,6 +99,9 @@ impl RunningAgent {
             options.claims = Some(Claims::new(&name));
         }
         let executor = Executor {
+            servers: Arc::new(MysqlReplication {
+                settings: options.connect.clone(),
+            }),
             connect: options.connect.clone(),
             account: ReplicationAccount {
                 user: config.recovery.replication_user.clone(),

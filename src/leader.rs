@@ -479,6 +479,28 @@ impl fmt::Debug for Lease {
     }
 }
 
+/// A lease held for `period` from now, then lost (`ZERO`: never held): `gate` says no
+/// from then on.
+#[cfg(test)]
+pub(crate) fn held_for(period: Duration) -> Lease {
+    let state = Arc::new(State {
+        role: watch::channel(Role::Leader { epoch: 1 }).0,
+        lead: watch::channel(Some(Lead {
+            epoch: 1,
+            until: Some(Instant::now() + period),
+        }))
+        .0,
+    });
+    Lease {
+        inner: Arc::new(Handle {
+            state,
+            stop: watch::channel(false).0,
+            task: Mutex::new(None),
+            agent: None,
+        }),
+    }
+}
+
 /// For agents without `[ha]`: always leader with epoch 0 and no end, so callers need no
 /// `Option`; `stop` does nothing.
 pub fn solo() -> Lease {

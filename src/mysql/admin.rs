@@ -1,9 +1,11 @@
 //! The statements that change replication, in each flavour's words: stop a replica's IO
 //! thread, wait until it has applied what it received, promote, re-point, attach a new
 //! replica, set read_only. Each is one small function over an open connection; the
-//! recovery executor decides the order. GTID auto-positioning everywhere (MySQL
-//! `SOURCE_AUTO_POSITION=1` with `GET_SOURCE_PUBLIC_KEY=1`, since caching_sha2_password
-//! needs the key or TLS on a freshly promoted source; MariaDB `MASTER_USE_GTID=slave_pos`).
+//! recovery executor decides the order, and reaches them only through `edge` (the
+//! `AdminSession` a `Connection` is), behind the lease gate. GTID auto-positioning
+//! everywhere (MySQL `SOURCE_AUTO_POSITION=1` with `GET_SOURCE_PUBLIC_KEY=1`, since
+//! caching_sha2_password needs the key or TLS on a freshly promoted source; MariaDB
+//! `MASTER_USE_GTID=slave_pos`).
 
 use super::parse::{self, TextRow};
 use super::{dialect, Connection, MysqlError};

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod dialect;
+pub mod edge;
 pub mod parse;
 pub mod probe;
 

@@ -1491,3 +1491,116 @@ impl Coordinator {
         Ok(primary_key)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recovery::fake::{FakeServer, FakeTopology, Op};
+
+    fn key(port: u16) -> InstanceKey {
+        InstanceKey::new("127.0.0.1", port)
+    }
+
+    /// The primary 1 died after 12 transactions; 2 received them all, 3 and 4 fewer.
+    fn dead_primary() -> FakeTopology {
+        FakeTopology::new([
+            (key(1), FakeServer::primary(12).unreachable()),
+            (key(2), FakeServer::replica(&key(1), 12, 9)),
+            (key(3), FakeServer::replica(&key(1), 11, 11)),
+            (key(4), FakeServer::replica(&key(1), 10, 10)),
+        ])
+    }
+
+    /// Runs the coordinator's failover of 1 on `fake` with its store in `dir`: the
+    /// outcome, the steps, and the store (for the fence).
+    async fn fail_over_on(
+        fake: &FakeTopology,
+        dir: &std::path::Path,
+    ) -> (Result<InstanceKey, String>, StepLog, Store) {
+        let coordinator = fake.coordinator(dir);
+        let snapshot = fake.snapshot();
+        let cluster = build_clusters(&snapshot, &[])
+            .into_iter()
+            .find(|c| c.primary == key(1))
+            .expect("the dead primary's cluster");
+        let problem = Problem {
+            code: ProblemCode::DeadPrimary,
+            cluster: cluster.name.clone(),
+            instance: key(1),
+            related: vec![key(2), key(3), key(4)],
+            explanation: "dead".into(),
+        };
+        let mut log = StepLog::new("r");
+        let outcome = coordinator
+            .fail_over(&cluster, &problem, &snapshot, None, &mut log)
+            .await
+            .map_err(|outcome| match outcome {
+                Outcome::Aborted(why) => format!("aborted: {why}"),
+                Outcome::Failed(why) => format!("failed: {why}"),
+            });
+        (outcome, log, coordinator.store.clone())
+    }
+
+    #[tokio::test]
+    async fn a_failover_fences_and_withdraws_before_promoting_and_repoints_after() {
+        let fake = dead_primary();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (outcome, log, store) = fail_over_on(&fake, dir.path()).await;
+        assert_eq!(outcome, Ok(key(2)));
+        let steps: Vec<(&str, u16)> = log
+            .steps
+            .iter()
+            .map(|s| (s.step.as_str(), s.instance.as_ref().map_or(0, |k| k.port)))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                ("choose candidate", 2),
+                ("fence", 1),
+                ("withdraw routes", 1),
+                ("stop IO thread", 2),
+                ("stop IO thread", 3),
+                ("stop IO thread", 4),
+                ("apply relay log", 2),
+                ("promote", 2),
+                ("route", 2),
+                ("re-point", 3),
+                ("re-point", 4),
+            ]
+        );
+        assert!(store
+            .fenced()
+            .expect("fences")
+            .iter()
+            .any(|f| f.instance == key(1)));
+        let promote = fake.first(&key(2), Op::Promote);
+        for port in [3, 4] {
+            assert!(fake.first(&key(port), Op::StopIoThread) < promote);
+            assert!(fake.first(&key(port), Op::Repoint) > promote);
+            assert_eq!(fake.server(&key(port)).source, Some(key(2)));
+        }
+        assert!(!fake.server(&key(2)).read_only);
+    }
+
+    #[tokio::test]
+    async fn a_failed_promotion_lifts_the_fence_and_every_replica_receives_again() {
+        let fake = dead_primary();
+        fake.fail(&key(2), Op::Promote);
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (outcome, log, store) = fail_over_on(&fake, dir.path()).await;
+        let why = outcome.expect_err("failed");
+        assert!(why.contains("nothing was promoted"), "{why}");
+        assert!(store.fenced().expect("fences").is_empty());
+        let promote = fake.first(&key(2), Op::Promote);
+        for port in [2, 3, 4] {
+            assert!(fake.first(&key(port), Op::StartReplication) > promote);
+            let replica = fake.server(&key(port));
+            assert!(replica.io_running && replica.sql_running && replica.read_only);
+            assert_eq!(replica.source, Some(key(1)));
+        }
+        assert!(log
+            .steps
+            .iter()
+            .any(|s| s.step == "resume replication" && s.ok));
+    }
+}

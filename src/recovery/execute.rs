@@ -3,24 +3,34 @@
 //! first (a primary that is only cut off cannot feed anyone behind our back), the
 //! candidate applies all it received, catches up from a more advanced replica if the
 //! plan says so, and only then is promoted; the siblings follow it by GTID.
+//!
+//! Every change reaches a server through `Executor::open`: a session on the
+//! `Replication` edge whose every operation runs only while this agent leads and ends
+//! when the lease would (`Leased`). The servers behind the edge are real ones, or the
+//! in-memory topology of `recovery::fake` in the unit tests below.
 
 use super::journal_mirror::{JournalMirror, MirroredRecovery};
 use super::plan::PromotionPlan;
-use crate::leader::Lease;
-use crate::mysql::admin::{self, LinkTls, ReplicationAccount, ReplicationTls};
-use crate::mysql::{ConnectSettings, Connection, MysqlError};
+use crate::leader::{Lease, NotLeader};
+use crate::mysql::admin::{LinkTls, ReplicationAccount, ReplicationTls};
+use crate::mysql::edge::{AdminSession, Replication};
+use crate::mysql::{ConnectSettings, MysqlError};
 use crate::store::recovery::RecoveryRecord;
 use crate::store::recovery::StepRecord;
 use crate::store::Store;
 use crate::topology::InstanceKey;
-use futures::future::join_all;
+use futures::future::{join_all, BoxFuture};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How the executor reaches servers and how long it waits for them.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Executor {
+    /// Where every change goes: the real servers (`MysqlReplication`), or a fake.
+    pub servers: Arc<dyn Replication>,
+    /// How a switchover reads the servers' state before it decides (reads do not
+    /// cross the edge).
     pub connect: ConnectSettings,
     pub account: ReplicationAccount,
     /// How long a candidate may take to apply its relay log (or catch up).
@@ -200,37 +210,37 @@ pub struct StepFailed {
 }
 
 impl Executor {
-    /// A connection for changing `key`, only while this agent leads.
-    pub(crate) async fn open(&self, key: &InstanceKey) -> Result<Connection, MysqlError> {
-        let grant = self.lease.gate().map_err(|not| MysqlError::NotLeader {
-            instance: key.clone(),
-            why: not.to_string(),
-        })?;
-        tokio::time::timeout(grant.remaining, Connection::open(key, &self.connect))
+    /// A session for changing `key`, opened only while this agent leads; each of its
+    /// operations is gated on the lease again (see `Leased`).
+    pub(crate) async fn open(
+        &self,
+        key: &InstanceKey,
+    ) -> Result<Box<dyn AdminSession>, MysqlError> {
+        let grant = self.lease.gate().map_err(|not| not_leading(key, not))?;
+        let session = tokio::time::timeout(grant.remaining, self.servers.open(key))
             .await
-            .unwrap_or_else(|_| Err(lease_ran_out(key)))
+            .unwrap_or_else(|_| Err(lease_ran_out(key)))?;
+        Ok(Box::new(Leased {
+            session,
+            lease: self.lease.clone(),
+        }))
     }
 
     /// Runs one change of `key` (connect, statements, close) within what remains of the
     /// lease: a step never outlasts the right to take it.
     async fn leased<F, Fut>(&self, key: &InstanceKey, operation: F) -> Result<(), MysqlError>
     where
-        F: FnOnce(Connection) -> Fut,
-        Fut: Future<Output = (Connection, Result<(), MysqlError>)>,
+        F: FnOnce(Box<dyn AdminSession>) -> Fut,
+        Fut: Future<Output = (Box<dyn AdminSession>, Result<(), MysqlError>)>,
     {
         let remaining = match self.lease.gate() {
             Ok(grant) => grant.remaining,
-            Err(not) => {
-                return Err(MysqlError::NotLeader {
-                    instance: key.clone(),
-                    why: not.to_string(),
-                })
-            }
+            Err(not) => return Err(not_leading(key, not)),
         };
         let work = async {
-            let conn = self.open(key).await?;
-            let (conn, result) = operation(conn).await;
-            conn.close().await;
+            let session = self.open(key).await?;
+            let (session, result) = operation(session).await;
+            session.close().await;
             result
         };
         tokio::time::timeout(remaining, work)
@@ -248,8 +258,8 @@ impl Executor {
         operation: F,
     ) -> Result<(), StepFailed>
     where
-        F: FnOnce(Connection) -> Fut,
-        Fut: Future<Output = (Connection, Result<(), MysqlError>)> + 'a,
+        F: FnOnce(Box<dyn AdminSession>) -> Fut,
+        Fut: Future<Output = (Box<dyn AdminSession>, Result<(), MysqlError>)> + 'a,
     {
         let started = Instant::now();
         if let Err(error) = log.begin(name, Some(key)).await {
@@ -291,8 +301,8 @@ impl Executor {
         operation: F,
     ) -> Vec<InstanceKey>
     where
-        F: Fn(Connection) -> Fut,
-        Fut: Future<Output = (Connection, Result<(), MysqlError>)> + 'a,
+        F: Fn(Box<dyn AdminSession>) -> Fut,
+        Fut: Future<Output = (Box<dyn AdminSession>, Result<(), MysqlError>)> + 'a,
     {
         let started = Instant::now();
         let mut failed = Vec::new();
@@ -343,9 +353,9 @@ impl Executor {
             "stop IO thread",
             replicas,
             |_| "no longer receives from the old primary".into(),
-            |mut conn| async move {
-                let result = admin::stop_io_thread(&mut conn).await;
-                (conn, result)
+            |mut session| async move {
+                let result = session.stop_io_thread().await;
+                (session, result)
             },
         )
         .await
@@ -385,9 +395,9 @@ impl Executor {
             "apply relay log",
             candidate,
             "applied everything it received".into(),
-            |mut conn| async move {
-                let result = admin::wait_relay_applied(&mut conn, timeout).await;
-                (conn, result)
+            |mut session| async move {
+                let result = session.wait_relay_applied(timeout).await;
+                (session, result)
             },
         )
         .await?;
@@ -399,17 +409,17 @@ impl Executor {
                 "apply relay log",
                 source,
                 "applied everything it received".into(),
-                |mut conn| async move {
-                    let result = admin::wait_relay_applied(&mut conn, timeout).await;
-                    (conn, result)
+                |mut session| async move {
+                    let result = session.wait_relay_applied(timeout).await;
+                    (session, result)
                 },
             )
             .await?;
             let started = Instant::now();
             let target = async {
-                let mut conn = self.open(source).await?;
-                let result = admin::written_gtids(&mut conn).await;
-                conn.close().await;
+                let mut session = self.open(source).await?;
+                let result = session.written_gtids().await;
+                session.close().await;
                 result
             }
             .await
@@ -433,13 +443,13 @@ impl Executor {
                 "catch up",
                 candidate,
                 format!("copied what {from} had and it lacked ({target})"),
-                |mut conn| async move {
+                |mut session| async move {
                     let result = async {
-                        admin::repoint(&mut conn, &from, heartbeat, tls).await?;
-                        admin::wait_for_gtids(&mut conn, &target, timeout).await
+                        session.repoint(&from, heartbeat, tls).await?;
+                        session.wait_for_gtids(&target, timeout).await
                     }
                     .await;
-                    (conn, result)
+                    (session, result)
                 },
             )
             .await?;
@@ -450,9 +460,9 @@ impl Executor {
             "promote",
             candidate,
             "replication reset, read_only OFF: takes writes".into(),
-            |mut conn| async move {
-                let result = admin::promote(&mut conn).await;
-                (conn, result)
+            |mut session| async move {
+                let result = session.promote().await;
+                (session, result)
             },
         )
         .await
@@ -465,9 +475,9 @@ impl Executor {
             "resume replication",
             replicas,
             |_| "receives again".into(),
-            |mut conn| async move {
-                let result = admin::start_replication(&mut conn).await;
-                (conn, result)
+            |mut session| async move {
+                let result = session.start_replication().await;
+                (session, result)
             },
         )
         .await;
@@ -489,34 +499,42 @@ impl Executor {
             "re-point",
             replicas,
             |_| format!("replicates from {source} (GTID)"),
-            |mut conn| async move {
+            |mut session| async move {
                 let result = async {
-                    admin::repoint(&mut conn, source, heartbeat, tls).await?;
-                    admin::verify_replicating(&mut conn, verify).await
+                    session.repoint(source, heartbeat, tls).await?;
+                    session.verify_replicating(verify).await
                 }
                 .await;
-                (conn, result)
+                (session, result)
             },
         )
         .await
     }
 
-    /// Sets read_only (with super_read_only) ON or OFF on a fresh connection, unrecorded:
+    /// Runs one operation on `key` in a session of its own, unrecorded: for callers that
+    /// record the change in their own words.
+    pub(crate) async fn change<T>(
+        &self,
+        key: &InstanceKey,
+        operation: impl for<'s> FnOnce(&'s mut dyn AdminSession) -> BoxFuture<'s, Result<T, MysqlError>>,
+    ) -> Result<T, MysqlError> {
+        let mut session = self.open(key).await?;
+        let result = operation(session.as_mut()).await;
+        session.close().await;
+        result
+    }
+
+    /// Sets read_only (with super_read_only) ON or OFF on a fresh session, unrecorded:
     /// for callers that record the step in their own words.
     pub async fn set_read_only(&self, key: &InstanceKey, on: bool) -> Result<(), MysqlError> {
-        let mut conn = self.open(key).await?;
-        let result = admin::set_read_only(&mut conn, on).await;
-        conn.close().await;
-        result
+        self.change(key, |session| session.set_read_only(on)).await
     }
 
     /// Persists the read-only role (MySQL) so a restart brings the server back
     /// read-only; its running read_only is left as it is.
     pub async fn persist_read_only(&self, key: &InstanceKey) -> Result<(), MysqlError> {
-        let mut conn = self.open(key).await?;
-        let result = admin::persist_read_only(&mut conn).await;
-        conn.close().await;
-        result
+        self.change(key, |session| session.persist_read_only())
+            .await
     }
 
     /// Sets read_only ON or OFF as a recorded step named `name`.
@@ -532,9 +550,9 @@ impl Executor {
         } else {
             "read_only OFF: takes writes"
         };
-        self.step(log, name, key, detail.into(), |mut conn| async move {
-            let result = admin::set_read_only(&mut conn, on).await;
-            (conn, result)
+        self.step(log, name, key, detail.into(), |mut session| async move {
+            let result = session.set_read_only(on).await;
+            (session, result)
         })
         .await
     }
@@ -546,9 +564,9 @@ impl Executor {
             "fence",
             key,
             "read_only ON: takes no writes".into(),
-            |mut conn| async move {
-                let result = admin::set_read_only(&mut conn, true).await;
-                (conn, result)
+            |mut session| async move {
+                let result = session.set_read_only(true).await;
+                (session, result)
             },
         )
         .await
@@ -571,42 +589,166 @@ impl Executor {
             "attach",
             key,
             format!("replicates from {source} (GTID{})", tls_words(tls)),
-            |mut conn| async move {
+            |mut session| async move {
                 let result = async {
-                    admin::set_read_only(&mut conn, true).await?;
-                    admin::attach(&mut conn, &from, &account, heartbeat, tls).await?;
-                    admin::verify_replicating(&mut conn, verify).await
+                    session.set_read_only(true).await?;
+                    session.attach(&from, &account, heartbeat, tls).await?;
+                    session.verify_replicating(verify).await
                 }
                 .await;
-                (conn, result)
+                (session, result)
             },
         )
         .await
     }
 }
 
+/// A session whose every operation runs only while this agent leads, and ends when the
+/// lease would: a session held across steps (a switchover's) cannot outlast the right
+/// to change the server either.
+struct Leased {
+    session: Box<dyn AdminSession>,
+    lease: Lease,
+}
+
+/// Runs `operation` if the lease allows, within what remains of it.
+fn within_lease<'a, T: Send + 'a>(
+    lease: &'a Lease,
+    key: InstanceKey,
+    operation: BoxFuture<'a, Result<T, MysqlError>>,
+) -> BoxFuture<'a, Result<T, MysqlError>> {
+    Box::pin(async move {
+        let grant = lease.gate().map_err(|not| not_leading(&key, not))?;
+        tokio::time::timeout(grant.remaining, operation)
+            .await
+            .unwrap_or_else(|_| Err(lease_ran_out(&key)))
+    })
+}
+
+impl AdminSession for Leased {
+    fn key(&self) -> &InstanceKey {
+        self.session.key()
+    }
+
+    fn stop_io_thread(&mut self) -> BoxFuture<'_, Result<(), MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(&self.lease, key, self.session.stop_io_thread())
+    }
+
+    fn stop_replication(&mut self) -> BoxFuture<'_, Result<(), MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(&self.lease, key, self.session.stop_replication())
+    }
+
+    fn start_replication(&mut self) -> BoxFuture<'_, Result<(), MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(&self.lease, key, self.session.start_replication())
+    }
+
+    fn wait_relay_applied(&mut self, timeout: Duration) -> BoxFuture<'_, Result<(), MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(&self.lease, key, self.session.wait_relay_applied(timeout))
+    }
+
+    fn wait_for_gtids<'a>(
+        &'a mut self,
+        gtids: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(
+            &self.lease,
+            key,
+            self.session.wait_for_gtids(gtids, timeout),
+        )
+    }
+
+    fn written_gtids(&mut self) -> BoxFuture<'_, Result<String, MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(&self.lease, key, self.session.written_gtids())
+    }
+
+    fn promote(&mut self) -> BoxFuture<'_, Result<(), MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(&self.lease, key, self.session.promote())
+    }
+
+    fn set_read_only(&mut self, on: bool) -> BoxFuture<'_, Result<(), MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(&self.lease, key, self.session.set_read_only(on))
+    }
+
+    fn persist_read_only(&mut self) -> BoxFuture<'_, Result<(), MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(&self.lease, key, self.session.persist_read_only())
+    }
+
+    fn repoint<'a>(
+        &'a mut self,
+        source: &'a InstanceKey,
+        heartbeat: Duration,
+        tls: LinkTls,
+    ) -> BoxFuture<'a, Result<(), MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(
+            &self.lease,
+            key,
+            self.session.repoint(source, heartbeat, tls),
+        )
+    }
+
+    fn attach<'a>(
+        &'a mut self,
+        source: &'a InstanceKey,
+        account: &'a ReplicationAccount,
+        heartbeat: Duration,
+        tls: LinkTls,
+    ) -> BoxFuture<'a, Result<(), MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(
+            &self.lease,
+            key,
+            self.session.attach(source, account, heartbeat, tls),
+        )
+    }
+
+    fn tls_for_replicas(&mut self) -> BoxFuture<'_, Result<LinkTls, MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(&self.lease, key, self.session.tls_for_replicas())
+    }
+
+    fn verify_replicating(&mut self, timeout: Duration) -> BoxFuture<'_, Result<(), MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(&self.lease, key, self.session.verify_replicating(timeout))
+    }
+
+    fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
+        self.session.close()
+    }
+}
+
+fn not_leading(key: &InstanceKey, not: NotLeader) -> MysqlError {
+    MysqlError::NotLeader {
+        instance: key.clone(),
+        why: not.to_string(),
+    }
+}
+
 impl Executor {
     /// What a link pointsman creates or re-points to `source` says about TLS under
-    /// `recovery.replication_tls`: with `auto`, on MySQL, TLS exactly when the source
-    /// offers it (asked of it now; left as it is when it cannot be asked).
+    /// `recovery.replication_tls`: with `auto`, what the source says (on MySQL, TLS
+    /// exactly when it offers it); left as it is when the source cannot be asked.
     pub(crate) async fn link_tls(&self, source: &InstanceKey) -> LinkTls {
         match self.account.tls {
             ReplicationTls::Required => LinkTls::On,
             ReplicationTls::Off => LinkTls::Off,
             ReplicationTls::Auto => {
-                let Ok(mut conn) = self.open(source).await else {
+                let Ok(mut session) = self.open(source).await else {
                     return LinkTls::Keep;
                 };
-                let offered = match conn.flavor {
-                    crate::topology::ServerFlavor::Mysql => admin::offers_tls(&mut conn).await.ok(),
-                    crate::topology::ServerFlavor::Mariadb => None,
-                };
-                conn.close().await;
-                match offered {
-                    Some(true) => LinkTls::On,
-                    Some(false) => LinkTls::Off,
-                    None => LinkTls::Keep,
-                }
+                let tls = session.tls_for_replicas().await.unwrap_or(LinkTls::Keep);
+                session.close().await;
+                tls
             }
         }
     }
@@ -625,5 +767,266 @@ fn lease_ran_out(key: &InstanceKey) -> MysqlError {
     MysqlError::NotLeader {
         instance: key.clone(),
         why: "this agent's lease ran out during the step: it stopped here, and the next leader settles the rest".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::leader::{held_for, solo};
+    use crate::recovery::fake::{FakeServer, FakeTopology, Op};
+    use crate::recovery::plan::{plan_promotion, PromotionPolicy};
+    use regex::Regex;
+
+    fn key(port: u16) -> InstanceKey {
+        InstanceKey::new("127.0.0.1", port)
+    }
+
+    /// The primary 1 is dead after executing 12 transactions: 2 received them all and
+    /// applied 8; 3 received 10, 4 received 9.
+    fn dead_primary() -> FakeTopology {
+        FakeTopology::new([
+            (key(1), FakeServer::primary(12).unreachable()),
+            (key(2), FakeServer::replica(&key(1), 12, 8)),
+            (key(3), FakeServer::replica(&key(1), 10, 10)),
+            (key(4), FakeServer::replica(&key(1), 9, 9)),
+        ])
+    }
+
+    /// The plan the pure stage makes for the fake as it stands.
+    fn plan_for(fake: &FakeTopology, policy: &PromotionPolicy) -> PromotionPlan {
+        plan_promotion(&key(1), &fake.snapshot(), policy, None).expect("a plan")
+    }
+
+    fn step_names(log: &StepLog) -> Vec<(&str, u16, bool)> {
+        log.steps
+            .iter()
+            .map(|s| {
+                let port = s.instance.as_ref().map_or(0, |k| k.port);
+                (s.step.as_str(), port, s.ok)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_failover_stops_every_replica_then_applies_promotes_and_repoints() {
+        let fake = dead_primary();
+        let executor = fake.executor(solo());
+        let plan = plan_for(&fake, &PromotionPolicy::default());
+        assert_eq!((&plan.candidate, &plan.catch_up_from), (&key(2), &None));
+        let mut log = StepLog::new("r");
+        executor
+            .prepare_and_promote(&plan, &mut log)
+            .await
+            .expect("promoted");
+        let left_behind = executor
+            .repoint_under(&mut log, &plan.siblings, &plan.candidate)
+            .await;
+        assert!(left_behind.is_empty());
+
+        let promote = fake.first(&key(2), Op::Promote);
+        for port in [2, 3, 4] {
+            assert!(fake.first(&key(port), Op::StopIoThread) < promote);
+        }
+        assert!(fake.first(&key(2), Op::WaitRelayApplied) < promote);
+        for port in [3, 4] {
+            assert!(fake.first(&key(port), Op::Repoint) > promote);
+            assert!(fake.first(&key(port), Op::VerifyReplicating) > promote);
+        }
+        assert!(
+            fake.find(&key(1), Op::Open).is_none(),
+            "the dead primary is left alone"
+        );
+
+        let promoted = fake.server(&key(2));
+        assert!(!promoted.read_only && promoted.source.is_none());
+        assert_eq!(
+            promoted.executed, 12,
+            "it applied its whole relay log first"
+        );
+        for port in [3, 4] {
+            let sibling = fake.server(&key(port));
+            assert_eq!(sibling.source, Some(key(2)));
+            assert!(sibling.io_running && sibling.sql_running);
+            assert_eq!(sibling.executed, 12);
+        }
+        assert_eq!(
+            step_names(&log),
+            [
+                ("stop IO thread", 2, true),
+                ("stop IO thread", 3, true),
+                ("stop IO thread", 4, true),
+                ("apply relay log", 2, true),
+                ("promote", 2, true),
+                ("re-point", 3, true),
+                ("re-point", 4, true),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_candidate_behind_a_replica_that_may_not_be_promoted_catches_up_from_it_first() {
+        let fake = dead_primary();
+        fake.update(&key(3), |s| s.received = 14);
+        let executor = fake.executor(solo());
+        let policy = PromotionPolicy {
+            must_not: vec![Regex::new(":3$").expect("a regex")],
+            ..PromotionPolicy::default()
+        };
+        let plan = plan_for(&fake, &policy);
+        assert_eq!(
+            (&plan.candidate, &plan.catch_up_from),
+            (&key(2), &Some(key(3)))
+        );
+        let mut log = StepLog::new("r");
+        executor
+            .prepare_and_promote(&plan, &mut log)
+            .await
+            .expect("promoted");
+
+        let order = [
+            fake.first(&key(2), Op::StopIoThread),
+            fake.first(&key(3), Op::StopIoThread),
+            fake.first(&key(2), Op::WaitRelayApplied),
+            fake.first(&key(3), Op::WaitRelayApplied),
+            fake.first(&key(3), Op::WrittenGtids),
+            fake.first(&key(2), Op::Repoint),
+            fake.first(&key(2), Op::WaitForGtids),
+            fake.first(&key(2), Op::Promote),
+        ];
+        assert!(order.is_sorted(), "{:?}", fake.operations());
+        let promoted = fake.server(&key(2));
+        assert_eq!(promoted.executed, 14, "nothing 3 held is lost");
+        assert!(!promoted.read_only && promoted.source.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_promotion_leaves_the_replicas_stopped_until_resume_receiving() {
+        let fake = dead_primary();
+        fake.fail(&key(2), Op::Promote);
+        let executor = fake.executor(solo());
+        let plan = plan_for(&fake, &PromotionPolicy::default());
+        let mut log = StepLog::new("r");
+        let failed = executor
+            .prepare_and_promote(&plan, &mut log)
+            .await
+            .expect_err("the promotion fails");
+        assert_eq!(failed.step, "promote on 127.0.0.1:2");
+        assert!(log.steps.iter().any(|s| s.step == "promote" && !s.ok));
+        // Nothing takes writes and no one receives: the state the coordinator undoes.
+        for port in [2, 3, 4] {
+            let replica = fake.server(&key(port));
+            assert!(replica.read_only && !replica.io_running, "{port}");
+            assert_eq!(replica.source, Some(key(1)));
+        }
+
+        let mut everyone = vec![plan.candidate.clone()];
+        everyone.extend(plan.siblings.iter().cloned());
+        executor.resume_receiving(&mut log, &everyone).await;
+        for port in [2, 3, 4] {
+            let replica = fake.server(&key(port));
+            assert!(replica.io_running && replica.sql_running, "{port}");
+            assert_eq!(replica.source, Some(key(1)));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_candidate_that_cannot_be_stopped_or_cannot_apply_is_not_promoted() {
+        let fake = dead_primary();
+        fake.fail(&key(2), Op::StopIoThread);
+        let plan = plan_for(&fake, &PromotionPolicy::default());
+        let mut log = StepLog::new("r");
+        let failed = fake
+            .executor(solo())
+            .prepare_and_promote(&plan, &mut log)
+            .await
+            .expect_err("not promoted");
+        assert_eq!(failed.step, "stop IO thread on 127.0.0.1:2");
+        assert_eq!(fake.find(&key(2), Op::WaitRelayApplied), None);
+        assert_eq!(fake.find(&key(2), Op::Promote), None);
+
+        let fake = dead_primary();
+        fake.update(&key(2), |s| s.sql_running = false);
+        let failed = fake
+            .executor(solo())
+            .prepare_and_promote(&plan, &mut StepLog::new("r"))
+            .await
+            .expect_err("not promoted");
+        assert_eq!(failed.step, "apply relay log on 127.0.0.1:2");
+        assert_eq!(fake.find(&key(2), Op::Promote), None);
+        assert!(fake.server(&key(2)).read_only);
+    }
+
+    #[tokio::test]
+    async fn a_sibling_that_does_not_answer_is_left_behind_and_the_others_go_on() {
+        let fake = dead_primary();
+        let plan = plan_for(&fake, &PromotionPolicy::default());
+        fake.update(&key(4), |s| s.reachable = false);
+        let executor = fake.executor(solo());
+        let mut log = StepLog::new("r");
+        executor
+            .prepare_and_promote(&plan, &mut log)
+            .await
+            .expect("promoted without 4");
+        let left_behind = executor
+            .repoint_under(&mut log, &plan.siblings, &plan.candidate)
+            .await;
+        assert_eq!(left_behind, [key(4)]);
+        assert_eq!(fake.server(&key(3)).source, Some(key(2)));
+        assert_eq!(fake.server(&key(4)).source, Some(key(1)));
+        assert!(log
+            .steps
+            .iter()
+            .any(|s| s.step == "re-point" && s.instance == Some(key(4)) && !s.ok));
+    }
+
+    #[tokio::test]
+    async fn an_old_primary_is_fenced_once_it_answers_again() {
+        let fake = dead_primary();
+        let executor = fake.executor(solo());
+        let mut log = StepLog::new("r");
+        assert!(executor.fence(&mut log, &key(1)).await.is_err());
+        fake.update(&key(1), |s| s.reachable = true);
+        executor.fence(&mut log, &key(1)).await.expect("fenced");
+        assert!(fake.server(&key(1)).read_only);
+        assert_eq!(step_names(&log), [("fence", 1, false), ("fence", 1, true)]);
+    }
+
+    #[tokio::test]
+    async fn nothing_reaches_a_server_without_the_lease() {
+        let fake = dead_primary();
+        let plan = plan_for(&fake, &PromotionPolicy::default());
+        let executor = fake.executor(held_for(Duration::ZERO));
+        let mut log = StepLog::new("r");
+        let failed = executor
+            .prepare_and_promote(&plan, &mut log)
+            .await
+            .expect_err("refused");
+        assert_eq!(failed.step, "stop IO thread on 127.0.0.1:2");
+        assert!(log
+            .steps
+            .iter()
+            .all(|s| !s.ok && s.detail.contains("not changed: this agent does not lead")));
+        assert!(executor.set_read_only(&key(2), false).await.is_err());
+        assert_eq!(fake.operations(), []);
+    }
+
+    #[tokio::test]
+    async fn a_session_held_past_the_lease_changes_nothing_more() {
+        let fake = dead_primary();
+        let executor = fake.executor(held_for(Duration::from_millis(100)));
+        let mut session = executor.open(&key(2)).await.expect("opened while leading");
+        session
+            .stop_io_thread()
+            .await
+            .expect("stopped while leading");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let refused = session.promote().await.expect_err("the lease ran out");
+        assert!(matches!(refused, MysqlError::NotLeader { .. }), "{refused}");
+        assert_eq!(
+            fake.operations(),
+            [(key(2), Op::Open), (key(2), Op::StopIoThread)]
+        );
+        assert!(fake.server(&key(2)).read_only);
     }
 }

@@ -3,10 +3,14 @@
 //! each moment, `coordinator` decides when to act at all, `resume` settles a recovery
 //! whose agent stopped part-way, `roles` keeps each server's read-only role across its
 //! own restarts, and `operate` runs an operator's single-instance actions (relocate,
-//! replication, read_only).
+//! replication, read_only). `fake` is an in-memory topology behind the server edge
+//! (`mysql::edge`), for the unit tests of the executor, the coordinator's failover, the
+//! switchover and resumption.
 
 pub mod coordinator;
 pub mod execute;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod hooks;
 pub mod journal_mirror;
 pub mod operate;

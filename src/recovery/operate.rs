@@ -6,8 +6,7 @@
 
 use super::coordinator::Coordinator;
 use crate::analysis::findings::errant_gtids;
-use crate::mysql::admin;
-use crate::mysql::Connection;
+use crate::mysql::edge::AdminSession;
 use crate::store::AuditEntry;
 use crate::topology::{build_clusters, InstanceKey, Snapshot};
 use std::time::Duration;
@@ -126,13 +125,17 @@ impl Coordinator {
         let result = self
             .while_changing(&cluster, async {
                 let tls = self.executor.link_tls(below).await;
-                let mut conn = self.connect(replica).await?;
+                let mut session = self.open(replica).await?;
                 let done = async {
-                    admin::repoint(&mut conn, below, self.executor.heartbeat_period, tls).await?;
-                    admin::verify_replicating(&mut conn, self.executor.verify_timeout).await
+                    session
+                        .repoint(below, self.executor.heartbeat_period, tls)
+                        .await?;
+                    session
+                        .verify_replicating(self.executor.verify_timeout)
+                        .await
                 }
                 .await;
-                conn.close().await;
+                session.close().await;
                 done.map_err(|e| OperateError::Failed(e.to_string()))
             })
             .await;
@@ -167,13 +170,13 @@ impl Coordinator {
         }
         let result = self
             .while_changing(&cluster, async {
-                let mut conn = self.connect(replica).await?;
+                let mut session = self.open(replica).await?;
                 let done = if running {
-                    admin::start_replication(&mut conn).await
+                    session.start_replication().await
                 } else {
-                    admin::stop_replication(&mut conn).await
+                    session.stop_replication().await
                 };
-                conn.close().await;
+                session.close().await;
                 done.map_err(|e| OperateError::Failed(e.to_string()))
             })
             .await;
@@ -247,8 +250,10 @@ impl Coordinator {
             .unwrap_or_else(|| key.to_string()))
     }
 
-    async fn connect(&self, key: &InstanceKey) -> Result<Connection, OperateError> {
-        Connection::open(key, &self.executor.connect)
+    /// A session for changing `key`, through the executor's lease gate.
+    async fn open(&self, key: &InstanceKey) -> Result<Box<dyn AdminSession>, OperateError> {
+        self.executor
+            .open(key)
             .await
             .map_err(|e| OperateError::Failed(e.to_string()))
     }

@@ -525,6 +525,9 @@ impl Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::leader::solo;
+    use crate::recovery::fake::{FakeServer, FakeTopology, Op};
+    use crate::recovery::plan::{plan_promotion, PromotionPolicy};
     use crate::topology::instance::tests_support::{primary, replica};
     use crate::topology::Instance;
 
@@ -717,5 +720,107 @@ mod tests {
                 attach: Some(key(1)),
             }
         );
+    }
+
+    /// The primary 1 died after 12 transactions; 2 received them all, 3 received 11.
+    fn dead_primary_on_fake() -> FakeTopology {
+        FakeTopology::new([
+            (key(1), FakeServer::primary(12).unreachable()),
+            (key(2), FakeServer::replica(&key(1), 12, 10)),
+            (key(3), FakeServer::replica(&key(1), 11, 11)),
+        ])
+    }
+
+    /// Runs a failover of 1 on the fake whose promotion of 2 does not happen (the agent
+    /// stops there); its journal: the candidate's choice, then the executor's steps.
+    async fn failover_stopped_at_the_promotion(fake: &FakeTopology) -> Vec<StepRecord> {
+        let plan = plan_promotion(&key(1), &fake.snapshot(), &PromotionPolicy::default(), None)
+            .expect("a plan");
+        assert_eq!(plan.candidate, key(2));
+        fake.fail(&key(2), Op::Promote);
+        let mut log = StepLog::new("r");
+        log.note(
+            "choose candidate",
+            Some(&plan.candidate),
+            true,
+            plan.explain(),
+            Duration::ZERO,
+        );
+        let stopped = fake
+            .executor(solo())
+            .prepare_and_promote(&plan, &mut log)
+            .await;
+        assert!(stopped.is_err());
+        log.steps
+    }
+
+    #[tokio::test]
+    async fn a_failover_stopped_before_the_reset_is_undone_on_the_servers() {
+        let fake = dead_primary_on_fake();
+        let steps = failover_stopped_at_the_promotion(&fake).await;
+        let Resolution::RollBack {
+            restart,
+            writable_again,
+            lift_fence,
+        } = resolve(&record("failover"), &steps, &fake.snapshot())
+        else {
+            panic!("a roll-back");
+        };
+        assert_eq!(restart, [key(2), key(3)]);
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        fake.coordinator(dir.path())
+            .undo_begun(
+                &record("failover"),
+                &restart,
+                writable_again.as_ref(),
+                lift_fence.as_ref(),
+                &mut StepLog::new("r"),
+            )
+            .await;
+        for port in [2, 3] {
+            let replica = fake.server(&key(port));
+            assert!(replica.io_running && replica.sql_running && replica.read_only);
+            assert_eq!(replica.source, Some(key(1)));
+        }
+        assert_eq!(fake.find(&key(2), Op::SetReadOnly(false)), None);
+    }
+
+    #[tokio::test]
+    async fn a_failover_stopped_after_the_reset_is_finished_on_the_servers() {
+        let fake = dead_primary_on_fake();
+        let steps = failover_stopped_at_the_promotion(&fake).await;
+        // Stopped inside promote between the reset and read_only OFF (the crash point
+        // promote-after-reset): 2 forgot its source and is still read_only.
+        fake.update(&key(2), |server| server.source = None);
+        let resolution = resolve(&record("failover"), &steps, &fake.snapshot());
+        assert_eq!(
+            resolution,
+            Resolution::Finish {
+                primary: key(2),
+                make_writable: true,
+                repoint: vec![key(3)],
+                attach: None,
+            }
+        );
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        fake.coordinator(dir.path())
+            .finish_promotion(
+                &record("failover"),
+                &key(2),
+                true,
+                &[key(3)],
+                None,
+                &mut StepLog::new("r"),
+            )
+            .await
+            .expect("finished");
+        assert!(fake.first(&key(2), Op::SetReadOnly(false)) < fake.first(&key(3), Op::Repoint));
+        let promoted = fake.server(&key(2));
+        assert!(!promoted.read_only && promoted.source.is_none());
+        assert_eq!(promoted.executed, 12);
+        let sibling = fake.server(&key(3));
+        assert_eq!(sibling.source, Some(key(2)));
+        assert!(sibling.io_running && sibling.sql_running);
+        assert_eq!(sibling.executed, 12);
     }
 }

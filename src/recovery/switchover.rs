@@ -12,11 +12,12 @@
 
 use super::coordinator::Coordinator;
 use super::coordinator::{describe_run, timed};
-use super::execute::StepLog;
+use super::execute::{Executor, StepLog};
 use super::hooks::{run_hooks, HookContext, HookPoint};
 use super::plan::{plan_promotion, PlanError};
+use crate::mysql::edge::AdminSession;
 use crate::mysql::probe::probe;
-use crate::mysql::{admin, Connection, MysqlError};
+use crate::mysql::{Connection, MysqlError};
 use crate::store::recovery::{RecoveryRecord, RecoveryStatus};
 use crate::store::AuditEntry;
 use crate::topology::{
@@ -116,6 +117,7 @@ struct Choice {
 }
 
 /// How a recorded switchover ended when it did not succeed.
+#[derive(Debug)]
 enum Ending {
     /// Nothing was changed.
     Aborted(String),
@@ -592,28 +594,7 @@ impl Switch<'_> {
             )));
         }
 
-        // Connected before writes stop, so the pause holds only the statements.
-        let connecting = Instant::now();
-        let (old_conn, candidate_conn) = tokio::join!(
-            Connection::open(old, &self.executor.connect),
-            Connection::open(candidate, &self.executor.connect)
-        );
-        let (mut old_conn, mut candidate_conn) = match (old_conn, candidate_conn) {
-            (Ok(o), Ok(c)) => (o, c),
-            (o, c) => {
-                let error = o.err().or(c.err()).map(|e| e.to_string());
-                let reason = error.unwrap_or_default();
-                log.note("connect", None, false, reason.clone(), connecting.elapsed());
-                return Err(Ending::Aborted(reason));
-            }
-        };
-
-        let result = self
-            .pause_and_promote(choice, &mut old_conn, &mut candidate_conn, log)
-            .await;
-        old_conn.close().await;
-        candidate_conn.close().await;
-        let gap = result?;
+        let gap = Exchange::of(&self.executor, choice).run(log).await?;
 
         for (key, why) in &choice.unreachable {
             log.note(
@@ -675,19 +656,66 @@ impl Switch<'_> {
         left_behind.extend(choice.unreachable.iter().map(|(key, _)| key.clone()));
         Ok((gap, left_behind))
     }
+}
+
+/// The part of a switchover that moves the writes: both sessions opened before writes
+/// stop, the pause, the promotion, and undoing them when a step fails. It needs only the
+/// executor, so the unit tests below run it on the in-memory topology.
+struct Exchange<'a> {
+    executor: &'a Executor,
+    old: &'a InstanceKey,
+    candidate: &'a InstanceKey,
+    /// Restored on roll-back: a primary that was read_only stays so.
+    primary_was_writable: bool,
+}
+
+impl<'a> Exchange<'a> {
+    fn of(executor: &'a Executor, choice: &'a Choice) -> Self {
+        Exchange {
+            executor,
+            old: &choice.primary,
+            candidate: &choice.candidate,
+            primary_was_writable: choice.primary_was_writable,
+        }
+    }
+
+    /// Opens a session on both servers (through the lease gate) before writes stop, so
+    /// the pause holds only the statements, then pauses and promotes. The write gap in
+    /// milliseconds.
+    async fn run(&self, log: &mut StepLog) -> Result<u64, Ending> {
+        let connecting = Instant::now();
+        let (old_session, candidate_session) = tokio::join!(
+            self.executor.open(self.old),
+            self.executor.open(self.candidate)
+        );
+        let (mut old_session, mut candidate_session) = match (old_session, candidate_session) {
+            (Ok(o), Ok(c)) => (o, c),
+            (o, c) => {
+                let error = o.err().or(c.err()).map(|e| e.to_string());
+                let reason = error.unwrap_or_default();
+                log.note("connect", None, false, reason.clone(), connecting.elapsed());
+                return Err(Ending::Aborted(reason));
+            }
+        };
+        let result = self
+            .pause_and_promote(old_session.as_mut(), candidate_session.as_mut(), log)
+            .await;
+        old_session.close().await;
+        candidate_session.close().await;
+        result
+    }
 
     /// From read_only ON on the old primary to read_only OFF on the candidate: the only
     /// part of a switchover during which writes are refused. Any failure restores the
     /// old primary, never leaving two writable primaries.
     async fn pause_and_promote(
         &self,
-        choice: &Choice,
-        old_conn: &mut Connection,
-        candidate_conn: &mut Connection,
+        old_session: &mut dyn AdminSession,
+        candidate_session: &mut dyn AdminSession,
         log: &mut StepLog,
     ) -> Result<u64, Ending> {
-        let old = &choice.primary;
-        let candidate = &choice.candidate;
+        let old = self.old;
+        let candidate = self.candidate;
         // The journal says what is about to happen before writes stop: whoever acts
         // after a crash inside the pause knows to give the old primary its writes back.
         let begun = match log.begin("read_only ON", Some(old)).await {
@@ -700,7 +728,7 @@ impl Switch<'_> {
             )));
         }
         let paused = Instant::now();
-        if let Err(error) = admin::set_read_only(old_conn, true).await {
+        if let Err(error) = old_session.set_read_only(true).await {
             let took = paused.elapsed();
             log.note(
                 "read_only ON",
@@ -710,16 +738,12 @@ impl Switch<'_> {
                 took,
             );
             return Err(self
-                .roll_back(
-                    choice,
-                    log,
-                    format!("{old} could not be set read_only: {error}"),
-                )
+                .roll_back(log, format!("{old} could not be set read_only: {error}"))
                 .await);
         }
         let read_only_took = paused.elapsed();
         crate::crash_point!("switchover-after-read-only");
-        let gtids = match admin::written_gtids(old_conn).await {
+        let gtids = match old_session.written_gtids().await {
             Ok(gtids) => gtids,
             Err(error) => {
                 log.note(
@@ -731,7 +755,6 @@ impl Switch<'_> {
                 );
                 return Err(self
                     .roll_back(
-                        choice,
                         log,
                         format!("the GTIDs of {old} could not be read: {error}"),
                     )
@@ -739,8 +762,9 @@ impl Switch<'_> {
             }
         };
         let waiting = Instant::now();
-        if let Err(error) =
-            admin::wait_for_gtids(candidate_conn, &gtids, self.executor.apply_timeout).await
+        if let Err(error) = candidate_session
+            .wait_for_gtids(&gtids, self.executor.apply_timeout)
+            .await
         {
             let took = waiting.elapsed();
             log.note(
@@ -759,7 +783,6 @@ impl Switch<'_> {
             );
             return Err(self
                 .roll_back(
-                    choice,
                     log,
                     format!(
                         "{candidate} did not apply everything {old} wrote ({gtids}) within recovery.apply_timeout ({}s)",
@@ -772,15 +795,11 @@ impl Switch<'_> {
         crate::crash_point!("switchover-after-catch-up");
         if let Err(error) = log.begin("promote", Some(candidate)).await {
             return Err(self
-                .roll_back(
-                    choice,
-                    log,
-                    format!("the journal could not be written ({error})"),
-                )
+                .roll_back(log, format!("the journal could not be written ({error})"))
                 .await);
         }
         let promoting = Instant::now();
-        let promoted = admin::promote(candidate_conn).await;
+        let promoted = candidate_session.promote().await;
         crate::crash_point!("switchover-after-promote");
         let promote_took = promoting.elapsed();
         let gap_ms = millis_up(paused.elapsed());
@@ -820,7 +839,7 @@ impl Switch<'_> {
                     error.without_instance(),
                     promote_took,
                 );
-                Err(self.undo_promotion(choice, log, error).await)
+                Err(self.undo_promotion(log, error).await)
             }
         }
     }
@@ -828,13 +847,8 @@ impl Switch<'_> {
     /// After a failed promotion the candidate may or may not take writes: it is made
     /// read_only before the old primary takes writes again, or the old primary stays
     /// read_only, so two primaries never take writes at once.
-    async fn undo_promotion(
-        &self,
-        choice: &Choice,
-        log: &mut StepLog,
-        error: MysqlError,
-    ) -> Ending {
-        let candidate = &choice.candidate;
+    async fn undo_promotion(&self, log: &mut StepLog, error: MysqlError) -> Ending {
+        let candidate = self.candidate;
         let started = Instant::now();
         let fenced = self.executor.set_read_only(candidate, true).await;
         match fenced {
@@ -847,14 +861,10 @@ impl Switch<'_> {
                     started.elapsed(),
                 );
                 let ending = self
-                    .roll_back(
-                        choice,
-                        log,
-                        format!("{candidate} could not be promoted: {error}"),
-                    )
+                    .roll_back(log, format!("{candidate} could not be promoted: {error}"))
                     .await;
                 // Its replication may be reset already: put it back under the old primary.
-                let _ = self.executor.attach(log, candidate, &choice.primary).await;
+                let _ = self.executor.attach(log, candidate, self.old).await;
                 ending
             }
             Err(fence_error) => {
@@ -867,7 +877,7 @@ impl Switch<'_> {
                 );
                 Ending::Failed(format!(
                     "{candidate} could not be promoted ({error}) nor set read_only ({fence_error}); {} stays read_only so that two primaries never take writes: check {candidate}, then make one of them writable by hand",
-                    choice.primary
+                    self.old
                 ))
             }
         }
@@ -875,9 +885,9 @@ impl Switch<'_> {
 
     /// Gives the old primary its writes back (if it had them) on a fresh connection,
     /// since the one in use may have died with the failure.
-    async fn roll_back(&self, choice: &Choice, log: &mut StepLog, why: String) -> Ending {
-        let old = &choice.primary;
-        if !choice.primary_was_writable {
+    async fn roll_back(&self, log: &mut StepLog, why: String) -> Ending {
+        let old = self.old;
+        if !self.primary_was_writable {
             return Ending::Failed(format!("{why}; {old} was read_only before and stays so"));
         }
         let started = Instant::now();
@@ -996,10 +1006,137 @@ fn millis_up(duration: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::leader::solo;
+    use crate::recovery::fake::{FakeServer, FakeTopology, Op};
     use crate::topology::instance::tests_support::{primary, replica};
 
     fn key(port: u16) -> InstanceKey {
         InstanceKey::new("127.0.0.1", port)
+    }
+
+    /// A healthy primary 1 that executed 20 transactions; its replica 2 received and
+    /// applied 18 of them so far.
+    fn healthy() -> FakeTopology {
+        FakeTopology::new([
+            (key(1), FakeServer::primary(20)),
+            (key(2), FakeServer::replica(&key(1), 18, 18)),
+        ])
+    }
+
+    /// Runs the writes' move from 1 to 2 on `fake`.
+    async fn exchange(
+        fake: &FakeTopology,
+        primary_was_writable: bool,
+    ) -> (Result<u64, Ending>, StepLog) {
+        let executor = fake.executor(solo());
+        let (old, candidate) = (key(1), key(2));
+        let mut log = StepLog::new("s");
+        let result = Exchange {
+            executor: &executor,
+            old: &old,
+            candidate: &candidate,
+            primary_was_writable,
+        }
+        .run(&mut log)
+        .await;
+        (result, log)
+    }
+
+    fn failure(result: Result<u64, Ending>) -> String {
+        match result {
+            Err(Ending::Failed(why)) => why,
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_stop_on_the_old_primary_before_the_candidate_catches_up_and_is_promoted() {
+        let fake = healthy();
+        let (result, log) = exchange(&fake, true).await;
+        result.expect("switched");
+        let order = [
+            fake.first(&key(1), Op::Open)
+                .max(fake.first(&key(2), Op::Open)),
+            fake.first(&key(1), Op::SetReadOnly(true)),
+            fake.first(&key(1), Op::WrittenGtids),
+            fake.first(&key(2), Op::WaitForGtids),
+            fake.first(&key(2), Op::Promote),
+        ];
+        assert!(order.is_sorted(), "{:?}", fake.operations());
+        let (old, new) = (fake.server(&key(1)), fake.server(&key(2)));
+        assert!(old.read_only);
+        assert!(!new.read_only && new.source.is_none());
+        assert_eq!(
+            new.executed, 20,
+            "it applied every write of the old primary"
+        );
+        let steps: Vec<(&str, bool)> = log.steps.iter().map(|s| (s.step.as_str(), s.ok)).collect();
+        assert_eq!(
+            steps,
+            [
+                ("read_only ON", true),
+                ("catch up", true),
+                ("promote", true)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_candidate_that_cannot_catch_up_gives_the_old_primary_its_writes_back() {
+        let fake = healthy();
+        fake.update(&key(2), |s| s.io_running = false);
+        let (result, _) = exchange(&fake, true).await;
+        let why = failure(result);
+        assert!(
+            why.contains("rolled back: 127.0.0.1:1 is the primary"),
+            "{why}"
+        );
+        assert!(
+            fake.first(&key(2), Op::WaitForGtids) < fake.first(&key(1), Op::SetReadOnly(false))
+        );
+        assert_eq!(fake.find(&key(2), Op::Promote), None);
+        assert!(!fake.server(&key(1)).read_only);
+        let candidate = fake.server(&key(2));
+        assert!(candidate.read_only);
+        assert_eq!(candidate.source, Some(key(1)));
+    }
+
+    #[tokio::test]
+    async fn a_primary_that_was_read_only_stays_so_on_roll_back() {
+        let fake = healthy();
+        fake.update(&key(1), |s| s.read_only = true);
+        fake.update(&key(2), |s| s.io_running = false);
+        let (result, _) = exchange(&fake, false).await;
+        assert!(failure(result).contains("was read_only before and stays so"));
+        assert_eq!(fake.find(&key(1), Op::SetReadOnly(false)), None);
+        assert!(fake.server(&key(1)).read_only);
+    }
+
+    #[tokio::test]
+    async fn a_failed_promotion_makes_the_candidate_read_only_before_the_old_primary_writes() {
+        let fake = healthy();
+        fake.fail(&key(2), Op::Promote);
+        let (result, _) = exchange(&fake, true).await;
+        assert!(failure(result).contains("could not be promoted"));
+        let fenced = fake.first(&key(2), Op::SetReadOnly(true));
+        assert!(fake.first(&key(2), Op::Promote) < fenced);
+        assert!(fenced < fake.first(&key(1), Op::SetReadOnly(false)));
+        assert!(fake.first(&key(1), Op::SetReadOnly(false)) < fake.first(&key(2), Op::Attach));
+        assert!(!fake.server(&key(1)).read_only);
+        let candidate = fake.server(&key(2));
+        assert!(candidate.read_only);
+        assert_eq!(candidate.source, Some(key(1)));
+    }
+
+    #[tokio::test]
+    async fn a_candidate_that_does_not_answer_aborts_before_writes_stop() {
+        let fake = healthy();
+        fake.update(&key(2), |s| s.reachable = false);
+        let (result, log) = exchange(&fake, true).await;
+        assert!(matches!(result, Err(Ending::Aborted(_))), "{result:?}");
+        assert_eq!(fake.find(&key(1), Op::SetReadOnly(true)), None);
+        assert!(!fake.server(&key(1)).read_only);
+        assert_eq!(log.steps[0].step, "connect");
     }
 
     #[test]
