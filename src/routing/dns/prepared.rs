@@ -1,9 +1,10 @@
 //! Prepared answers, the UDP fast path. The answers change only when routes are published,
 //! so `PreparedAnswers::build` encodes, once per publish, the complete response to every
 //! question a client is likely to ask of this zone: each name in it with each type it has,
-//! plus A and AAAA (stub resolvers ask both), once without EDNS and once with. It encodes
-//! them with the general path itself (`respond` and hickory's encoder), so the two cannot
-//! disagree.
+//! plus A and AAAA (stub resolvers ask both), with EDNS and without. It encodes them with
+//! the general path itself (`respond` and hickory's encoder), so the two cannot disagree;
+//! once per question, with EDNS: the response without it is the same minus its trailing
+//! OPT record.
 //!
 //! `PreparedAnswers::answer` then reads a datagram in place and sorts it:
 //! - a plain query (opcode QUERY, one question of class IN, nothing else but an EDNS
@@ -102,7 +103,7 @@ fn complete_response(zone: &ZoneData, question: &[u8], edns: Option<&Edns>) -> O
 }
 
 /// Whether `response` ends with an OPT record without options and with DO clear: where
-/// `answer` sets the DO bit.
+/// `answer` sets the DO bit, and what a response without EDNS leaves out.
 fn ends_with_plain_opt(response: &[u8]) -> bool {
     let Some(opt) = response
         .len()
@@ -115,6 +116,15 @@ fn ends_with_plain_opt(response: &[u8]) -> bool {
         && read_u16(opt, 1) == Some(TYPE_OPT)
         && opt[OPT_LEN - DO_FROM_END] & DNSSEC_OK == 0
         && read_u16(opt, OPT_LEN - 2) == Some(0)
+}
+
+/// The response to the same question without EDNS: the OPT record, last, left out of
+/// the additional section.
+fn without_opt(with_edns: &[u8]) -> Option<Vec<u8>> {
+    let additionals = read_u16(with_edns, 10)?.checked_sub(1)?;
+    let mut classic = with_edns.get(..with_edns.len() - OPT_LEN)?.to_vec();
+    classic[10..12].copy_from_slice(&additionals.to_be_bytes());
+    Some(classic)
 }
 
 impl PreparedAnswers {
@@ -136,10 +146,14 @@ impl PreparedAnswers {
                 key.extend_from_slice(&u16::from(rtype).to_be_bytes());
                 let mut question = key.clone();
                 question.extend_from_slice(&CLASS_IN.to_be_bytes());
-                let classic = complete_response(zone, &question, None)
-                    .filter(|r| r.len() <= usize::from(CLASSIC_UDP_PAYLOAD));
-                let with_edns = complete_response(zone, &question, Some(&edns))
-                    .filter(|r| r.len() <= usize::from(MAX_UDP_PAYLOAD) && ends_with_plain_opt(r));
+                let Some(complete) = complete_response(zone, &question, Some(&edns))
+                    .filter(|r| ends_with_plain_opt(r))
+                else {
+                    continue;
+                };
+                let classic =
+                    without_opt(&complete).filter(|r| r.len() <= usize::from(CLASSIC_UDP_PAYLOAD));
+                let with_edns = Some(complete).filter(|r| r.len() <= usize::from(MAX_UDP_PAYLOAD));
                 by_question.insert(
                     key.into_boxed_slice(),
                     Prepared {
