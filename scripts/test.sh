@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it: installs the database servers the
 # tests run against (MariaDB 10.11, MySQL 9.7 and MariaDB 11.8; idempotent, fast when
-# present), the DNS tools (dig, dnsperf), Chromium and playwright-core for the browser
+# present), the DNS tools (dig, dnsperf, nsd), Chromium and playwright-core for the browser
 # tests (Node.js 20 or later), then runs every test binary, even after one fails.
 #
 #   scripts/test.sh [extra cargo test arguments]
@@ -14,9 +14,9 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 scripts/install-servers.sh mariadb mysql mariadb-11
 # DNS tools the routing tests query the embedded responder with (dig), and the DNS
-# benchmark's load generator (dnsperf).
+# benchmark's load generator (dnsperf) and yardstick (nsd, which the bench starts itself).
 missing=()
-for package in bind9-dnsutils dnsperf; do
+for package in bind9-dnsutils dnsperf nsd; do
     dpkg-query -W -f='${db:Status-Status}' "$package" 2>/dev/null | grep -q '^installed$' || missing+=("$package")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -26,6 +26,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    # Debian starts NSD's own service on port 53 when systemd runs. The bench never uses
+    # it (it starts an NSD of its own on a free port), so the service this install just
+    # started is stopped and disabled; one that was there before is left alone.
+    if [[ " ${missing[*]} " == *" nsd "* ]] && command -v systemctl >/dev/null 2>&1 \
+        && systemctl is-active --quiet nsd 2>/dev/null; then
+        systemctl disable --now nsd
+    fi
 fi
 # The web page's browser tests (tests/web.rs): Debian's Chromium, driven headless by
 # playwright-core from web-tests/ (pinned in its package-lock.json; it never downloads a

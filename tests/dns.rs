@@ -720,3 +720,128 @@ fn starting_outside_a_runtime_is_an_error_not_a_panic() {
         .expect("no runtime");
     assert!(matches!(error, DnsError::NoRuntime), "{error}");
 }
+
+/// `demo.primary.mysql.local. A` with ID `id`, RD set, no EDNS.
+fn primary_query(id: u16) -> Vec<u8> {
+    let mut query = id.to_be_bytes().to_vec();
+    query.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in ["demo", "primary", "mysql", "local"] {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    query
+}
+
+/// Garbage as a flood brings it: random octets, a response (QR set), a header whose
+/// counts lie, a query cut short, datagrams shorter than a header.
+fn junk(n: u64) -> Vec<u8> {
+    let mut state = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut random = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state as u8
+    };
+    match n % 5 {
+        0 => (0..12 + n % 80).map(|_| random()).collect(),
+        1 => {
+            let mut response = primary_query(n as u16);
+            response[2] |= 0x80;
+            response
+        }
+        2 => {
+            let mut lying = primary_query(n as u16);
+            lying[7] = 3;
+            lying
+        }
+        3 => {
+            let query = primary_query(n as u16);
+            query[..query.len() - 3].to_vec()
+        }
+        _ => (0..n % 12).map(|_| random()).collect(),
+    }
+}
+
+#[tokio::test]
+async fn every_query_is_answered_while_junk_floods_the_port_and_junk_gets_nothing() {
+    const WINDOWS: u16 = 100;
+    const IN_FLIGHT: u16 = 50;
+    const JUNK_PER_SECOND: u64 = 50_000;
+    let server = start(&demo(1, "127.0.0.1"));
+    let addr = server.local_addr();
+
+    let flooding = Arc::new(AtomicBool::new(true));
+    let flood = {
+        let flooding = Arc::clone(&flooding);
+        std::thread::spawn(move || {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let start = std::time::Instant::now();
+            let mut sent = 0u64;
+            while flooding.load(Ordering::Relaxed) {
+                let due = (start.elapsed().as_secs_f64() * JUNK_PER_SECOND as f64) as u64;
+                if sent >= due {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                socket.send_to(&junk(sent), addr).unwrap();
+                sent += 1;
+            }
+            // Whatever the responder sent back to the junk's source.
+            std::thread::sleep(Duration::from_millis(200));
+            socket.set_nonblocking(true).unwrap();
+            let mut replies = 0;
+            let mut buffer = [0u8; 1500];
+            while socket.recv(&mut buffer).is_ok() {
+                replies += 1;
+            }
+            (sent, replies)
+        })
+    };
+    // Let the flood get going before the first query.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let answered = tokio::task::spawn_blocking(move || {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut answered = 0u32;
+        let mut buffer = [0u8; 512];
+        for window in 0..WINDOWS {
+            let ids: BTreeSet<u16> = (0..IN_FLIGHT).map(|i| window * IN_FLIGHT + i).collect();
+            for id in &ids {
+                socket.send_to(&primary_query(*id), addr).unwrap();
+            }
+            let mut waiting = ids.clone();
+            while !waiting.is_empty() {
+                let len = match socket.recv(&mut buffer) {
+                    Ok(len) => len,
+                    Err(e) => panic!(
+                        "window {window}: {} of {IN_FLIGHT} queries unanswered ({e}) while junk \
+                         arrived",
+                        waiting.len()
+                    ),
+                };
+                let response = hickory_net::proto::op::Message::from_vec(&buffer[..len])
+                    .expect("a DNS response");
+                assert!(
+                    waiting.remove(&response.metadata.id),
+                    "an answer to a query not asked: {response:?}"
+                );
+                assert_eq!(data(&response.answers), ["127.0.0.1"]);
+                answered += 1;
+            }
+        }
+        answered
+    })
+    .await
+    .unwrap();
+    flooding.store(false, Ordering::Relaxed);
+    let (junk_sent, junk_replies) = flood.join().unwrap();
+
+    assert_eq!(answered, u32::from(WINDOWS * IN_FLIGHT));
+    assert!(junk_sent > 1000, "the flood ran: {junk_sent} datagrams");
+    assert_eq!(junk_replies, 0, "junk is dropped, never answered");
+    server.stop().await;
+}

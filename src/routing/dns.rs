@@ -6,25 +6,31 @@
 //! - the records: `ZoneData::build` turns `Routes` into record sets (pure);
 //! - the answers: `ZoneData::lookup` and `respond` turn a question into AA answer, NODATA,
 //!   NXDOMAIN, REFUSED, … and `fit` makes it fit the transport, setting TC (pure);
-//! - the sockets: `DnsServer` runs hickory-server's `Server` with our own `RequestHandler`,
-//!   and `DnsRouter` is the `Router` the routing engine drives.
+//! - the sockets: over UDP, a thread of its own (`udp.rs`) answers most queries by copying
+//!   a response encoded at publish (`prepared.rs`) and gives the rest to the general path
+//!   (`answer_datagram`); over TCP, hickory-server's `Server` runs our own
+//!   `RequestHandler`. `DnsRouter` is the `Router` the routing engine drives.
 //!
 //! It must not resolve anything per query (addresses arrive resolved in `Endpoint`), recurse,
 //! or answer for a name outside its zone: it is never an open resolver nor an amplifier. A
 //! failover replaces the whole zone in one swap (`publish`), so no query sees half a change.
+
+mod prepared;
+mod udp;
 
 use super::{Change, Inspection, RouteError, Router, Routes};
 use futures::future::BoxFuture;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{
-    Edns, Header, HeaderCounts, LowerQuery, Metadata, OpCode, ResponseCode,
+    Edns, Header, HeaderCounts, LowerQuery, MessageType, Metadata, OpCode, ResponseCode,
 };
 use hickory_server::proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
 use hickory_server::proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_server::proto::serialize::binary::BinEncoder;
+use hickory_server::proto::ProtoError;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 use hickory_server::Server;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -739,22 +745,70 @@ fn wire_bound(reply: &Reply<'_>, queries: &Queries) -> usize {
     12 + question + records + opt
 }
 
-/// Whether the reply, encoded exactly as it will be sent, stays within its limit.
-fn encodes_within_limit(reply: &Reply<'_>, queries: &Queries) -> bool {
-    let mut buffer = Vec::with_capacity(usize::from(reply.limit));
-    let mut encoder = BinEncoder::new(&mut buffer);
-    encoder.set_max_size(reply.limit);
-    let response = MessageResponseBuilder::new(queries, reply.edns.as_ref()).build(
+/// The reply as hickory's encoder takes it, the question echoed as it was asked.
+fn response<'q, 'z>(
+    reply: &'q Reply<'z>,
+    queries: &'q Queries,
+) -> MessageResponse<
+    'q,
+    'z,
+    impl Iterator<Item = &'z Record> + Send + 'z,
+    impl Iterator<Item = &'z Record> + Send + 'z,
+    impl Iterator<Item = &'z Record> + Send + 'z,
+    impl Iterator<Item = &'z Record> + Send + 'z,
+> {
+    MessageResponseBuilder::new(queries, reply.edns.as_ref()).build(
         reply.metadata,
         reply.answers.iter(),
         reply.authorities.iter(),
         std::iter::empty(),
         reply.additionals.iter(),
-    );
+    )
+}
+
+/// Whether the reply, encoded exactly as it will be sent, stays within its limit.
+fn encodes_within_limit(reply: &Reply<'_>, queries: &Queries) -> bool {
+    let mut buffer = Vec::with_capacity(usize::from(reply.limit));
+    let mut encoder = BinEncoder::new(&mut buffer);
+    encoder.set_max_size(reply.limit);
     // The encoder stops at the limit and says so with the TC bit of the header it wrote.
-    response
+    response(reply, queries)
         .destructive_emit(&mut encoder)
         .is_ok_and(|info| !info.truncation)
+}
+
+/// The reply on the wire, within its limit (pure).
+fn encode(reply: &Reply<'_>, queries: &Queries) -> Result<Vec<u8>, ProtoError> {
+    let mut buffer = Vec::with_capacity(usize::from(CLASSIC_UDP_PAYLOAD));
+    let mut encoder = BinEncoder::new(&mut buffer);
+    encoder.set_max_size(reply.limit);
+    response(reply, queries).destructive_emit(&mut encoder)?;
+    Ok(buffer)
+}
+
+/// The general path over UDP, for the datagrams the prepared answers do not cover:
+/// hickory decodes the datagram and it is answered as a TCP query is, fitted to UDP.
+/// `None` for a datagram that is not a query: no answer is sent.
+fn answer_datagram(zone: &ZoneData, datagram: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+    let request = Request::from_bytes(datagram.to_vec(), src, Protocol::Udp).ok()?;
+    if request.metadata.message_type != MessageType::Query {
+        return None;
+    }
+    let reply = respond(
+        zone,
+        &request.metadata,
+        request.queries.queries(),
+        request.edns.as_ref(),
+        true,
+    );
+    let reply = fit(reply, &request.queries);
+    match encode(&reply, &request.queries) {
+        Ok(bytes) => Some(bytes),
+        Err(error) => {
+            tracing::debug!(%error, %src, "DNS response not encoded");
+            None
+        }
+    }
 }
 
 /// Makes the reply fit its transport (pure). hickory's encoder would cut a too-large
@@ -782,25 +836,40 @@ fn fit<'z>(mut reply: Reply<'z>, queries: &Queries) -> Reply<'z> {
     reply
 }
 
+/// What queries are answered from between two publishes: the zone, and the UDP
+/// responses prepared from it.
+struct Served {
+    zone: ZoneData,
+    prepared: prepared::PreparedAnswers,
+}
+
+impl Served {
+    fn new(zone: ZoneData) -> Self {
+        let prepared = prepared::PreparedAnswers::build(&zone);
+        Self { zone, prepared }
+    }
+}
+
 /// The zone being served, replaced whole by `publish`.
 struct Shared {
     config: ZoneConfig,
-    current: RwLock<Arc<ZoneData>>,
+    current: RwLock<Arc<Served>>,
 }
 
 impl Shared {
-    fn current(&self) -> Arc<ZoneData> {
+    fn current(&self) -> Arc<Served> {
         // A panic elsewhere cannot leave a half-written `Arc` behind: poisoning is moot.
         Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn swap(&self, zone: ZoneData) -> Arc<ZoneData> {
+    fn swap(&self, served: Served) -> Arc<Served> {
         let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
-        std::mem::replace(&mut *current, Arc::new(zone))
+        std::mem::replace(&mut *current, Arc::new(served))
     }
 }
 
-/// hickory-server's `RequestHandler`: answers every query from the zone of the instant.
+/// hickory-server's `RequestHandler`, for TCP: answers every query from the zone of the
+/// instant.
 struct Responder {
     shared: Arc<Shared>,
 }
@@ -820,24 +889,19 @@ impl RequestHandler for Responder {
         Self: 'f,
     {
         Box::pin(async move {
-            let zone = self.shared.current();
+            let served = self.shared.current();
             let reply = respond(
-                &zone,
+                &served.zone,
                 &request.metadata,
                 request.queries.queries(),
                 request.edns.as_ref(),
                 request.protocol() == Protocol::Udp,
             );
             let reply = fit(reply, &request.queries);
-            let response = MessageResponseBuilder::new(&request.queries, reply.edns.as_ref())
-                .build(
-                    reply.metadata,
-                    reply.answers.iter(),
-                    reply.authorities.iter(),
-                    std::iter::empty(),
-                    reply.additionals.iter(),
-                );
-            match response_handle.send_response(response).await {
+            match response_handle
+                .send_response(response(&reply, &request.queries))
+                .await
+            {
                 Ok(info) => info,
                 Err(error) => {
                     tracing::debug!(%error, src = %request.src(), "DNS response not sent");
@@ -886,6 +950,9 @@ fn bind(listen: SocketAddr) -> Result<(std::net::UdpSocket, std::net::TcpListene
 pub struct DnsServer {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
+    /// UDP: the thread of its own.
+    udp: Option<udp::UdpResponder>,
+    /// TCP: hickory's server on the runtime.
     server: Option<Server<Responder>>,
 }
 
@@ -901,30 +968,27 @@ impl DnsServer {
         let local_addr = udp
             .local_addr()
             .map_err(|e| bind_error("UDP", settings.listen, e))?;
-        let nonblocking = |protocol, result: io::Result<()>| {
-            result.map_err(|e| bind_error(protocol, local_addr, e))
-        };
-        nonblocking("UDP", udp.set_nonblocking(true))?;
-        nonblocking("TCP", tcp.set_nonblocking(true))?;
-        let udp =
-            tokio::net::UdpSocket::from_std(udp).map_err(|e| bind_error("UDP", local_addr, e))?;
+        tcp.set_nonblocking(true)
+            .map_err(|e| bind_error("TCP", local_addr, e))?;
         let tcp =
             tokio::net::TcpListener::from_std(tcp).map_err(|e| bind_error("TCP", local_addr, e))?;
 
         let empty = ZoneData::build(&config, &Routes::default());
         let shared = Arc::new(Shared {
             config,
-            current: RwLock::new(Arc::new(empty)),
+            current: RwLock::new(Arc::new(Served::new(empty))),
         });
+        let udp = udp::UdpResponder::start(udp, Arc::clone(&shared))
+            .map_err(|e| bind_error("UDP", local_addr, e))?;
         let mut server = Server::new(Responder {
             shared: Arc::clone(&shared),
         });
-        server.register_socket(udp);
         server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
         tracing::info!(listen = %local_addr, zone = %shared.config.zone(), "DNS responder listening");
         Ok(Self {
             local_addr,
             shared,
+            udp: Some(udp),
             server: Some(server),
         })
     }
@@ -943,19 +1007,23 @@ impl DnsServer {
     /// new one, never a mixture. Returns what changed, per cluster.
     pub fn publish(&self, routes: &Routes) -> Vec<Change> {
         let zone = ZoneData::build(&self.shared.config, routes);
-        let old = self.shared.swap(zone);
+        let old = self.shared.swap(Served::new(zone));
         let new = self.shared.current();
         // Not logged here: the engine audits every change, and the audit is logged.
-        changes(&old, &new)
-    }
-
-    /// The zone served now.
-    pub fn served(&self) -> Arc<ZoneData> {
-        self.shared.current()
+        changes(&old.zone, &new.zone)
     }
 
     /// Stops answering and waits (at most a few seconds) until both sockets are closed.
     pub async fn stop(mut self) {
+        if let Some(udp) = self.udp.take() {
+            // The thread is woken, not polled: joining it takes a moment.
+            if tokio::task::spawn_blocking(move || udp.stop())
+                .await
+                .is_err()
+            {
+                tracing::warn!(listen = %self.local_addr, "DNS UDP responder did not stop cleanly");
+            }
+        }
         let Some(mut server) = self.server.take() else {
             return;
         };
@@ -988,6 +1056,9 @@ impl DnsServer {
     /// Stops answering without waiting (the server's tasks end as the runtime gets to
     /// them); for an owner that cannot give the server up, as `stop` wants.
     pub fn cancel(&self) {
+        if let Some(udp) = &self.udp {
+            udp.signal_stop();
+        }
         if let Some(server) = &self.server {
             server.shutdown_token().cancel();
         }
@@ -1045,7 +1116,8 @@ impl Router for DnsRouter {
         routes: &'a Routes,
     ) -> BoxFuture<'a, Result<Vec<Inspection>, RouteError>> {
         let should = ZoneData::build(&self.server.shared.config, routes);
-        let now = self.server.served();
+        let served = self.server.shared.current();
+        let now = &served.zone;
         let clusters: BTreeSet<&String> =
             routes.clusters.keys().chain(now.clusters.keys()).collect();
         let inspections = clusters
