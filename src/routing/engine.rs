@@ -482,9 +482,25 @@ impl Inner {
             .iter()
             .map(|(cluster, (pin, _))| (cluster.clone(), pin.clone()))
             .collect();
-        Ok(desired_routes(
-            &snapshot, &clusters, &fenced, &downtimed, &pinned, policy,
-        ))
+        let mut routes = desired_routes(&snapshot, &clusters, &fenced, &downtimed, &pinned, policy);
+        // Until every instance a `[[cluster]]` lists has been probed once (answered or
+        // failed), which tree holds the alias is not known: an agent that just started
+        // (on a new store, say) must not route a stale old primary it happened to probe
+        // before the primary that replaced it.
+        routes.retain(|name, _| {
+            pinned.contains_key(name)
+                || self
+                    .aliases
+                    .iter()
+                    .filter(|alias| &alias.alias == name)
+                    .flat_map(|alias| &alias.instances)
+                    .all(|key| {
+                        snapshot
+                            .get(key)
+                            .is_some_and(|i| i.facts.is_some() || i.last_failure.is_some())
+                    })
+        });
+        Ok(routes)
     }
 
     /// The epoch of the cluster's writer: unchanged while the writer is, else a new
