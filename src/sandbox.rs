@@ -1967,7 +1967,14 @@ mod tests {
         let mut conn = sb.connect(node).await.map_err(|e| e.to_string())?;
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let got = scalar(&mut conn, "SELECT COUNT(*) FROM sbtest.t").await;
+            // The table itself may not have reached the replica yet: an error is "not
+            // yet", like a count that is still short.
+            let got: Option<String> = conn
+                .query_first::<Option<String>, _>("SELECT COUNT(*) FROM sbtest.t")
+                .await
+                .ok()
+                .flatten()
+                .flatten();
             if got.as_deref() == Some(want) {
                 let _ = conn.disconnect().await;
                 return Ok(());
