@@ -591,8 +591,37 @@ async fn error_mode_fails_every_statement_and_changes_nothing() {
 }
 
 #[tokio::test]
-async fn an_empty_statement_crashes_it_like_proxysql_2_7_1() {
-    for fatal in [";", "", "  ;  "] {
+async fn a_query_with_no_statement_answers_not_an_error_and_everything_goes_on() {
+    // Measured on ProxySQL 2.7.1: each of these answers ERR 1045 (28000)
+    // "ProxySQL Admin Error: not an error", and the admin keeps serving every connection.
+    let standin = standin().await;
+    let mut conn = admin(&standin).await;
+    let mut other = admin(&standin).await;
+    for empty in ["", " ", "\n", "\t", "/* x */", "/* x */;", "-- x\n"] {
+        let (code, state, message) = server_error(&mut conn, empty).await;
+        assert_eq!(
+            (code, state.as_str(), message.as_str()),
+            (
+                ADMIN_ERROR_CODE,
+                ADMIN_SQLSTATE,
+                "ProxySQL Admin Error: not an error"
+            ),
+            "{empty:?}"
+        );
+        let one: Option<String> = conn.query_first("SELECT 1").await.expect("same connection");
+        assert_eq!(one.as_deref(), Some("1"), "{empty:?}");
+        other.ping().await.expect("other connections are untouched");
+    }
+    // A leading empty statement is skipped, as SQLite skips it: the next one runs.
+    let one: Option<String> = conn.query_first("; SELECT 1").await.expect("; SELECT 1");
+    assert_eq!(one.as_deref(), Some("1"));
+    assert!(!standin.crashed());
+}
+
+#[tokio::test]
+async fn a_query_of_only_semicolons_crashes_it_like_proxysql_2_7_1() {
+    // Measured on ProxySQL 2.7.1: SIGSEGV in admin_session_handler, every connection lost.
+    for fatal in [";", "  ;  ", ";;", "; ;"] {
         let standin = standin().await;
         let mut conn = admin(&standin).await;
         let mut other = admin(&standin).await;
@@ -624,6 +653,133 @@ async fn an_empty_statement_crashes_it_like_proxysql_2_7_1() {
             .expect("a restart revives it");
         assert!(standin.crashed(), "the crash stays on record");
     }
+}
+
+#[tokio::test]
+async fn load_to_runtime_leaves_offline_hard_rows_out_and_memory_and_disk_keep_them() {
+    // Measured on ProxySQL 2.7.1 with no client connections: an OFFLINE_HARD row never
+    // reaches runtime_mysql_servers, in any hostgroup; statuses arrive there upper case.
+    let standin = standin().await;
+    let mut conn = admin(&standin).await;
+    run(
+        &mut conn,
+        &[
+            "INSERT INTO mysql_replication_hostgroups (writer_hostgroup, reader_hostgroup) VALUES (10, 20)",
+            SERVER,
+            "INSERT INTO mysql_servers (hostgroup_id, hostname, port, status) VALUES (20, '10.0.0.1', 3306, 'OFFLINE_HARD')",
+            "INSERT INTO mysql_servers (hostgroup_id, hostname, port, status) VALUES (20, '10.0.0.2', 3306, 'offline_soft')",
+            "INSERT INTO mysql_servers (hostgroup_id, hostname, port, status) VALUES (30, '10.0.0.3', 3306, 'offline_hard')",
+            "LOAD MYSQL SERVERS TO RUNTIME",
+            "SAVE MYSQL SERVERS TO DISK",
+        ],
+    )
+    .await;
+    let servers = "SELECT hostgroup_id, hostname, status FROM";
+    let order = "ORDER BY hostgroup_id, hostname";
+    let all = strings(&[
+        &["10", "10.0.0.1", "ONLINE"],
+        &["20", "10.0.0.1", "OFFLINE_HARD"],
+        &["20", "10.0.0.2", "offline_soft"],
+        &["30", "10.0.0.3", "offline_hard"],
+    ]);
+    let runtime = strings(&[
+        &["10", "10.0.0.1", "ONLINE"],
+        &["20", "10.0.0.2", "OFFLINE_SOFT"],
+    ]);
+    assert_eq!(
+        standin.rows(&format!("{servers} runtime_mysql_servers {order}")),
+        runtime
+    );
+    assert_eq!(
+        standin.rows(&format!("{servers} mysql_servers {order}")),
+        all
+    );
+    assert_eq!(
+        standin.rows(&format!("{servers} disk.mysql_servers {order}")),
+        all
+    );
+    // What a client reads through the admin, and after a restart from that disk.
+    let seen: Vec<(String, String, String)> = conn
+        .query(format!("{servers} runtime_mysql_servers {order}"))
+        .await
+        .expect("select runtime");
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    standin.restart_from_disk().await;
+    assert_eq!(
+        standin.rows(&format!("{servers} runtime_mysql_servers {order}")),
+        runtime
+    );
+    assert_eq!(
+        standin.rows(&format!("{servers} mysql_servers {order}")),
+        all
+    );
+}
+
+#[tokio::test]
+async fn a_slow_save_holds_every_other_admin_statement_until_it_is_done() {
+    // Measured on ProxySQL 2.7.1 (one admin statement at a time, sql_query_global_mutex):
+    // each of these, sent on another connection while a SAVE ran, answered only after it.
+    const SAVE_DELAY: Duration = Duration::from_millis(500);
+    let standin = ProxySqlStandIn::start(Options {
+        save_delay: SAVE_DELAY,
+        ..Options::default()
+    })
+    .await;
+    let mut saver = admin(&standin).await;
+    let mut other = admin(&standin).await;
+    run(&mut other, &[SERVER, "LOAD MYSQL SERVERS TO RUNTIME"]).await;
+    let started = Instant::now();
+    run(&mut other, &["SAVE MYSQL SERVERS TO DISK"]).await;
+    assert!(started.elapsed() >= SAVE_DELAY, "the SAVE itself is slow");
+    run(&mut other, &["DELETE FROM disk.mysql_servers"]).await;
+
+    let statements = [
+        // Runs after the SAVE: sees its row on disk, and the runtime row.
+        "SELECT (SELECT COUNT(*) FROM disk.mysql_servers), (SELECT COUNT(*) FROM runtime_mysql_servers)",
+        // Runs after the SAVE: the weight it sets never reaches the disk copy.
+        "UPDATE mysql_servers SET weight=weight+1",
+        "LOAD MYSQL SERVERS TO RUNTIME",
+        "SELECT hostgroup_id, hostname, status FROM runtime_mysql_servers",
+        "SELECT 1",
+    ];
+    for statement in statements {
+        let sent = standin.statements().len();
+        let save_sent = Instant::now();
+        let save = tokio::spawn(async move {
+            saver
+                .query_drop("SAVE MYSQL SERVERS TO DISK")
+                .await
+                .expect("SAVE");
+            saver
+        });
+        eventually(PATIENCE, "the SAVE reaches the stand-in", || async {
+            (standin.statements().len() > sent).then_some(())
+        })
+        .await;
+        let rows: Vec<Row> = other.query(statement).await.expect(statement);
+        assert!(
+            save_sent.elapsed() >= SAVE_DELAY,
+            "{statement} answered {:?} after the SAVE was sent, before it could be done",
+            save_sent.elapsed()
+        );
+        saver = save.await.expect("the SAVE task");
+        if statement.starts_with("SELECT (SELECT COUNT(*)") {
+            let counts: (String, String) = mysql_async::from_row(rows[0].clone());
+            assert_eq!(counts, ("1".to_string(), "1".to_string()));
+        }
+        if statement.starts_with("UPDATE") {
+            assert_eq!(
+                standin.rows("SELECT weight FROM mysql_servers"),
+                strings(&[&["2"]])
+            );
+            assert_eq!(
+                standin.rows("SELECT weight FROM disk.mysql_servers"),
+                strings(&[&["1"]]),
+                "the UPDATE ran after the SAVE that was under way"
+            );
+        }
+    }
+    assert!(!standin.crashed());
 }
 
 #[tokio::test]
@@ -660,6 +816,8 @@ on_every_flavor!(
     a_writable_server_offline_hard_only_as_writer_comes_back_as_writer,
     a_server_offline_hard_in_every_hostgroup_stays_out,
     a_read_only_server_loaded_as_writer_is_moved_to_the_readers,
+    a_killed_writer_is_logged_at_every_check_and_taken_as_read_only_after_the_missed_checks,
+    a_restart_from_a_stale_disk_config_is_rearranged_by_read_only_before_the_admin_answers,
 );
 
 const INTERVAL: Duration = Duration::from_millis(100);
@@ -783,15 +941,14 @@ async fn a_server_offline_hard_in_every_hostgroup_stays_out(flavor: Flavor) {
         (checks(&standin, &topology, "node2") >= 5).then_some(())
     })
     .await;
-    // ...and node1, fenced everywhere, is neither checked nor moved.
+    // ...and node1, fenced everywhere, is neither checked nor moved: it is not in runtime
+    // at all (OFFLINE_HARD rows stay in memory only), and stays out.
     let runtime = "runtime_mysql_servers";
     assert_eq!(checks(&standin, &topology, "node1"), 0);
+    assert_eq!(status(&standin, &topology, runtime, 10, "node1"), None);
+    assert_eq!(status(&standin, &topology, runtime, 20, "node1"), None);
     assert_eq!(
-        status(&standin, &topology, runtime, 10, "node1").as_deref(),
-        Some("OFFLINE_HARD")
-    );
-    assert_eq!(
-        status(&standin, &topology, runtime, 20, "node1").as_deref(),
+        status(&standin, &topology, "mysql_servers", 10, "node1").as_deref(),
         Some("OFFLINE_HARD")
     );
     assert_eq!(
@@ -852,4 +1009,246 @@ async fn a_read_only_server_loaded_as_writer_is_moved_to_the_readers(flavor: Fla
     })
     .await;
     assert!(!standin.crashed());
+}
+
+/// Read_only checks logged for a node that failed: (read_only, success_time_us, error).
+fn failed_checks(
+    standin: &ProxySqlStandIn,
+    host: &str,
+    port: u16,
+) -> Vec<(Option<String>, Option<String>, Option<String>)> {
+    standin
+        .rows(&format!(
+            "SELECT read_only, success_time_us, error FROM monitor.mysql_server_read_only_log WHERE hostname='{host}' AND port={port} AND error IS NOT NULL ORDER BY time_start_us"
+        ))
+        .into_iter()
+        .map(|row| (row[0].clone(), row[1].clone(), row[2].clone()))
+        .collect()
+}
+
+fn count(standin: &ProxySqlStandIn, sql: &str) -> usize {
+    standin.rows(sql)[0][0]
+        .as_deref()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn a_killed_writer_is_logged_at_every_check_and_taken_as_read_only_after_the_missed_checks(
+    flavor: Flavor,
+) {
+    // Measured on ProxySQL 2.7.1 (node killed with SIGKILL, no client traffic): the check
+    // on the kept connection logs "Lost connection to server during query", every later
+    // one "timeout on creating new connection: Can't connect to server on '127.0.0.1'
+    // (115)"; after mysql-monitor_read_only_max_timeout_count (3) of those the writer is
+    // taken as read_only=1 and lands ONLINE in the reader hostgroup.
+    let (mut topology, standin) = monitored(flavor).await;
+    load(
+        &standin,
+        &topology,
+        &[(10, "node1", "ONLINE"), (20, "node2", "ONLINE")],
+    )
+    .await;
+    eventually(
+        PATIENCE,
+        "a check of node1 over a kept connection",
+        || async { (checks(&standin, &topology, "node1") >= 2).then_some(()) },
+    )
+    .await;
+    topology.sandbox.kill("node1").expect("kill node1");
+    let runtime = "runtime_mysql_servers";
+    eventually(PATIENCE, "node1 out of the writer hostgroup", || async {
+        status(&standin, &topology, runtime, 10, "node1")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        status(&standin, &topology, runtime, 20, "node1").as_deref(),
+        Some("ONLINE"),
+        "assumed read_only=1: a reader"
+    );
+    assert_eq!(
+        status(&standin, &topology, runtime, 20, "node2").as_deref(),
+        Some("ONLINE")
+    );
+    let key = topology.key("node1");
+    let failed = failed_checks(&standin, &key.host, key.port);
+    let refused = format!(
+        "timeout on creating new connection: Can't connect to server on '{}' (115)",
+        key.host
+    );
+    assert!(failed.len() >= 4, "{failed:?}");
+    assert_eq!(
+        failed[0],
+        (
+            None,
+            Some("0".into()),
+            Some("Lost connection to server during query".into())
+        )
+    );
+    for check in &failed[1..] {
+        assert_eq!(check, &(None, Some("0".into()), Some(refused.clone())));
+    }
+    assert_eq!(
+        status(&standin, &topology, "mysql_servers", 10, "node1").as_deref(),
+        Some("ONLINE"),
+        "in runtime only"
+    );
+}
+
+async fn a_restart_from_a_stale_disk_config_is_rearranged_by_read_only_before_the_admin_answers(
+    flavor: Flavor,
+) {
+    // Measured on ProxySQL 2.7.1: the first read_only check runs ~0.28 s after start, the
+    // admin answers ~0.57 s after start, and by then a fenced old primary that the disk
+    // has ONLINE as writer is ONLINE in the reader hostgroup only.
+    let topology = TestTopology::start(flavor, 1).await;
+    let standin = ProxySqlStandIn::start(Options::default().with_monitor(
+        topology.sandbox.user.clone(),
+        topology.sandbox.password.clone(),
+        Duration::from_secs(1),
+    ))
+    .await;
+    // A failover since the disk copy was saved: node1 fenced, node2 promoted.
+    topology.writable("node1", false).await;
+    topology.writable("node2", true).await;
+    for (hostgroup, node) in [(10, "node1"), (20, "node2")] {
+        let key = topology.key(node);
+        standin.execute(&format!(
+            "INSERT INTO disk.mysql_servers (hostgroup_id, hostname, port) VALUES ({hostgroup}, '{}', {})",
+            key.host, key.port
+        ));
+    }
+    standin.execute(
+        "INSERT INTO disk.mysql_replication_hostgroups (writer_hostgroup, reader_hostgroup) VALUES (10, 20)",
+    );
+    standin.restart_from_disk().await;
+
+    // Nothing awaited: this is what the first client after the restart finds.
+    let runtime = "runtime_mysql_servers";
+    assert_eq!(
+        status(&standin, &topology, runtime, 10, "node1"),
+        None,
+        "the fenced old primary left the writer hostgroup"
+    );
+    assert_eq!(
+        status(&standin, &topology, runtime, 20, "node1").as_deref(),
+        Some("ONLINE")
+    );
+    assert_eq!(
+        status(&standin, &topology, runtime, 10, "node2").as_deref(),
+        Some("ONLINE"),
+        "the writable one writes"
+    );
+    assert_eq!(
+        status(&standin, &topology, runtime, 20, "node2").as_deref(),
+        Some("ONLINE"),
+        "and reads too: mysql-monitor_writer_is_also_reader=true"
+    );
+    // One check each, the restart's own, not the next interval's.
+    assert_eq!(checks(&standin, &topology, "node1"), 1);
+    assert_eq!(checks(&standin, &topology, "node2"), 1);
+    assert_eq!(
+        status(&standin, &topology, "mysql_servers", 10, "node1").as_deref(),
+        Some("ONLINE"),
+        "memory keeps the stale disk copy"
+    );
+    let mut conn = admin(&standin).await;
+    let seen: Vec<(String, String)> = conn
+        .query("SELECT hostgroup_id, status FROM runtime_mysql_servers ORDER BY hostgroup_id")
+        .await
+        .expect("runtime through the admin");
+    assert_eq!(
+        seen,
+        [
+            ("10".to_string(), "ONLINE".to_string()),
+            ("20".to_string(), "ONLINE".to_string()),
+            ("20".to_string(), "ONLINE".to_string())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_dead_backend_is_shunned_after_the_missed_pings_and_no_longer_read_only_checked() {
+    // Measured on ProxySQL 2.7.1 with no client traffic: a port that refuses is logged at
+    // every read_only check and taken as read_only=1 after 3; the ping monitor pings every
+    // server in runtime (any hostgroup), and after mysql-monitor_ping_max_failures (3)
+    // failed pings shuns it everywhere and stops its read_only checks. It stays SHUNNED
+    // with no traffic; a LOAD resets it to memory's status until the next ping round.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let standin =
+        ProxySqlStandIn::start(Options::default().with_monitor("monitor", "monitor", INTERVAL))
+            .await;
+    let mut conn = admin(&standin).await;
+    run(
+        &mut conn,
+        &[
+            "INSERT INTO mysql_replication_hostgroups (writer_hostgroup, reader_hostgroup) VALUES (10, 20)",
+            &format!("INSERT INTO mysql_servers (hostgroup_id, hostname, port) VALUES (10, '127.0.0.1', {dead})"),
+            // A hostgroup of no pair: pinged, never read_only-checked.
+            &format!("INSERT INTO mysql_servers (hostgroup_id, hostname, port) VALUES (30, '127.0.0.1', {dead})"),
+            "LOAD MYSQL SERVERS TO RUNTIME",
+        ],
+    )
+    .await;
+    let runtime = "SELECT hostgroup_id, status FROM runtime_mysql_servers ORDER BY hostgroup_id";
+    eventually(PATIENCE, "the dead writer taken as read_only=1", || async {
+        (standin.rows(runtime) == strings(&[&["20", "ONLINE"], &["30", "ONLINE"]])).then_some(())
+    })
+    .await;
+    let failed = failed_checks(&standin, "127.0.0.1", dead);
+    let refused =
+        "timeout on creating new connection: Can't connect to server on '127.0.0.1' (115)";
+    assert!(failed.len() >= 3, "{failed:?}");
+    for check in &failed {
+        assert_eq!(check, &(None, Some("0".into()), Some(refused.into())));
+    }
+    assert_eq!(
+        count(
+            &standin,
+            "SELECT COUNT(*) FROM monitor.mysql_server_read_only_log WHERE error IS NULL"
+        ),
+        0
+    );
+
+    // Pings every 8 s by default: make them frequent. Then 3 failed pings shun it.
+    run(&mut conn, &["SET mysql-monitor_ping_interval=100"]).await;
+    eventually(PATIENCE, "shunned in every hostgroup", || async {
+        (standin.rows(runtime) == strings(&[&["20", "SHUNNED"], &["30", "SHUNNED"]])).then_some(())
+    })
+    .await;
+    let pings = "SELECT COUNT(*) FROM monitor.mysql_server_ping_log";
+    let failed_pings = "SELECT COUNT(*) FROM monitor.mysql_server_ping_log WHERE ping_success_time_us=0 AND ping_error='Can''t connect to server on ''127.0.0.1'' (115)'";
+    assert!(count(&standin, pings) >= 3);
+    assert_eq!(count(&standin, pings), count(&standin, failed_pings));
+
+    // No read_only check while its pings fail.
+    let checks = "SELECT COUNT(*) FROM monitor.mysql_server_read_only_log";
+    let pinged = count(&standin, pings);
+    eventually(PATIENCE, "two more ping rounds", || async {
+        (count(&standin, pings) >= pinged + 2).then_some(())
+    })
+    .await;
+    let checked = count(&standin, checks);
+    eventually(PATIENCE, "five more ping rounds", || async {
+        (count(&standin, pings) >= pinged + 5).then_some(())
+    })
+    .await;
+    assert_eq!(count(&standin, checks), checked, "read_only checks stopped");
+
+    // A LOAD puts memory's rows back as they are (ONLINE, writer included); the next ping
+    // round shuns them again, and the read_only monitor, still off, moves nothing.
+    run(&mut conn, &["LOAD MYSQL SERVERS TO RUNTIME"]).await;
+    assert_eq!(
+        standin.rows(runtime),
+        strings(&[&["10", "ONLINE"], &["30", "ONLINE"]])
+    );
+    eventually(PATIENCE, "shunned again", || async {
+        (standin.rows(runtime) == strings(&[&["10", "SHUNNED"], &["30", "SHUNNED"]])).then_some(())
+    })
+    .await;
+    assert_eq!(count(&standin, checks), checked);
 }
