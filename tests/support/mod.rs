@@ -11,6 +11,7 @@ pub mod agent_process;
 pub mod consul;
 pub mod proxy;
 pub mod proxysql;
+pub mod real_proxysql;
 pub mod stack;
 
 use mysql_async::prelude::Queryable;
