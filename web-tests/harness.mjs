@@ -43,14 +43,18 @@ export async function openPage(outDir, expected, moreArgs = []) {
 
 /** Drags `from` onto `to` (locators) with the mouse, as a person would. */
 export async function drag(page, from, to) {
-  // The board is redrawn by live events: wait until both boxes are drawn and visible
-  // rather than measuring whatever is there at this instant.
+  // The board is redrawn by live events: a box found can be replaced before it is
+  // measured (boundingBox then says null). Measure both again until both are drawn.
   const shown = async (locator) => {
-    await locator.waitFor({ state: 'visible', timeout: 10_000 }).catch(() => {});
-    return locator.boundingBox({ timeout: 10_000 }).catch(() => null);
+    await locator.waitFor({ state: 'visible', timeout: 1_000 }).catch(() => {});
+    return locator.boundingBox({ timeout: 1_000 }).catch(() => null);
   };
-  const a = await shown(from);
-  const b = await shown(to);
+  let a = null;
+  let b = null;
+  for (const started = Date.now(); !(a && b) && Date.now() - started < 10_000;) {
+    a = await shown(from);
+    b = await shown(to);
+  }
   if (!(a && b)) {
     // Say which: a box missing, hidden, or drawn more than once.
     const counts = `${await from.count()} box(es) match the dragged one, ${await to.count()} the target`;

@@ -117,6 +117,16 @@ try {
     await cancel();
   });
 
+  await step('while the primary stays dead the tree is not redrawn under the pointer', async () => {
+    // MySQL's replicas retry their source every second and count the attempts in their
+    // error message: a tree redrawn for that replaced the boxes being dragged. Nothing
+    // else changes here, so the same box elements must still be drawn 2.5 s later.
+    await box(dead).evaluate((el) => { el.dataset.sameBox = 'yes'; });
+    await page.waitForTimeout(2500);
+    check(await page.locator(`.board .inst[data-key="${dead}"][data-same-box="yes"]`).count() === 1,
+      'the tree was redrawn although nothing drawn had changed');
+  });
+
   await step('dragging the lower-ranked replica onto the dead primary offers to recover with it, not a switchover', async () => {
     await drag(ranked[1], dead);
     const dialog = await recoverDialog();

@@ -157,13 +157,20 @@ function sep() {
 export function drawnState(detail, selected) {
   return JSON.stringify([selected, detail.tree, detail.instances.map((v) => [
     v.key, v.role, v.fenced, v.downtimed_until, v.unreachable_since,
-    // An unreachable instance's message counts the seconds: not a reason to redraw.
-    v.findings.map((f) => [f.code, f.severity, f.code === 'Unreachable' ? null : f.message, f.detail]),
+    // An unreachable instance's message counts the seconds, and MySQL's replication
+    // error counts its reconnect attempts ("This was attempt 7/86400"): neither is a
+    // reason to redraw (once a second, under an operator's pointer).
+    v.findings.map((f) => [f.code, f.severity, f.code === 'Unreachable' ? null : steadyMessage(f.message), f.detail]),
     v.facts && [v.facts.flavor, v.facts.version.full, v.facts.read_only, v.facts.log_bin, v.facts.binlog_format,
       v.facts.semi_sync, v.facts.replicas.length, v.facts.gtid && v.facts.gtid.mode,
       v.facts.replication && [v.facts.replication.source, v.facts.replication.io_running, v.facts.replication.sql_running,
         v.facts.replication.seconds_behind_source, v.facts.replication.sql_delay]],
   ])]);
+}
+
+/** A finding's message without the counters that change while nothing else does. */
+function steadyMessage(message) {
+  return message && message.replace(/attempt \d+\/\d+/g, 'attempt n');
 }
 
 /**
