@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it: installs the database servers the
 # tests run against (MariaDB 10.11, MySQL 9.7 and MariaDB 11.8; idempotent, fast when
-# present), the DNS tools (dig, dnsperf, nsd), Chromium and playwright-core for the browser
+# present; ProxySQL is found, not installed: see below), the DNS tools (dig, dnsperf, nsd), Chromium and playwright-core for the browser
 # tests (Node.js 20 or later), then runs every test binary, even after one fails.
 #
 #   scripts/test.sh [extra cargo test arguments]
@@ -56,6 +56,19 @@ fi
 if [ ! -d web-tests/node_modules/playwright-core ]; then
     npm ci --prefix web-tests --no-audit --no-fund
 fi
+# The routing tests run against a real ProxySQL when one is found: $POINTSMAN_PROXYSQL,
+# or proxysql on the PATH (a user installs ProxySQL from its own packages; CI points the
+# variable at ProxySQL 2.7.1). Without one they run on the stand-in in tests/support, and
+# the tests that only a real ProxySQL can run say they were skipped.
+if [ -n "${POINTSMAN_PROXYSQL:-}" ]; then
+    proxysql_used="the real ProxySQL at $POINTSMAN_PROXYSQL"
+elif command -v proxysql >/dev/null 2>&1; then
+    proxysql_used="the real ProxySQL at $(command -v proxysql)"
+else
+    proxysql_used="the ProxySQL stand-in (no real ProxySQL: set POINTSMAN_PROXYSQL or put proxysql on the PATH)"
+    export POINTSMAN_PROXYSQL_OPTIONAL=1
+fi
+echo "test.sh: routing tests use $proxysql_used"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
@@ -63,4 +76,5 @@ cargo test --locked --no-fail-fast --features failpoints "$@" 2>&1 | tee "$log" 
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1); if ($(i) ~ /^ignored/) s += $(i-1) } }
      END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+echo "tests: ProxySQL routing ran on $proxysql_used"
 exit "$status"

@@ -540,6 +540,11 @@ pub struct ProxySqlConfig {
     /// Connect and statement time limit.
     #[serde(default = "default_proxysql_timeout")]
     pub timeout: HumanDuration,
+    /// How often `runtime_mysql_servers` is read to see whether someone (a hand edit, a
+    /// restart from an old disk config, ProxySQL's own monitor) changed what traffic
+    /// uses; the full reconcile runs every `routing.reconcile_interval`.
+    #[serde(default = "default_proxysql_check_interval")]
+    pub check_interval: HumanDuration,
     /// Per cluster, the writer and reader hostgroups.
     pub hostgroups: Vec<HostgroupConfig>,
 }
@@ -550,6 +555,10 @@ fn default_proxysql_user() -> String {
 
 fn default_proxysql_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(2))
+}
+
+fn default_proxysql_check_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -664,6 +673,7 @@ pub struct ProxySqlSettings {
     pub user: String,
     pub password: Secret,
     pub timeout: Duration,
+    pub check_interval: Duration,
     pub hostgroups: Vec<HostgroupConfig>,
 }
 
@@ -1325,6 +1335,13 @@ fn check_routing(
         ) {
             problem(&at("timeout"), what_is_wrong);
         }
+        if let Some(what_is_wrong) = outside(
+            entry.check_interval,
+            CHECK_INTERVAL,
+            "runtime_mysql_servers is read this often to repair drift fast (1s is usual)",
+        ) {
+            problem(&at("check_interval"), what_is_wrong);
+        }
         if entry.hostgroups.is_empty() {
             problem(
                 &at("hostgroups"),
@@ -1367,6 +1384,7 @@ fn check_routing(
             user: entry.user.clone(),
             password,
             timeout: entry.timeout.0,
+            check_interval: entry.check_interval.0,
             hostgroups: entry.hostgroups.clone(),
         });
     }
@@ -1446,6 +1464,10 @@ fn short(key: &str) -> &str {
 /// The range of every timeout and interval: none may be zero (nothing would wait, or a
 /// timer would spin), and none may be so long that a clock overflows adding it.
 const TIMEOUT: RangeInclusive<Duration> = Duration::from_millis(1)..=Duration::from_secs(3600);
+/// A ProxySQL runtime check: more often than every 50 ms would only load its admin
+/// interface; less often than hourly would not be a check.
+const CHECK_INTERVAL: RangeInclusive<Duration> =
+    Duration::from_millis(50)..=Duration::from_secs(3600);
 /// Lag limits: lag is counted in whole seconds, so under 1s every replica would count
 /// as lagging.
 const LAG: RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(7 * 86_400);

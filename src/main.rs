@@ -352,10 +352,16 @@ async fn run(cli: Cli) -> Result<()> {
                 )
                 .await?;
             print!("{}", format_recovery(&report.recovery));
-            println!(
-                "switchover of {cluster}: {} -> {}; writes were refused for {} ms",
-                report.old_primary, report.new_primary, report.write_gap_ms
-            );
+            match report.route_gap_ms {
+                Some(route_gap) => println!(
+                    "switchover of {cluster}: {} -> {}; writes were refused for {} ms at the database, plus {route_gap} ms until the routes named the new primary ({})",
+                    report.old_primary, report.new_primary, report.write_gap_ms, report.routing
+                ),
+                None => println!(
+                    "switchover of {cluster}: {} -> {}; writes were refused for {} ms at the database; routes: {}",
+                    report.old_primary, report.new_primary, report.write_gap_ms, report.routing
+                ),
+            }
         }
         Command::Recoveries { cluster, limit } => {
             let mut path = format!("/api/v1/recoveries?limit={limit}");

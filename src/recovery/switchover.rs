@@ -38,6 +38,16 @@ pub struct SwitchoverReport {
     /// From read_only ON on the old primary to read_only OFF on the new one, rounded up
     /// to whole milliseconds (a pause is never reported as none).
     pub write_gap_ms: u64,
+    /// From read_only OFF on the new primary until the last routing backend named it as
+    /// the writer, rounded up: what applications that reach the primary through
+    /// ProxySQL, Consul or DNS wait on top of `write_gap_ms`. `None` when the cluster is
+    /// not routed, no backend is configured, or one did not follow within
+    /// `routing.apply_timeout`.
+    #[serde(default)]
+    pub route_gap_ms: Option<u64>,
+    /// How each routing backend took the change, in words.
+    #[serde(default)]
+    pub routing: String,
 }
 
 /// Why a switchover was refused or did not complete. Refusals change nothing and leave
@@ -490,11 +500,19 @@ impl Switch<'_> {
             mirror.remove(&id).await;
         }
         let message = match &outcome {
-            Ok((gap, left_behind)) => format!(
-                "switchover of {}: {} is the new primary, {} its replica; writes paused {gap} ms; done in {} ms{}",
+            Ok(Switched {
+                write_gap_ms,
+                route_gap_ms,
+                left_behind,
+                ..
+            }) => format!(
+                "switchover of {}: {} is the new primary, {} its replica; writes paused {write_gap_ms} ms{}; done in {} ms{}",
                 choice.cluster,
                 choice.candidate,
                 choice.primary,
+                route_gap_ms
+                    .map(|ms| format!(", and the routes named it {ms} ms later"))
+                    .unwrap_or_default(),
                 started.elapsed().as_millis(),
                 if left_behind.is_empty() {
                     String::new()
@@ -524,11 +542,13 @@ impl Switch<'_> {
             .probe_and_wait(choice.members.clone(), Duration::from_secs(2))
             .await;
         match outcome {
-            Ok((write_gap_ms, _)) => Ok(SwitchoverReport {
+            Ok(switched) => Ok(SwitchoverReport {
                 recovery: record,
                 old_primary: choice.primary,
                 new_primary: choice.candidate,
-                write_gap_ms,
+                write_gap_ms: switched.write_gap_ms,
+                route_gap_ms: switched.route_gap_ms,
+                routing: switched.routing,
             }),
             Err(Ending::Aborted(reason)) => Err(SwitchoverError::Aborted {
                 recovery_id: id,
@@ -575,13 +595,9 @@ impl Switch<'_> {
         failure.map_or(Ok(()), Err)
     }
 
-    /// The switchover proper. On success: the write gap in milliseconds, and the
-    /// replicas that could not be re-pointed (each step says why).
-    async fn switch(
-        &self,
-        choice: &Choice,
-        log: &mut StepLog,
-    ) -> Result<(u64, Vec<InstanceKey>), Ending> {
+    /// The switchover proper. On success: the write and route gaps, and the replicas
+    /// that could not be re-pointed (each step says why).
+    async fn switch(&self, choice: &Choice, log: &mut StepLog) -> Result<Switched, Ending> {
         let old = &choice.primary;
         let candidate = &choice.candidate;
         let context = self.context(choice, &log.recovery_id);
@@ -594,7 +610,39 @@ impl Switch<'_> {
             )));
         }
 
-        let gap = Exchange::of(&self.executor, choice).run(log).await?;
+        // Writes stop at the database and in the routes at once: ProxySQL then holds new
+        // writes until the new primary is routed, instead of sending them to a read_only
+        // server (and sessions tied to the old primary are cut while the pause lasts,
+        // not after it).
+        let exchange = Exchange::of(&self.executor, choice);
+        let recovery_id = log.recovery_id.clone();
+        let ((exchanged, paused_routes), pause_took) = timed(async {
+            tokio::join!(
+                exchange.run(log),
+                self.routing
+                    .pause_writer(&choice.cluster, old, &recovery_id)
+            )
+        })
+        .await;
+        if paused_routes.routed && !paused_routes.backends.is_empty() {
+            log.note(
+                "withdraw routes",
+                Some(old),
+                paused_routes.complete(),
+                format!(
+                    "no route names {old} as the writer while writes are paused: {paused_routes}"
+                ),
+                pause_took,
+            );
+        }
+        let gap = match exchanged {
+            Ok(gap) => gap,
+            Err(ending) => {
+                // Rolled back: the old primary writes again, and the routes follow it.
+                self.routing.release(&choice.cluster).await;
+                return Err(ending);
+            }
+        };
 
         for (key, why) in &choice.unreachable {
             log.note(
@@ -606,9 +654,8 @@ impl Switch<'_> {
             );
         }
         // Concurrently: the other replicas get no new transactions until re-pointed.
-        // Traffic moves while the others follow. The old primary is read_only already,
-        // so no backend ever names two writers; withdrawing it from the routes before
-        // the pause would only make the pause longer.
+        // Traffic moves while the others follow. The old primary is read_only already
+        // and withdrawn from the routes, so no backend ever names two writers.
         let mut attach_log = log.branch();
         let mut repoint_log = log.branch();
         let _ = log.begin("route", Some(candidate)).await;
@@ -654,8 +701,31 @@ impl Switch<'_> {
         }
         let mut left_behind: Vec<InstanceKey> = not_repointed;
         left_behind.extend(choice.unreachable.iter().map(|(key, _)| key.clone()));
-        Ok((gap, left_behind))
+        let route_gap_ms = (report.routed && !report.backends.is_empty() && report.complete())
+            .then(|| {
+                report
+                    .backends
+                    .iter()
+                    .filter_map(|b| b.took_ms)
+                    .max()
+                    .unwrap_or(0)
+                    .max(1)
+            });
+        Ok(Switched {
+            write_gap_ms: gap,
+            route_gap_ms,
+            routing: report.to_string(),
+            left_behind,
+        })
     }
+}
+
+/// What a switchover that went through reports.
+struct Switched {
+    write_gap_ms: u64,
+    route_gap_ms: Option<u64>,
+    routing: String,
+    left_behind: Vec<InstanceKey>,
 }
 
 /// The part of a switchover that moves the writes: both sessions opened before writes

@@ -1,7 +1,13 @@
 //! The routes the topology calls for (pure): per aliased cluster, the writer (its
 //! primary) and the readers (replicas fit to serve reads). No clock, no I/O: the engine
-//! passes in the snapshot, the fences, the downtimes and the pins a failover in
-//! progress has set.
+//! passes in the snapshot, the fences, the downtimes, the pins a failover in progress
+//! has set and the readers of the routes before.
+//!
+//! Reads keep being served while a cluster's writer changes: a replica that was a
+//! reader stays one while the primary cannot be reached or a failover holds a pin,
+//! though its replication is broken (its source died, or the failover is re-pointing
+//! it): it holds the newest data there is. Only unreachable, downtimed or fenced
+//! servers leave the readers then.
 
 use crate::topology::{ClusterView, InstanceKey, Snapshot};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -48,6 +54,7 @@ pub fn desired_routes(
     fenced: &[(InstanceKey, String)],
     downtimed: &HashSet<InstanceKey>,
     pins: &HashMap<String, Pin>,
+    previous_readers: &HashSet<InstanceKey>,
     policy: RoutePolicy,
 ) -> BTreeMap<String, DesiredRoute> {
     let mut routes = BTreeMap::new();
@@ -62,6 +69,10 @@ pub fn desired_routes(
         if !primary_known && pin.is_none() {
             continue;
         }
+        let writer_changing = pin.is_some()
+            || !snapshot
+                .get(&cluster.primary)
+                .is_some_and(|i| i.is_reachable());
         let mut fenced_here: Vec<InstanceKey> = fenced
             .iter()
             .filter(|(key, name)| name == alias || cluster.members.contains(key))
@@ -98,10 +109,15 @@ pub fn desired_routes(
                     && !downtimed.contains(key)
             } else {
                 fit_to_read(snapshot, key, downtimed, policy.max_reader_lag)
+                    || (previous_readers.contains(key)
+                        && keeps_reading(snapshot, key, downtimed, writer_changing))
             };
+            // A writer that does not serve reads stands by among the readers: a replica
+            // promoted leaves them drained, not cut (sessions a proxy tied to it go on),
+            // and stays so.
             if serves {
                 readers.push(key.clone());
-            } else if !is_writer {
+            } else {
                 standby.push(key.clone());
             }
         }
@@ -141,6 +157,24 @@ fn fit_to_read(
             .seconds_behind_source
             .is_some_and(|lag| Duration::from_secs(lag) <= max_lag)
         && !downtimed.contains(key)
+}
+
+/// A reader whose replication broke because its writer is changing: it still answers
+/// and is not downtimed, and the cluster's writer is changing or its own source cannot
+/// be reached.
+fn keeps_reading(
+    snapshot: &Snapshot,
+    key: &InstanceKey,
+    downtimed: &HashSet<InstanceKey>,
+    writer_changing: bool,
+) -> bool {
+    let Some(instance) = snapshot.get(key) else {
+        return false;
+    };
+    let source_gone = instance
+        .source()
+        .is_some_and(|source| !snapshot.get(source).is_some_and(|s| s.is_reachable()));
+    instance.is_reachable() && !downtimed.contains(key) && (writer_changing || source_gone)
 }
 
 #[cfg(test)]
@@ -197,6 +231,7 @@ mod tests {
             fenced,
             &downtimed.iter().cloned().collect(),
             pins,
+            &HashSet::new(),
             policy,
         )
     }
@@ -215,7 +250,12 @@ mod tests {
         let app = &routes["app"];
         assert_eq!(app.writer, Some(key(1)));
         assert_eq!(app.readers, vec![key(2), key(3), key(4)]);
-        assert!(app.standby.is_empty() && app.fenced.is_empty());
+        assert_eq!(
+            app.standby,
+            vec![key(1)],
+            "the writer stands by as a reader"
+        );
+        assert!(app.fenced.is_empty());
     }
 
     #[test]
@@ -228,7 +268,7 @@ mod tests {
         replication(broken).seconds_behind_source = None;
         let routes = routes_of(&snapshot, &[], &[key(4)], &HashMap::new(), POLICY);
         assert_eq!(routes["app"].readers, Vec::<InstanceKey>::new());
-        assert_eq!(routes["app"].standby, vec![key(2), key(3), key(4)]);
+        assert_eq!(routes["app"].standby, vec![key(1), key(2), key(3), key(4)]);
 
         let mut snapshot = self::snapshot();
         let gone = snapshot.instances.get_mut(&key(2)).unwrap();
@@ -236,7 +276,7 @@ mod tests {
         gone.unreachable_since = Some(SystemTime::now());
         let routes = routes_of(&snapshot, &[], &[], &HashMap::new(), POLICY);
         assert_eq!(routes["app"].readers, vec![key(3), key(4)]);
-        assert_eq!(routes["app"].standby, vec![key(2)]);
+        assert_eq!(routes["app"].standby, vec![key(1), key(2)]);
     }
 
     #[test]
@@ -294,7 +334,11 @@ mod tests {
         let routes = routes_of(&snapshot(), &[], &[], &promoted, POLICY);
         assert_eq!(routes["app"].writer, Some(key(2)));
         assert_eq!(routes["app"].readers, vec![key(3), key(4)]);
-        assert!(!routes["app"].standby.contains(&key(2)));
+        assert_eq!(
+            routes["app"].standby,
+            vec![key(2)],
+            "the promoted replica's reads are drained while the pin holds"
+        );
 
         // A switchover's old primary is no longer the writer but not fenced: it is
         // drained (standby) until it replicates and reads again.
@@ -309,7 +353,78 @@ mod tests {
         let routes = routes_of(&snapshot(), &[], &[], &switched, POLICY);
         assert_eq!(routes["app"].writer, Some(key(2)));
         assert!(routes["app"].fenced.is_empty());
-        assert_eq!(routes["app"].standby, vec![key(1)]);
+        assert_eq!(routes["app"].standby, vec![key(1), key(2)]);
+    }
+
+    /// The primary died: its replicas' IO threads fail. Those that served reads keep
+    /// serving them through the failover (a pin), until they are re-pointed; a replica
+    /// that did not read before does not start, and one that stops answering leaves.
+    #[test]
+    fn readers_keep_serving_while_the_writer_changes() {
+        let mut snapshot = snapshot();
+        let dead = snapshot.instances.get_mut(&key(1)).unwrap();
+        dead.last_failure = Some(SystemTime::now());
+        dead.unreachable_since = Some(SystemTime::now());
+        for port in [2, 3, 4] {
+            let orphan = replication(snapshot.instances.get_mut(&key(port)).unwrap());
+            orphan.io_running = crate::topology::IoThreadState::Connecting;
+            orphan.seconds_behind_source = None;
+        }
+        let before: HashSet<InstanceKey> = [key(2), key(3)].into();
+        let routes = |snapshot: &Snapshot, pins: &HashMap<String, Pin>| {
+            desired_routes(
+                snapshot,
+                &aliased(snapshot),
+                &[],
+                &HashSet::new(),
+                pins,
+                &before,
+                POLICY,
+            )
+        };
+        let app = &routes(&snapshot, &HashMap::new())["app"];
+        assert_eq!(app.readers, vec![key(2), key(3)], "the primary is down");
+        assert_eq!(app.standby, vec![key(1), key(4)], "4 did not read before");
+
+        // The failover promotes 2; 3 is stopped to be re-pointed (both threads off).
+        let promoted = HashMap::from([(
+            "app".to_string(),
+            Pin {
+                writer: Some(key(2)),
+                withdrawn: key(1),
+                fence: true,
+            },
+        )]);
+        let stopped = replication(snapshot.instances.get_mut(&key(3)).unwrap());
+        stopped.io_running = crate::topology::IoThreadState::No;
+        stopped.sql_running = false;
+        stopped.source = key(2);
+        let app = &routes(&snapshot, &promoted)["app"];
+        assert_eq!(app.writer, Some(key(2)));
+        assert_eq!(
+            app.readers,
+            vec![key(3)],
+            "the new writer leaves the readers"
+        );
+        assert_eq!(
+            app.standby,
+            vec![key(2), key(4)],
+            "the new writer is drained, not cut"
+        );
+
+        // Without the pin and with the primary back, a broken replica stands by again.
+        let mut healthy = self::snapshot();
+        let broken = replication(healthy.instances.get_mut(&key(2)).unwrap());
+        broken.io_running = crate::topology::IoThreadState::No;
+        let app = &routes(&healthy, &HashMap::new())["app"];
+        assert_eq!(app.readers, vec![key(3), key(4)]);
+        assert_eq!(app.standby, vec![key(1), key(2)]);
+
+        // An unreachable reader leaves the readers even while the writer changes.
+        let gone = snapshot.instances.get_mut(&key(3)).unwrap();
+        gone.unreachable_since = Some(SystemTime::now());
+        let app = &routes(&snapshot, &promoted)["app"];
+        assert!(app.readers.is_empty(), "{app:?}");
     }
 
     #[test]
@@ -322,6 +437,7 @@ mod tests {
             &[],
             &HashSet::new(),
             &HashMap::new(),
+            &HashSet::new(),
             POLICY,
         );
         assert!(none.is_empty());

@@ -30,6 +30,10 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// How soon a shared backend looks again at clusters another agent (or nobody yet)
 /// holds the agent lock of.
 const CLAIMS_LOOK_AGAIN: Duration = Duration::from_millis(500);
+/// How long the routes must stay unchanged before a backend's slow persisting step
+/// (ProxySQL's SAVE TO DISK) runs: a failover's withdraw and promote are both done by
+/// then, and never wait behind it.
+const PERSIST_AFTER_QUIET: Duration = Duration::from_millis(500);
 /// How long a resolved host name is trusted before it is looked up again.
 const ADDRESS_TTL: Duration = Duration::from_secs(60);
 /// A host name lookup that takes longer is given up (the route keeps no address).
@@ -59,6 +63,10 @@ pub struct BackendStatus {
     pub failing_since: Option<SystemTime>,
     /// How long after the last promotion this backend named the new primary.
     pub last_promotion_lag_ms: Option<u64>,
+    /// Why the routes could not be made to survive a restart of the backend (ProxySQL's
+    /// SAVE TO DISK failed); traffic already follows them. Retried until it works.
+    #[serde(default)]
+    pub persist_error: Option<String>,
     #[serde(skip)]
     pub(crate) applied_at: Option<Instant>,
 }
@@ -219,7 +227,9 @@ impl Routing {
         }
         tokio::spawn(plan_routes(inner.clone()));
         for backend in &inner.backends {
-            tokio::spawn(drive(inner.clone(), backend.clone()));
+            let (applied, applied_rx) = watch::channel(0u64);
+            tokio::spawn(drive(inner.clone(), backend.clone(), applied));
+            tokio::spawn(persist(inner.clone(), backend.clone(), applied_rx));
         }
         Routing { inner }
     }
@@ -260,24 +270,45 @@ impl Routing {
         self.inner.status.borrow().values().cloned().collect()
     }
 
-    /// Failover, step one: no backend names `old` as the writer of `cluster` any more.
-    /// Waits for the backends at most `routing.apply_timeout`.
+    /// Failover, step one: no backend names `old` as the writer of `cluster` any more,
+    /// and it is fenced from every route. Waits for the backends at most
+    /// `routing.apply_timeout`.
     pub async fn withdraw_writer(
         &self,
         cluster: &str,
         old: &InstanceKey,
         recovery_id: &str,
     ) -> RoutingReport {
-        self.pin(
-            cluster,
-            Pin {
-                writer: None,
-                withdrawn: old.clone(),
-                fence: true,
-            },
-            recovery_id,
-        )
-        .await
+        self.no_writer(cluster, old, true, recovery_id).await
+    }
+
+    /// A switchover, as writes stop: no backend names `old` as the writer while the new
+    /// one is promoted (ProxySQL holds new writes until a writer is back instead of
+    /// sending them to a read_only server, and cuts sessions tied to `old`), but `old`
+    /// stays a member. `release` undoes it if the switchover rolls back. Waits for the
+    /// backends at most `routing.apply_timeout`.
+    pub async fn pause_writer(
+        &self,
+        cluster: &str,
+        old: &InstanceKey,
+        recovery_id: &str,
+    ) -> RoutingReport {
+        self.no_writer(cluster, old, false, recovery_id).await
+    }
+
+    async fn no_writer(
+        &self,
+        cluster: &str,
+        old: &InstanceKey,
+        fence: bool,
+        recovery_id: &str,
+    ) -> RoutingReport {
+        let pin = Pin {
+            writer: None,
+            withdrawn: old.clone(),
+            fence,
+        };
+        self.pin(cluster, pin, recovery_id).await
     }
 
     /// After a promotion: every backend names `new` as the writer of `cluster`; `old` is
@@ -463,6 +494,13 @@ impl Inner {
             .map(|d| d.instance)
             .collect();
         let policy = self.settings.policy;
+        let previous_readers: HashSet<InstanceKey> = self
+            .routes
+            .borrow()
+            .clusters
+            .values()
+            .flat_map(|route| route.readers.iter().map(|reader| reader.key.clone()))
+            .collect();
         let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
         if !pins.is_empty() {
             let plain = desired_routes(
@@ -471,6 +509,7 @@ impl Inner {
                 &fenced,
                 &downtimed,
                 &HashMap::new(),
+                &previous_readers,
                 policy,
             );
             pins.retain(|cluster, (pin, _)| {
@@ -482,7 +521,15 @@ impl Inner {
             .iter()
             .map(|(cluster, (pin, _))| (cluster.clone(), pin.clone()))
             .collect();
-        let mut routes = desired_routes(&snapshot, &clusters, &fenced, &downtimed, &pinned, policy);
+        let mut routes = desired_routes(
+            &snapshot,
+            &clusters,
+            &fenced,
+            &downtimed,
+            &pinned,
+            &previous_readers,
+            policy,
+        );
         // Until every instance a `[[cluster]]` lists has been probed once (answered or
         // failed), which tree holds the alias is not known: an agent that just started
         // (on a new store, say) must not route a stale old primary it happened to probe
@@ -713,8 +760,11 @@ pub fn decision_epoch(lease_epoch: u64, millis: u64) -> u64 {
     (lease_epoch << MILLIS_BITS) | (millis & ((1 << MILLIS_BITS) - 1))
 }
 
-/// Keeps one backend in line with the routes, for as long as the engine runs.
-async fn drive(inner: Arc<Inner>, backend: Arc<dyn Router>) {
+/// Keeps one backend in line with the routes, for as long as the engine runs: a full
+/// reconcile at every change and every `reconcile_interval`, and between them the
+/// backend's cheap check (if it has one) every `check_interval`. Each success bumps
+/// `applied`, which the backend's `persist` task follows.
+async fn drive(inner: Arc<Inner>, backend: Arc<dyn Router>, applied: watch::Sender<u64>) {
     let name = backend.name();
     let mut routes_rx = inner.routes.subscribe();
     let mut leader_rx = inner.leader_routes.subscribe();
@@ -722,8 +772,14 @@ async fn drive(inner: Arc<Inner>, backend: Arc<dyn Router>) {
     let mut last_applied: Option<u64> = None;
     let mut run_now = true;
     let mut next_look = inner.settings.reconcile_interval;
+    let check_every = backend
+        .check_interval()
+        .filter(|every| *every < inner.settings.reconcile_interval);
+    let mut last_reconcile = Instant::now();
     loop {
+        let mut timer_only = false;
         if !run_now {
+            let wait = check_every.map_or(next_look, |every| every.min(next_look));
             tokio::select! {
                 changed = routes_rx.changed() => {
                     if changed.is_err() {
@@ -732,10 +788,16 @@ async fn drive(inner: Arc<Inner>, backend: Arc<dyn Router>) {
                 }
                 _ = leader_rx.changed(), if !backend.shared() => {}
                 _ = stopping.changed() => return,
-                _ = tokio::time::sleep(next_look) => {}
+                _ = tokio::time::sleep(wait) => timer_only = true,
             }
         }
         run_now = false;
+        // Between full reconciles, woken only by the clock: the cheap check decides
+        // whether a reconcile is due (someone changed the backend) or not.
+        let check_only = timer_only
+            && check_every.is_some()
+            && last_reconcile.elapsed() < next_look
+            && last_applied == Some(routes_rx.borrow().version);
         next_look = inner.settings.reconcile_interval;
         let mut routes = routes_rx.borrow_and_update().clone();
         if backend.shared() {
@@ -761,6 +823,22 @@ async fn drive(inner: Arc<Inner>, backend: Arc<dyn Router>) {
                 routes = leader;
             }
         }
+        if check_only {
+            let looked =
+                tokio::time::timeout(inner.settings.reconcile_timeout, backend.check(&routes))
+                    .await;
+            match looked {
+                Ok(Ok(true)) => continue,
+                Ok(Ok(false)) => {
+                    tracing::debug!(backend = %name, "the check found the backend changed: reconciling");
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(backend = %name, %error, "the check failed: reconciling");
+                }
+                Err(_) => tracing::debug!(backend = %name, "the check took too long: reconciling"),
+            }
+        }
+        last_reconcile = Instant::now();
         for attempt in 1..=MAX_ATTEMPTS {
             let result =
                 tokio::time::timeout(inner.settings.reconcile_timeout, backend.reconcile(&routes))
@@ -817,6 +895,7 @@ async fn drive(inner: Arc<Inner>, backend: Arc<dyn Router>) {
                         inner.audit(Some(cluster), message);
                     }
                     last_applied = Some(routes.version);
+                    applied.send_modify(|count| *count += 1);
                     break;
                 }
                 Err(error) => {
@@ -857,6 +936,102 @@ async fn drive(inner: Arc<Inner>, backend: Arc<dyn Router>) {
                 }
             }
         }
+    }
+}
+
+/// Runs a backend's slow persisting step (`Router::persist`) after the routes it applied
+/// have been quiet for `PERSIST_AFTER_QUIET`, so a failover never waits behind it; a
+/// failure is reported in the backend's status and the audit log, and retried with a
+/// doubling backoff (at most `reconcile_interval` apart) until it works.
+async fn persist(inner: Arc<Inner>, backend: Arc<dyn Router>, mut applied: watch::Receiver<u64>) {
+    let name = backend.name();
+    let mut stopping = inner.stopping.subscribe();
+    loop {
+        if wait_apply(&mut applied, &mut stopping, None)
+            .await
+            .is_none()
+        {
+            return;
+        }
+        // Quiet first: every further apply restarts the wait.
+        loop {
+            match wait_apply(&mut applied, &mut stopping, Some(PERSIST_AFTER_QUIET)).await {
+                None => return,
+                Some(true) => continue,
+                Some(false) => break,
+            }
+        }
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            if backend.shared() && inner.lease.gate().is_err() {
+                break;
+            }
+            let result = tokio::time::timeout(inner.settings.reconcile_timeout, backend.persist())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(super::RouteError(format!(
+                        "{name}: no answer within {}",
+                        humantime::format_duration(inner.settings.reconcile_timeout)
+                    )))
+                });
+            let had_failed = inner
+                .status
+                .borrow()
+                .get(&name)
+                .is_some_and(|s| s.persist_error.is_some());
+            match result {
+                Ok(_) => {
+                    if had_failed {
+                        inner.status.send_modify(|all| {
+                            if let Some(status) = all.get_mut(&name) {
+                                status.persist_error = None;
+                            }
+                        });
+                        inner.audit(None, format!("{name}: the routes are saved again"));
+                    }
+                    break;
+                }
+                Err(error) => {
+                    inner.status.send_modify(|all| {
+                        if let Some(status) = all.get_mut(&name) {
+                            status.persist_error = Some(error.to_string());
+                        }
+                    });
+                    if !had_failed {
+                        tracing::warn!(backend = %name, %error, "cannot save the routes; retrying");
+                        inner.audit(
+                            None,
+                            format!("{name}: traffic follows the routes, but they cannot be saved: {error}; retrying in the background"),
+                        );
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stopping.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(inner.settings.reconcile_interval);
+                }
+            }
+        }
+    }
+}
+
+/// The next apply (`Some(true)`), or `quiet` passing without one (`Some(false)`);
+/// `None` once the engine stops.
+async fn wait_apply(
+    applied: &mut watch::Receiver<u64>,
+    stopping: &mut watch::Receiver<bool>,
+    quiet: Option<Duration>,
+) -> Option<bool> {
+    let quiet_passed = async {
+        match quiet {
+            Some(quiet) => tokio::time::sleep(quiet).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        changed = applied.changed() => changed.is_ok().then_some(true),
+        _ = stopping.changed() => None,
+        _ = quiet_passed => Some(false),
     }
 }
 

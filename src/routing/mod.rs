@@ -218,6 +218,27 @@ pub trait Router: Send + Sync + 'static {
         routes: &'a Routes,
     ) -> BoxFuture<'a, Result<Vec<Inspection>, RouteError>>;
 
+    /// How often `check` should run between reconciles; `None`: the backend has no
+    /// check cheaper than `reconcile`.
+    fn check_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// A cheap look at whether what traffic uses still says what `routes` says (for
+    /// ProxySQL, `mysql_servers` and `runtime_mysql_servers`): `false`, or an error,
+    /// makes the engine reconcile at once.
+    fn check<'a>(&'a self, _routes: &'a Routes) -> BoxFuture<'a, Result<bool, RouteError>> {
+        Box::pin(async { Ok(true) })
+    }
+
+    /// Makes what `reconcile` applied survive a restart of the backend, where that is a
+    /// separate and slower step (ProxySQL's `SAVE MYSQL SERVERS TO DISK`). The engine
+    /// calls it off a failover's path, once the routes have been quiet for a moment;
+    /// `true` when something had to be saved.
+    fn persist(&self) -> BoxFuture<'_, Result<bool, RouteError>> {
+        Box::pin(async { Ok(false) })
+    }
+
     /// Whether other agents write this backend too (ProxySQL, Consul): then only the
     /// agent that leads does. This agent's own DNS responder is not shared.
     fn shared(&self) -> bool {

@@ -8,11 +8,22 @@
 //! statement of a query and has no transactions (`shared/reference/proxysql-admin.md`):
 //! so one statement per query, the memory table is edited row by row, and the change
 //! reaches traffic at once and whole with `LOAD MYSQL SERVERS TO RUNTIME` (atomic in
-//! ProxySQL). `runtime_mysql_servers` is then read back to verify, and the change is
-//! saved to disk so a restart does not bring the old routes back. Rows of hostgroups
+//! ProxySQL). `runtime_mysql_servers` is then read back to verify. Saving to disk, so a
+//! restart does not bring old routes back, is a separate step (`persist`) that the
+//! engine runs once the routes are quiet: `SAVE MYSQL SERVERS TO DISK` can take a few
+//! hundred milliseconds on a busy machine, and a failover must not wait for it.
+//!
+//! Between reconciles, `check` reads `mysql_servers` and `runtime_mysql_servers` every
+//! `check_interval` over a connection kept open, so a hand edit, a restart from an old
+//! disk config (seen as the kept connection breaking) or ProxySQL's monitor putting a
+//! fenced server back in service is repaired within about that long. Rows of hostgroups
 //! pointsman is not told about are never touched; the monitor's own moves within the
 //! cluster's hostgroups (`mysql_replication_hostgroups`) are not fought: read_only is
 //! already right on every instance when pointsman loads, so both agree.
+//!
+//! Real ProxySQL leaves an OFFLINE_HARD row that no connection uses out of
+//! `runtime_mysql_servers`: a fenced server is right in runtime when it is absent or
+//! OFFLINE_HARD there, and `inspect` says so.
 
 use super::{Change, ClusterRoute, Inspection, RouteError, Router, Routes};
 use crate::config::{HostgroupConfig, ProxySqlSettings};
@@ -28,11 +39,18 @@ type RowKey = (u32, InstanceKey);
 
 pub struct ProxySqlRouter {
     settings: ProxySqlSettings,
+    /// The admin connection reconciles and checks use, kept open between them: a
+    /// failover does not pay for a connect, and a restart of ProxySQL shows as this
+    /// connection breaking.
+    kept: tokio::sync::Mutex<Option<Conn>>,
 }
 
 impl ProxySqlRouter {
     pub fn new(settings: ProxySqlSettings) -> Self {
-        Self { settings }
+        Self {
+            settings,
+            kept: tokio::sync::Mutex::new(None),
+        }
     }
 
     fn address(&self) -> String {
@@ -112,8 +130,68 @@ impl ProxySqlRouter {
     }
 
     async fn reconcile_now(&self, routes: &Routes) -> Result<Vec<Change>, RouteError> {
+        let mut kept = self.kept.lock().await;
+        if let Some(conn) = kept.take() {
+            // The kept connection may have gone with a restart of ProxySQL: on any
+            // failure the whole (idempotent) reconcile runs again on a new one.
+            let mut admin = Admin { router: self, conn };
+            if let Ok(changes) = self.reconcile_with(&mut admin, routes).await {
+                *kept = Some(admin.conn);
+                return Ok(changes);
+            }
+        }
         let mut admin = self.connect().await?;
-        let result = self.reconcile_with(&mut admin, routes).await;
+        let changes = self.reconcile_with(&mut admin, routes).await?;
+        *kept = Some(admin.conn);
+        Ok(changes)
+    }
+
+    /// Whether memory and runtime still hold `routes`, over the kept connection; an
+    /// error (the connection broke: ProxySQL restarted) makes the engine reconcile.
+    async fn check_now(&self, routes: &Routes) -> Result<bool, RouteError> {
+        let mut kept = self.kept.lock().await;
+        let mut admin = match kept.take() {
+            Some(conn) => Admin { router: self, conn },
+            None => self.connect().await?,
+        };
+        let memory = self.rows(&mut admin, "mysql_servers").await?;
+        let runtime = self.rows(&mut admin, "runtime_mysql_servers").await?;
+        *kept = Some(admin.conn);
+        let memory_right = self.settings.hostgroups.iter().all(|hostgroups| {
+            routes
+                .clusters
+                .get(&hostgroups.cluster)
+                .is_none_or(|route| {
+                    plan_statements(
+                        &of_cluster(&memory, hostgroups),
+                        &wanted_rows(route, hostgroups),
+                    )
+                    .is_empty()
+                })
+        });
+        Ok(memory_right && self.runtime_problems(routes, &runtime).is_empty())
+    }
+
+    /// Saves the configured hostgroups' rows to disk when the disk copy differs, on a
+    /// connection of its own (so a slow SAVE never holds the kept one).
+    async fn persist_now(&self) -> Result<bool, RouteError> {
+        let mut admin = self.connect().await?;
+        let result = async {
+            let disk = self.rows(&mut admin, "disk.mysql_servers").await?;
+            let memory = self.rows(&mut admin, "mysql_servers").await?;
+            if disk == memory {
+                return Ok(false);
+            }
+            let started = std::time::Instant::now();
+            admin.execute("SAVE MYSQL SERVERS TO DISK").await?;
+            tracing::debug!(
+                backend = %self.address(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "saved mysql_servers to disk"
+            );
+            Ok(true)
+        }
+        .await;
         admin.close().await;
         result
     }
@@ -146,8 +224,11 @@ impl ProxySqlRouter {
         for statement in &statements {
             admin.execute(statement).await?;
         }
-        let runtime = self.rows(admin, "runtime_mysql_servers").await?;
-        let runtime_right = self.runtime_problems(routes, &runtime).is_empty();
+        // With memory changed the LOAD is due anyway: runtime is read only after it.
+        let runtime_right = !statements.is_empty() || {
+            let runtime = self.rows(admin, "runtime_mysql_servers").await?;
+            self.runtime_problems(routes, &runtime).is_empty()
+        };
         if !statements.is_empty() || !runtime_right {
             if statements.is_empty() {
                 changes.push(Change {
@@ -165,17 +246,6 @@ impl ProxySqlRouter {
                     "after LOAD MYSQL SERVERS TO RUNTIME, runtime_mysql_servers still {} (ProxySQL's read_only monitor moves servers by read_only: is read_only right on them?)",
                     problems.join("; ")
                 )));
-            }
-        }
-        let disk = self.rows(admin, "disk.mysql_servers").await?;
-        let memory_now = self.rows(admin, "mysql_servers").await?;
-        if disk != memory_now {
-            admin.execute("SAVE MYSQL SERVERS TO DISK").await?;
-            if statements.is_empty() {
-                changes.push(Change {
-                    cluster: "*".into(),
-                    what: "the disk copy differed: saved to disk".into(),
-                });
             }
         }
         Ok(changes)
@@ -227,31 +297,60 @@ impl ProxySqlRouter {
         problems
     }
 
+    /// Per cluster, what traffic uses (`runtime_mysql_servers`) next to what runtime
+    /// should hold, plus a line when memory or disk lags behind it.
     async fn inspect_now(&self, routes: &Routes) -> Result<Vec<Inspection>, RouteError> {
         let mut admin = self.connect().await?;
-        let memory = self.rows(&mut admin, "mysql_servers").await;
-        let runtime = self.rows(&mut admin, "runtime_mysql_servers").await;
+        let read = async {
+            Ok::<_, RouteError>((
+                self.rows(&mut admin, "mysql_servers").await?,
+                self.rows(&mut admin, "runtime_mysql_servers").await?,
+                self.rows(&mut admin, "disk.mysql_servers").await?,
+            ))
+        }
+        .await;
         admin.close().await;
-        let (memory, runtime) = (memory?, runtime?);
+        let (memory, runtime, disk) = read?;
         let mut inspections = Vec::new();
         for hostgroups in &self.settings.hostgroups {
             let Some(route) = routes.clusters.get(&hostgroups.cluster) else {
                 continue;
             };
             let wanted = wanted_rows(route, hostgroups);
-            let lines = |rows: &BTreeMap<RowKey, String>| -> Vec<String> {
-                rows.iter()
-                    .map(|((group, key), status)| {
-                        format!(
-                            "hostgroup {group} {key} {status}{}",
-                            role(*group, hostgroups)
-                        )
-                    })
-                    .collect()
-            };
-            let now = of_cluster(&runtime, hostgroups);
-            let memory_right =
-                plan_statements(&of_cluster(&memory, hostgroups), &wanted).is_empty();
+            let should = wanted
+                .iter()
+                .map(|((group, key), status)| {
+                    let status = if status == "OFFLINE_HARD" {
+                        "OFFLINE_HARD or absent (fenced)"
+                    } else {
+                        status
+                    };
+                    format!(
+                        "hostgroup {group} {key} {status}{}",
+                        role(*group, hostgroups)
+                    )
+                })
+                .collect();
+            let mut now: Vec<String> = of_cluster(&runtime, hostgroups)
+                .iter()
+                .map(|((group, key), status)| {
+                    format!(
+                        "hostgroup {group} {key} {status}{}",
+                        role(*group, hostgroups)
+                    )
+                })
+                .collect();
+            let memory_plan = plan_statements(&of_cluster(&memory, hostgroups), &wanted);
+            if !memory_plan.is_empty() {
+                let what: Vec<String> = memory_plan.into_iter().map(|(_, what)| what).collect();
+                now.push(format!(
+                    "mysql_servers (memory) differs: {}",
+                    what.join("; ")
+                ));
+            }
+            if of_cluster(&disk, hostgroups) != of_cluster(&memory, hostgroups) {
+                now.push("not yet saved to disk (disk.mysql_servers differs from memory)".into());
+            }
             let single = Routes {
                 version: routes.version,
                 clusters: BTreeMap::from([(route.cluster.clone(), route.clone())]),
@@ -259,9 +358,10 @@ impl ProxySqlRouter {
             let runtime_right = self.runtime_problems(&single, &runtime).is_empty();
             inspections.push(Inspection {
                 cluster: route.cluster.clone(),
-                should: lines(&wanted),
-                now: lines(&now),
-                in_sync: memory_right && runtime_right,
+                should,
+                now,
+                in_sync: runtime_right
+                    && plan_statements(&of_cluster(&memory, hostgroups), &wanted).is_empty(),
             });
         }
         Ok(inspections)
@@ -430,6 +530,18 @@ impl Router for ProxySqlRouter {
         routes: &'a Routes,
     ) -> BoxFuture<'a, Result<Vec<Inspection>, RouteError>> {
         Box::pin(self.inspect_now(routes))
+    }
+
+    fn check_interval(&self) -> Option<Duration> {
+        Some(self.settings.check_interval)
+    }
+
+    fn check<'a>(&'a self, routes: &'a Routes) -> BoxFuture<'a, Result<bool, RouteError>> {
+        Box::pin(self.check_now(routes))
+    }
+
+    fn persist(&self) -> BoxFuture<'_, Result<bool, RouteError>> {
+        Box::pin(self.persist_now())
     }
 }
 

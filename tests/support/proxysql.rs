@@ -229,6 +229,9 @@ pub enum Failure {
     Slow(Duration),
     /// Every statement answers ERR 1045 `INJECTED_ERROR` and does nothing.
     Error,
+    /// Only `SAVE MYSQL SERVERS TO DISK` answers ERR 1045 `INJECTED_ERROR` (a disk that
+    /// is full or read-only); everything else behaves.
+    SaveFails,
 }
 
 /// A running stand-in; dropping it closes everything it holds.
@@ -1409,7 +1412,10 @@ async fn session(
                 }
                 shared.delay().await;
                 let turn = shared.statement_turn.lock().await;
-                let reply = if shared.failure() == Failure::Error {
+                let failure = shared.failure();
+                let reply = if failure == Failure::Error
+                    || (failure == Failure::SaveFails && saves_to_disk(&query))
+                {
                     Reply::Err(INJECTED_ERROR.into())
                 } else {
                     if !shared.save_delay.is_zero() && saves_to_disk(&query) {

@@ -221,7 +221,7 @@ async function switchover(detail, to) {
   await act({
     working: `Switching ${detail.name} over${to ? ` to ${to}` : ''}…`,
     run: () => api.post(`/api/v1/clusters/${api.enc(detail.name)}/switchover`, to ? { to } : {}),
-    done: (r) => `${r.new_primary} is the new primary of ${detail.name}; ${r.old_primary} is its replica. Writes paused ${r.write_gap_ms} ms.`,
+    done: (r) => `${r.new_primary} is the new primary of ${detail.name}; ${r.old_primary} is its replica. Writes paused ${r.write_gap_ms} ms${r.route_gap_ms ? `, and the routes named the new primary ${r.route_gap_ms} ms later` : ''}.`,
     failed: `Switchover of ${detail.name} not done`,
   });
 }
