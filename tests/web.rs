@@ -190,6 +190,30 @@ async fn with_a_token_for_reads_the_page_asks_once_and_polls() {
     .await;
 }
 
+/// A frozen agent (SIGSTOP, as a hung process or a lost network looks from the browser)
+/// is not shown as live: within seconds the page says it has had no word from the
+/// agent and as of when what it shows is; a quiet agent, by its heartbeats, stays live;
+/// once the agent runs again the page is live again. The agent is a process of its own,
+/// so the test can freeze it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_agent_is_shown_as_not_live_and_live_again() {
+    prerequisites();
+    let topology = TestTopology::start(Flavor::Mariadb, 2).await;
+    let agent = support::agent_process::AgentProcess::start(&topology, "");
+    support::agent_process::sees_the_cluster(&agent.api).await;
+    let pid = agent.pid().expect("the agent runs");
+    let out = output_dir("frozen");
+    run_script(
+        "frozen.mjs",
+        &[
+            agent.url.clone(),
+            pid.to_string(),
+            out.display().to_string(),
+        ],
+    )
+    .await;
+}
+
 /// The dead-primary path, by hand: with automatic recovery off (the agent has the
 /// replication account to re-point with, but no `auto_clusters`), a killed primary
 /// waits for an operator. The page shows it with a Recover action and the ranked

@@ -1,7 +1,9 @@
 //! What watchers read without asking twice: `GET /api/v1/events`, server-sent events
 //! carrying every cluster's detail (`event: clusters`, the same JSON as
 //! `GET /api/v1/clusters/{name}`, as an array) at connect and whenever it changes, at
-//! most every 250 ms; and `GET /metrics` in Prometheus text format: instances by state,
+//! most every 250 ms, and every second `event: heartbeat` with the agent's clock
+//! (`{"now":"<RFC 3339>"}`), so a watcher tells a quiet agent from a frozen one or a
+//! lost network; and `GET /metrics` in Prometheus text format: instances by state,
 //! lag per replica, problems by code, findings by severity, recoveries by outcome,
 //! routing backends (up, lag behind the last promotion), poll latency per instance.
 //!
@@ -31,6 +33,8 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 const EVENT_EVERY: Duration = Duration::from_millis(250);
 /// Looked at this often even without a new snapshot (fences, downtime, refusals).
 const EVENT_AT_LEAST: Duration = Duration::from_secs(2);
+/// How often the stream says the agent is alive, quiet or not.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -133,12 +137,29 @@ async fn events(
         )
         .into_response();
     };
-    let events = watcher
+    let clusters = watcher
         .states(state.stopping.clone())
         .map(|json| Ok::<_, Infallible>(Event::default().event("clusters").data(&*json)));
-    Sse::new(events)
+    let beats = heartbeats(state.stopping.clone())
+        .map(|json| Ok::<_, Infallible>(Event::default().event("heartbeat").data(json)));
+    Sse::new(futures::stream::select(clusters, beats))
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// `{"now":"<the agent's clock>"}` every `HEARTBEAT_EVERY`, until the agent stops.
+fn heartbeats(stopping: watch::Receiver<bool>) -> impl Stream<Item = String> {
+    futures::stream::unfold(stopping, |mut stopping| async move {
+        tokio::select! {
+            () = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+            _ = stopping.changed() => return None,
+        }
+        if *stopping.borrow() {
+            return None;
+        }
+        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+        Some((format!("{{\"now\":\"{now}\"}}"), stopping))
+    })
 }
 
 /// One watcher of the stream: its place, held until it goes, and the latest state.

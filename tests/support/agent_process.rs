@@ -226,6 +226,11 @@ impl AgentProcess {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
     }
 
+    /// The PID of the agent this test started, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref()?.id()
+    }
+
     pub async fn health(&self) -> Option<Health> {
         self.process.as_ref()?;
         self.api.get("/api/v1/health").await.ok()

@@ -115,29 +115,66 @@ export const del = (path) => call('DELETE', path);
 /** `host:port` as a path segment. */
 export const enc = (value) => encodeURIComponent(value);
 
+/** Silence longer than this (the agent sends a heartbeat every second) means the page
+ * is no longer live: the agent is frozen or the network is gone. */
+export const STALE_AFTER_MS = 3500;
+
 /**
  * Keeps `onClusters` fed with every cluster's detail (or, while polling, the summaries
- * and the detail of `watched()`), and `onStatus` with how: 'live', 'polling',
- * 'reconnecting' or 'down' (with the error).
+ * and the detail of `watched()`), `onHeard` with the agent's clock each time it is
+ * heard from, and `onStatus` with how: 'live', 'polling', 'reconnecting', 'stale' (no
+ * word for `STALE_AFTER_MS`, with how long) or 'down' (with the error).
  */
 export class Feed {
-  constructor({ onClusters, onSummaries, onStatus, watched }) {
+  constructor({ onClusters, onSummaries, onStatus, onHeard, watched }) {
     this.onClusters = onClusters;
     this.onSummaries = onSummaries;
     this.onStatus = onStatus;
+    this.onHeard = onHeard;
     this.watched = watched;
     this.source = null;
     this.timer = null;
     this.polling = false;
+    this.lastHeard = null;
+    this.stale = false;
+  }
+
+  /** The agent answered (at `agentNow` by its clock, when it said). */
+  heard(agentNow) {
+    this.lastHeard = Date.now();
+    this.onHeard(agentNow || new Date().toISOString());
+    if (this.stale) {
+      this.stale = false;
+      this.onStatus(this.polling ? 'polling' : 'live');
+    }
+  }
+
+  /** Once a second: silence past `STALE_AFTER_MS` makes the page say it is not live. */
+  watchSilence() {
+    setInterval(() => {
+      if (this.lastHeard === null) return;
+      const silent = Date.now() - this.lastHeard;
+      if (silent > STALE_AFTER_MS) {
+        this.stale = true;
+        this.onStatus('stale', `${Math.round(silent / 1000)} s without a heartbeat: the agent is frozen or the network is down`);
+      }
+    }, 1000);
   }
 
   start() {
+    this.watchSilence();
     if (typeof EventSource === 'undefined') return this.poll();
     let heard = false;
     const source = new EventSource('/api/v1/events');
     this.source = source;
+    source.addEventListener('heartbeat', (event) => {
+      let now = null;
+      try { now = JSON.parse(event.data).now; } catch { /* the time is only shown */ }
+      this.heard(now);
+    });
     source.addEventListener('clusters', (event) => {
       heard = true;
+      this.heard(null);
       this.onStatus('live');
       try {
         this.onClusters(JSON.parse(event.data));
@@ -187,6 +224,7 @@ export class Feed {
       const detail = name && summaries.some((c) => c.name === name)
         ? await get(`/api/v1/clusters/${enc(name)}`, { quiet: true }) : null;
       this.onSummaries(summaries, detail);
+      this.heard(null);
       this.onStatus('polling');
     } catch (error) {
       this.onStatus('down', error.message);

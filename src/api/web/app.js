@@ -23,7 +23,8 @@ const state = {
   heard: false,
   status: 'connecting',
   statusError: null,
-  updatedAt: null,
+  /** The agent's clock when it was last heard from. */
+  asOf: null,
 };
 
 const main = document.getElementById('main');
@@ -61,7 +62,6 @@ function setSummaries(list, detail) {
 
 function updated() {
   state.heard = true;
-  state.updatedAt = new Date().toISOString();
   refresh();
 }
 
@@ -83,6 +83,10 @@ const feed = new api.Feed({
     state.statusError = error || null;
     showConnection();
   },
+  // What the page shows is as of the last word from the agent, by its clock.
+  onHeard: (agentNow) => {
+    state.asOf = agentNow;
+  },
   watched: () => (page && page.cluster) || null,
 });
 
@@ -92,19 +96,22 @@ function showConnection() {
     live: ['ok', 'ok', 'Live', 'Updated by the agent as things change (server-sent events)'],
     polling: ['ok', 'ok', 'Polling every 1 s', 'The live stream is not available (it cannot carry a token): asking once a second instead'],
     reconnecting: ['warning', 'warning', 'Reconnecting…', 'The live stream dropped; the browser is reconnecting'],
+    stale: ['problem', 'problem', 'Not live', statusError || 'no word from the agent'],
     down: ['problem', 'problem', 'Agent not answering', statusError || ''],
     connecting: ['muted', 'info', 'Connecting…', ''],
   }[status] || ['muted', 'info', status, ''];
   connectionEl.className = `connection conn-${kind}`;
   connectionEl.title = title;
   fill(connectionEl, icon(glyph), h('span', {}, text),
-    state.updatedAt && status !== 'live' ? h('span', { class: 'muted', 'data-ago': state.updatedAt }, ` · data from ${ago(state.updatedAt)}`) : null);
-  document.body.classList.toggle('stale', status === 'down');
+    state.asOf && status !== 'live' && status !== 'polling' ? h('span', { class: 'muted as-of' }, ` · as of ${clock(state.asOf).slice(11)}`) : null);
+  const notLive = status === 'down' || status === 'stale';
+  document.body.classList.toggle('stale', notLive);
   const stale = document.getElementById('stale');
-  stale.hidden = status !== 'down';
-  if (status === 'down') {
-    fill(stale, icon('problem'), h('span', {}, h('strong', {}, 'The agent does not answer. '),
-      state.updatedAt ? `What you see is what it said at ${clock(state.updatedAt).slice(11)}, not now. ` : '',
+  stale.hidden = !notLive;
+  if (notLive) {
+    const what = status === 'stale' ? 'No word from the agent. ' : 'The agent does not answer. ';
+    fill(stale, icon('problem'), h('span', {}, h('strong', {}, what),
+      state.asOf ? `What you see is what it said at ${clock(state.asOf).slice(11)}, not now. ` : '',
       statusError ? h('span', { class: 'muted' }, statusError) : null));
   }
 }
