@@ -455,6 +455,12 @@ pub fn format_routes(view: &crate::routing::engine::RoutesView) -> String {
             .map(|ms| format!(", {ms} ms behind the last promotion"))
             .unwrap_or_default();
         let _ = writeln!(out, "\n{}  {state}{lag}", status.backend);
+        if let Some(error) = &status.persist_error {
+            let _ = writeln!(
+                out,
+                "  NOT SAVED: traffic follows the routes, but they would not survive a restart of the backend: {error} (retrying)"
+            );
+        }
         for inspection in &backend.inspections {
             if inspection.in_sync {
                 for line in &inspection.now {

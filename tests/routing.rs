@@ -588,6 +588,11 @@ async fn a_proxysql_that_cannot_save_routes_traffic_and_says_so(flavor: Flavor) 
         proxysql.error.is_none() && proxysql.status.last_error.is_none(),
         "routing itself is fine: {proxysql:?}"
     );
+    let printed = pointsman::client::format_routes(&failing);
+    assert!(
+        printed.contains("NOT SAVED") && printed.contains("retrying"),
+        "`pointsman routes` says the routes are not saved:\n{printed}"
+    );
     assert!(
         proxysql.inspections.iter().any(|i| i
             .now

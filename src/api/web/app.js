@@ -885,6 +885,8 @@ function drawRouting(section, view, name) {
         st.last_success ? h('span', { class: 'muted' }, `last applied ${clock(st.last_success).slice(11)}`) : null),
       backend.error ? h('p', { class: 'inline-error' }, backend.error) : null,
       st.last_error && !backend.error ? h('p', { class: 'inline-error' }, st.last_error) : null,
+      st.persist_error ? h('p', { class: 'inline-error', 'data-kind': 'not-saved' },
+        `Not saved: traffic follows the routes, but they would not survive a restart of ${st.backend}: ${st.persist_error} (retrying)`) : null,
       inspections.map((i) => diffTable(i))));
   }
   fill(section, parts);
