@@ -88,6 +88,28 @@ try {
     await shot('topology');
   });
 
+  await step(`two Enters on "Stop replication…" of ${b} only open and close the dialog: Cancel has the focus`, async () => {
+    await box(b).click();
+    const open = page.locator('.panel [data-action=stop-replication]');
+    await open.waitFor({ timeout: PATIENCE });
+    await open.focus();
+    await page.keyboard.press('Enter');
+    await page.locator('dialog[open]').waitFor({ timeout: 5000 });
+    const focused = await page.evaluate(() => document.activeElement && document.activeElement.dataset.action);
+    check(focused === 'cancel', `the dialog gave the focus to "${focused}", not Cancel`);
+    await page.waitForTimeout(120);
+    await page.keyboard.press('Enter');
+    await page.locator('dialog[open]').waitFor({ state: 'detached', timeout: 5000 });
+    check(await page.locator('.notice').count() === 0, `closing the dialog did something: ${await page.locator('.notice').allTextContents()}`);
+    // Nothing may follow: give a stray request a second to land, then ask the agent,
+    // which audits every action as it takes it.
+    await page.waitForTimeout(1000);
+    const audit = await api('GET', '/api/v1/audit?limit=50');
+    const stopped = audit.filter((r) => r.message.includes(`replication stopped on ${b}`));
+    check(stopped.length === 0, `two Enters stopped replication on ${b}: ${JSON.stringify(stopped)}`);
+    await page.keyboard.press('Escape');
+  });
+
   await step(`stopping replication on ${a} makes its badge appear without a reload`, async () => {
     await api('POST', `/api/v1/instances/${encodeURIComponent(a)}/replication`, { running: false });
     await box(a).locator('.badge[data-code=ReplicationStopped]').waitFor({ timeout: PATIENCE });

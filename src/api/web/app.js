@@ -168,7 +168,9 @@ function confirmDialog({ title, sentence, content, confirmLabel = 'Confirm', dan
     check();
     dialogEl.showModal();
     const first = form.querySelector('input:not([type=radio]), select, input[type=radio]:checked');
-    (first || confirm).focus();
+    // A dangerous confirmation never has the focus: an Enter meant for the button
+    // that opened the dialog must not confirm it.
+    (first || (danger ? cancel : confirm)).focus();
   });
 }
 
