@@ -176,6 +176,32 @@ try {
     await shot('switched-over');
   });
 
+  await step(`a switchover made elsewhere (the API) moves the tree, and the routing and recoveries panels follow at once`, async () => {
+    // Live, these panels read again only when the stream says the routes or the
+    // recoveries changed: no timer would catch up here.
+    const writer = page.locator('.route-summary .mono.strong');
+    await page.waitForFunction((key) => {
+      const el = document.querySelector('.route-summary .mono.strong');
+      return el && el.textContent.trim() === key;
+    }, a, { timeout: PATIENCE });
+    await api('POST', `/api/v1/clusters/${encodeURIComponent(cluster)}/switchover`, { to: primary });
+    await page.waitForFunction((key) => {
+      const root = document.querySelector('.tree > .subtree > .cell > .inst');
+      return root && root.dataset.key === key && root.dataset.role === 'primary';
+    }, primary, { timeout: PATIENCE });
+    const treeMoved = Date.now();
+    await page.waitForFunction((key) => {
+      const el = document.querySelector('.route-summary .mono.strong');
+      return el && el.textContent.trim() === key;
+    }, primary, { timeout: 3000 });
+    const routed = Date.now() - treeMoved;
+    await page.waitForFunction((key) => [...document.querySelectorAll('.recovery .recovery-what .mono.strong')]
+      .some((successor) => successor.textContent.trim() === key), primary, { timeout: 3000 });
+    console.log(`the routing panel named the new primary ${routed} ms after the tree did`);
+    check((await writer.textContent()).trim() === primary, 'the routing panel names another writer');
+    await shot('panels-follow');
+  });
+
   await step('the recoveries page lists the switchover with its steps', async () => {
     await page.locator('nav a[data-nav=recoveries]').click();
     const card = page.locator('.recovery', { hasText: `switchover of ${cluster}` }).first();

@@ -1,9 +1,11 @@
 //! What watchers read without asking twice: `GET /api/v1/events`, server-sent events
 //! carrying every cluster's detail (`event: clusters`, the same JSON as
 //! `GET /api/v1/clusters/{name}`, as an array) at connect and whenever it changes, at
-//! most every 250 ms, and every second `event: heartbeat` with the agent's clock
-//! (`{"now":"<RFC 3339>"}`), so a watcher tells a quiet agent from a frozen one or a
-//! lost network; and `GET /metrics` in Prometheus text format: instances by state,
+//! most every 250 ms; `event: changes` (`{"routes":n,"recoveries":n}`, two fingerprints)
+//! whenever the routes or a backend's state, or the recent recoveries change, so a page
+//! reloads its routing and recovery panels when the tree changes, not on a timer; and
+//! every second `event: heartbeat` with the agent's clock (`{"now":"<RFC 3339>"}`), so a
+//! watcher tells a quiet agent from a frozen one or a lost network; and `GET /metrics` in Prometheus text format: instances by state,
 //! lag per replica, problems by code, findings by severity, recoveries by outcome,
 //! routing backends (up, lag behind the last promotion), poll latency per instance.
 //!
@@ -47,6 +49,8 @@ pub fn routes() -> Router<ApiState> {
 #[derive(Clone)]
 pub struct EventFeed {
     latest: Arc<watch::Sender<Option<Arc<str>>>>,
+    /// The fingerprints of the routes and of the recent recoveries, as JSON.
+    changes: Arc<watch::Sender<Option<Arc<str>>>>,
     places: Arc<Semaphore>,
     max_clients: usize,
     /// Wakes the publisher when the first watcher comes.
@@ -57,6 +61,7 @@ impl EventFeed {
     pub fn new(max_clients: usize) -> EventFeed {
         EventFeed {
             latest: Arc::new(watch::channel(None).0),
+            changes: Arc::new(watch::channel(None).0),
             places: Arc::new(Semaphore::new(max_clients)),
             max_clients,
             watched: Arc::new(Notify::new()),
@@ -67,10 +72,12 @@ impl EventFeed {
     fn join(&self) -> Option<Watcher> {
         let place = self.places.clone().try_acquire_owned().ok()?;
         let latest = self.latest.subscribe();
+        let changes = self.changes.subscribe();
         self.watched.notify_one();
         Some(Watcher {
             _place: place,
             latest,
+            changes,
         })
     }
 }
@@ -78,6 +85,7 @@ impl EventFeed {
 /// The one task that computes the clusters' JSON for every watcher, while there is
 /// one; it ends when the agent stops.
 pub async fn publish(state: ApiState) {
+    tokio::spawn(publish_changes(state.clone()));
     let feed = state.events.clone();
     let mut snapshots = state.discovery.subscribe();
     let mut stopping = state.stopping.clone();
@@ -123,6 +131,62 @@ pub async fn publish(state: ApiState) {
     }
 }
 
+/// Every `EVENT_EVERY`, while someone watches: the fingerprints of what the routing
+/// and recovery panels show (the routes' version and each backend's state; the recent
+/// recoveries' ids, states and step counts), published when they change.
+async fn publish_changes(state: ApiState) {
+    use std::hash::{Hash, Hasher};
+    let feed = state.events.clone();
+    let mut stopping = state.stopping.clone();
+    loop {
+        if *stopping.borrow() {
+            return;
+        }
+        if feed.changes.receiver_count() > 0 {
+            let routing = &state.coordinator.routing;
+            let mut routes = std::collections::hash_map::DefaultHasher::new();
+            routing.routes().version.hash(&mut routes);
+            for status in routing.status() {
+                (
+                    status.backend,
+                    status.applied_version,
+                    status.last_error,
+                    status.failing_since.is_some(),
+                    status.persist_error,
+                )
+                    .hash(&mut routes);
+            }
+            let mut recoveries = std::collections::hash_map::DefaultHasher::new();
+            for record in state.store.recoveries(None, 5).unwrap_or_default() {
+                (
+                    record.id,
+                    format!("{:?}", record.status),
+                    record.finished_at.is_some(),
+                    record.acknowledged_at.is_some(),
+                    record.steps.len(),
+                )
+                    .hash(&mut recoveries);
+            }
+            let json = format!(
+                "{{\"routes\":{},\"recoveries\":{}}}",
+                routes.finish() >> 11,
+                recoveries.finish() >> 11
+            );
+            feed.changes.send_if_modified(|changes| {
+                let changed = changes.as_deref() != Some(json.as_str());
+                if changed {
+                    *changes = Some(json.into());
+                }
+                changed
+            });
+        }
+        tokio::select! {
+            () = tokio::time::sleep(EVENT_EVERY) => {}
+            _ = stopping.changed() => return,
+        }
+    }
+}
+
 async fn events(
     axum::extract::State(state): axum::extract::State<ApiState>,
 ) -> axum::response::Response {
@@ -137,14 +201,25 @@ async fn events(
         )
         .into_response();
     };
-    let clusters = watcher
-        .states(state.stopping.clone())
-        .map(|json| Ok::<_, Infallible>(Event::default().event("clusters").data(&*json)));
+    let Watcher {
+        _place,
+        latest,
+        changes,
+    } = watcher;
+    let clusters = follow(latest, state.stopping.clone()).map(move |json| {
+        let _held = &_place;
+        Ok::<_, Infallible>(Event::default().event("clusters").data(&*json))
+    });
+    let changes = follow(changes, state.stopping.clone())
+        .map(|json| Ok::<_, Infallible>(Event::default().event("changes").data(&*json)));
     let beats = heartbeats(state.stopping.clone())
         .map(|json| Ok::<_, Infallible>(Event::default().event("heartbeat").data(json)));
-    Sse::new(futures::stream::select(clusters, beats))
-        .keep_alive(KeepAlive::default())
-        .into_response()
+    Sse::new(futures::stream::select(
+        clusters,
+        futures::stream::select(changes, beats),
+    ))
+    .keep_alive(KeepAlive::default())
+    .into_response()
 }
 
 /// `{"now":"<the agent's clock>"}` every `HEARTBEAT_EVERY`, until the agent stops.
@@ -162,42 +237,45 @@ fn heartbeats(stopping: watch::Receiver<bool>) -> impl Stream<Item = String> {
     })
 }
 
-/// One watcher of the stream: its place, held until it goes, and the latest state.
+/// One watcher of the stream: its place, held until it goes, the latest clusters'
+/// state and the latest fingerprints of the panels.
 struct Watcher {
     _place: OwnedSemaphorePermit,
     latest: watch::Receiver<Option<Arc<str>>>,
+    changes: watch::Receiver<Option<Arc<str>>>,
 }
 
-impl Watcher {
-    /// The clusters' JSON now and after each change, skipping the states it was too
-    /// slow to take; ends when the agent stops.
-    fn states(self, stopping: watch::Receiver<bool>) -> impl Stream<Item = Arc<str>> {
-        futures::stream::unfold(
-            (self, stopping, true),
-            |(mut watcher, mut stopping, first)| async move {
-                loop {
-                    if *stopping.borrow() {
-                        return None;
-                    }
-                    if !first || watcher.latest.borrow().is_none() {
-                        tokio::select! {
-                            changed = watcher.latest.changed() => {
-                                if changed.is_err() {
-                                    return None;
-                                }
+/// What `latest` holds now and after each change, skipping the values it was too slow
+/// to take; ends when the agent stops.
+fn follow(
+    latest: watch::Receiver<Option<Arc<str>>>,
+    stopping: watch::Receiver<bool>,
+) -> impl Stream<Item = Arc<str>> {
+    futures::stream::unfold(
+        (latest, stopping, true),
+        |(mut latest, mut stopping, first)| async move {
+            loop {
+                if *stopping.borrow() {
+                    return None;
+                }
+                if !first || latest.borrow().is_none() {
+                    tokio::select! {
+                        changed = latest.changed() => {
+                            if changed.is_err() {
+                                return None;
                             }
-                            // The agent stops: end the stream so the server can.
-                            _ = stopping.changed() => return None,
                         }
-                    }
-                    let json = watcher.latest.borrow_and_update().clone();
-                    if let Some(json) = json {
-                        return Some((json, (watcher, stopping, false)));
+                        // The agent stops: end the stream so the server can.
+                        _ = stopping.changed() => return None,
                     }
                 }
-            },
-        )
-    }
+                let json = latest.borrow_and_update().clone();
+                if let Some(json) = json {
+                    return Some((json, (latest, stopping, false)));
+                }
+            }
+        },
+    )
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<ApiState>) -> impl IntoResponse {
@@ -462,7 +540,12 @@ mod tests {
         drop(second);
         let _third = feed.join().expect("the place the second left");
 
-        let mut states = Box::pin(first.states(stopping));
+        let Watcher {
+            _place: _first_place,
+            latest,
+            ..
+        } = first;
+        let mut states = Box::pin(follow(latest, stopping));
         assert!(
             states.next().now_or_never().is_none(),
             "nothing to send yet"

@@ -121,13 +121,15 @@ export const STALE_AFTER_MS = 3500;
 
 /**
  * Keeps `onClusters` fed with every cluster's detail (or, while polling, the summaries
- * and the detail of `watched()`), `onHeard` with the agent's clock each time it is
+ * and the detail of `watched()`), `onChanges` with the fingerprints of the routes and
+ * recent recoveries (live only), `onHeard` with the agent's clock each time it is
  * heard from, and `onStatus` with how: 'live', 'polling', 'reconnecting', 'stale' (no
  * word for `STALE_AFTER_MS`, with how long) or 'down' (with the error).
  */
 export class Feed {
-  constructor({ onClusters, onSummaries, onStatus, onHeard, watched }) {
+  constructor({ onClusters, onSummaries, onStatus, onHeard, onChanges, watched }) {
     this.onClusters = onClusters;
+    this.onChanges = onChanges;
     this.onSummaries = onSummaries;
     this.onStatus = onStatus;
     this.onHeard = onHeard;
@@ -167,6 +169,10 @@ export class Feed {
     let heard = false;
     const source = new EventSource('/api/v1/events');
     this.source = source;
+    source.addEventListener('changes', (event) => {
+      this.heard(null);
+      try { this.onChanges(JSON.parse(event.data)); } catch { /* the panels poll again later */ }
+    });
     source.addEventListener('heartbeat', (event) => {
       let now = null;
       try { now = JSON.parse(event.data).now; } catch { /* the time is only shown */ }

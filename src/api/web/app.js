@@ -87,6 +87,10 @@ const feed = new api.Feed({
   onHeard: (agentNow) => {
     state.asOf = agentNow;
   },
+  // The routes or the recent recoveries changed: the panels that show them read again.
+  onChanges: (changes) => {
+    if (page && page.onChanges) page.onChanges(changes);
+  },
   watched: () => (page && page.cluster) || null,
 });
 
@@ -717,10 +721,18 @@ function clusterPage(name) {
   };
   loadRouting();
   loadRecent();
-  const timer = setInterval(() => { loadRouting(); loadRecent(); }, 5000);
+  // Live, the stream says when routes or recoveries change; polling, they are read
+  // again every 5 s (reading the routes asks every backend).
+  const timer = setInterval(() => { if (feed.polling) { loadRouting(); loadRecent(); } }, 5000);
+  let seen = {};
   return {
     name: 'clusters', cluster: name, update,
     afterAction: () => { loadRouting(); loadRecent(); },
+    onChanges: (changes) => {
+      if (changes.routes !== seen.routes) loadRouting();
+      if (changes.recoveries !== seen.recoveries) loadRecent();
+      seen = changes;
+    },
     leave: () => clearInterval(timer),
   };
 }
