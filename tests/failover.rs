@@ -351,6 +351,30 @@ async fn the_old_primary_returns_fenced_and_reattach_makes_it_a_replica(flavor: 
         .instance(&node1)
         .expect("the old primary is shown in its cluster");
     assert!(old.fenced);
+    // Back and safe, but not done: once the agent has seen it answer, the cluster says
+    // it needs an operator.
+    let detail: ClusterDetail = eventually(
+        PATIENCE,
+        "the old primary shown as back but detached",
+        || async {
+            let detail: ClusterDetail = watcher.api.get("/api/v1/clusters/t").await.ok()?;
+            detail
+                .instance(&node1)?
+                .findings
+                .iter()
+                .any(|f| {
+                    f.code == pointsman::analysis::FindingCode::FencedDetached
+                        && f.message.contains("pointsman reattach")
+                })
+                .then_some(detail)
+        },
+    )
+    .await;
+    assert_ne!(
+        detail.health.status,
+        pointsman::analysis::HealthStatus::Ok,
+        "a cluster with a detached old primary is not OK"
+    );
 
     // Forgetting it would end the fence silently: refused, with what to do instead.
     match watcher

@@ -32,6 +32,9 @@ pub enum FindingCode {
     LogReplicaUpdatesOff,
     BinlogOff,
     SlowHeartbeat,
+    /// A fenced old primary that is back and answers but replicates from nobody: safe
+    /// (read_only), and waiting for an operator to re-attach or forget it.
+    FencedDetached,
 }
 
 /// One thing found wrong on one instance, with a sentence a DBA can act on.

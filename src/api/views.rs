@@ -204,6 +204,21 @@ fn fold_fenced(mut details: Vec<ClusterDetail>, marks: &InstanceMarks) -> Vec<Cl
             view.role = Role::FencedPrimary;
             view.cluster = target.name.clone();
             view.findings.retain(|f| !expected(f));
+            if view.instance.is_reachable() {
+                // Safe, but not done: it holds data nobody reads until an operator acts.
+                let key = &view.instance.key;
+                let back = Finding {
+                    code: crate::analysis::FindingCode::FencedDetached,
+                    severity: crate::analysis::Severity::Warning,
+                    instance: key.clone(),
+                    message: format!(
+                        "the fenced old primary {key} is back and answers, but replicates from nobody: `pointsman reattach {key}` makes it a replica of the new primary (if it has no transactions the new primary lacks), or `pointsman forget {key} --unfence` drops it"
+                    ),
+                    detail: None,
+                };
+                view.findings.push(back.clone());
+                target.findings.push(back);
+            }
             target.instances.push(view);
         }
         target
@@ -224,6 +239,7 @@ fn has_replicas(node: &ClusterTreeNode, key: &InstanceKey) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::{FindingCode, HealthStatus};
     use crate::topology::instance::tests_support::{primary, replica};
 
     #[test]
@@ -263,7 +279,8 @@ mod tests {
         assert!(text.contains("- 127.0.0.1:1"), "{text}");
         assert!(text.contains("FENCED] old primary, fenced"), "{text}");
 
-        // Back and kept read_only: that is the fence working, not a finding.
+        // Back and kept read_only: that is the fence working, not a finding; but it
+        // replicates from nobody, and that needs an operator.
         let mut answering = primary(key(1));
         if let Some(facts) = answering.facts.as_mut() {
             facts.read_only = true;
@@ -272,7 +289,8 @@ mod tests {
         snapshot.instances.insert(key(1), answering);
         let details = cluster_details(&snapshot, &[], &rules, &marks, SystemTime::now());
         let fenced = details[0].instance(&key(1)).expect("folded in");
-        assert!(fenced.findings.is_empty(), "{:?}", fenced.findings);
-        assert!(details[0].findings.iter().all(|f| f.instance != key(1)));
+        let codes: Vec<FindingCode> = fenced.findings.iter().map(|f| f.code).collect();
+        assert_eq!(codes, vec![FindingCode::FencedDetached]);
+        assert_eq!(details[0].health.status, HealthStatus::Warning);
     }
 }

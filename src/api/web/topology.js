@@ -34,6 +34,7 @@ const FINDING_BADGES = {
   LogReplicaUpdatesOff: ['warning', 'log_replica_updates OFF'],
   BinlogOff: ['warning', 'Binlog off'],
   SlowHeartbeat: ['warning', 'Slow heartbeat'],
+  FencedDetached: ['fenced', 'Back, detached: re-attach or forget'],
 };
 
 /** The instance's worst state: 'problem', 'warning' or 'ok'. */
