@@ -207,6 +207,10 @@ try {
     const card = page.locator('.recovery', { hasText: `switchover of ${cluster}` }).first();
     await card.waitFor({ timeout: PATIENCE });
     check((await card.textContent()).includes(a), 'the switchover record does not name the new primary');
+    // A recovery made elsewhere appears on this page by itself.
+    const before = await page.locator('.recovery').count();
+    await api('POST', `/api/v1/clusters/${encodeURIComponent(cluster)}/switchover`, { to: a });
+    await page.waitForFunction((n) => document.querySelectorAll('.recovery').length > n, before, { timeout: 5000 });
     await page.locator('nav a[data-nav=audit]').click();
     await page.locator('.audit td', { hasText: 'switchover' }).first().waitFor({ timeout: PATIENCE });
     await shot('audit');

@@ -25,6 +25,8 @@ const state = {
   statusError: null,
   /** The agent's clock when it was last heard from. */
   asOf: null,
+  /** The last fingerprints of the routes and recoveries the stream sent. */
+  changes: null,
 };
 
 const main = document.getElementById('main');
@@ -89,7 +91,9 @@ const feed = new api.Feed({
   },
   // The routes or the recent recoveries changed: the panels that show them read again.
   onChanges: (changes) => {
-    if (page && page.onChanges) page.onChanges(changes);
+    const previous = state.changes || {};
+    state.changes = changes;
+    if (page && page.onChanges) page.onChanges(changes, previous);
   },
   watched: () => (page && page.cluster) || null,
 });
@@ -724,14 +728,12 @@ function clusterPage(name) {
   // Live, the stream says when routes or recoveries change; polling, they are read
   // again every 5 s (reading the routes asks every backend).
   const timer = setInterval(() => { if (feed.polling) { loadRouting(); loadRecent(); } }, 5000);
-  let seen = {};
   return {
     name: 'clusters', cluster: name, update,
     afterAction: () => { loadRouting(); loadRecent(); },
-    onChanges: (changes) => {
-      if (changes.routes !== seen.routes) loadRouting();
-      if (changes.recoveries !== seen.recoveries) loadRecent();
-      seen = changes;
+    onChanges: (changes, previous) => {
+      if (changes.routes !== previous.routes) loadRouting();
+      if (changes.recoveries !== previous.recoveries) loadRecent();
     },
     leave: () => clearInterval(timer),
   };
@@ -976,9 +978,15 @@ function recoveriesPage(cluster) {
   };
   load();
   let known = state.summaries.length;
+  // Live, read again when the stream says the recoveries changed; polling, every 5 s.
+  const timer = setInterval(() => { if (feed.polling) load(); }, 5000);
   return {
     name: 'recoveries', afterAction: load,
     update: () => { if (state.summaries.length !== known) { known = state.summaries.length; drawHead(); } },
+    onChanges: (changes, previous) => {
+      if (changes.recoveries !== previous.recoveries) load();
+    },
+    leave: () => clearInterval(timer),
   };
 }
 
