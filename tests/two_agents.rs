@@ -142,11 +142,17 @@ async fn a_second_agent_is_caught_not_obeyed(flavor: Flavor) {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        assert_eq!(
-            recorded,
-            (round, 0),
-            "round {round}: failovers by (agent-a, agent-b)"
-        );
+        if recorded != (round, 0) {
+            // Say who held which lock, what each recorded, and why agent-b acted.
+            panic!(
+                "round {round}: failovers by (agent-a, agent-b) = {recorded:?}, expected ({round}, 0); agent-a recorded {:?}, agent-b {:?}\n--- agent-a's locks:\n{}\n--- agent-b's locks:\n{}\n--- agent-b's log:\n{}",
+                history(&first).await,
+                history(&second).await,
+                locks(&first).await,
+                locks(&second).await,
+                second.log()
+            );
+        }
         let successor_key = topology.key(&successor).to_string();
         eventually(PATIENCE, "agent-a's routes follow the failover", || async {
             (routed_primary("agent-a") == Some(successor_key.clone())).then_some(())
@@ -170,4 +176,17 @@ async fn a_second_agent_is_caught_not_obeyed(flavor: Flavor) {
         .await;
         primary = successor;
     }
+}
+
+/// The agent's lock lines from its metrics (`pointsman_agent_locks`, `pointsman_acting`).
+async fn locks(agent: &AgentProcess) -> String {
+    agent
+        .metrics()
+        .await
+        .lines()
+        .filter(|line| {
+            line.starts_with("pointsman_agent_locks") || line.starts_with("pointsman_acting")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
