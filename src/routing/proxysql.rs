@@ -135,9 +135,16 @@ impl ProxySqlRouter {
             // The kept connection may have gone with a restart of ProxySQL: on any
             // failure the whole (idempotent) reconcile runs again on a new one.
             let mut admin = Admin { router: self, conn };
-            if let Ok(changes) = self.reconcile_with(&mut admin, routes).await {
-                *kept = Some(admin.conn);
-                return Ok(changes);
+            match self.reconcile_with(&mut admin, routes).await {
+                Ok(changes) => {
+                    *kept = Some(admin.conn);
+                    return Ok(changes);
+                }
+                Err(error) => tracing::debug!(
+                    backend = %self.address(),
+                    %error,
+                    "the kept admin connection failed: reconciling again on a new one"
+                ),
             }
         }
         let mut admin = self.connect().await?;

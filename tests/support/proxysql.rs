@@ -1599,40 +1599,41 @@ impl Shared {
     /// Upstream: the last `count` checks all timed out → "Assuming read_only=1". A
     /// failed connect is logged as `timeout on creating new connection: ...`, so a dead
     /// backend counts too.
-    fn missed_read_only_checks(&self, (host, port): &Backend, count: i64) -> bool {
-        let db = lock(&self.db);
-        db.query_row(
+    fn missed_read_only_checks(&self, backend: &Backend, count: i64) -> bool {
+        self.last_all_match(
             "SELECT 1 FROM (SELECT hostname,port,read_only,error FROM monitor.mysql_server_read_only_log \
              WHERE hostname=?1 AND port=?2 ORDER BY time_start_us DESC LIMIT ?3) a \
              WHERE read_only IS NULL AND SUBSTR(error,1,7) = 'timeout' \
              GROUP BY hostname,port HAVING COUNT(*)=?3",
-            params![host, port, count],
-            |_| Ok(()),
+            backend,
+            count,
         )
-        .optional()
-        .ok()
-        .flatten()
-        .is_some()
+    }
+
+    /// Whether `sql` (over the last `?3` log rows of backend `?1:?2`) finds a row: the
+    /// shape of upstream's "the last N checks all failed" queries.
+    fn last_all_match(&self, sql: &str, (host, port): &Backend, count: i64) -> bool {
+        lock(&self.db)
+            .query_row(sql, params![host, port, count], |_| Ok(()))
+            .optional()
+            .ok()
+            .flatten()
+            .is_some()
     }
 
     /// Upstream's `server_responds_to_ping`, negated: the last `count` pings all failed
     /// (access denied aside).
-    fn missed_pings(&self, (host, port): &Backend, count: i64) -> bool {
-        let db = lock(&self.db);
-        db.query_row(
+    fn missed_pings(&self, backend: &Backend, count: i64) -> bool {
+        self.last_all_match(
             "SELECT 1 FROM (SELECT hostname,port,ping_error FROM monitor.mysql_server_ping_log \
              WHERE hostname=?1 AND port=?2 ORDER BY time_start_us DESC LIMIT ?3) a \
              WHERE ping_error IS NOT NULL AND ping_error NOT LIKE 'Access denied for user%' \
              AND ping_error NOT LIKE 'ProxySQL Error: Access denied for user%' \
              AND ping_error NOT LIKE 'Your password has expired.%' \
              GROUP BY hostname,port HAVING COUNT(*)=?3",
-            params![host, port, count],
-            |_| Ok(()),
+            backend,
+            count,
         )
-        .optional()
-        .ok()
-        .flatten()
-        .is_some()
     }
 
     /// Upstream's `shun_and_killall`: every ONLINE row of the server SHUNNED, in runtime.
