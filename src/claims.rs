@@ -11,17 +11,29 @@
 //! them and stops taking them until the other is gone. The loser is loud: it says who
 //! acts in the cluster's `recovery_refused`, the log, and `/metrics`.
 //!
+//! The members counted are the cluster's and those that were in one cluster with them
+//! within the last minute (`Companions`). A failover splits a cluster for a moment (the
+//! promoted replica is a root of its own before the others follow it); an agent that
+//! counted only the half it sees then could hold "a majority" of a half that the other
+//! agent is recovering. Counted with the companions of a minute ago, both agents weigh
+//! the same members, and two strict majorities stay impossible.
+//!
 //! This module owns the book of what each liveness connection found (`Claims`), the
 //! statements, and the pure judgement of a cluster (`standing`). It does not decide
 //! recoveries; with `[ha]` the lease decides instead and no lock is taken.
 
 use crate::mysql::{Connection, MysqlError};
 use crate::topology::{ClusterView, InstanceKey, Snapshot};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// The lock's name on every server: one per server, as a server is in one cluster.
 const LOCK: &str = "pointsman.agent";
+
+/// How long instances seen in one cluster still count together: longer than any
+/// failover splits a cluster, and than a loser takes to let go of a lock it took.
+const COMPANION_MEMORY: Duration = Duration::from_secs(60);
 
 /// What this agent's liveness connection found on one instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +59,48 @@ struct Book {
     found: HashMap<InstanceKey, Claim>,
     /// Instances whose lock this agent must not take (it yields their cluster).
     yielded: HashSet<InstanceKey>,
+    companions: Companions,
+}
+
+/// Which instances were in one cluster with which, and when that was last seen.
+#[derive(Debug, Default)]
+pub struct Companions {
+    last_together: HashMap<InstanceKey, HashMap<InstanceKey, Instant>>,
+}
+
+impl Companions {
+    /// Notes that `members` are one cluster at `now`, and forgets what is too old.
+    pub fn saw(&mut self, members: &[InstanceKey], now: Instant) {
+        for member in members {
+            let together = self.last_together.entry(member.clone()).or_default();
+            for other in members.iter().filter(|other| *other != member) {
+                together.insert(other.clone(), now);
+            }
+        }
+        self.last_together.retain(|_, together| {
+            together.retain(|_, seen| now.saturating_duration_since(*seen) < COMPANION_MEMORY);
+            !together.is_empty()
+        });
+    }
+
+    /// `members` and every instance seen in one cluster with one of them within
+    /// `COMPANION_MEMORY` of `now`, each once, in order.
+    pub fn widen(&self, members: &[InstanceKey], now: Instant) -> Vec<InstanceKey> {
+        let mut all: BTreeSet<InstanceKey> = members.iter().cloned().collect();
+        for member in members {
+            if let Some(together) = self.last_together.get(member) {
+                all.extend(
+                    together
+                        .iter()
+                        .filter(|(_, seen)| {
+                            now.saturating_duration_since(**seen) < COMPANION_MEMORY
+                        })
+                        .map(|(other, _)| other.clone()),
+                );
+            }
+        }
+        all.into_iter().collect()
+    }
 }
 
 impl Claims {
@@ -82,6 +136,15 @@ impl Claims {
 
     fn may_take(&self, key: &InstanceKey) -> bool {
         !self.book().yielded.contains(key)
+    }
+
+    /// The members whose locks decide who acts on `cluster`: its own and their
+    /// companions of the last minute (noting its members as companions first).
+    pub fn weighed_members(&self, cluster: &ClusterView) -> Vec<InstanceKey> {
+        let now = Instant::now();
+        let mut book = self.book();
+        book.companions.saw(&cluster.members, now);
+        book.companions.widen(&cluster.members, now)
     }
 
     /// Lets go of (or takes again) the locks of these instances.
@@ -179,7 +242,7 @@ fn agent_named_in(statement: &str) -> Option<String> {
 /// How one cluster's locks stand, from this agent's point of view.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Standing {
-    /// Reachable members whose lock this agent holds.
+    /// Reachable members (and companions of the last minute) whose lock this agent holds.
     pub held: usize,
     pub reachable: usize,
     /// Other agents and how many of the reachable members' locks each holds.
@@ -225,10 +288,16 @@ impl Standing {
     }
 }
 
-/// How the agent locks of `cluster` stand (pure).
+/// How the agent locks of `cluster` stand: over its members and their companions of
+/// the last minute (`Claims::weighed_members`).
 pub fn standing(cluster: &ClusterView, snapshot: &Snapshot, claims: &Claims) -> Standing {
+    standing_over(&claims.weighed_members(cluster), snapshot, claims)
+}
+
+/// How the agent locks of `members` stand (pure).
+fn standing_over(members: &[InstanceKey], snapshot: &Snapshot, claims: &Claims) -> Standing {
     let mut standing = Standing::default();
-    for key in &cluster.members {
+    for key in members {
         if !snapshot.get(key).is_some_and(|i| i.is_reachable()) {
             continue;
         }
@@ -271,6 +340,77 @@ mod tests {
         assert!(standing(1, 2, &[("a", 1)]).yields("b"));
         assert!(!standing(1, 2, &[("b", 1)]).yields("a"));
         assert!(!standing(3, 3, &[]).yields("a"));
+    }
+
+    fn key(port: u16) -> InstanceKey {
+        InstanceKey::new("127.0.0.1", port)
+    }
+
+    fn snapshot(instances: Vec<crate::topology::Instance>) -> Snapshot {
+        Snapshot {
+            instances: instances.into_iter().map(|i| (i.key.clone(), i)).collect(),
+        }
+    }
+
+    /// The cluster whose primary is `primary`, as `build_clusters` sees it.
+    fn cluster_of(snapshot: &Snapshot, primary: u16) -> ClusterView {
+        crate::topology::build_clusters(snapshot, &[])
+            .into_iter()
+            .find(|c| c.primary == key(primary))
+            .expect("a cluster")
+    }
+
+    #[test]
+    fn a_cluster_split_by_the_other_agents_failover_is_weighed_whole() {
+        use crate::topology::instance::tests_support::{primary, replica};
+        // agent-b took the lock of 3 (restarted a moment ago) before it let go of it;
+        // agent-a holds 2. Then 1, the primary, dies.
+        let claims = Claims::new("agent-b");
+        claims.set(
+            &key(2),
+            Some(Claim::Taken {
+                by: "agent-a".into(),
+            }),
+        );
+        claims.set(&key(3), Some(Claim::Held));
+        let mut dead = primary(key(1));
+        dead.unreachable_since = Some(std::time::SystemTime::now());
+        let whole = snapshot(vec![
+            dead.clone(),
+            replica(key(2), key(1)),
+            replica(key(3), key(1)),
+        ]);
+        let before = super::standing(&cluster_of(&whole, 1), &whole, &claims);
+        assert!(!before.acting(), "{before:?}");
+        assert!(before.yields(claims.me()), "{before:?}");
+        // agent-a promoted 2; 3 still follows the dead 1. Of the half agent-b sees,
+        // {1, 3}, it holds the only reachable lock — but 2 was with them a moment ago.
+        let split = snapshot(vec![dead, primary(key(2)), replica(key(3), key(1))]);
+        let half = super::standing(&cluster_of(&split, 1), &split, &claims);
+        assert_eq!((half.held, half.reachable), (1, 2), "{half:?}");
+        assert!(!half.acting(), "{half:?}");
+        assert!(half.yields(claims.me()), "{half:?}");
+        // Counted without its companions, the half would have looked like a majority.
+        let alone = standing_over(&cluster_of(&split, 1).members, &split, &claims);
+        assert!(alone.acting(), "{alone:?}");
+    }
+
+    #[test]
+    fn companions_are_forgotten_after_a_minute() {
+        let mut companions = Companions::default();
+        let start = Instant::now();
+        companions.saw(&[key(1), key(2), key(3)], start);
+        companions.saw(&[key(3), key(4)], start + Duration::from_secs(30));
+        assert_eq!(
+            companions.widen(&[key(3)], start + Duration::from_secs(31)),
+            vec![key(1), key(2), key(3), key(4)]
+        );
+        assert_eq!(
+            companions.widen(&[key(3)], start + COMPANION_MEMORY + Duration::from_secs(1)),
+            vec![key(3), key(4)]
+        );
+        companions.saw(&[key(5)], start + COMPANION_MEMORY * 2);
+        assert!(companions.last_together.is_empty(), "{companions:?}");
     }
 
     #[test]

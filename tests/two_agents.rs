@@ -91,13 +91,16 @@ async fn a_second_agent_is_caught_not_obeyed(flavor: Flavor) {
     })
     .await;
     assert!(refused.contains("[ha]"), "{refused}");
-    let text = second.metrics().await;
+    // Its liveness connections read the holder of each lock one by one: the refusal
+    // names agent-a from the first; awaited, all three.
+    let text = eventually(PATIENCE, "agent-b to see agent-a hold all 3", || async {
+        let text = second.metrics().await;
+        text.contains("pointsman_agent_locks{cluster=\"t\",agent=\"agent-a\"} 3\n")
+            .then_some(text)
+    })
+    .await;
     assert!(
         text.contains("pointsman_acting{cluster=\"t\"} 0\n"),
-        "{text}"
-    );
-    assert!(
-        text.contains("pointsman_agent_locks{cluster=\"t\",agent=\"agent-a\"} 3\n"),
         "{text}"
     );
     // And refuses to act when asked, naming the one that does.
