@@ -207,8 +207,33 @@ pub fn format_topology(detail: &ClusterDetail) -> String {
     for (key, tags) in lines {
         let _ = writeln!(out, "{key:width$}  {tags}");
     }
-    if !detail.problems.is_empty() || !detail.findings.is_empty() {
-        out.push('\n');
+    out.push('\n');
+    if let Some(coverage) = &detail.coverage {
+        let _ = writeln!(out, "automatic recovery: {}", coverage.line());
+    }
+    if !detail.formerly.is_empty() {
+        let _ = writeln!(out, "formerly: {}", detail.formerly.join(", "));
+    }
+    if let Some(recovery) = &detail.unacknowledged {
+        let took = recovery
+            .finished_at
+            .and_then(|end| end.duration_since(recovery.started_at).ok())
+            .map(|d| format!(", {} ms", d.as_millis()))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "NOT ACKNOWLEDGED: {} {} at {}: {} -> {} ({}{took}); `pointsman ack {}` once looked at",
+            recovery.kind,
+            recovery.id,
+            crate::topology::time::format(recovery.started_at),
+            recovery.failed,
+            recovery
+                .successor
+                .as_ref()
+                .map_or_else(|| "no successor".to_string(), ToString::to_string),
+            format!("{:?}", recovery.status).to_lowercase(),
+            detail.name
+        );
     }
     if let Some(why) = &detail.recovery_refused {
         let _ = writeln!(out, "AUTOMATIC RECOVERY REFUSED: {why}");

@@ -9,7 +9,10 @@
 //! a killed primary, with automatic recovery off, shows as a problem with a Recover
 //! action whose ranked candidates an operator picks from — the lower-ranked one here,
 //! to see the choice honoured — and the tree redraws with it as primary, the old one
-//! fenced. A page of another origin (and a DNS-rebinding name) cannot make the agent
+//! fenced; the recovery is then announced (on the cluster and the dashboard) until it is
+//! acknowledged. Whether automatic recovery covers a cluster shows before anything
+//! fails. A cluster without an alias, renamed by its failover, is found under its old
+//! name ("formerly") with its history. A page of another origin (and a DNS-rebinding name) cannot make the agent
 //! switch over, recover, or turn automatic recovery off, though the agent has no token.
 //!
 //! Screenshots of every step land in `target/web-tests/<test>/` — look at them.
@@ -33,6 +36,7 @@ use support::{automatic_recovery, eventually, probed, watch, TestTopology};
 on_every_flavor!(
     the_page_shows_the_tree_live_and_acts_on_it,
     a_dead_primary_is_recovered_from_the_page_to_the_replica_chosen,
+    a_cluster_renamed_by_its_failover_keeps_its_history,
 );
 
 /// Long enough for every step's own 30 s patience, short enough to end a hung browser.
@@ -294,6 +298,71 @@ async fn a_dead_primary_is_recovered_from_the_page_to_the_replica_chosen(flavor:
     assert_eq!(recovery.successor.as_ref(), Some(&chosen), "{recovery:?}");
     assert_eq!(recovery.problem, "DeadPrimary", "{recovery:?}");
     assert_eq!(recovery.trigger, "api", "{recovery:?}");
+}
+
+/// A cluster without an alias is named after its primary: its automatic failover
+/// renames it. The page at the old name follows it ("formerly"), keeps its history and
+/// announces the failover until it is acknowledged (`web-tests/renamed.mjs`).
+async fn a_cluster_renamed_by_its_failover_keeps_its_history(flavor: Flavor) {
+    prerequisites();
+    let topology = TestTopology::start(flavor, 2).await;
+    let user = topology.sandbox.repl_user.clone();
+    let password = topology.sandbox.repl_password.clone();
+    let watcher = watch(&topology, vec![topology.key("node1")], move |config| {
+        config.clusters.clear();
+        config.recovery.auto_clusters = vec![r"^127\.0\.0\.1:".into()];
+        config.recovery.replication_user = user;
+        config.recovery.replication_password = Some(Secret::new(password));
+    })
+    .await;
+    probed(&watcher.agent.discovery, 3).await;
+    let old = topology.key("node1").to_string();
+    let api = &watcher.api;
+    eventually(PATIENCE, "the cluster named after node1", || async {
+        let detail: ClusterDetail = api.get(&format!("/api/v1/clusters/{old}")).await.ok()?;
+        (detail.name == old && detail.instances.len() == 3).then_some(())
+    })
+    .await;
+    topology.sandbox.clone().kill("node1").expect("kill node1");
+    let renamed = eventually(PATIENCE, "the failover to rename the cluster", || async {
+        let clusters: Vec<pointsman::api::views::ClusterSummary> =
+            api.get("/api/v1/clusters").await.ok()?;
+        // Settled: the failover succeeded, and the fenced old primary is shown in it.
+        clusters.into_iter().find(|c| {
+            c.formerly.contains(&old)
+                && c.instance_count == 3
+                && c.unacknowledged
+                    .as_ref()
+                    .is_some_and(|r| r.status == RecoveryStatus::Succeeded)
+        })
+    })
+    .await;
+    assert_ne!(renamed.name, old);
+    assert_eq!(renamed.primary.to_string(), renamed.name);
+    // The API answers for the old name with the cluster as it is now.
+    let detail: ClusterDetail = api
+        .get(&format!("/api/v1/clusters/{old}"))
+        .await
+        .expect("the old name answers");
+    assert_eq!(detail.name, renamed.name);
+
+    let url = format!("http://{}", watcher.agent.api_address);
+    let out = output_dir(&format!("renamed-{flavor}"));
+    run_script(
+        "renamed.mjs",
+        &[
+            url,
+            old.clone(),
+            renamed.name.clone(),
+            out.display().to_string(),
+        ],
+    )
+    .await;
+    let after: ClusterDetail = api
+        .get(&format!("/api/v1/clusters/{}", renamed.name))
+        .await
+        .expect("the cluster");
+    assert!(after.unacknowledged.is_none(), "{:?}", after.unacknowledged);
 }
 
 /// With no token (the default, and the demo's), what any page may make a browser send —

@@ -81,6 +81,11 @@ try {
     check(await box(dead).locator('.pill').count() === 0, `the dead primary's box still claims a read_only state: "${await text(box(dead))}"`);
     const hint = await text(page.locator('.hint'));
     check(hint.includes('The primary is down: Recover') && !hint.includes('graceful switchover'), `with the primary down the hint says "${hint}"`);
+    // Automatic recovery is off here (no auto_clusters): the page says so, and why.
+    const coverage = await text(page.locator('.cluster-head [data-coverage]'));
+    check(await page.locator('.cluster-head [data-coverage=not_covered]').count() === 1 && coverage.includes('not in recovery.auto_clusters'),
+      `the heading's coverage says "${coverage}", not that ${cluster} is outside recovery.auto_clusters`);
+    check(await page.locator('.banner-recovery').count() === 0, 'a recovery is announced before any was made');
     await page.evaluate(() => { window.notReloaded = true; });
     await shot('dead-primary');
   });
@@ -198,6 +203,43 @@ try {
     check(/succeeded/.test(said), `the recovery card says "${said}"`);
     check(said.includes(`${dead}`) && said.includes(`${chosen}`), `the recovery card "${said}" does not name ${dead} → ${chosen}`);
     check(await box(dead).locator('.pill').count() === 0, `the fenced old primary's box claims a read_only state: "${await text(box(dead))}"`);
+  });
+
+  await step('the recovery is announced until acknowledged: what failed, who took over, how long, the steps', async () => {
+    const banner = page.locator('.alerts .banner-recovery');
+    await banner.waitFor({ timeout: PATIENCE });
+    const said = await text(banner);
+    check(said.includes(`${dead} failed; ${chosen} took over in`), `the announcement says "${said}", not that ${chosen} took over from ${dead}`);
+    check(said.includes('not acknowledged') && said.includes('by api'), `the announcement "${said}" does not say who acted and that nobody acknowledged it`);
+    check(/is fenced/.test(said), `the announcement "${said}" does not say the old primary is fenced`);
+    await banner.locator('summary').click();
+    check(await banner.locator('.steps tr').count() > 3, 'the announcement lists no steps');
+    check(await banner.locator('[data-action=acknowledge]').count() === 1, 'the announcement has no Acknowledge button');
+    await shot('announced');
+  });
+
+  await step('the dashboard announces it too, with a link to the cluster', async () => {
+    await page.goto(`${url}/#/`);
+    const banner = page.locator(`.announcements .banner-recovery[data-cluster="${cluster}"]`);
+    await banner.waitFor({ timeout: PATIENCE });
+    const said = await text(banner);
+    check(said.startsWith(`${cluster}: Failover at`) || said.includes(`${cluster}: Failover at`), `the dashboard's announcement says "${said}"`);
+    await shot('dashboard-announced');
+    await banner.locator('a', { hasText: 'Open' }).click();
+    await page.locator('.alerts .banner-recovery').waitFor({ timeout: PATIENCE });
+  });
+
+  await step('acknowledging it ends the announcement, here and on the dashboard', async () => {
+    await page.locator('.alerts .banner-recovery [data-action=acknowledge]').click();
+    const dialog = page.locator('dialog[open]');
+    await dialog.waitFor({ timeout: 5000 });
+    await dialog.locator('input[name=comment]').fill('looked at it');
+    await dialog.locator('[data-action=confirm]').click();
+    await page.locator('.alerts .banner-recovery').waitFor({ state: 'detached', timeout: PATIENCE });
+    await page.goto(`${url}/#/`);
+    await page.locator(`.cluster-row[data-cluster="${cluster}"]`).waitFor({ timeout: PATIENCE });
+    check(await page.locator('.announcements .banner-recovery').count() === 0, 'the dashboard still announces the acknowledged recovery');
+    await shot('acknowledged');
   });
 
   check(pageErrors.length === 0, `the page logged errors: ${pageErrors.join(' | ')}`);

@@ -55,6 +55,23 @@ async function notice(kind, text) {
   return (await locator.locator('.notice-text').textContent()).trim();
 }
 
+/** Presses on `key`'s box and moves far enough to start a drag (the button stays down). */
+async function press(key) {
+  const r = await box(key).boundingBox();
+  await page.mouse.move(r.x + r.width / 2, r.y + 24);
+  await page.mouse.down();
+  await page.mouse.move(r.x + r.width / 2 + 14, r.y + 40, { steps: 3 });
+  await page.locator('.ghost').waitFor({ timeout: 5000 });
+}
+
+/** Moves the pressed pointer over `key`'s box, at `fraction` of its height. */
+async function hover(key, fraction) {
+  const r = await box(key).boundingBox();
+  await page.mouse.move(r.x + r.width / 2, r.y + r.height * fraction, { steps: 8 });
+}
+
+const isTarget = (key) => box(key).evaluate((el) => el.classList.contains('drop-target'));
+
 /** The key in the leftmost box: the primary as the page draws it. */
 const rootKey = () => page.locator('.tree > .subtree > .cell > .inst').getAttribute('data-key');
 
@@ -84,8 +101,31 @@ try {
       check(await box(key).count() === 1, `no box for ${key}`);
     }
     check((await page.locator('.hint').textContent()).includes('Drag a replica onto the primary'), 'no hint on how to switch over');
+    // Before anything fails: a failure of the primary would be recovered automatically.
+    const coverage = page.locator('.cluster-head [data-coverage=on]');
+    check(await coverage.count() === 1, `the heading does not say automatic recovery is on: "${await page.locator('.cluster-head').textContent()}"`);
+    check((await coverage.textContent()).includes('Automatic recovery on'), `the coverage says "${await coverage.textContent()}"`);
+    check(await page.locator('.banner-recovery').count() === 0, 'a recovery is announced before any was made');
     await page.evaluate(() => { window.notReloaded = true; });
     await shot('topology');
+  });
+
+  await step('"Switch over…" names the replica it would promote, and why, before anything is done', async () => {
+    const best = (await api('GET', `/api/v1/clusters/${encodeURIComponent(cluster)}/candidates`)).verdicts.find((v) => v.eligible);
+    check(best, 'the agent ranks no eligible replica');
+    await page.locator('.cluster-head [data-action=switchover]').click();
+    const dialog = page.locator('dialog[open]');
+    await dialog.waitFor({ timeout: 5000 });
+    const named = dialog.locator('[data-field=candidate]');
+    await named.waitFor({ timeout: PATIENCE });
+    check((await named.textContent()) === best.instance, `the dialog names ${await named.textContent()}, the agent ranks ${best.instance} first`);
+    const said = (await dialog.locator('.sentence').textContent()).replace(/\s+/g, ' ');
+    check(said.includes(`Make ${best.instance} the new primary of ${cluster}?`) && said.includes('ranks first of 2 replicas') && said.includes(`${best.position} transactions`),
+      `the dialog says "${said}"`);
+    await shot('switchover-named');
+    await dialog.locator('[data-action=cancel]').click();
+    await dialog.waitFor({ state: 'detached', timeout: 5000 });
+    check((await rootKey()) === primary, 'cancelling the switchover changed the primary');
   });
 
   await step(`two Enters on "Stop replication…" of ${b} only open and close the dialog: Cancel has the focus`, async () => {
@@ -152,12 +192,50 @@ try {
     await shot('relocated');
   });
 
-  await step(`dragging ${a} onto its own replica ${b} is refused with the agent's reason`, async () => {
-    await drag(a, b);
-    await confirm([`Move ${a} below ${b}?`]);
-    const text = await notice('error', `${a} not moved`);
-    check(/loop/.test(text), `the error says "${text}", expected the replication loop to be named`);
-    await shot('relocate-refused');
+  await step(`while ${a} is dragged only valid targets light up: not its own replica ${b}; the primary only as a switchover`, async () => {
+    await press(a);
+    check(!(await isTarget(b)), `${b}, a replica of ${a}, lights up as a target (a loop)`);
+    check(await isTarget(primary), `the primary ${primary} does not light up`);
+    check(!(await box(primary).evaluate((el) => el.classList.contains('two-zones'))), `the primary, already ${a}'s source, offers to move ${a} below it`);
+    await hover(primary, 0.75);
+    check((await page.locator('.ghost-caption').textContent()).includes(`Make ${a} the primary`), `over the primary the ghost says "${await page.locator('.ghost-caption').textContent()}"`);
+    await shot('drag-valid-targets');
+    // Dropped on its own replica, where nothing lights up: nothing happens.
+    await hover(b, 0.5);
+    check((await page.locator('.ghost-caption').textContent()).includes('Drop it on a highlighted instance'), `over its own replica the ghost says "${await page.locator('.ghost-caption').textContent()}"`);
+    await page.mouse.up();
+    await page.locator('.ghost').waitFor({ state: 'detached', timeout: 5000 });
+    check(await page.locator('dialog[open]').count() === 0, `dropping ${a} on its own replica opened a dialog`);
+  });
+
+  await step(`${b} dropped on the primary's lower half moves back below it, with no switchover`, async () => {
+    await press(b);
+    check(!(await isTarget(a)), `${a}, ${b}'s source already, lights up as a target`);
+    check(await box(primary).evaluate((el) => el.classList.contains('two-zones')), 'the primary does not offer its two halves');
+    await hover(primary, 0.25);
+    check((await page.locator('.ghost-caption').textContent()).includes(`Make ${b} the primary`), `over the upper half the ghost says "${await page.locator('.ghost-caption').textContent()}"`);
+    await hover(primary, 0.8);
+    const caption = await page.locator('.ghost-caption').textContent();
+    check(caption.includes(`Move ${b} below the primary (no switchover)`), `over the lower half the ghost says "${caption}"`);
+    await shot('drag-lower-half');
+    await page.mouse.up();
+    await confirm([`Move ${b} below ${primary}?`, `instead of ${a}`]);
+    await notice('ok', b);
+    await page.waitForFunction((key) => document.querySelector(`.board .inst[data-key="${key}"]`).dataset.role === 'replica', a, { timeout: PATIENCE });
+    check((await rootKey()) === primary, 'the primary changed');
+  });
+
+  await step(`"Move its 2 replicas…" on the primary moves ${b} below ${a} at once`, async () => {
+    await box(primary).click();
+    await page.locator('.panel [data-action=relocate-replicas]').click();
+    const dialog = page.locator('dialog[open]');
+    await dialog.waitFor({ timeout: 5000 });
+    await dialog.locator('select').selectOption(a);
+    await confirm([`Move 1 replica of ${primary} (${b}) below ${a}?`]);
+    await notice('ok', `${b} now replicates from ${a}`);
+    await page.waitForFunction((key) => document.querySelector(`.board .inst[data-key="${key}"]`).dataset.role === 'intermediate_primary', a, { timeout: PATIENCE });
+    await page.locator('.panel .icon-button[title=Close]').click();
+    await shot('replicas-moved');
   });
 
   await step(`dragging ${a} onto the primary switches over, and the tree redraws with ${a} at the left`, async () => {

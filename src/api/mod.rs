@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::SystemTime;
 use views::{
-    cluster_details, ClusterDetail, ClusterSummary, FencedMark, InstanceMarks, InstanceView,
+    cluster_details, former_names, unacknowledged_recovery, ClusterDetail, ClusterSummary,
+    FencedMark, InstanceMarks, InstanceView,
 };
 
 /// What every handler needs.
@@ -76,6 +77,21 @@ impl ApiState {
         );
         for detail in &mut details {
             detail.recovery_refused = self.coordinator.refusal(&detail.name);
+            let members: Vec<InstanceKey> = detail
+                .instances
+                .iter()
+                .map(|v| v.instance.key.clone())
+                .collect();
+            detail.coverage = Some(self.coordinator.coverage(
+                &detail.name,
+                detail.alias.as_deref(),
+                &members,
+                &detail.primary,
+            ));
+            detail.formerly = former_names(&detail.name, &recoveries);
+            let mut names = detail.formerly.clone();
+            names.push(detail.name.clone());
+            detail.unacknowledged = unacknowledged_recovery(&names, &members, &recoveries);
         }
         details
     }
@@ -244,10 +260,18 @@ async fn clusters(State(state): State<ApiState>) -> Json<Vec<ClusterSummary>> {
     Json(list)
 }
 
+/// The cluster called `name` now, or that was called so before a recovery renamed it.
 pub(crate) fn find_cluster(state: &ApiState, name: &str) -> Result<ClusterDetail, ApiError> {
     let details = state.details();
     let known: Vec<String> = details.iter().map(|d| d.name.clone()).collect();
-    details.into_iter().find(|d| d.name == name).ok_or_else(|| {
+    let now = details.iter().position(|d| d.name == name);
+    let formerly = || {
+        details
+            .iter()
+            .position(|d| d.formerly.iter().any(|f| f == name))
+    };
+    let found = now.or_else(formerly);
+    found.map(|index| details[index].clone()).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             format!(
@@ -259,6 +283,18 @@ pub(crate) fn find_cluster(state: &ApiState, name: &str) -> Result<ClusterDetail
                 }
             ),
         )
+    })
+}
+
+/// `name` and the names the same cluster had before recoveries renamed it (or, for a
+/// former name, the cluster's names now and before); every name when `None`.
+pub(crate) fn cluster_names(state: &ApiState, name: Option<&str>) -> Option<Vec<String>> {
+    let name = name?;
+    Some(match find_cluster(state, name) {
+        Ok(detail) => std::iter::once(detail.name)
+            .chain(detail.formerly)
+            .collect(),
+        Err(_) => vec![name.to_string()],
     })
 }
 
@@ -424,14 +460,13 @@ async fn audit(
     State(state): State<ApiState>,
     Query(query): Query<AuditQuery>,
 ) -> ApiResult<Vec<crate::store::AuditRecord>> {
-    state
-        .store
-        .audit_log(
-            query.cluster.as_deref(),
-            query.limit.unwrap_or(100).min(10_000),
-        )
-        .map(Json)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    let limit = query.limit.unwrap_or(100).min(10_000);
+    match cluster_names(&state, query.cluster.as_deref()) {
+        Some(names) => state.store.audit_log_named(&names, limit),
+        None => state.store.audit_log(None, limit),
+    }
+    .map(Json)
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 #[derive(Debug, Deserialize)]

@@ -114,14 +114,13 @@ async fn recoveries(
     State(state): State<ApiState>,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Vec<RecoveryRecord>> {
-    state
-        .store
-        .recoveries(
-            query.cluster.as_deref(),
-            query.limit.unwrap_or(50).min(1000),
-        )
-        .map(Json)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    let limit = query.limit.unwrap_or(50).min(1000);
+    match super::cluster_names(&state, query.cluster.as_deref()) {
+        Some(names) => state.store.recoveries_named(&names, limit),
+        None => state.store.recoveries(None, limit),
+    }
+    .map(Json)
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 /// The body of `POST /api/v1/clusters/{name}/ack`.

@@ -1,11 +1,14 @@
 //! The shapes the API returns and the CLI reads: clusters with their health, one
-//! cluster's tree with every instance and its findings. Built purely from a snapshot,
-//! the configured aliases and rules, and `now`.
+//! cluster's tree with every instance and its findings, whether automatic recovery
+//! covers it, the names it had before a recovery renamed it and the recovery nobody has
+//! acknowledged yet. Built purely from a snapshot, the configured aliases and rules, the
+//! recoveries on record, and `now`.
 
 use crate::analysis::{
     cluster_findings, cluster_problems, summarize, Finding, HealthSummary, Problem, ProblemRules,
 };
-use crate::store::recovery::Downtime;
+use crate::recovery::coverage::Coverage;
+use crate::store::recovery::{Downtime, RecoveryRecord, RecoveryStatus};
 use crate::topology::cluster::ClusterAlias;
 use crate::topology::{build_clusters, ClusterTreeNode, Instance, InstanceKey, Snapshot};
 use serde::{Deserialize, Serialize};
@@ -19,6 +22,13 @@ pub struct ClusterSummary {
     pub primary: InstanceKey,
     pub instance_count: usize,
     pub health: HealthSummary,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<Coverage>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub formerly: Vec<String>,
+    /// As in `ClusterDetail`: announced on the dashboard until acknowledged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unacknowledged: Option<RecoveryRecord>,
 }
 
 /// What an instance is in its cluster.
@@ -66,6 +76,69 @@ pub struct ClusterDetail {
     /// will not come.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_refused: Option<String>,
+    /// What automatic recovery would do if the primary failed now: shown before
+    /// anything fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<Coverage>,
+    /// The names the cluster had before recoveries renamed it (a cluster without an
+    /// alias is named after its primary), newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub formerly: Vec<String>,
+    /// The newest recovery of this cluster (under any of its names) that no operator
+    /// has acknowledged: announced until someone does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unacknowledged: Option<RecoveryRecord>,
+}
+
+/// The names `name` had before recoveries renamed it, newest first: each succeeded
+/// recovery (or switchover) that promoted the instance a cluster was named after
+/// renamed it from the cluster it recorded.
+pub fn former_names(name: &str, recoveries: &[RecoveryRecord]) -> Vec<String> {
+    let mut names = vec![name.to_string()];
+    let mut former = Vec::new();
+    // Newest first: each step looks for the recovery that gave the last name found.
+    let mut index = 0;
+    while index < names.len() {
+        let current = names[index].clone();
+        for record in recoveries {
+            let renamed = record.status == RecoveryStatus::Succeeded
+                && record
+                    .successor
+                    .as_ref()
+                    .is_some_and(|s| s.to_string() == current)
+                && record.cluster != current
+                && record.cluster == record.failed.to_string();
+            if renamed && !names.contains(&record.cluster) {
+                names.push(record.cluster.clone());
+                former.push(record.cluster.clone());
+            }
+        }
+        index += 1;
+    }
+    former
+}
+
+/// The newest recovery of the cluster (`names`: its name and former names; `members`)
+/// that no operator acknowledged. A switchover is planned, and a rolled-back recovery
+/// changed nothing: neither is announced.
+pub fn unacknowledged_recovery(
+    names: &[String],
+    members: &[InstanceKey],
+    recoveries: &[RecoveryRecord],
+) -> Option<RecoveryRecord> {
+    recoveries
+        .iter()
+        .filter(|r| {
+            r.acknowledged_at.is_none()
+                && r.kind != "switchover"
+                && r.status != RecoveryStatus::RolledBack
+        })
+        .find(|r| {
+            names.contains(&r.cluster)
+                || members.contains(&r.failed)
+                || r.successor.as_ref().is_some_and(|s| members.contains(s))
+        })
+        .cloned()
 }
 
 /// What the store knows about instances beyond the snapshot.
@@ -93,6 +166,9 @@ impl ClusterDetail {
             primary: self.primary.clone(),
             instance_count: self.instances.len(),
             health: self.health.clone(),
+            coverage: self.coverage.clone(),
+            formerly: self.formerly.clone(),
+            unacknowledged: self.unacknowledged.clone(),
         }
     }
 
@@ -165,6 +241,9 @@ pub fn cluster_details(
                 findings,
                 problems,
                 recovery_refused: None,
+                coverage: None,
+                formerly: Vec::new(),
+                unacknowledged: None,
             }
         })
         .collect();
@@ -241,6 +320,98 @@ mod tests {
     use super::*;
     use crate::analysis::{FindingCode, HealthStatus};
     use crate::topology::instance::tests_support::{primary, replica};
+
+    /// A recovery of `cluster` from `failed` to `successor`, finished as `status`.
+    fn recovery(
+        id: &str,
+        cluster: &str,
+        kind: &str,
+        failed: u16,
+        successor: u16,
+        status: RecoveryStatus,
+    ) -> RecoveryRecord {
+        let key = |port| InstanceKey::new("127.0.0.1", port);
+        let mut record = RecoveryRecord::started(
+            id,
+            cluster,
+            kind,
+            "DeadPrimary",
+            &key(failed),
+            "automatic",
+            SystemTime::now(),
+        );
+        record.successor = Some(key(successor));
+        record.status = status;
+        record
+    }
+
+    #[test]
+    fn a_cluster_named_after_its_primary_keeps_its_former_names() {
+        // Newest first: 1 failed over to 2, then 2 to 3; an aliased cluster's recovery
+        // (named "orders") and a failed attempt rename nothing.
+        let recoveries = vec![
+            recovery(
+                "r4",
+                "127.0.0.1:7",
+                "failover",
+                7,
+                8,
+                RecoveryStatus::Failed,
+            ),
+            recovery("r3", "orders", "failover", 4, 5, RecoveryStatus::Succeeded),
+            recovery(
+                "r2",
+                "127.0.0.1:2",
+                "failover",
+                2,
+                3,
+                RecoveryStatus::Succeeded,
+            ),
+            recovery(
+                "r1",
+                "127.0.0.1:1",
+                "switchover",
+                1,
+                2,
+                RecoveryStatus::Succeeded,
+            ),
+        ];
+        assert_eq!(
+            former_names("127.0.0.1:3", &recoveries),
+            vec!["127.0.0.1:2".to_string(), "127.0.0.1:1".to_string()]
+        );
+        assert!(former_names("127.0.0.1:5", &recoveries).is_empty());
+        assert!(former_names("127.0.0.1:8", &recoveries).is_empty());
+        assert!(former_names("orders", &recoveries).is_empty());
+    }
+
+    #[test]
+    fn the_newest_unacknowledged_recovery_is_announced_under_any_name() {
+        let key = |port| InstanceKey::new("127.0.0.1", port);
+        let mut acked = recovery("r3", "t", "failover", 3, 4, RecoveryStatus::Succeeded);
+        acked.acknowledged_at = Some(SystemTime::now());
+        let recoveries = vec![
+            recovery("r5", "t", "switchover", 4, 3, RecoveryStatus::Succeeded),
+            recovery("r4", "t", "failover", 5, 4, RecoveryStatus::RolledBack),
+            acked,
+            recovery(
+                "r2",
+                "127.0.0.1:1",
+                "failover",
+                1,
+                2,
+                RecoveryStatus::Failed,
+            ),
+        ];
+        // Planned, rolled back, acknowledged: none is announced; the failed attempt of
+        // the cluster under its old name is, found by name or by a member.
+        let names = vec!["t".to_string(), "127.0.0.1:1".to_string()];
+        let announced = unacknowledged_recovery(&names, &[], &recoveries).expect("r2");
+        assert_eq!(announced.id, "r2");
+        let by_member = unacknowledged_recovery(&["t".to_string()], &[key(1)], &recoveries);
+        assert_eq!(by_member.map(|r| r.id).as_deref(), Some("r2"));
+        assert!(unacknowledged_recovery(&["t".to_string()], &[key(9)], &recoveries).is_none());
+    }
 
     #[test]
     fn a_fenced_old_primary_is_shown_inside_the_cluster_it_left() {

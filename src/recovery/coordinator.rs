@@ -8,6 +8,7 @@
 //! always recover by hand. Old primaries stay fenced: whenever one answers and is
 //! writable, it is set read_only at once.
 
+use super::coverage::{Coverage, CoverageState};
 use super::execute::{Executor, StepLog};
 use super::hooks::{run_hooks, HookContext, HookPoint, HookRun, Hooks};
 use super::journal_mirror::JournalMirror;
@@ -83,6 +84,26 @@ struct State {
     persisting: HashMap<InstanceKey, Instant>,
     /// Second writable primaries being probed again before they are fenced.
     checking: HashSet<InstanceKey>,
+}
+
+/// Why automatic recovery would not act on a failure now (`Coordinator::uncovered`).
+struct Uncovered {
+    state: CoverageState,
+    why: String,
+    /// What an operator can do about it, as the CLI says it (empty: nothing to do).
+    what_to_do: String,
+    until: Option<SystemTime>,
+}
+
+impl Uncovered {
+    fn unknown(why: String) -> Uncovered {
+        Uncovered {
+            state: CoverageState::Unknown,
+            why,
+            what_to_do: String::new(),
+            until: None,
+        }
+    }
 }
 
 /// How long a second writable primary and its cluster's primary are probed again for,
@@ -577,38 +598,65 @@ impl Coordinator {
         }
     }
 
-    /// Why this failure may not be recovered automatically, or `None` if it may.
+    /// Why automatic recovery refuses this failure now (configuration, the switch, a
+    /// downtime, the block period), in the words the CLI and the log use.
     fn automatic_refusal(&self, cluster: &ClusterView, problem: &Problem) -> Option<String> {
-        if !self
-            .auto_clusters
-            .iter()
-            .any(|f| f.matches(&cluster.name, cluster.alias.as_deref()))
-        {
-            return Some(format!(
-                "cluster {} is not in recovery.auto_clusters: recover it by hand with `pointsman recover {}`",
-                cluster.name, cluster.name
-            ));
+        self.uncovered(
+            &cluster.name,
+            cluster.alias.as_deref(),
+            &cluster.members,
+            &problem.instance,
+        )
+        .map(|u| format!("{}{}", u.why, u.what_to_do))
+    }
+
+    /// Whether automatic recovery would act on a failure of `instance` in this cluster
+    /// now, leaving aside who acts (the lease, the agent lock); `None` if it would.
+    fn uncovered(
+        &self,
+        name: &str,
+        alias: Option<&str>,
+        members: &[InstanceKey],
+        instance: &InstanceKey,
+    ) -> Option<Uncovered> {
+        if !self.auto_clusters.iter().any(|f| f.matches(name, alias)) {
+            return Some(Uncovered {
+                state: CoverageState::NotCovered,
+                why: format!("cluster {name} is not in recovery.auto_clusters"),
+                what_to_do: format!(": recover it by hand with `pointsman recover {name}`"),
+                until: None,
+            });
         }
         match self.store.automatic_recovery_enabled() {
             Ok(true) => {}
             Ok(false) => {
-                return Some(
-                    "automatic recovery is disabled (`pointsman recovery enable` turns it on)"
-                        .into(),
-                )
+                return Some(Uncovered {
+                    state: CoverageState::Off,
+                    why: "automatic recovery is disabled".into(),
+                    what_to_do: " (`pointsman recovery enable` turns it on)".into(),
+                    until: None,
+                })
             }
-            Err(error) => return Some(format!("cannot read the recovery switch: {error}")),
+            Err(error) => {
+                return Some(Uncovered::unknown(format!(
+                    "cannot read the recovery switch: {error}"
+                )))
+            }
         }
         let now = SystemTime::now();
         if let Ok(downtimes) = self.store.downtimes(now) {
-            if let Some(downtime) = downtimes.iter().find(|d| d.instance == problem.instance) {
-                return Some(format!(
-                    "{} is downtimed until {} ({}, by {})",
-                    problem.instance,
-                    crate::topology::time::format(downtime.until),
-                    downtime.reason,
-                    downtime.owner
-                ));
+            if let Some(downtime) = downtimes.iter().find(|d| &d.instance == instance) {
+                return Some(Uncovered {
+                    state: CoverageState::Downtimed,
+                    why: format!(
+                        "{instance} is downtimed until {} ({}, by {})",
+                        crate::topology::time::format(downtime.until),
+                        downtime.reason,
+                        downtime.owner
+                    ),
+                    what_to_do: String::new(),
+                    until: Some(downtime.until),
+                });
             }
         }
         // Re-pointing the replicas of a fenced old primary promotes nothing: it finishes
@@ -616,7 +664,7 @@ impl Coordinator {
         let fenced = self
             .store
             .fenced()
-            .is_ok_and(|list| list.iter().any(|f| f.instance == problem.instance));
+            .is_ok_and(|list| list.iter().any(|f| &f.instance == instance));
         if fenced {
             return None;
         }
@@ -624,23 +672,94 @@ impl Coordinator {
         // of the same instances blocks as much as one under the same name.
         let earlier = self
             .store
-            .blocking_recovery(&cluster.name, now - self.block_period)
+            .blocking_recovery(name, now - self.block_period)
             .and_then(|by_name| match by_name {
                 Some(found) => Ok(Some(found)),
                 None => self
                     .store
-                    .blocking_recovery_of(&cluster.members, now - self.block_period),
+                    .blocking_recovery_of(members, now - self.block_period),
             });
         match earlier {
-            Ok(Some(recovery)) => Some(format!(
-                "blocked: recovery {} of this cluster at {} is within recovery.block_period and not acknowledged; `pointsman ack {}` allows the next one",
-                recovery.id,
-                crate::topology::time::format(recovery.started_at),
-                cluster.name
-            )),
+            Ok(Some(recovery)) => Some(Uncovered {
+                state: CoverageState::Blocked,
+                why: format!(
+                    "blocked: recovery {} of this cluster at {} is within recovery.block_period and not acknowledged",
+                    recovery.id,
+                    crate::topology::time::format(recovery.started_at),
+                ),
+                what_to_do: format!("; `pointsman ack {name}` allows the next one"),
+                until: Some(recovery.started_at + self.block_period),
+            }),
             Ok(None) => None,
-            Err(error) => Some(format!("cannot read past recoveries: {error}")),
+            Err(error) => Some(Uncovered::unknown(format!(
+                "cannot read past recoveries: {error}"
+            ))),
         }
+    }
+
+    /// What automatic recovery would do if the primary of this cluster failed now, and
+    /// which agent would act, for the page and the CLI to show before anything fails.
+    pub fn coverage(
+        &self,
+        name: &str,
+        alias: Option<&str>,
+        members: &[InstanceKey],
+        primary: &InstanceKey,
+    ) -> Coverage {
+        let mut coverage = match self.uncovered(name, alias, members, primary) {
+            Some(u) => Coverage {
+                state: u.state,
+                why: u.why,
+                until: u.until,
+                acting_agent: None,
+                this_agent_acts: true,
+            },
+            None => Coverage {
+                state: CoverageState::On,
+                why: format!("a failure of {primary} is recovered automatically"),
+                until: None,
+                acting_agent: None,
+                this_agent_acts: true,
+            },
+        };
+        let lease = &self.executor.lease;
+        if let Some(me) = lease.agent() {
+            match lease.gate() {
+                Ok(_) => coverage.acting_agent = Some(me.name),
+                Err(not) => {
+                    coverage.this_agent_acts = false;
+                    match not.leader {
+                        Some(leader) => coverage.acting_agent = Some(leader.name),
+                        None => {
+                            coverage.state = CoverageState::NoAgent;
+                            coverage.why = not.to_string();
+                        }
+                    }
+                }
+            }
+            return coverage;
+        }
+        let standing = self.state().standings.get(name).cloned();
+        if let (Some(standing), Some(claims)) = (standing, self.discovery.claims()) {
+            if standing.acting() {
+                if !standing.others.is_empty() {
+                    coverage.acting_agent = Some(claims.me().to_string());
+                }
+            } else if let Some((other, _)) = standing
+                .others
+                .iter()
+                .filter(|(_, count)| **count * 2 > standing.reachable)
+                .max_by_key(|(_, count)| **count)
+            {
+                coverage.acting_agent = Some(other.clone());
+                coverage.this_agent_acts = false;
+            } else if let Some(why) = standing.refusal(name) {
+                coverage.state = CoverageState::NoAgent;
+                coverage.why = why;
+                coverage.this_agent_acts = false;
+            }
+        }
+        coverage
     }
 
     /// Recovers a cluster now on an operator's request (outside auto_clusters, blocked,

@@ -397,15 +397,38 @@ impl Store {
         cluster: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AuditRecord>, StoreError> {
+        match cluster {
+            Some(name) => self.audit_log_named(&[name.to_string()], limit),
+            None => self.audit_where("1", &[], limit),
+        }
+    }
+
+    /// The newest `limit` audit records of a cluster under any of `names` (its name
+    /// and former names), newest first.
+    pub fn audit_log_named(
+        &self,
+        names: &[String],
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let placeholders = vec!["?"; names.len()].join(", ");
+        self.audit_where(&format!("cluster IN ({placeholders})"), names, limit)
+    }
+
+    fn audit_where(
+        &self,
+        condition: &str,
+        values: &[String],
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
         let conn = self.lock();
         let mut statement = conn
-            .prepare(
+            .prepare(&format!(
                 "SELECT id, at, actor, action, cluster, instance, message FROM audit
-                 WHERE (?1 IS NULL OR cluster = ?1) ORDER BY id DESC LIMIT ?2",
-            )
+                 WHERE {condition} ORDER BY id DESC LIMIT {limit}"
+            ))
             .map_err(|e| self.error(e))?;
         let rows = statement
-            .query_map(params![cluster, limit as i64], |row| {
+            .query_map(rusqlite::params_from_iter(values), |row| {
                 let at: String = row.get(1)?;
                 Ok(AuditRecord {
                     id: row.get(0)?,

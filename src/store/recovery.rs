@@ -230,15 +230,38 @@ impl Store {
         cluster: Option<&str>,
         limit: usize,
     ) -> Result<Vec<RecoveryRecord>, StoreError> {
+        match cluster {
+            Some(name) => self.recoveries_named(&[name.to_string()], limit),
+            None => self.recoveries_where("1", &[], limit),
+        }
+    }
+
+    /// Recoveries of a cluster under any of `names` (its name and former names),
+    /// newest first.
+    pub fn recoveries_named(
+        &self,
+        names: &[String],
+        limit: usize,
+    ) -> Result<Vec<RecoveryRecord>, StoreError> {
+        let placeholders = vec!["?"; names.len()].join(", ");
+        self.recoveries_where(&format!("cluster IN ({placeholders})"), names, limit)
+    }
+
+    fn recoveries_where(
+        &self,
+        condition: &str,
+        values: &[String],
+        limit: usize,
+    ) -> Result<Vec<RecoveryRecord>, StoreError> {
         let conn = self.lock();
         let mut statement = conn
             .prepare(&format!(
-                "SELECT {RECOVERY_COLUMNS} FROM recoveries WHERE (?1 IS NULL OR cluster = ?1)
-                 ORDER BY started_at DESC, rowid DESC LIMIT ?2"
+                "SELECT {RECOVERY_COLUMNS} FROM recoveries WHERE {condition}
+                 ORDER BY started_at DESC, rowid DESC LIMIT {limit}"
             ))
             .map_err(|e| self.error(e))?;
         let rows = statement
-            .query_map(params![cluster, limit as i64], recovery_from_row)
+            .query_map(rusqlite::params_from_iter(values), recovery_from_row)
             .map_err(|e| self.error(e))?;
         let mut records: Vec<RecoveryRecord> =
             rows.collect::<Result<_, _>>().map_err(|e| self.error(e))?;

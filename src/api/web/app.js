@@ -41,6 +41,7 @@ function summaryOf(detail) {
   return {
     name: detail.name, alias: detail.alias, primary: detail.primary,
     instance_count: detail.instances.length, health: detail.health,
+    coverage: detail.coverage, formerly: detail.formerly || [], unacknowledged: detail.unacknowledged,
   };
 }
 
@@ -224,17 +225,40 @@ async function act({ working, run, done, failed }) {
 
 const path = (key) => `/api/v1/instances/${api.enc(key)}`;
 
-async function switchover(detail, to) {
+async function switchover(detail, chosen) {
   const old = detail.primary;
-  const ok = await confirmDialog({
+  let to = chosen;
+  const sentence = h('p', { class: 'sentence' }, to
+    ? `Make ${to} the new primary of ${detail.name}? Writes pause for a moment; ${old} becomes its replica.`
+    : `Asking the agent which replica of ${detail.name} it would promote…`);
+  const answer = confirmDialog({
     title: 'Switch over',
-    sentence: to
-      ? `Make ${to} the new primary of ${detail.name}? Writes pause for a moment; ${old} becomes its replica.`
-      : `Hand the primary role of ${detail.name} to its best replica? Writes pause for a moment; ${old} becomes its replica.`,
-    content: h('p', { class: 'muted' }, 'The other replicas will replicate from the new primary, and the routes follow it. pointsman refuses, changing nothing, if the replica is not fit to take over (lagging, not replicating, errant GTIDs).'),
+    content: [sentence, h('p', { class: 'muted' }, 'The other replicas will replicate from the new primary, and the routes follow it. pointsman refuses, changing nothing, if the replica is not fit to take over (lagging, not replicating, errant GTIDs).')],
     confirmLabel: 'Switch over',
+    valid: () => to !== null,
   });
-  if (!ok) return;
+  if (!to) {
+    // Name the replica before anything is done: the best one the agent ranks, and why.
+    api.get(`/api/v1/clusters/${api.enc(detail.name)}/candidates`, { quiet: true }).then((c) => {
+      const verdicts = c.verdicts || [];
+      const best = verdicts.find((v) => v.eligible);
+      if (best) {
+        to = best.instance;
+        const rule = String(best.rule).replace(/([a-z])([A-Z])/g, '$1_$2').toLowerCase();
+        const others = verdicts.filter((v) => v !== best);
+        fill(sentence, `Make `, h('strong', { class: 'mono', 'data-field': 'candidate' }, to), ` the new primary of ${detail.name}? `,
+          `It ranks first of ${plural(verdicts.length, 'replica')}: ${best.position} transactions, promotion rule ${RULE_TEXT[rule] || rule}`,
+          others.length ? `; next: ${others.map((v) => `${v.instance}${v.eligible ? '' : ' (not eligible)'}`).join(', ')}` : '',
+          `. Writes pause for a moment; ${old} becomes its replica.`);
+      } else {
+        fill(sentence, h('span', { class: 'inline-error' }, icon('problem'), `No replica of ${detail.name} can take over: ${c.error || verdicts.map((v) => `${v.instance}: ${v.reasons.join('; ')}`).join(' · ') || 'it has none'}. Nothing will change.`));
+      }
+      if (dialogEl.form && dialogEl.form.recheck) dialogEl.form.recheck();
+    }).catch((error) => {
+      fill(sentence, h('span', { class: 'inline-error' }, icon('problem'), `The candidates could not be read: ${error.message}`));
+    });
+  }
+  if (!(await answer) || !to) return;
   await act({
     working: `Switching ${detail.name} over${to ? ` to ${to}` : ''}…`,
     run: () => api.post(`/api/v1/clusters/${api.enc(detail.name)}/switchover`, to ? { to } : {}),
@@ -276,6 +300,67 @@ async function relocateDialog(detail, key) {
     valid: () => select.value !== '',
   });
   if (ok) await relocate(detail, key, select.value);
+}
+
+/** The node of `key` in the cluster's tree. */
+function nodeOf(node, key) {
+  if (node.key === key) return node;
+  for (const child of node.replicas) {
+    const found = nodeOf(child, key);
+    if (found) return found;
+  }
+  return null;
+}
+
+/** Every key under `node` (not itself). */
+function keysBelow(node) {
+  return node.replicas.flatMap((child) => [child.key, ...keysBelow(child)]);
+}
+
+/** Moves every replica of `key` below another instance, one after the other. */
+async function relocateReplicasDialog(detail, key) {
+  const node = nodeOf(detail.tree, key);
+  const replicas = node ? node.replicas.map((c) => c.key) : [];
+  const under = new Set(node ? keysBelow(node) : []);
+  const options = detail.instances.filter((v) => v.key !== key && v.role !== 'fenced_primary' && !v.unreachable_since
+    && !(under.has(v.key) && !replicas.includes(v.key)));
+  const select = h('select', { name: 'below', 'aria-label': 'New source' },
+    h('option', { value: '' }, 'Choose the instance they replicate from'),
+    options.map((v) => h('option', { value: v.key }, `${v.key} (${ROLE_LABEL[v.role].toLowerCase()})`)));
+  const sentence = h('p', { class: 'sentence' });
+  const moving = () => replicas.filter((r) => r !== select.value);
+  const say = () => {
+    sentence.textContent = select.value
+      ? `Move ${plural(moving().length, 'replica')} of ${key} (${moving().join(', ')}) below ${select.value}? Each stops replicating for a moment and resumes by GTID from ${select.value}.`
+      : `Move the ${plural(replicas.length, 'replica')} of ${key} (${replicas.join(', ')}) below another instance.`;
+  };
+  say();
+  select.addEventListener('change', say);
+  const ok = await confirmDialog({
+    title: `Move the replicas of ${key}`,
+    content: [sentence, h('div', { class: 'field' }, h('label', {}, 'Below'), select)],
+    confirmLabel: 'Move them',
+    valid: () => select.value !== '' && moving().length > 0,
+  });
+  if (!ok) return;
+  const below = select.value;
+  const list = moving();
+  await act({
+    working: `Moving ${plural(list.length, 'replica')} of ${key} below ${below}…`,
+    run: async () => {
+      for (const [index, replica] of list.entries()) {
+        try {
+          await api.post(`${path(replica)}/relocate`, { below });
+        } catch (error) {
+          const done = index ? `${list.slice(0, index).join(', ')} moved; ` : '';
+          throw new Error(`${done}${replica} not moved: ${error.message}${index + 1 < list.length ? ` (${list.slice(index + 1).join(', ')} left where they were)` : ''}`);
+        }
+      }
+      return list;
+    },
+    done: (moved) => `${moved.join(', ')} now replicate${moved.length === 1 ? 's' : ''} from ${below}.`,
+    failed: `Replicas of ${key} not all moved`,
+  });
 }
 
 async function setReplication(key, running, source) {
@@ -494,6 +579,75 @@ function instanceOf(detail, key) {
 
 // ---------------------------------------------------------------- pages
 
+const COVERAGE = {
+  on: ['ok', 'Automatic recovery on'],
+  not_covered: ['warning', 'Not covered by automatic recovery'],
+  off: ['warning', 'Automatic recovery off'],
+  downtimed: ['warning', 'Primary downtimed'],
+  blocked: ['warning', 'Automatic recovery blocked'],
+  no_agent: ['problem', 'No agent acts'],
+  unknown: ['warning', 'Automatic recovery unknown'],
+};
+
+/** Whether a failure of the primary would be recovered automatically now, and by whom. */
+function coverageLabel(coverage, { why = false } = {}) {
+  if (!coverage) return null;
+  const [kind, text] = COVERAGE[coverage.state] || ['warning', coverage.state];
+  const until = coverage.until ? ` until ${clock(coverage.until).slice(11)}` : '';
+  let agent = '';
+  if (coverage.acting_agent) agent = coverage.this_agent_acts ? ` · ${coverage.acting_agent} (this agent) acts` : ` · ${coverage.acting_agent} acts, not this agent`;
+  return h('span', { class: `coverage coverage-${kind}`, 'data-coverage': coverage.state, title: coverage.why },
+    icon(kind === 'ok' ? 'ok' : kind === 'problem' ? 'problem' : 'refused'), h('span', {}, `${text}${until}${agent}`),
+    why && coverage.state !== 'on' ? h('span', { class: 'coverage-why' }, ` — ${coverage.why}`) : null);
+}
+
+/** The steps of a recovery as run: time, name, instance, what each said. */
+function stepsTable(r) {
+  return h('table', { class: 'steps' }, h('tbody', {}, r.steps.map((st) => h('tr', { class: st.ok ? '' : 'step-failed' },
+    h('td', { class: 'step-ok' }, icon(st.ok ? 'ok' : 'problem', st.ok ? 'ok' : 'failed')),
+    h('td', { class: 'step-ms' }, `${st.duration_ms} ms`),
+    h('td', { class: 'step-name' }, st.step, st.instance ? h('div', { class: 'mono muted small' }, st.instance) : null),
+    h('td', { class: 'step-detail' }, h('pre', {}, st.detail))))));
+}
+
+/**
+ * The announcement of a recovery nobody has acknowledged yet: what failed, who took
+ * over and how long it took, the steps, and what to do (Re-attach, Acknowledge). On the
+ * dashboard (`detail` null) it names the cluster and links to it.
+ */
+function recoveryBanner(name, r, detail) {
+  if (!r) return null;
+  const took = r.finished_at ? millis(Date.parse(r.finished_at) - Date.parse(r.started_at)) : null;
+  const at = clock(r.started_at).slice(11);
+  const what = r.kind === 'failover' ? 'Failover' : `Recovery (${r.kind})`;
+  const failedStep = (r.steps || []).find((st) => !st.ok);
+  let headline;
+  if (r.status === 'succeeded') {
+    headline = [`${what} at ${at}: `, h('span', { class: 'mono' }, r.failed), ' failed; ',
+      h('span', { class: 'mono strong' }, r.successor), ` took over${took ? ` in ${took}` : ''}.`];
+  } else if (r.status === 'running') {
+    headline = [`${what} under way since ${at}: `, h('span', { class: 'mono' }, r.failed), ' failed.'];
+  } else {
+    headline = [`${what} at ${at} ${r.status.replace('_', ' ')}: `, h('span', { class: 'mono' }, r.failed), ' failed',
+      r.successor ? [' and ', h('span', { class: 'mono strong' }, r.successor), ' was chosen'] : ' and nobody took over',
+      failedStep ? ` — at "${failedStep.step}": ${failedStep.detail}` : '', '.'];
+  }
+  const old = detail && instanceOf(detail, r.failed);
+  const back = old && old.role === 'fenced_primary' && !old.unreachable_since;
+  const kind = r.status === 'succeeded' ? 'done' : r.status === 'running' ? 'running' : 'failed';
+  return h('div', { class: `banner banner-recovery banner-recovery-${kind}`, role: 'alert', 'data-kind': 'recovery', 'data-recovery': r.id, dataset: { cluster: name } },
+    icon(kind === 'done' ? 'info' : kind === 'running' ? 'info' : 'problem'),
+    h('div', { class: 'banner-body' },
+      h('div', {}, detail ? null : h('a', { class: 'strong', href: `#/cluster/${encodeURIComponent(name)}` }, `${name}: `), h('strong', {}, headline)),
+      h('div', { class: 'muted small' }, [words(r.problem), r.trigger === 'automatic' ? 'automatic' : `by ${r.trigger}`, `recovery ${r.id}`, 'not acknowledged'].join(' · '),
+        old && old.role === 'fenced_primary' ? ` · ${r.failed} is fenced (kept read_only)${back ? ' and answers again' : ' until it is back and re-attached'}` : ''),
+      detail && r.steps && r.steps.length ? h('details', {}, h('summary', {}, plural(r.steps.length, 'step')), stepsTable(r)) : null),
+    h('div', { class: 'banner-actions' },
+      back ? button('Re-attach…', () => reattach(state.details.get(name) || detail, r.failed), 'small', 'reattach') : null,
+      detail ? null : h('a', { class: 'button small', href: `#/cluster/${encodeURIComponent(name)}` }, 'Open'),
+      button('Acknowledge…', () => acknowledge(name), 'small primary', 'acknowledge')));
+}
+
 function healthLabel(health) {
   if (health.status === 'ok') return [icon('ok'), h('span', {}, 'OK')];
   const parts = [];
@@ -546,9 +700,10 @@ function dashboardPage() {
     automatic.className = `automatic ${r.automatic ? 'auto-on' : 'auto-off'}`;
   }).catch(() => fill(automatic));
 
+  const announcements = h('div', { class: 'alerts announcements' });
   fill(main, h('section', { class: 'dashboard' },
     h('div', { class: 'page-head' }, h('h1', {}, 'Clusters'), count, h('span', { class: 'spacer' }), automatic),
-    form, list));
+    announcements, form, list));
   loadAutomatic();
 
   let drawn = null;
@@ -559,6 +714,7 @@ function dashboardPage() {
     drawn = signature;
     if (!state.heard) return fill(list, waiting());
     count.textContent = plural(state.summaries.length, 'cluster');
+    fill(announcements, state.summaries.filter((c) => c.unacknowledged).map((c) => recoveryBanner(c.name, c.unacknowledged, null)));
     if (!state.summaries.length) {
       return fill(list, h('div', { class: 'empty' }, h('p', {}, 'No clusters yet.'),
         h('p', { class: 'muted' }, 'Give pointsman one instance of a topology above (or as discovery.seeds in its configuration); it finds the rest.')));
@@ -573,6 +729,7 @@ function dashboardPage() {
         h('span', { class: 'cluster-count' }, plural(c.instance_count, 'instance')),
         h('span', { class: 'cluster-note' },
           detail && detail.recovery_refused ? h('span', { class: 'refused-inline' }, icon('refused'), 'automatic recovery refused') : null,
+          c.coverage && c.coverage.state !== 'on' && !(detail && detail.recovery_refused) ? coverageLabel(c.coverage) : null,
           worst ? h('span', { class: worst.explanation ? 'worst' : 'muted' }, worst.explanation ? `${words(worst.code)}: ${worst.instance} — ${worst.explanation}` : `${worst.instance}: ${worst.message}`) : null),
         icon('arrow'));
     }));
@@ -594,7 +751,7 @@ function clusterPage(name) {
   const hint = h('p', { class: 'hint' });
   const drawHint = (primaryDown) => fill(hint, icon('info'), primaryDown
     ? h('span', {}, h('strong', {}, 'The primary is down: Recover…'), ' promotes the replica you choose (or drag a replica onto the dead primary to choose it). A switchover needs a live primary. Click an instance for its details and other actions.')
-    : h('span', {}, h('strong', {}, 'Drag a replica onto the primary'), ' to make it the primary (a graceful switchover). Drag it onto another instance to make it replicate from there. Click an instance for its details and other actions.'));
+    : h('span', {}, h('strong', {}, 'Drag a replica onto the primary'), ' to make it the primary (a graceful switchover); onto the primary\'s lower half, to move it below the primary instead. Drag it onto another instance to make it replicate from there (only the instances it can move to light up). Click an instance for its details and other actions, such as moving all its replicas.'));
   drawHint(false);
   fill(main, h('section', { class: 'cluster-view' },
     h('nav', { class: 'crumbs' }, h('a', { href: '#/' }, 'Clusters'), ' › ', h('span', {}, name)),
@@ -619,11 +776,13 @@ function clusterPage(name) {
     const detail = state.details.get(name);
     if (!detail) {
       if (!state.heard) return fill(canvas, waiting());
-      // Renamed by a failover (a cluster without an alias is named after its primary)?
-      const moved = [...state.details.values()].find((d) => d.instances.some((v) => lastKeys.includes(v.key) && v.role !== 'fenced_primary'));
-      if (moved) {
-        notice('info', `Cluster ${name} is now called ${moved.name}: clusters without an alias are named after their primary.`, { keep: true });
-        location.replace(`#/cluster/${encodeURIComponent(moved.name)}`);
+      // Renamed by a recovery (a cluster without an alias is named after its primary)?
+      // The agent keeps its former names; while this page watched, its instances say.
+      const renamed = state.summaries.find((c) => (c.formerly || []).includes(name))
+        || [...state.details.values()].find((d) => d.instances.some((v) => lastKeys.includes(v.key) && v.role !== 'fenced_primary'));
+      if (renamed) {
+        notice('info', `Cluster ${name} is now called ${renamed.name} (formerly ${name}): a cluster without an alias is named after its primary, and a recovery changed it.`, { keep: true });
+        location.replace(`#/cluster/${encodeURIComponent(renamed.name)}`);
         return;
       }
       for (const part of Object.keys(drawn)) drawn[part] = null;
@@ -636,8 +795,9 @@ function clusterPage(name) {
     }
     lastKeys = detail.instances.map((v) => v.key);
     if (selected && !instanceOf(detail, selected)) selected = null;
+    if (routingPending) loadRouting();
 
-    const headSig = JSON.stringify([detail.health, detail.primary, detail.alias, detail.instances.length, detail.problems]);
+    const headSig = JSON.stringify([detail.health, detail.primary, detail.alias, detail.instances.length, detail.problems, detail.coverage, detail.formerly]);
     if (headSig !== drawn.head) {
       drawn.head = headSig;
       const primaryDown = detail.problems.some((p) => RECOVERABLE.includes(p.code));
@@ -647,15 +807,18 @@ function clusterPage(name) {
       fill(head,
         h('h1', {}, name, detail.alias && detail.alias !== name ? h('span', { class: 'muted' }, ` (${detail.alias})`) : null),
         healthPill(detail.health, true),
-        h('span', { class: 'muted' }, 'primary ', h('span', { class: 'mono' }, detail.primary), ` · ${plural(detail.instances.length, 'instance')}`),
-        h('span', { class: 'spacer' }), buttons);
+        h('span', { class: 'muted' }, 'primary ', h('span', { class: 'mono' }, detail.primary), ` · ${plural(detail.instances.length, 'instance')}`,
+          detail.formerly && detail.formerly.length ? h('span', { class: 'formerly' }, ` · formerly ${detail.formerly.join(', ')}`) : null),
+        h('span', { class: 'spacer' }), buttons,
+        h('div', { class: 'coverage-line' }, coverageLabel(detail.coverage, { why: true })));
       drawHint(detail.problems.some((p) => RECOVERABLE.includes(p.code) && p.instance === detail.primary));
     }
 
-    const alertSig = JSON.stringify([detail.problems, detail.recovery_refused]);
+    const old = detail.unacknowledged && instanceOf(detail, detail.unacknowledged.failed);
+    const alertSig = JSON.stringify([detail.problems, detail.recovery_refused, detail.unacknowledged, old && [old.role, old.unreachable_since]]);
     if (alertSig !== drawn.alerts) {
       drawn.alerts = alertSig;
-      const banners = [];
+      const banners = [recoveryBanner(name, detail.unacknowledged, detail)];
       if (detail.recovery_refused) {
         banners.push(h('div', { class: 'banner banner-refused', role: 'alert', 'data-kind': 'recovery-refused' }, icon('refused'),
           h('span', {}, h('strong', {}, 'Automatic recovery refused: '), detail.recovery_refused),
@@ -697,15 +860,22 @@ function clusterPage(name) {
     }
   };
 
-  // Routing and recent recoveries are read on their own, less often.
+  // Routing and recent recoveries are read on their own, less often. Only a cluster
+  // with an alias is routed: for another one nothing is asked (the agent would say 404).
+  let routingPending = false;
+  const notRouted = () => fill(routing, h('h2', {}, 'Routing'), h('p', { class: 'muted not-routed' }, icon('info'),
+    `Not routed: give ${name} a [[cluster]] alias in the agent's configuration to route it (ProxySQL, Consul, DNS).`));
   const loadRouting = async () => {
+    const known = state.details.get(name);
+    routingPending = !known;
+    if (!known) return;
+    if (!known.alias) return notRouted();
     try {
       const view = await api.get(`/api/v1/routes?cluster=${api.enc(name)}`, { quiet: true });
       drawRouting(routing, view, name);
     } catch (error) {
       if (error.status === 404) {
-        fill(routing, h('h2', {}, 'Routing'), h('p', { class: 'muted not-routed' }, icon('info'),
-          `Not routed: give ${name} a [[cluster]] alias in the agent's configuration to route it (ProxySQL, Consul, DNS).`));
+        notRouted();
       } else {
         fill(routing, h('h2', {}, 'Routing'), h('p', { class: 'inline-error' }, icon('problem'), error.message));
       }
@@ -812,6 +982,10 @@ function drawPanel(panel, detail, key, close) {
   if (view.role === 'primary') {
     if (view.unreachable_since) actions.push(button('Recover…', () => recoverDialog(detail), 'danger', 'recover'));
     else if (detail.instances.length > 1) actions.push(button('Switch over…', () => switchover(detail, null), '', 'switchover'));
+  }
+  const node = nodeOf(detail.tree, key);
+  if (node && node.replicas.length && !view.unreachable_since) {
+    actions.push(button(node.replicas.length === 1 ? 'Move its replica…' : `Move its ${node.replicas.length} replicas…`, () => relocateReplicasDialog(detail, key), '', 'relocate-replicas'));
   }
   if (view.role === 'fenced_primary') actions.push(button('Re-attach…', () => reattach(detail, key), 'primary', 'reattach'));
   if (facts && view.role !== 'fenced_primary') {
@@ -943,11 +1117,7 @@ function recoveryCard(r, { compact, open } = {}) {
           compact ? null : button('Acknowledge…', () => acknowledge(r.cluster), 'small')]),
     h('details', { open: open || (!compact && status !== 'succeeded') ? true : null },
       h('summary', {}, `${plural(r.steps.length, 'step')}`, h('span', { class: 'muted' }, ` · id ${r.id}`)),
-      h('table', { class: 'steps' }, h('tbody', {}, r.steps.map((st) => h('tr', { class: st.ok ? '' : 'step-failed' },
-        h('td', { class: 'step-ok' }, icon(st.ok ? 'ok' : 'problem', st.ok ? 'ok' : 'failed')),
-        h('td', { class: 'step-ms' }, `${st.duration_ms} ms`),
-        h('td', { class: 'step-name' }, st.step, st.instance ? h('div', { class: 'mono muted small' }, st.instance) : null),
-        h('td', { class: 'step-detail' }, h('pre', {}, st.detail))))))));
+      stepsTable(r)));
 }
 
 /** A filter of the clusters known now, plus the one asked for. */

@@ -264,12 +264,31 @@ function enableDrag(board, detail, { select, drop }) {
     let target = null;
     const dragged = box.dataset.key;
     const canDrag = box.classList.contains('draggable');
+    const view = detail.instances.find((v) => v.key === dragged);
+    const source = view && view.facts && view.facts.replication ? view.facts.replication.source : null;
+    // Its own replicas (a loop) and its source (nothing would change) are no targets, nor
+    // is a dead replica or a fenced old primary.
+    const subtree = box.closest('.subtree');
+    const below = new Set([...(subtree ? subtree.querySelectorAll('.inst') : [])].filter((b) => b !== box).map((b) => b.dataset.key));
+    const valid = (other) => other !== box && other.dataset.role !== 'fenced_primary' && !below.has(other.dataset.key)
+      && (other.dataset.role === 'primary' || (other.dataset.key !== source && !other.classList.contains('unreachable')));
+    // A live primary that is not already its source offers two things: its upper half
+    // makes the replica the primary, its lower half moves the replica below it.
+    const twoZones = (other) => other.dataset.role === 'primary' && !other.classList.contains('unreachable') && other.dataset.key !== source;
 
     const targetAt = (x, y) => {
       const el = document.elementFromPoint(x, y);
       const over = el && el.closest('.inst');
-      if (!over || !board.contains(over) || over === box || over.dataset.role === 'fenced_primary') return null;
+      if (!over || !board.contains(over) || !valid(over)) return null;
       return over;
+    };
+    /** What dropping at (x, y) on `over` does: 'relocate', 'switchover' or 'recover'. */
+    const operationAt = (over, y) => {
+      if (over.dataset.role !== 'primary') return ['relocate', `Move ${dragged} below ${over.dataset.key}`];
+      if (over.classList.contains('unreachable')) return ['recover', `Recover: promote ${dragged}`];
+      const r = over.getBoundingClientRect();
+      if (twoZones(over) && y > r.top + r.height / 2) return ['relocate', `Move ${dragged} below the primary (no switchover)`];
+      return ['switchover', `Make ${dragged} the primary (switchover)`];
     };
     const move = (e) => {
       if (!canDrag) return;
@@ -282,21 +301,23 @@ function enableDrag(board, detail, { select, drop }) {
         box.classList.add('dragging');
         document.body.classList.add('drag-active');
         for (const other of board.querySelectorAll('.inst')) {
-          if (other === box || other.dataset.role === 'fenced_primary') continue;
+          if (!valid(other)) continue;
           other.classList.add('drop-target');
+          if (twoZones(other)) other.classList.add('two-zones');
           other.querySelector('.drop-hint').textContent = other.dataset.role !== 'primary' ? 'Drop here: replicate from this one'
-            : other.classList.contains('unreachable') ? 'Drop here: recover, choosing it' : 'Drop here: make it the primary';
+            : other.classList.contains('unreachable') ? 'Drop here: recover, choosing it'
+              : twoZones(other) ? 'Upper half: make it the primary · lower half: move it below' : 'Drop here: make it the primary';
         }
       }
       ghost.style.transform = `translate(${e.clientX + 16}px, ${e.clientY + 18}px)`;
       const over = targetAt(e.clientX, e.clientY);
-      if (over !== target) {
-        if (target) target.classList.remove('drop-hover');
+      const [operation, caption] = over ? operationAt(over, e.clientY) : [null, 'Drop it on a highlighted instance'];
+      if (over !== target || ghost.dataset.operation !== operation) {
+        if (target) target.classList.remove('drop-hover', 'zone-upper', 'zone-lower');
         target = over;
-        if (target) target.classList.add('drop-hover');
-        ghost.querySelector('.ghost-caption').textContent = !target ? 'Drop it on an instance'
-          : target.dataset.role === 'primary' ? `Make ${dragged} the primary`
-            : `Move below ${target.dataset.key}`;
+        if (target) target.classList.add('drop-hover', ...(twoZones(target) ? [operation === 'relocate' ? 'zone-lower' : 'zone-upper'] : []));
+        ghost.dataset.operation = operation || '';
+        ghost.querySelector('.ghost-caption').textContent = caption;
       }
     };
     const finish = (e, cancelled) => {
@@ -309,12 +330,14 @@ function enableDrag(board, detail, { select, drop }) {
         if (!cancelled) select(dragged);
         return;
       }
+      // Judged before the targets lose their hints: a box shrinks when its hint goes.
+      const over = cancelled ? null : targetAt(e.clientX, e.clientY);
+      const operation = over ? operationAt(over, e.clientY)[0] : null;
       ghost.remove();
       box.classList.remove('dragging');
       document.body.classList.remove('drag-active');
-      for (const other of board.querySelectorAll('.drop-target')) other.classList.remove('drop-target', 'drop-hover');
-      const over = cancelled ? null : targetAt(e.clientX, e.clientY);
-      if (over) drop(dragged, over.dataset.key, over.dataset.role === 'primary');
+      for (const other of board.querySelectorAll('.drop-target')) other.classList.remove('drop-target', 'drop-hover', 'two-zones', 'zone-upper', 'zone-lower');
+      if (over) drop(dragged, over.dataset.key, operation !== 'relocate');
     };
     const up = (e) => finish(e, false);
     const cancel = (e) => finish(e, true);
