@@ -177,11 +177,15 @@ impl RunningAgent {
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            axum::serve(listener, api::router(state, access, origins))
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
+            axum::serve(
+                listener,
+                api::router(state, access, origins)
+                    .into_make_service_with_connect_info::<api::stalled::ClientAddress>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
         });
         tracing::info!(api = %format!("http://{api_address}"), "pointsman agent started");
         Ok(RunningAgent {

@@ -5,7 +5,8 @@
 use crate::analysis::{HealthStatus, ProblemCode, Severity};
 use crate::api::views::{ClusterDetail, ClusterSummary, InstanceView, Role};
 use crate::api::ApiError;
-use crate::topology::{ClusterTreeNode, IoThreadState};
+use crate::topology::instance::GtidState;
+use crate::topology::{ClusterTreeNode, InstanceKey, IoThreadState};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Write;
@@ -188,8 +189,9 @@ pub fn format_clusters(clusters: &[ClusterSummary]) -> String {
     out
 }
 
-/// One cluster as an indented tree, then its findings.
-pub fn format_topology(detail: &ClusterDetail) -> String {
+/// One cluster as an indented tree (with each instance's GTID set under it when
+/// `gtid`), then whether automatic recovery covers it and what is wrong.
+pub fn format_topology(detail: &ClusterDetail, gtid: bool) -> String {
     let mut lines: Vec<(String, String)> = Vec::new();
     tree_lines(detail, &detail.tree, 0, &mut lines);
     for view in detail
@@ -206,6 +208,16 @@ pub fn format_topology(detail: &ClusterDetail) -> String {
     let mut out = String::new();
     for (key, tags) in lines {
         let _ = writeln!(out, "{key:width$}  {tags}");
+        if gtid {
+            let bare: InstanceKey = key
+                .trim_start_matches([' ', '+', '-'])
+                .parse()
+                .expect("a line starts with its instance's key");
+            if let Some(view) = detail.instance(&bare) {
+                let indent = key.len() - key.trim_start_matches([' ', '+', '-']).len() + 4;
+                let _ = writeln!(out, "{:indent$}{}", "", gtid_line(view));
+            }
+        }
     }
     out.push('\n');
     if let Some(coverage) = &detail.coverage {
@@ -289,6 +301,38 @@ fn tree_lines(
     }
 }
 
+/// An instance's GTID position as its server says it (tagged MySQL GTIDs included):
+/// `gtid_executed` on MySQL, `gtid_current_pos` and `gtid_binlog_pos` on MariaDB.
+fn gtid_line(view: &InstanceView) -> String {
+    let when = if view.instance.is_reachable() {
+        ""
+    } else {
+        " (when last seen)"
+    };
+    let empty = |text: String| {
+        if text.is_empty() {
+            "(empty)".into()
+        } else {
+            text
+        }
+    };
+    match view.instance.facts.as_ref().map(|f| &f.gtid) {
+        Some(GtidState::Mysql { executed, .. }) => {
+            format!("gtid_executed{when}: {}", empty(executed.to_string()))
+        }
+        Some(GtidState::Mariadb {
+            current_pos,
+            binlog_pos,
+            ..
+        }) => format!(
+            "gtid_current_pos{when}: {}; gtid_binlog_pos: {}",
+            empty(current_pos.to_string()),
+            empty(binlog_pos.to_string())
+        ),
+        _ => "GTID: unknown (never reached)".into(),
+    }
+}
+
 /// `[lag,status,version,rw|ro,format,>>,GTID]` like orchestrator, plus semi-sync.
 pub fn instance_tags(view: &InstanceView) -> String {
     let instance = &view.instance;
@@ -302,7 +346,7 @@ pub fn instance_tags(view: &InstanceView) -> String {
         Some(r) => r
             .seconds_behind_source
             .map(|s| format!("{s}s"))
-            .unwrap_or_else(|| "null".into()),
+            .unwrap_or_else(|| "unknown".into()),
     };
     let status = if !instance.is_reachable() {
         "unreachable"
@@ -545,7 +589,7 @@ mod tests {
             &Default::default(),
             SystemTime::now(),
         );
-        let text = format_topology(&details[0]);
+        let text = format_topology(&details[0], false);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "127.0.0.1:1      [0s,ok,9.7.4,rw,ROW,>>,GTID]");
         assert_eq!(lines[1], "+ 127.0.0.1:2    [0s,ok,9.7.4,ro,ROW,>>,GTID]");
@@ -557,5 +601,53 @@ mod tests {
 
         let table = format_clusters(&[details[0].summary()]);
         assert!(table.contains("127.0.0.1:1  1P 0W"), "{table}");
+    }
+
+    #[test]
+    fn gtid_sets_show_under_each_instance_and_an_unknown_lag_says_so() {
+        use crate::topology::instance::tests_support::with_gtids;
+        let key = |port| InstanceKey::new("127.0.0.1", port);
+        let uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        let mut stopped = with_gtids(replica(key(2), key(1)), &format!("{uuid}:1-5"));
+        let replication = stopped
+            .facts
+            .as_mut()
+            .and_then(|f| f.replication.as_mut())
+            .expect("replica");
+        replication.sql_running = false;
+        replication.seconds_behind_source = None;
+        let snapshot = Snapshot {
+            instances: [
+                with_gtids(primary(key(1)), &format!("{uuid}:1-7:tag_a:1-2")),
+                stopped,
+            ]
+            .into_iter()
+            .map(|i| (i.key.clone(), i))
+            .collect(),
+        };
+        let details = cluster_details(
+            &snapshot,
+            &[],
+            &ProblemRules::default(),
+            &Default::default(),
+            SystemTime::now(),
+        );
+        let text = format_topology(&details[0], true);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1],
+            format!("    gtid_executed: {uuid}:1-7:tag_a:1-2"),
+            "{text}"
+        );
+        assert!(
+            lines[2].starts_with("+ 127.0.0.1:2  [unknown,nonreplicating,"),
+            "{text}"
+        );
+        assert_eq!(
+            lines[3],
+            format!("      gtid_executed: {uuid}:1-5"),
+            "{text}"
+        );
+        assert!(!format_topology(&details[0], false).contains("gtid_executed"));
     }
 }

@@ -143,7 +143,7 @@ async fn watch(
             println!();
             for detail in &details {
                 println!("cluster {}:", detail.name);
-                print!("{}", format_topology(detail));
+                print!("{}", format_topology(detail, false));
             }
             break;
         }

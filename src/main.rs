@@ -67,6 +67,10 @@ enum Command {
         cluster: String,
         #[arg(long)]
         json: bool,
+        /// Under each instance, its GTID set (MySQL's gtid_executed, tagged GTIDs
+        /// included; MariaDB's gtid_current_pos and gtid_binlog_pos).
+        #[arg(long)]
+        gtid: bool,
     },
     /// Show one instance in full (JSON).
     Instance { instance: InstanceKey },
@@ -272,12 +276,16 @@ async fn run(cli: Cli) -> Result<()> {
                 print!("{}", format_clusters(&clusters));
             }
         }
-        Command::Topology { cluster, json } => {
+        Command::Topology {
+            cluster,
+            json,
+            gtid,
+        } => {
             let detail: ClusterDetail = client.get(&format!("/api/v1/clusters/{cluster}")).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&detail)?);
             } else {
-                print!("{}", format_topology(&detail));
+                print!("{}", format_topology(&detail, gtid));
             }
         }
         Command::Instance { instance } => {

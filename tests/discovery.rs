@@ -52,6 +52,7 @@ on_every_flavor!(
     stopped_sql_thread_and_broken_io_thread_are_reported,
     lag_of_a_delayed_replica_is_reported,
     a_write_on_a_replica_is_reported_as_errant_with_its_gtids,
+    a_broken_sql_thread_names_the_real_error,
     a_killed_instance_turns_unreachable_and_others_keep_their_pace,
 );
 
@@ -187,6 +188,58 @@ async fn stopped_sql_thread_and_broken_io_thread_are_reported(flavor: Flavor) {
         detail.findings.is_empty().then_some(())
     })
     .await;
+}
+
+/// A row written on a replica behind replication's back, then the same key on the
+/// primary: the replica's SQL thread stops on a duplicate key. MySQL's own SQL error
+/// says only "Coordinator stopped because there were error(s) in the worker(s)"; the
+/// finding names the duplicate key, as MariaDB's does.
+async fn a_broken_sql_thread_names_the_real_error(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let node2 = topology.key("node2");
+    let watcher = watch(&topology, vec![topology.key("node1")], |_| {}).await;
+    let api = &watcher.api;
+    cluster_with(api, 3).await;
+
+    topology
+        .sql(
+            "node1",
+            &[
+                "CREATE DATABASE broken",
+                "CREATE TABLE broken.t (id INT PRIMARY KEY)",
+            ],
+        )
+        .await;
+    eventually(PATIENCE, "the table on node2", || async {
+        (topology
+            .try_value(
+                "node2",
+                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'broken'",
+            )
+            .await
+            .as_deref()
+            == Some("1"))
+        .then_some(())
+    })
+    .await;
+    topology.writable("node2", true).await;
+    topology
+        .sql(
+            "node2",
+            &[
+                "SET SESSION sql_log_bin = 0",
+                "INSERT INTO broken.t VALUES (100)",
+            ],
+        )
+        .await;
+    topology.writable("node2", false).await;
+    topology
+        .sql("node1", &["INSERT INTO broken.t VALUES (100)"])
+        .await;
+
+    let (message, _) = finding(api, &node2, FindingCode::ReplicationSqlError).await;
+    assert!(message.contains("error 1062"), "{message}");
+    assert!(message.contains("Duplicate entry '100'"), "{message}");
 }
 
 async fn lag_of_a_delayed_replica_is_reported(flavor: Flavor) {

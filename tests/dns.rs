@@ -1,12 +1,13 @@
 //! The embedded DNS responder, driven over real sockets by hickory's own client and by
 //! `dig` (Debian's bind9-dnsutils). No database: routes are built by hand on 127.0.0.x.
 
+mod support;
+
 use hickory_net::client::{Client, ClientHandle};
 use hickory_net::proto::op::{DnsResponse, ResponseCode};
 use hickory_net::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
-use hickory_net::udp::UdpClientStream;
 use pointsman::routing::dns::{DnsError, DnsRouter, DnsServer, DnsSettings};
 use pointsman::routing::{ClusterRoute, Endpoint, Router, Routes};
 use pointsman::topology::InstanceKey;
@@ -77,15 +78,6 @@ fn start(routes: &Routes) -> DnsServer {
 }
 
 // ---- hickory's client -------------------------------------------------------------
-
-async fn udp_client(addr: SocketAddr) -> Client<TokioRuntimeProvider> {
-    let stream = UdpClientStream::builder(addr, TokioRuntimeProvider::default())
-        .with_timeout(Some(Duration::from_secs(3)))
-        .build();
-    let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
-    tokio::spawn(background);
-    client
-}
 
 async fn tcp_client(addr: SocketAddr) -> Client<TokioRuntimeProvider> {
     let (connect, sender) = TcpClientStream::new(
@@ -222,7 +214,7 @@ async fn the_primary_is_an_authoritative_a_record_with_the_configured_ttl() {
     let addr = server.local_addr();
 
     let response = ask(
-        &mut udp_client(addr).await,
+        &mut support::dns_udp_client(addr).await,
         "demo.primary.mysql.local.",
         RecordType::A,
     )
@@ -251,7 +243,7 @@ async fn the_primary_is_an_authoritative_a_record_with_the_configured_ttl() {
     let short = DnsServer::start(&settings(Duration::from_secs(5))).unwrap();
     short.publish(&demo(3, "127.0.0.1"));
     let response = ask(
-        &mut udp_client(short.local_addr()).await,
+        &mut support::dns_udp_client(short.local_addr()).await,
         "demo.primary.mysql.local.",
         RecordType::A,
     )
@@ -269,7 +261,7 @@ async fn dig_upper(addr: SocketAddr) -> Dig {
 async fn aaaa_srv_and_replicas() {
     let server = start(&demo(3, "127.0.0.1"));
     let addr = server.local_addr();
-    let mut client = udp_client(addr).await;
+    let mut client = support::dns_udp_client(addr).await;
 
     let response = ask(&mut client, "demo.primary.mysql.local.", RecordType::AAAA).await;
     assert_authoritative(&response);
@@ -327,7 +319,7 @@ async fn aaaa_srv_and_replicas() {
 async fn missing_names_are_nxdomain_and_missing_types_nodata_both_with_the_soa() {
     let server = start(&demo(42, "127.0.0.1"));
     let addr = server.local_addr();
-    let mut client = udp_client(addr).await;
+    let mut client = support::dns_udp_client(addr).await;
 
     let response = ask(&mut client, "nosuch.primary.mysql.local.", RecordType::A).await;
     assert_eq!(response.metadata.response_code, ResponseCode::NXDomain);
@@ -382,7 +374,7 @@ async fn a_withdrawn_writer_is_nodata_not_nxdomain() {
     withdrawn.clusters.get_mut("demo").unwrap().writer = None;
     server.publish(&withdrawn);
     let addr = server.local_addr();
-    let mut client = udp_client(addr).await;
+    let mut client = support::dns_udp_client(addr).await;
     for (name, qtype) in [
         ("demo.primary.mysql.local.", RecordType::A),
         ("_mysql._tcp.demo.primary.mysql.local.", RecordType::SRV),
@@ -407,7 +399,12 @@ async fn names_outside_the_zone_and_zone_transfers_are_refused() {
     let addr = server.local_addr();
 
     for name in ["example.com.", "local.", "mysql.local.example."] {
-        let response = ask(&mut udp_client(addr).await, name, RecordType::A).await;
+        let response = ask(
+            &mut support::dns_udp_client(addr).await,
+            name,
+            RecordType::A,
+        )
+        .await;
         assert_eq!(
             response.metadata.response_code,
             ResponseCode::Refused,
@@ -430,7 +427,12 @@ async fn names_outside_the_zone_and_zone_transfers_are_refused() {
     );
     let ixfr = dig(addr, &[ZONE, "IXFR=1", "+notcp", "+comments"]).await;
     assert_eq!(ixfr.status, "REFUSED", "{}", ixfr.text);
-    let response = ask(&mut udp_client(addr).await, ZONE, RecordType::IXFR).await;
+    let response = ask(
+        &mut support::dns_udp_client(addr).await,
+        ZONE,
+        RecordType::IXFR,
+    )
+    .await;
     assert_eq!(response.metadata.response_code, ResponseCode::Refused);
 }
 
@@ -526,7 +528,7 @@ async fn a_large_answer_is_truncated_over_udp_and_complete_over_tcp() {
     let dig_ignore = dig(addr, &["+noedns", "+ignore", name, "A"]).await;
     assert!(dig_ignore.has_flag("tc"), "{}", dig_ignore.text);
 
-    let mut udp = udp_client(addr).await;
+    let mut udp = support::dns_udp_client(addr).await;
     udp.disable_edns();
     let response = ask(&mut udp, name, RecordType::A).await;
     assert!(response.metadata.truncation, "TC over UDP: {response:?}");
@@ -542,7 +544,7 @@ async fn a_large_answer_is_truncated_over_udp_and_complete_over_tcp() {
 async fn publish_swaps_the_answer_at_once() {
     let server = Arc::new(start(&demo(1, "127.0.0.1")));
     let addr = server.local_addr();
-    let mut client = udp_client(addr).await;
+    let mut client = support::dns_udp_client(addr).await;
     let response = ask(&mut client, "demo.primary.mysql.local.", RecordType::A).await;
     assert_eq!(data(&response.answers), ["127.0.0.1"]);
 
@@ -671,7 +673,7 @@ async fn the_router_publishes_reports_changes_and_inspects() {
         "demo.primary.mysql.local. A 127.0.0.1 → 127.0.0.2"
     );
     let response = ask(
-        &mut udp_client(addr).await,
+        &mut support::dns_udp_client(addr).await,
         "demo.primary.mysql.local.",
         RecordType::A,
     )
@@ -685,7 +687,7 @@ async fn the_router_publishes_reports_changes_and_inspects() {
         "{changes:?}"
     );
     let response = ask(
-        &mut udp_client(addr).await,
+        &mut support::dns_udp_client(addr).await,
         "demo.primary.mysql.local.",
         RecordType::A,
     )

@@ -3,16 +3,19 @@
 //! found — see `support::stack`) with its read_only monitor, the Consul stand-in, and the
 //! embedded DNS responder queried with `dig`. After a kill -9 failover every backend
 //! names the new primary and never the old one, and ProxySQL's reader hostgroup never
-//! lacks a healthy replica on the way; a backend that is down during the failover
+//! lacks a healthy replica on the way, nor the replicas' DNS name an address; a backend that is down during the failover
 //! catches up when it returns; drift made behind pointsman's back is repaired within
 //! about a second, and a restart of ProxySQL from an old disk config does not leave the
 //! fenced old primary in service.
 
 mod support;
 
+use hickory_net::client::ClientHandle;
+use hickory_net::proto::rr::{DNSClass, Name, RecordType};
 use pointsman::sandbox::Flavor;
 use pointsman::store::recovery::{RecoveryRecord, RecoveryStatus};
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,10 +84,14 @@ async fn a_failover_moves_every_backend_to_the_new_primary(flavor: Flavor) {
     stack.consul_names(PATIENCE, "node1").await;
 
     // From the kill until the routes settle, ProxySQL's runtime is read every few
-    // milliseconds: its reader hostgroup must never lack an ONLINE replica.
+    // milliseconds: its reader hostgroup must never lack an ONLINE replica; and the
+    // replicas' DNS name must always answer with an address.
     let dead_port = stack.key("node1").port;
     let watching = Arc::new(AtomicBool::new(true));
     let mut readerless: Vec<String> = Vec::new();
+    let mut unanswered: Vec<String> = Vec::new();
+    let mut dns = support::dns_udp_client(stack.dns()).await;
+    let replicas = Name::from_str("t.replicas.mysql.local.").expect("a name");
     let watch_readers = async {
         while watching.load(Ordering::Relaxed) {
             let runtime = stack.runtime().await;
@@ -93,6 +100,13 @@ async fn a_failover_moves_every_backend_to_the_new_primary(flavor: Flavor) {
             });
             if !serving {
                 readerless.push(format!("{runtime:?}"));
+            }
+            match dns
+                .query(replicas.clone(), DNSClass::IN, RecordType::A)
+                .await
+            {
+                Ok(response) if !response.answers.is_empty() => {}
+                other => unanswered.push(format!("{other:?}")),
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -110,6 +124,12 @@ async fn a_failover_moves_every_backend_to_the_new_primary(flavor: Flavor) {
         "the reader hostgroup had no ONLINE replica during the failover, {} times; first: {}",
         readerless.len(),
         readerless[0]
+    );
+    assert!(
+        unanswered.is_empty(),
+        "t.replicas.mysql.local. had no address during the failover, {} times; first: {}",
+        unanswered.len(),
+        unanswered[0]
     );
     assert_eq!(recovery.status, RecoveryStatus::Succeeded, "{recovery:?}");
     let new = recovery.successor.clone().expect("a successor");

@@ -8,6 +8,7 @@
 mod support;
 
 use pointsman::api::views::ClusterDetail;
+use pointsman::recovery::coverage::{Coverage, CoverageState};
 use pointsman::sandbox::Flavor;
 use std::time::Duration;
 use support::agent_process::{
@@ -103,6 +104,20 @@ async fn a_second_agent_is_caught_not_obeyed(flavor: Flavor) {
         text.contains("pointsman_acting{cluster=\"t\"} 0\n"),
         "{text}"
     );
+    // What each shows before anything fails: automatic recovery is on; the second
+    // names the agent that acts. (The first holds every lock and sees no other holder:
+    // it says only that it acts.)
+    let first_says = coverage_of(&first).await;
+    assert_eq!(first_says.state, CoverageState::On, "{first_says:?}");
+    assert!(first_says.this_agent_acts, "{first_says:?}");
+    let second_says = coverage_of(&second).await;
+    assert_eq!(second_says.state, CoverageState::On, "{second_says:?}");
+    assert_eq!(
+        second_says.acting_agent.as_deref(),
+        Some("agent-a"),
+        "{second_says:?}"
+    );
+    assert!(!second_says.this_agent_acts, "{second_says:?}");
     // And refuses to act when asked, naming the one that does.
     let (status, message) = api_error(
         second
@@ -179,6 +194,12 @@ async fn a_second_agent_is_caught_not_obeyed(flavor: Flavor) {
         .await;
         primary = successor;
     }
+}
+
+/// What an agent says of automatic recovery of cluster `t`.
+async fn coverage_of(agent: &AgentProcess) -> Coverage {
+    let detail: ClusterDetail = agent.api.get("/api/v1/clusters/t").await.expect("t");
+    detail.coverage.expect("coverage")
 }
 
 /// The agent's lock lines from its metrics (`pointsman_agent_locks`, `pointsman_acting`).

@@ -81,3 +81,22 @@ export async function showFailure(page, shot, pageErrors, outDir) {
     console.error(`the page was at ${page.url()}; its screenshot is ${join(outDir, 'failure.png')}`);
   } catch { /* the browser itself failed */ }
 }
+
+/**
+ * Runs a script's steps (`body`) on the page `openPage` gave: afterwards the page must
+ * have logged no errors. A failed step prints what the page showed, saves failure.png
+ * and exits 1.
+ */
+export async function runSteps({ browser, page, pageErrors, shot, steps }, outDir, body) {
+  try {
+    await body();
+    check(pageErrors.length === 0, `the page logged errors: ${pageErrors.join(' | ')}`);
+    console.log(`all ${steps()} steps passed; screenshots in ${outDir}`);
+    await browser.close();
+  } catch (error) {
+    console.error(`not ok ${steps() + 1} - ${error.message}`);
+    await showFailure(page, shot, pageErrors, outDir);
+    await browser.close();
+    process.exit(1);
+  }
+}

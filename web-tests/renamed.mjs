@@ -9,7 +9,7 @@
 // and on the dashboard until acknowledged; Recent recoveries and the Recoveries page of
 // either name list it (before, the old name's history was lost: "None yet").
 
-import { check, openPage, showFailure } from './harness.mjs';
+import { check, openPage, runSteps } from './harness.mjs';
 
 const [url, oldName, newName, outDir] = process.argv.slice(2);
 if (!url || !oldName || !newName || !outDir) {
@@ -18,10 +18,11 @@ if (!url || !oldName || !newName || !outDir) {
 }
 const PATIENCE = 30_000;
 
-const { browser, page, pageErrors, shot, step, steps } = await openPage(outDir, /^$/);
+const session = await openPage(outDir, /^$/);
+const { page, shot, step } = session;
 const text = async (locator) => ((await locator.textContent()) || '').replace(/\s+/g, ' ').trim();
 
-try {
+await runSteps(session, outDir, async () => {
   await step('the old name leads to the cluster under its new name, which says "formerly"', async () => {
     await page.goto(`${url}/#/cluster/${encodeURIComponent(oldName)}`);
     await page.waitForFunction((name) => decodeURIComponent(location.hash) === `#/cluster/${name}`, newName, { timeout: PATIENCE });
@@ -74,13 +75,4 @@ try {
     await banner.waitFor({ state: 'detached', timeout: PATIENCE });
     await shot('acknowledged');
   });
-
-  check(pageErrors.length === 0, `the page logged errors: ${pageErrors.join(' | ')}`);
-  console.log(`all ${steps()} steps passed; screenshots in ${outDir}`);
-  await browser.close();
-} catch (error) {
-  console.error(`not ok ${steps() + 1} - ${error.message}`);
-  await showFailure(page, shot, pageErrors, outDir);
-  await browser.close();
-  process.exit(1);
-}
+});

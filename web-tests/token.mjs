@@ -7,7 +7,7 @@
 // from server-sent events (which cannot carry the header) to polling with it, act with
 // it, and not ask again after a reload.
 
-import { check, openPage, showFailure } from './harness.mjs';
+import { check, openPage, runSteps } from './harness.mjs';
 
 const [url, cluster, token, outDir] = process.argv.slice(2);
 if (!url || !cluster || !token || !outDir) {
@@ -18,9 +18,10 @@ const PATIENCE = 30_000;
 
 
 // The refused calls (401) and the refused event stream show as failed loads: expected.
-const { browser, page, pageErrors, shot, step, steps } = await openPage(outDir, /status of (4|5)\d\d|EventSource/);
+const session = await openPage(outDir, /status of (4|5)\d\d|EventSource/);
+const { page, shot, step } = session;
 
-try {
+await runSteps(session, outDir, async () => {
   await step('the page asks for the token, once', async () => {
     await page.goto(url + '/');
     const dialog = page.locator('dialog[open]');
@@ -71,12 +72,4 @@ try {
     await page.locator('.notice-ok', { hasText: 'has ended' }).waitFor({ timeout: PATIENCE });
   });
 
-  check(pageErrors.length === 0, `the page logged errors: ${pageErrors.join(' | ')}`);
-  console.log(`all ${steps()} steps passed; screenshots in ${outDir}`);
-  await browser.close();
-} catch (error) {
-  console.error(`not ok ${steps() + 1} - ${error.message}`);
-  await showFailure(page, shot, pageErrors, outDir);
-  await browser.close();
-  process.exit(1);
-}
+});

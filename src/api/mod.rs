@@ -97,6 +97,29 @@ impl ApiState {
     }
 }
 
+/// Who made an API request, as the audit log and the recoveries record it: `api` and
+/// the client's address (`api 127.0.0.1`), so an action taken from a page or a script
+/// is told from another.
+pub(crate) struct Caller(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let address = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<stalled::ClientAddress>>()
+            .map(|info| info.0 .0.ip());
+        Ok(Caller(match address {
+            Some(ip) => format!("api {ip}"),
+            None => "api".to_string(),
+        }))
+    }
+}
+
 /// Every route, each request checked in this order: where it comes from (`origin`),
 /// its token (`auth`, API routes only), whether this agent leads (changes only).
 pub fn router(state: ApiState, access: auth::Access, origins: origin::OriginRules) -> Router {
@@ -342,6 +365,7 @@ fn default_port() -> u16 {
 
 async fn discover(
     State(state): State<ApiState>,
+    Caller(who): Caller,
     body: Result<Json<DiscoverRequest>, JsonRejection>,
 ) -> ApiResult<InstanceView> {
     let Json(request) = body.map_err(|e| {
@@ -369,7 +393,7 @@ async fn discover(
     match state.discovery.discover(key.clone()).await {
         Ok(_) => {
             let _ = state.store.audit(AuditEntry {
-                actor: "api".into(),
+                actor: who.clone(),
                 action: "discover".into(),
                 cluster: None,
                 instance: Some(key.clone()),
@@ -402,6 +426,7 @@ struct ForgetQuery {
 
 async fn forget(
     State(state): State<ApiState>,
+    Caller(who): Caller,
     Path(key): Path<String>,
     Query(query): Query<ForgetQuery>,
 ) -> ApiResult<Forgotten> {
@@ -431,7 +456,7 @@ async fn forget(
     match state.discovery.forget(key.clone()).await {
         Ok(true) => {
             let _ = state.store.audit(AuditEntry {
-                actor: "api".into(),
+                actor: who.clone(),
                 action: "forget".into(),
                 cluster,
                 instance: Some(key.clone()),

@@ -3,7 +3,7 @@
 //! primary, with the reason each may or may not take over (what the web page's
 //! "Recover" offers). Every action answers `{instance, message}` or an error sentence.
 
-use super::{ApiError, ApiResult, ApiState};
+use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::recovery::operate::OperateError;
 use crate::recovery::plan::{plan_promotion, CandidateVerdict, PlanError};
 use crate::topology::{build_clusters, InstanceKey};
@@ -75,20 +75,19 @@ fn answer(key: InstanceKey, result: Result<String, OperateError>) -> ApiResult<D
 
 async fn relocate(
     State(state): State<ApiState>,
+    Caller(who): Caller,
     Path(key): Path<String>,
     body: Result<Json<RelocateRequest>, JsonRejection>,
 ) -> ApiResult<Done> {
     let key = key_of(&key)?;
     let request = required(body)?;
-    let result = state
-        .coordinator
-        .relocate(&key, &request.below, "api")
-        .await;
+    let result = state.coordinator.relocate(&key, &request.below, &who).await;
     answer(key, result)
 }
 
 async fn replication(
     State(state): State<ApiState>,
+    Caller(who): Caller,
     Path(key): Path<String>,
     body: Result<Json<ReplicationRequest>, JsonRejection>,
 ) -> ApiResult<Done> {
@@ -96,13 +95,14 @@ async fn replication(
     let request = required(body)?;
     let result = state
         .coordinator
-        .set_replication(&key, request.running, "api")
+        .set_replication(&key, request.running, &who)
         .await;
     answer(key, result)
 }
 
 async fn read_only(
     State(state): State<ApiState>,
+    Caller(who): Caller,
     Path(key): Path<String>,
     body: Result<Json<ReadOnlyRequest>, JsonRejection>,
 ) -> ApiResult<Done> {
@@ -110,7 +110,7 @@ async fn read_only(
     let request = required(body)?;
     let result = state
         .coordinator
-        .set_read_only_by_hand(&key, request.read_only, "api")
+        .set_read_only_by_hand(&key, request.read_only, &who)
         .await;
     answer(key, result)
 }

@@ -2,7 +2,7 @@
 //! recoveries, acknowledge them, switch automatic recovery, downtime instances, and
 //! re-attach a fenced old primary.
 
-use super::{ApiError, ApiResult, ApiState};
+use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::recovery::coordinator::{ReattachError, RecoverError};
 use crate::recovery::switchover::{SwitchoverError, SwitchoverReport};
 use crate::store::recovery::{Downtime, RecoveryRecord};
@@ -62,13 +62,14 @@ pub struct RecoverRequest {
 
 async fn recover(
     State(state): State<ApiState>,
+    Caller(who): Caller,
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<RecoveryRecord> {
     let request: RecoverRequest = body_or_default(&body)?;
     state
         .coordinator
-        .recover_by_hand(&name, request.to, "api")
+        .recover_by_hand(&name, request.to, &who)
         .await
         .map(Json)
         .map_err(|error| {
@@ -83,13 +84,14 @@ async fn recover(
 /// Moves the primary role while the primary is healthy (the body's `to` is optional).
 async fn switchover(
     State(state): State<ApiState>,
+    Caller(who): Caller,
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<SwitchoverReport> {
     let request: RecoverRequest = body_or_default(&body)?;
     state
         .coordinator
-        .switchover(&name, request.to, "api")
+        .switchover(&name, request.to, &who)
         .await
         .map(Json)
         .map_err(|error| {
@@ -138,6 +140,7 @@ pub struct Acknowledged {
 
 async fn acknowledge(
     State(state): State<ApiState>,
+    Caller(who): Caller,
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<Acknowledged> {
@@ -149,13 +152,13 @@ async fn acknowledge(
         .unwrap_or_default();
     let count = state
         .store
-        .acknowledge(&name, "api", &request.comment)
+        .acknowledge(&name, &who, &request.comment)
         .and_then(|by_name| {
             // Also under the names the cluster had before its failovers renamed it.
             Ok(by_name
                 + state
                     .store
-                    .acknowledge_of(&members, "api", &request.comment)?)
+                    .acknowledge_of(&members, &who, &request.comment)?)
         })
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     // An old name of a cluster (before a failover renamed it) may still have recoveries
@@ -165,7 +168,7 @@ async fn acknowledge(
         super::find_cluster(&state, &name)?;
     }
     let entry = AuditEntry {
-        actor: "api".into(),
+        actor: who.clone(),
         action: "acknowledge".into(),
         cluster: Some(name.clone()),
         instance: None,
@@ -198,6 +201,7 @@ async fn switch(State(state): State<ApiState>) -> ApiResult<RecoverySwitch> {
 
 async fn set_switch(
     State(state): State<ApiState>,
+    Caller(who): Caller,
     body: Result<Json<RecoverySwitch>, JsonRejection>,
 ) -> ApiResult<RecoverySwitch> {
     let Json(request) = body.map_err(|e| {
@@ -216,7 +220,7 @@ async fn set_switch(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let state_word = if request.automatic { "on" } else { "off" };
     let entry = |message: String| AuditEntry {
-        actor: "api".into(),
+        actor: who.clone(),
         action: "recovery-switch".into(),
         cluster: None,
         instance: None,
@@ -248,6 +252,7 @@ pub struct DowntimeRequest {
 
 async fn downtime(
     State(state): State<ApiState>,
+    Caller(who): Caller,
     Path(key): Path<String>,
     body: Result<Json<DowntimeRequest>, JsonRejection>,
 ) -> ApiResult<Downtime> {
@@ -295,14 +300,14 @@ async fn downtime(
         instance: key.clone(),
         until: SystemTime::now() + duration,
         reason: request.reason,
-        owner: "api".into(),
+        owner: who.clone(),
     };
     state
         .store
         .set_downtime(&downtime)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let _ = state.store.audit(AuditEntry {
-        actor: "api".into(),
+        actor: who.clone(),
         action: "downtime".into(),
         cluster: None,
         instance: Some(key),
@@ -342,11 +347,15 @@ pub struct Reattached {
     pub source: InstanceKey,
 }
 
-async fn reattach(State(state): State<ApiState>, Path(key): Path<String>) -> ApiResult<Reattached> {
+async fn reattach(
+    State(state): State<ApiState>,
+    Caller(who): Caller,
+    Path(key): Path<String>,
+) -> ApiResult<Reattached> {
     let key = key_of(&key)?;
     state
         .coordinator
-        .reattach(&key, "api")
+        .reattach(&key, &who)
         .await
         .map(|source| {
             Json(Reattached {

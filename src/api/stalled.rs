@@ -20,6 +20,19 @@ pub struct StallLimitedListener {
     pub limit: Duration,
 }
 
+/// The address of the client on the other end of a connection, for handlers that
+/// record who asked (`Caller`).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddress(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, StallLimitedListener>>
+    for ClientAddress
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, StallLimitedListener>) -> Self {
+        ClientAddress(*stream.remote_addr())
+    }
+}
+
 impl axum::serve::Listener for StallLimitedListener {
     type Io = StallLimited;
     type Addr = SocketAddr;

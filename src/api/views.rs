@@ -446,7 +446,7 @@ mod tests {
         assert_eq!(fenced.role, Role::FencedPrimary);
         assert!(fenced.fenced);
         assert_eq!(cluster.health.problems, 1, "the old primary is still down");
-        let text = crate::client::format_topology(cluster);
+        let text = crate::client::format_topology(cluster, false);
         assert!(text.contains("- 127.0.0.1:1"), "{text}");
         assert!(text.contains("FENCED] old primary, fenced"), "{text}");
 

@@ -29,6 +29,15 @@ pub const MYSQL_HEARTBEATS: &str = "SELECT s.CHANNEL_NAME, s.COUNT_RECEIVED_HEAR
      c.HEARTBEAT_INTERVAL FROM performance_schema.replication_connection_status s \
      JOIN performance_schema.replication_connection_configuration c USING (CHANNEL_NAME)";
 
+/// MySQL's multi-threaded applier reports "Coordinator stopped because there were
+/// error(s) in the worker(s)" as the SQL error; the worker that failed names the real
+/// one (a duplicate key, a missing row). Asked only while the SQL thread is stopped by
+/// an error.
+pub const MYSQL_WORKER_ERROR: &str = "SELECT LAST_ERROR_NUMBER, LAST_ERROR_MESSAGE \
+     FROM performance_schema.replication_applier_status_by_worker \
+     WHERE CHANNEL_NAME = '' AND LAST_ERROR_NUMBER <> 0 \
+     ORDER BY LAST_ERROR_TIMESTAMP DESC LIMIT 1";
+
 /// Semi-sync settings and state: these never fail, even without the plugin loaded.
 pub const SEMI_SYNC_VARIABLES: &str = "SHOW GLOBAL VARIABLES LIKE 'rpl_semi_sync%enabled'";
 pub const SEMI_SYNC_STATUS: &str = "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync%'";
@@ -44,6 +53,8 @@ pub struct Dialect {
     pub replica_status: &'static str,
     pub replicas: &'static str,
     pub heartbeats: Option<&'static str>,
+    /// The applier worker's own error, when the SQL error is only the coordinator's.
+    pub worker_error: Option<&'static str>,
 }
 
 pub fn for_flavor(flavor: ServerFlavor) -> Dialect {
@@ -53,12 +64,14 @@ pub fn for_flavor(flavor: ServerFlavor) -> Dialect {
             replica_status: "SHOW REPLICA STATUS",
             replicas: "SHOW REPLICAS",
             heartbeats: Some(MYSQL_HEARTBEATS),
+            worker_error: Some(MYSQL_WORKER_ERROR),
         },
         ServerFlavor::Mariadb => Dialect {
             variables: MARIADB_VARIABLES,
             replica_status: "SHOW ALL SLAVES STATUS",
             replicas: "SHOW SLAVE HOSTS",
             heartbeats: None,
+            worker_error: None,
         },
     }
 }

@@ -267,6 +267,15 @@ pub fn mysql_heartbeats(rows: &[TextRow]) -> (Option<u64>, Option<f64>) {
     )
 }
 
+/// The error of the applier worker that failed (`MYSQL_WORKER_ERROR`), if one did.
+pub fn worker_error(rows: &[TextRow]) -> Option<(u32, String)> {
+    rows.iter().find_map(|row| {
+        let errno: u32 = text(row, &["LAST_ERROR_NUMBER"])?.trim().parse().ok()?;
+        let message = text(row, &["LAST_ERROR_MESSAGE"])?.to_string();
+        (errno != 0).then_some((errno, message))
+    })
+}
+
 /// A heartbeat period as a server can hold it (0 to 4294967 seconds); anything else is
 /// no known period, never a number that would overflow a `Duration`.
 fn heartbeat_seconds(seconds: f64) -> Option<f64> {
@@ -327,6 +336,30 @@ mod tests {
     use super::*;
 
     const MARIADB: [&str; 2] = ["mariadb-10.11", "mariadb-11.8"];
+
+    #[test]
+    fn the_failed_workers_error_names_what_the_coordinators_hides() {
+        let coordinator =
+            replica_status(&row("mysql-9.7", "sql_error__node2__show-replica-status"))
+                .expect("parses");
+        let workers = rows(
+            "mysql-9.7",
+            "sql_error__node2__ps-replication-applier-status-by-worker",
+        );
+        // Only the failed worker's row counts, as the statement's WHERE would keep.
+        let (errno, message) = worker_error(&workers).expect("worker 1 failed");
+        assert_eq!(errno, 1062);
+        assert!(
+            message.contains("Duplicate entry '100' for key 't.PRIMARY'"),
+            "{message}"
+        );
+        assert!(
+            !coordinator.last_sql_error.contains("Duplicate entry"),
+            "{}",
+            coordinator.last_sql_error
+        );
+        assert_eq!(worker_error(&[]), None);
+    }
 
     #[test]
     fn healthy_replicas_parse_in_every_flavour() {

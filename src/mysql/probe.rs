@@ -40,6 +40,14 @@ pub async fn probe(conn: &mut Connection) -> Result<InstanceFacts, MysqlError> {
         status.received_heartbeats = beats;
         status.heartbeat_period = period;
     }
+    if let (Some(status), Some(statement)) = (replication.as_mut(), dialect.worker_error) {
+        if !status.sql_running && status.last_sql_errno != 0 {
+            if let Some((errno, error)) = parse::worker_error(&conn.query(statement).await?) {
+                status.last_sql_errno = errno;
+                status.last_sql_error = error;
+            }
+        }
+    }
 
     let mut semi_sync_rows = conn.query(SEMI_SYNC_VARIABLES).await?;
     semi_sync_rows.extend(conn.query(SEMI_SYNC_STATUS).await?);

@@ -404,3 +404,17 @@ pub fn bench_runs() -> usize {
         .and_then(|r| r.parse().ok())
         .unwrap_or(5)
 }
+
+/// A DNS client over UDP for the agent's responder (3 s per query).
+pub async fn dns_udp_client(
+    addr: std::net::SocketAddr,
+) -> hickory_net::client::Client<hickory_net::runtime::TokioRuntimeProvider> {
+    use hickory_net::client::Client;
+    use hickory_net::runtime::TokioRuntimeProvider;
+    let stream = hickory_net::udp::UdpClientStream::builder(addr, TokioRuntimeProvider::default())
+        .with_timeout(Some(Duration::from_secs(3)))
+        .build();
+    let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
+    tokio::spawn(background);
+    client
+}

@@ -65,6 +65,7 @@ function setSummaries(list, detail) {
 
 function updated() {
   state.heard = true;
+  updateHeader();
   refresh();
 }
 
@@ -225,17 +226,32 @@ async function act({ working, run, done, failed }) {
 
 const path = (key) => `/api/v1/instances/${api.enc(key)}`;
 
+/** Whether this browser asks for the cluster's name before a switchover or recovery. */
+const TYPE_TO_CONFIRM = 'pointsman.typeToConfirm';
+const typeToConfirm = () => localStorage.getItem(TYPE_TO_CONFIRM) === 'yes';
+
+/** When asked for (a preference of this browser), a field to type the cluster's name in. */
+function typedName(name) {
+  if (!typeToConfirm()) return { field: null, typed: () => true };
+  const input = h('input', { type: 'text', name: 'typed-name', autocomplete: 'off', 'aria-label': `Type ${name} to confirm`, placeholder: name });
+  return {
+    field: h('div', { class: 'field' }, h('label', {}, 'Type ', h('span', { class: 'mono strong' }, name), ' to confirm'), input),
+    typed: () => input.value.trim() === name,
+  };
+}
+
 async function switchover(detail, chosen) {
   const old = detail.primary;
   let to = chosen;
   const sentence = h('p', { class: 'sentence' }, to
     ? `Make ${to} the new primary of ${detail.name}? Writes pause for a moment; ${old} becomes its replica.`
     : `Asking the agent which replica of ${detail.name} it would promote…`);
+  const name = typedName(detail.name);
   const answer = confirmDialog({
     title: 'Switch over',
-    content: [sentence, h('p', { class: 'muted' }, 'The other replicas will replicate from the new primary, and the routes follow it. pointsman refuses, changing nothing, if the replica is not fit to take over (lagging, not replicating, errant GTIDs).')],
+    content: [sentence, h('p', { class: 'muted' }, 'The other replicas will replicate from the new primary, and the routes follow it. pointsman refuses, changing nothing, if the replica is not fit to take over (lagging, not replicating, errant GTIDs).'), name.field],
     confirmLabel: 'Switch over',
-    valid: () => to !== null,
+    valid: () => to !== null && name.typed(),
   });
   if (!to) {
     // Name the replica before anything is done: the best one the agent ranks, and why.
@@ -509,9 +525,10 @@ async function recoverDialog(detail, preferred = null) {
       ? `Promote ${chosen} to be the new primary of ${name}? ${failed} is fenced (kept read_only until re-attached) and the other replicas replicate from ${chosen}.`
       : `No replica can be promoted: nothing will change.`;
   };
+  const typed = typedName(name);
   const answer = confirmDialog({
-    title: `Recover ${name}`, content: [sentence, list], confirmLabel: 'Promote', danger: true,
-    valid: () => chosen !== null,
+    title: `Recover ${name}`, content: [sentence, list, typed.field], confirmLabel: 'Promote', danger: true,
+    valid: () => chosen !== null && typed.typed(),
   });
   api.get(`/api/v1/clusters/${api.enc(name)}/candidates`).then((c) => {
     failed = c.failed || failed;
@@ -665,19 +682,34 @@ function waiting() {
     ? ` The agent does not answer: ${state.statusError || ''}` : ' Waiting for the agent…');
 }
 
+/**
+ * What the Discover form was given: `host`, `host:port`, `[v6]:port` or a bare v6
+ * address; the port field counts only when the host names none.
+ */
+function hostAndPort(text, port) {
+  const value = text.trim();
+  const bracketed = value.match(/^\[([^\]]+)\](?::(\d+))?$/);
+  if (bracketed) return { host: bracketed[1], port: bracketed[2] ? Number(bracketed[2]) : port };
+  const named = value.match(/^([^:]+):(\d+)$/);
+  if (named) return { host: named[1], port: Number(named[2]) };
+  return { host: value, port };
+}
+
 /** The clusters, problems first, and the Discover form. */
 function dashboardPage() {
   const list = h('div', { class: 'cluster-list', id: 'cluster-list' });
   const count = h('span', { class: 'muted' });
-  const host = h('input', { type: 'text', name: 'host', placeholder: 'db1.example.com', required: true, 'aria-label': 'Host', autocomplete: 'off' });
+  const host = h('input', { type: 'text', name: 'host', placeholder: 'db1.example.com or db1:3306', required: true, 'aria-label': 'Host', autocomplete: 'off' });
   const port = h('input', { type: 'number', name: 'port', value: '3306', min: 1, max: 65535, required: true, 'aria-label': 'Port' });
   const submit = h('button', { type: 'submit', class: 'button primary' }, icon('search'), 'Discover');
   const form = h('form', { class: 'discover', 'aria-label': 'Discover an instance' },
     h('label', {}, 'Discover an instance'), host, h('span', { class: 'colon' }, ':'), port, submit);
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
-    const target = { host: host.value.trim(), port: Number(port.value) };
+    const target = hostAndPort(host.value, Number(port.value));
     if (!target.host) return;
+    // Shown as given, so what was discovered is what was typed.
+    port.value = String(target.port);
     submit.disabled = true;
     await act({
       working: `Discovering ${target.host}:${target.port}…`,
@@ -701,9 +733,13 @@ function dashboardPage() {
   }).catch(() => fill(automatic));
 
   const announcements = h('div', { class: 'alerts announcements' });
+  const typing = h('input', { type: 'checkbox', name: 'type-to-confirm', checked: typeToConfirm() ? true : null });
+  typing.addEventListener('change', () => localStorage.setItem(TYPE_TO_CONFIRM, typing.checked ? 'yes' : 'no'));
+  const typingLabel = h('label', { class: 'preference muted small', title: 'A preference of this browser only' }, typing,
+    ' Ask me to type the cluster\'s name before a switchover or a recovery');
   fill(main, h('section', { class: 'dashboard' },
     h('div', { class: 'page-head' }, h('h1', {}, 'Clusters'), count, h('span', { class: 'spacer' }), automatic),
-    announcements, form, list));
+    announcements, form, list, typingLabel));
   loadAutomatic();
 
   let drawn = null;
@@ -738,8 +774,8 @@ function dashboardPage() {
 }
 
 /** One cluster: its tree, live; what is wrong; routing; recent recoveries. */
-function clusterPage(name) {
-  let selected = null;
+function clusterPage(name, preselected = null) {
+  let selected = preselected;
   let lastKeys = [];
   const head = h('div', { class: 'cluster-head' });
   const alerts = h('div', { class: 'alerts' });
@@ -757,10 +793,12 @@ function clusterPage(name) {
     h('nav', { class: 'crumbs' }, h('a', { href: '#/' }, 'Clusters'), ' › ', h('span', {}, name)),
     head, alerts, hint, h('div', { class: 'workspace' }, canvas, panel), findings, routing, recent));
 
-  const select = (key) => {
+  const select = (key, byKeyboard = false) => {
     selected = selected === key ? null : key;
     drawn.tree = null;
     update();
+    // From the keyboard, the focus follows into the panel that opened.
+    if (byKeyboard && selected && !panel.hidden) panel.querySelector('h2').focus();
   };
   const drop = (dragged, target, onPrimary) => {
     const detail = state.details.get(name);
@@ -820,8 +858,11 @@ function clusterPage(name) {
       drawn.alerts = alertSig;
       const banners = [recoveryBanner(name, detail.unacknowledged, detail)];
       if (detail.recovery_refused) {
+        // The agent's refusal ends with what to type in a shell; here the buttons say it.
+        const why = detail.coverage && detail.coverage.state !== 'on' && detail.recovery_refused.startsWith(detail.coverage.why)
+          ? detail.coverage.why : detail.recovery_refused;
         banners.push(h('div', { class: 'banner banner-refused', role: 'alert', 'data-kind': 'recovery-refused' }, icon('refused'),
-          h('span', {}, h('strong', {}, 'Automatic recovery refused: '), detail.recovery_refused),
+          h('span', {}, h('strong', {}, 'Automatic recovery refused: '), why),
           /\back\b|acknowledg/i.test(detail.recovery_refused) ? button('Acknowledge…', () => acknowledge(name), 'small') : null,
           /disabled|recovery enable/i.test(detail.recovery_refused) ? button('Turn it on…', () => setAutomatic(true), 'small') : null));
       }
@@ -999,6 +1040,9 @@ function drawPanel(panel, detail, key, close) {
   const rows = [];
   const row = (label, value, cls) => { if (value !== null && value !== undefined && value !== '') rows.push(h('dt', {}, label), h('dd', { class: cls || '' }, value)); };
   row('Role', ROLE_LABEL[view.role]);
+  if (facts && view.unreachable_since) {
+    row('Facts below', `as last seen${view.last_seen ? ` at ${clock(view.last_seen).slice(11)}` : ''}: it does not answer now`, 'last-seen');
+  }
   if (facts) {
     row('Version', `${facts.flavor === 'mysql' ? 'MySQL' : 'MariaDB'} ${facts.version.full}`);
     row('Server id', String(facts.server_id));
@@ -1036,7 +1080,7 @@ function drawPanel(panel, detail, key, close) {
   const badges = badgesOf(view);
   fill(panel,
     h('div', { class: 'panel-head' }, h('span', { class: 'role' }, ROLE_LABEL[view.role]), h('span', { class: 'spacer' }), closeButton),
-    h('h2', { class: 'mono' }, key),
+    h('h2', { class: 'mono', tabindex: -1 }, key),
     badges.length ? h('div', { class: 'badges' }, badges.map((b) => h('span', { class: `badge badge-${b.kind}`, title: b.title }, icon(b.icon), b.text))) : null,
     view.findings.length ? h('ul', { class: 'panel-findings' }, view.findings.filter((f) => !(view.fenced && f.code === 'PrimaryReadOnly')).map((f) => h('li', {}, f.message, f.detail ? h('code', { class: 'detail' }, f.detail) : null))) : null,
     h('div', { class: 'panel-actions' }, actions),
@@ -1169,7 +1213,7 @@ function auditPage(cluster) {
     h('span', { class: 'spacer' }), clusterFilter(cluster, go));
   drawHead();
   const status = h('div', {}, waiting());
-  fill(main, h('section', { class: 'audit-page' }, head, status, table));
+  fill(main, h('section', { class: 'audit-page' }, head, status, h('div', { class: 'table-scroll' }, table)));
   const load = async () => {
     try {
       const records = await api.get(`/api/v1/audit?limit=300${cluster ? `&cluster=${api.enc(cluster)}` : ''}`, { quiet: true });
@@ -1191,6 +1235,89 @@ function auditPage(cluster) {
   };
 }
 
+/** What is wrong anywhere: every problem and finding of every cluster, worst first. */
+function problemsPage() {
+  const body = h('tbody', {});
+  const status = h('div', {}, waiting());
+  fill(main, h('section', { class: 'problems-page' },
+    h('div', { class: 'page-head' }, h('h1', {}, 'Problems'), h('span', { class: 'muted' }, 'everything wrong in every cluster, problems first')),
+    status, h('table', { class: 'problems-table' },
+      h('thead', {}, h('tr', {}, ['Severity', 'Cluster', 'Instance', 'What'].map((t) => h('th', {}, t)))), body)));
+  // Polling, only the watched cluster's detail comes by itself: the others in trouble
+  // are read here, at most every 5 s.
+  const fetched = new Map();
+  let lastFetch = 0;
+  const fetchTroubled = async () => {
+    if (!feed.polling || Date.now() - lastFetch < 5000) return;
+    lastFetch = Date.now();
+    for (const c of state.summaries.filter((s) => s.health.status !== 'ok')) {
+      try { fetched.set(c.name, await api.get(`/api/v1/clusters/${api.enc(c.name)}`, { quiet: true })); } catch { /* shown as it was */ }
+    }
+    drawn = null;
+    update();
+  };
+  let drawn = null;
+  const update = () => {
+    fetchTroubled();
+    const details = state.summaries.map((c) => state.details.get(c.name) || fetched.get(c.name)).filter(Boolean);
+    const rows = [];
+    for (const d of details) {
+      for (const p of d.problems.filter((x) => !FINDING_PROBLEMS.includes(x.code))) {
+        rows.push({ rank: 3, severity: 'problem', cluster: d.name, instance: p.instance, text: `${words(p.code)}: ${p.explanation}` });
+      }
+      if (d.recovery_refused) rows.push({ rank: 2, severity: 'warning', cluster: d.name, instance: d.primary, text: `Automatic recovery refused: ${d.recovery_refused}` });
+      for (const f of d.findings) rows.push({ rank: f.severity === 'problem' ? 3 : 1, severity: f.severity, cluster: d.name, instance: f.instance, text: f.message });
+    }
+    rows.sort((a, b) => (b.rank - a.rank) || a.cluster.localeCompare(b.cluster) || a.instance.localeCompare(b.instance));
+    const signature = JSON.stringify([state.heard, rows]);
+    if (signature === drawn) return;
+    drawn = signature;
+    if (!state.heard) return;
+    status.replaceChildren(rows.length ? '' : h('p', { class: 'all-good' }, icon('ok'), `Nothing wrong in ${plural(state.summaries.length, 'cluster')}.`));
+    fill(body, rows.map((r) => h('tr', { class: `finding-${r.severity}`, dataset: { cluster: r.cluster } },
+      h('td', {}, h('span', { class: `sev-label sev-label-${r.severity}` }, icon(r.severity === 'problem' ? 'problem' : 'warning'), r.severity === 'problem' ? 'Problem' : 'Warning')),
+      h('td', {}, h('a', { href: `#/cluster/${encodeURIComponent(r.cluster)}` }, r.cluster)),
+      h('td', { class: 'mono' }, h('a', { href: `#/cluster/${encodeURIComponent(r.cluster)}?select=${encodeURIComponent(r.instance)}` }, r.instance)),
+      h('td', { class: 'what' }, r.text))));
+  };
+  return { name: 'problems', update };
+}
+
+/** The header's count of clusters with problems, and the names the search offers. */
+function updateHeader() {
+  const troubled = state.summaries.filter((c) => c.health.status === 'problem').length;
+  const count = document.getElementById('problem-count');
+  count.hidden = troubled === 0;
+  count.textContent = String(troubled);
+  const names = [...state.summaries.map((c) => c.name), ...[...state.details.values()].flatMap((d) => d.instances.map((v) => v.key))];
+  const list = document.getElementById('known-names');
+  const signature = names.join(' ');
+  if (list.dataset.names !== signature) {
+    list.dataset.names = signature;
+    fill(list, [...new Set(names)].map((n) => h('option', { value: n })));
+  }
+}
+
+// An instance (host:port) or a cluster by name: the cluster's page, the instance chosen.
+document.getElementById('search').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const input = event.target.elements.find;
+  const wanted = input.value.trim();
+  if (!wanted) return;
+  if (state.summaries.some((c) => c.name === wanted)) {
+    location.hash = `#/cluster/${encodeURIComponent(wanted)}`;
+    input.value = '';
+    return;
+  }
+  try {
+    const view = await api.get(`/api/v1/instances/${api.enc(wanted)}`, { quiet: true });
+    location.hash = `#/cluster/${encodeURIComponent(view.cluster)}?select=${encodeURIComponent(view.key)}`;
+    input.value = '';
+  } catch (error) {
+    notice('error', `${wanted}: ${error.message}`);
+  }
+});
+
 // ---------------------------------------------------------------- routing
 
 function route() {
@@ -1201,9 +1328,10 @@ function route() {
   const [where, query] = hash.split('?');
   const params = new URLSearchParams(query || '');
   const parts = where.split('/').filter(Boolean).map(decodeURIComponent);
-  if (parts[0] === 'cluster' && parts[1]) page = clusterPage(parts[1]);
+  if (parts[0] === 'cluster' && parts[1]) page = clusterPage(parts[1], params.get('select'));
   else if (parts[0] === 'recoveries') page = recoveriesPage(params.get('cluster') || '');
   else if (parts[0] === 'audit') page = auditPage(params.get('cluster') || '');
+  else if (parts[0] === 'problems') page = problemsPage();
   else page = dashboardPage();
   for (const link of document.querySelectorAll('[data-nav]')) {
     link.classList.toggle('current', link.dataset.nav === page.name);

@@ -110,13 +110,25 @@ export function ago(iso, now = Date.now()) {
   return `${span(now - at)} ago`;
 }
 
-/** A local date and time, to the second: "2026-11-23 09:29:38". */
+/** The browser's offset from UTC at `at`, as "UTC" or "UTC+01:00". */
+function zone(at) {
+  const offset = -at.getTimezoneOffset();
+  if (offset === 0) return 'UTC';
+  const pad = (n) => String(n).padStart(2, '0');
+  const abs = Math.abs(offset);
+  return `UTC${offset > 0 ? '+' : '-'}${pad(Math.floor(abs / 60))}:${pad(abs % 60)}`;
+}
+
+/**
+ * A local date and time, to the second, with its zone: "2026-11-23 09:29:38 UTC".
+ * `.slice(11)` of it is the time with its zone.
+ */
 export function clock(iso) {
   if (!iso) return '';
   const at = new Date(iso);
   if (Number.isNaN(at.getTime())) return iso;
   const pad = (n) => String(n).padStart(2, '0');
-  return `${at.getFullYear()}-${pad(at.getMonth() + 1)}-${pad(at.getDate())} ${pad(at.getHours())}:${pad(at.getMinutes())}:${pad(at.getSeconds())}`;
+  return `${at.getFullYear()}-${pad(at.getMonth() + 1)}-${pad(at.getDate())} ${pad(at.getHours())}:${pad(at.getMinutes())}:${pad(at.getSeconds())} ${zone(at)}`;
 }
 
 /** Milliseconds as a person reads them: "61 ms", "1.2 s". */

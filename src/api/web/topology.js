@@ -126,8 +126,10 @@ export function instanceBox(view, { draggable, selected }) {
     const flavour = facts.flavor === 'mysql' ? 'MySQL' : 'MariaDB';
     const gtid = facts.gtid && (facts.gtid.flavor === 'mariadb' || String(facts.gtid.mode).toUpperCase() === 'ON') ? 'GTID' : 'no GTID';
     lines.push(h('div', { class: 'inst-meta' }, `${flavour} ${facts.version.major}.${facts.version.minor}.${facts.version.patch}`, sep(), facts.log_bin ? facts.binlog_format : 'binlog off', sep(), gtid, sep(), semiSyncText(facts, view.role)));
+    // What a server that does not answer said before: labelled so, never shown as now.
+    if (unreachable) lines.push(h('div', { class: 'inst-meta last-seen' }, 'facts when last seen'));
     const r = facts.replication;
-    if (r) {
+    if (r && !unreachable) {
       const lag = r.seconds_behind_source;
       const lagText = lag === null || lag === undefined ? 'lag unknown' : `lag ${lag} s`;
       lines.push(h('div', { class: 'inst-repl' }, thread('IO', r.io_running), thread('SQL', r.sql_running ? 'yes' : 'no'),
@@ -214,6 +216,10 @@ export function drawTree(canvas, detail, { selected, select, drop }) {
 }
 
 function drawEdgesNow(board, svg, edges) {
+  // Measured without the old drawing: an edge layer as large as the board was before
+  // would keep the board that large (scrollbars with nothing to scroll to).
+  svg.setAttribute('width', 0);
+  svg.setAttribute('height', 0);
   const origin = board.getBoundingClientRect();
   svg.setAttribute('width', board.scrollWidth);
   svg.setAttribute('height', board.scrollHeight);
@@ -252,7 +258,7 @@ function enableDrag(board, detail, { select, drop }) {
     const box = event.target.closest && event.target.closest('.inst');
     if (box && (event.key === 'Enter' || event.key === ' ')) {
       event.preventDefault();
-      select(box.dataset.key);
+      select(box.dataset.key, true);
     }
   });
   board.addEventListener('pointerdown', (event) => {
