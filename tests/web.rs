@@ -12,7 +12,9 @@
 //! fenced; the recovery is then announced (on the cluster and the dashboard) until it is
 //! acknowledged. Whether automatic recovery covers a cluster shows before anything
 //! fails. A cluster without an alias, renamed by its failover, is found under its old
-//! name ("formerly") with its history. A page of another origin (and a DNS-rebinding name) cannot make the agent
+//! name ("formerly") with its history. After a kill -9 under an open page the routing
+//! panel names the new writer within a second of the tree. The layout is checked at
+//! 1400, 800 and 390 px, light and dark. A page of another origin (and a DNS-rebinding name) cannot make the agent
 //! switch over, recover, or turn automatic recovery off, though the agent has no token.
 //!
 //! Screenshots of every step land in `target/web-tests/<test>/` — look at them.
@@ -38,6 +40,7 @@ on_every_flavor!(
     a_dead_primary_is_recovered_from_the_page_to_the_replica_chosen,
     a_cluster_renamed_by_its_failover_keeps_its_history,
     the_layout_fits_at_every_width_light_and_dark,
+    after_a_kill_the_routing_panel_follows_the_tree_within_a_second,
 );
 
 /// Long enough for every step's own 30 s patience, short enough to end a hung browser.
@@ -84,6 +87,12 @@ fn prerequisites() {
 /// Runs `node web-tests/<script> <args>` and panics with its output unless it exits 0;
 /// returns what it printed.
 async fn run_script(script: &str, args: &[String]) -> String {
+    run_script_and(script, args, "", || {}).await
+}
+
+/// As `run_script`, and calls `act` once the script prints a line `cue` (at once when
+/// `cue` is empty): for what only the test may do, such as killing a server.
+async fn run_script_and(script: &str, args: &[String], cue: &str, act: impl FnOnce()) -> String {
     let mut command = tokio::process::Command::new("node");
     command
         .arg(root().join("web-tests").join(script))
@@ -92,14 +101,36 @@ async fn run_script(script: &str, args: &[String]) -> String {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let child = command
+    let mut child = command
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start node web-tests/{script}: {e}"));
+    let mut before = String::new();
+    if cue.is_empty() {
+        act();
+    } else {
+        use tokio::io::AsyncBufReadExt;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let mut act = Some(act);
+        // Everything it prints is read here, to its end; `act` runs at the cue.
+        let _ = tokio::time::timeout(SCRIPT_TIMEOUT, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                before.push_str(&line);
+                before.push('\n');
+                if line == cue {
+                    if let Some(act) = act.take() {
+                        act();
+                    }
+                }
+            }
+        })
+        .await;
+    }
     let output = tokio::time::timeout(SCRIPT_TIMEOUT, child.wait_with_output())
         .await
         .unwrap_or_else(|_| panic!("web-tests/{script} did not finish in {SCRIPT_TIMEOUT:?}"))
         .expect("node's output");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = before + &String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");
     assert!(
@@ -108,7 +139,7 @@ async fn run_script(script: &str, args: &[String]) -> String {
         args.join(" "),
         output.status
     );
-    stdout.into_owned()
+    stdout
 }
 
 /// The page is served by the agent itself, with types and cache validators.
@@ -168,6 +199,31 @@ async fn the_page_shows_the_tree_live_and_acts_on_it(flavor: Flavor) {
     run_script(
         "topology.mjs",
         &[url, "t".into(), out.display().to_string()],
+    )
+    .await;
+}
+
+/// A kill -9 of the primary under an open page, with automatic recovery on: the tree
+/// and, within a second of it, the routing panel name the new primary, with no reload
+/// (`web-tests/killed.mjs`).
+async fn after_a_kill_the_routing_panel_follows_the_tree_within_a_second(flavor: Flavor) {
+    prerequisites();
+    let topology = TestTopology::start(flavor, 2).await;
+    let watcher = watch(
+        &topology,
+        vec![topology.key("node1")],
+        automatic_recovery(&topology),
+    )
+    .await;
+    probed(&watcher.agent.discovery, 3).await;
+    let url = format!("http://{}", watcher.agent.api_address);
+    let out = output_dir(&format!("killed-{flavor}"));
+    let mut sandbox = topology.sandbox.clone();
+    run_script_and(
+        "killed.mjs",
+        &[url, "t".into(), out.display().to_string()],
+        "watching",
+        move || sandbox.kill("node1").expect("kill node1"),
     )
     .await;
 }
