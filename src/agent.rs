@@ -63,6 +63,7 @@ impl RunningAgent {
     /// before it creates its store or connects to any server.
     pub async fn start(settings: &Settings) -> Result<RunningAgent, AgentError> {
         let config = &settings.config;
+        raise_file_limit();
         let listener = tokio::net::TcpListener::bind(settings.api_listen)
             .await
             .map_err(|source| AgentError::Listen {
@@ -309,5 +310,43 @@ async fn prune_store(store: Store, retention: Retention) {
             Ok(Err(error)) => tracing::warn!("cannot delete old history: {error}"),
             Err(_) => return,
         }
+    }
+}
+
+/// Every watched instance takes two connections (the poller's and the liveness watch's):
+/// the common soft limit of 1,024 open files runs out near 500 instances. Raises the
+/// soft limit to the hard one, and says how many instances that allows.
+fn raise_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if !read {
+        return;
+    }
+    let was = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            limit.rlim_cur = was;
+        }
+    }
+    let instances = limit.rlim_cur.saturating_sub(256) / 2;
+    if limit.rlim_cur != was {
+        tracing::info!(
+            from = was,
+            to = limit.rlim_cur,
+            "raised the open-file limit (RLIMIT_NOFILE): enough for about {instances} instances at two connections each"
+        );
+    }
+    if instances < 1_000 {
+        tracing::warn!(
+            limit = limit.rlim_cur,
+            "this agent may open only {} files: enough for about {instances} instances at two connections each; raise the hard limit (LimitNOFILE= in a systemd unit, ulimit -Hn) to watch more",
+            limit.rlim_cur
+        );
     }
 }

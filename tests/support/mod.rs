@@ -9,10 +9,12 @@
 
 pub mod agent_process;
 pub mod consul;
+pub mod fleet;
 pub mod proxy;
 pub mod proxysql;
 pub mod real_proxysql;
 pub mod stack;
+pub mod wire;
 
 use mysql_async::prelude::Queryable;
 use pointsman::agent::RunningAgent;

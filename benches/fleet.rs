@@ -1,0 +1,390 @@
+//! What one agent costs as the fleet grows (`cargo bench --bench fleet`): the real
+//! `pointsman run` process watching simulated MySQL 9.7 fleets
+//! (`tests/support/fleet.rs`) of 100, 1,000 and 3,000 instances in clusters of three
+//! (BENCH_SIZES, comma-separated), polling every second. For each size, once every
+//! instance is probed and steady for BENCH_SECONDS (default 20):
+//!
+//! - the agent's CPU (% of one core) and RSS, read from /proc; the simulator's CPU apart
+//!   (this process);
+//! - statements per instance per second, and the CPU each probe costs;
+//! - probe latency p50/p99 (the agent's `pointsman_poll_seconds`), and how old the
+//!   newest facts of sampled instances are (every instance probed every second?);
+//! - `GET /api/v1/clusters` and one cluster's detail, median of 10;
+//! - kill -9 → new primary writable for one cluster, median of BENCH_FAILOVERS (10),
+//!   and 10 clusters killed at once → all writable.
+//!
+//! Every instance listens on its own 127.B.x.y:3306. The simulator holds a listening
+//! socket and two connections per instance, the agent two connections: a size that
+//! needs more file descriptors than this process may open is skipped, saying so.
+
+// The bench uses the part of the test support that starts, kills and reads a fleet.
+#[allow(dead_code)]
+#[path = "../tests/support/fleet.rs"]
+mod fleet;
+#[allow(dead_code)]
+#[path = "../tests/support/wire.rs"]
+mod wire;
+
+use fleet::{Fleet, FleetOptions};
+use std::time::{Duration, Instant};
+
+const USER: &str = "pointsman";
+const PASSWORD: &str = "fleet-bench";
+
+#[derive(Default)]
+struct Row {
+    instances: usize,
+    agent_cpu: f64,
+    agent_rss: f64,
+    fleet_cpu: f64,
+    statements_per_instance: f64,
+    cpu_per_probe_ms: f64,
+    probe_p50_ms: f64,
+    probe_p99_ms: f64,
+    oldest_facts_ms: f64,
+    api_clusters_ms: f64,
+    api_cluster_ms: f64,
+    failover_median_ms: f64,
+    failover_n: usize,
+    ten_at_once_ms: f64,
+    skipped: Option<String>,
+}
+
+#[tokio::main]
+async fn main() {
+    let sizes: Vec<usize> = std::env::var("BENCH_SIZES")
+        .unwrap_or_else(|_| "100,1000,3000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let seconds: u64 = env_number("BENCH_SECONDS", 20);
+    let failovers: usize = env_number("BENCH_FAILOVERS", 10);
+    pointsman::routing::consul::install_crypto_provider();
+    let files = raise_file_limit();
+    let mut rows = Vec::new();
+    for size in sizes {
+        let clusters = size.div_ceil(3);
+        let needed = clusters * 3 * 3 + 200;
+        if needed as u64 > files {
+            rows.push(Row {
+                instances: clusters * 3,
+                skipped: Some(format!(
+                    "not run: the simulator needs about {needed} file descriptors, this process may open {files}"
+                )),
+                ..Row::default()
+            });
+            continue;
+        }
+        rows.push(measure(clusters, seconds, failovers).await);
+    }
+    print_table(&rows, seconds);
+}
+
+fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to its hard limit; returns the limit.
+fn raise_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    limit.rlim_cur
+}
+
+async fn measure(clusters: usize, seconds: u64, failovers: usize) -> Row {
+    let fleet = Fleet::start(FleetOptions {
+        clusters,
+        replicas: 2,
+        user: USER.into(),
+        password: PASSWORD.into(),
+    })
+    .await
+    .expect("the fleet listens");
+    let instances = clusters * 3;
+    let dir = tempfile::Builder::new()
+        .prefix("pm-fleet-")
+        .tempdir_in("/tmp")
+        .expect("temp dir");
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        probe.local_addr().expect("address").port()
+    };
+    let seeds: Vec<String> = fleet
+        .primaries()
+        .iter()
+        .map(|k| format!("\"{k}\""))
+        .collect();
+    let config = dir.path().join("fleet.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[mysql]\nuser = \"{USER}\"\npassword = \"{PASSWORD}\"\n[discovery]\nseeds = [{}]\npoll_interval = \"1s\"\n\
+             [store]\npath = \"{}\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n[log]\nlevel = \"error\"\n\
+             [recovery]\nauto_clusters = [\".\"]\nreplication_user = \"repl\"\nreplication_password = \"repl-bench\"\n",
+            seeds.join(", "),
+            dir.path().join("fleet.db").display()
+        ),
+    )
+    .expect("write config");
+    let mut agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_pointsman"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the agent");
+    let pid = agent.id().expect("pid");
+    let api = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+
+    // Every instance probed, every cluster whole.
+    let started = Instant::now();
+    loop {
+        if let Ok(summaries) = get_json(&http, &format!("{api}/api/v1/clusters")).await {
+            let list = summaries.as_array().cloned().unwrap_or_default();
+            let whole = list
+                .iter()
+                .filter(|c| {
+                    c["instance_count"].as_u64() == Some(3) && c["health"]["status"] == "ok"
+                })
+                .count();
+            if whole == clusters {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120 + instances as u64 / 20),
+            "the agent did not see {clusters} healthy clusters; the fleet: {:?}",
+            fleet.statements()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // The steady state.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let (agent_start, fleet_start) = (cpu_ticks(pid), cpu_ticks(std::process::id()));
+    let (answered_start, _, _) = fleet.statements();
+    let steady = Instant::now();
+    let mut rss: f64 = 0.0;
+    while steady.elapsed() < Duration::from_secs(seconds) {
+        rss = rss.max(rss_mib(pid));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let elapsed = steady.elapsed().as_secs_f64();
+    let agent_cpu_seconds = (cpu_ticks(pid) - agent_start) as f64 / ticks;
+    let fleet_cpu_seconds = (cpu_ticks(std::process::id()) - fleet_start) as f64 / ticks;
+    let (answered_end, _, _) = fleet.statements();
+    let probes = instances as f64 * elapsed; // one probe per instance per second
+
+    let metrics = http
+        .get(format!("{api}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let mut poll: Vec<f64> = metrics
+        .lines()
+        .filter(|l| l.starts_with("pointsman_poll_seconds{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|s| s * 1000.0)
+        .collect();
+    poll.sort_by(f64::total_cmp);
+
+    // How old the facts of sampled clusters are now.
+    let names: Vec<String> = fleet
+        .primaries()
+        .into_iter()
+        .step_by((clusters / 20).max(1))
+        .collect();
+    let mut oldest: f64 = 0.0;
+    for name in &names {
+        if let Ok(detail) = get_json(&http, &format!("{api}/api/v1/clusters/{name}")).await {
+            for view in detail["instances"].as_array().cloned().unwrap_or_default() {
+                if let Some(seen) = view["last_seen"]
+                    .as_str()
+                    .and_then(|t| humantime::parse_rfc3339(t).ok())
+                {
+                    let age = std::time::SystemTime::now()
+                        .duration_since(seen)
+                        .unwrap_or_default();
+                    oldest = oldest.max(age.as_secs_f64() * 1000.0);
+                }
+            }
+        }
+    }
+
+    let api_clusters_ms = median_ms(&http, &format!("{api}/api/v1/clusters"), 10).await;
+    let api_cluster_ms = median_ms(&http, &format!("{api}/api/v1/clusters/{}", names[0]), 10).await;
+
+    // Failovers, one cluster at a time, then ten at once; never the same cluster twice.
+    let mut primaries = fleet.primaries().into_iter();
+    let mut took: Vec<f64> = Vec::new();
+    for _ in 0..failovers.min(clusters.saturating_sub(10)) {
+        let primary = primaries.next().expect("a cluster left");
+        let successors = replicas_of(&fleet, &primary);
+        let killed = Instant::now();
+        fleet.kill(&primary);
+        if let Some(ms) = until_writable(&fleet, &successors, killed, Duration::from_secs(30)).await
+        {
+            took.push(ms);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    took.sort_by(f64::total_cmp);
+    let ten: Vec<String> = primaries.by_ref().take(10).collect();
+    let killed = Instant::now();
+    let mut waiting = Vec::new();
+    for primary in &ten {
+        waiting.push(replicas_of(&fleet, primary));
+        fleet.kill(primary);
+    }
+    let mut ten_at_once: f64 = 0.0;
+    for successors in &waiting {
+        if let Some(ms) = until_writable(&fleet, successors, killed, Duration::from_secs(30)).await
+        {
+            ten_at_once = ten_at_once.max(ms);
+        } else {
+            ten_at_once = f64::INFINITY;
+        }
+    }
+
+    let _ = agent.start_kill();
+    let _ = agent.wait().await;
+    Row {
+        instances,
+        agent_cpu: agent_cpu_seconds / elapsed * 100.0,
+        agent_rss: rss,
+        fleet_cpu: fleet_cpu_seconds / elapsed * 100.0,
+        statements_per_instance: (answered_end - answered_start) as f64
+            / elapsed
+            / instances as f64,
+        cpu_per_probe_ms: agent_cpu_seconds / probes * 1000.0,
+        probe_p50_ms: percentile(&poll, 0.50),
+        probe_p99_ms: percentile(&poll, 0.99),
+        oldest_facts_ms: oldest,
+        api_clusters_ms,
+        api_cluster_ms,
+        failover_median_ms: percentile(&took, 0.50),
+        failover_n: took.len(),
+        ten_at_once_ms: if ten.is_empty() {
+            f64::NAN
+        } else {
+            ten_at_once
+        },
+        skipped: None,
+    }
+}
+
+/// The replicas of the cluster whose primary is `primary` (the fleet lays clusters out
+/// primary first).
+fn replicas_of(fleet: &Fleet, primary: &str) -> Vec<String> {
+    let keys = fleet.keys();
+    let at = keys
+        .iter()
+        .position(|k| k == primary)
+        .expect("a primary of the fleet");
+    keys[at + 1..at + 3].to_vec()
+}
+
+/// Milliseconds from `since` until one of `candidates` is writable, polled every ms.
+async fn until_writable(
+    fleet: &Fleet,
+    candidates: &[String],
+    since: Instant,
+    within: Duration,
+) -> Option<f64> {
+    while since.elapsed() < within {
+        if candidates.iter().any(|c| fleet.writable(c)) {
+            return Some(since.elapsed().as_secs_f64() * 1000.0);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    None
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> Result<serde_json::Value, reqwest::Error> {
+    http.get(url).send().await?.error_for_status()?.json().await
+}
+
+async fn median_ms(http: &reqwest::Client, url: &str, n: usize) -> f64 {
+    let mut times = Vec::new();
+    for _ in 0..n {
+        let started = Instant::now();
+        let _ = http
+            .get(url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status());
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    percentile(&times, 0.5)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process runs");
+    let after = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn print_table(rows: &[Row], seconds: u64) {
+    println!("\nfleet benchmark: simulated MySQL 9.7, clusters of 3, 1 s polling, {seconds} s steady state, 2 cores shared with the simulator");
+    println!("| instances | agent CPU (% of a core) | agent RSS | simulator CPU | statements / instance / s | agent CPU per probe | probe p50 / p99 | oldest facts | GET /clusters | GET one cluster | kill → writable (median, n) | 10 killed at once → all writable |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for row in rows {
+        if let Some(why) = &row.skipped {
+            println!("| {} | {why} |||||||||||", row.instances);
+            continue;
+        }
+        println!(
+            "| {} | {:.1} % | {:.0} MiB | {:.1} % | {:.1} | {:.3} ms | {:.1} / {:.1} ms | {:.0} ms | {:.1} ms | {:.1} ms | {:.0} ms (n={}) | {:.0} ms |",
+            row.instances,
+            row.agent_cpu,
+            row.agent_rss,
+            row.fleet_cpu,
+            row.statements_per_instance,
+            row.cpu_per_probe_ms,
+            row.probe_p50_ms,
+            row.probe_p99_ms,
+            row.oldest_facts_ms,
+            row.api_clusters_ms,
+            row.api_cluster_ms,
+            row.failover_median_ms,
+            row.failover_n,
+            row.ten_at_once_ms
+        );
+    }
+}
