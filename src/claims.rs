@@ -66,21 +66,42 @@ struct Book {
 #[derive(Debug, Default)]
 pub struct Companions {
     last_together: HashMap<InstanceKey, HashMap<InstanceKey, Instant>>,
+    /// When what is too old was last forgotten: the whole book is swept once per
+    /// `COMPANION_MEMORY`, not at every cluster weighed (that would cost the square of
+    /// the fleet per judgement).
+    swept: Option<Instant>,
 }
 
 impl Companions {
-    /// Notes that `members` are one cluster at `now`, and forgets what is too old.
+    /// Notes that `members` are one cluster at `now`; now and then forgets what is too
+    /// old (`widen` never counts it meanwhile).
     pub fn saw(&mut self, members: &[InstanceKey], now: Instant) {
         for member in members {
-            let together = self.last_together.entry(member.clone()).or_default();
+            if !self.last_together.contains_key(member) {
+                self.last_together.insert(member.clone(), HashMap::new());
+            }
+            let together = self.last_together.get_mut(member).expect("inserted above");
             for other in members.iter().filter(|other| *other != member) {
-                together.insert(other.clone(), now);
+                // Keys are cloned only when first seen together: this runs for every
+                // cluster at every judgement.
+                match together.get_mut(other) {
+                    Some(seen) => *seen = now,
+                    None => {
+                        together.insert(other.clone(), now);
+                    }
+                }
             }
         }
-        self.last_together.retain(|_, together| {
-            together.retain(|_, seen| now.saturating_duration_since(*seen) < COMPANION_MEMORY);
-            !together.is_empty()
-        });
+        let due = self
+            .swept
+            .is_none_or(|swept| now.saturating_duration_since(swept) >= COMPANION_MEMORY);
+        if due {
+            self.swept = Some(now);
+            self.last_together.retain(|_, together| {
+                together.retain(|_, seen| now.saturating_duration_since(*seen) < COMPANION_MEMORY);
+                !together.is_empty()
+            });
+        }
     }
 
     /// `members` and every instance seen in one cluster with one of them within

@@ -15,7 +15,7 @@ use crate::mysql::probe::probe;
 use crate::mysql::{ConnectSettings, Connection, MysqlError};
 use crate::store::{AuditEntry, Store};
 use crate::topology::{Instance, InstanceFacts, InstanceKey, Snapshot};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
@@ -73,7 +73,7 @@ pub fn start(options: DiscoveryOptions, seeds: Vec<InstanceKey>, store: Store) -
     let (command_tx, command_rx) = mpsc::channel(64);
     let (report_tx, report_rx) = mpsc::channel(1024);
     let owner = Owner {
-        instances: BTreeMap::new(),
+        instances: imbl::OrdMap::new(),
         pollers: HashMap::new(),
         options: options.clone(),
         semaphore: Arc::new(Semaphore::new(options.max_concurrent_probes)),
@@ -204,7 +204,7 @@ impl Poller {
 }
 
 struct Owner {
-    instances: BTreeMap<InstanceKey, Instance>,
+    instances: imbl::OrdMap<InstanceKey, Instance>,
     pollers: HashMap<InstanceKey, Poller>,
     options: DiscoveryOptions,
     semaphore: Arc<Semaphore>,

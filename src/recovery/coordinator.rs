@@ -106,6 +106,17 @@ impl Uncovered {
     }
 }
 
+/// After a judgement that took `took`, waits twice as long before the next one (when it
+/// took a millisecond or more): snapshots arrive after every probe, and judging each of
+/// them in turn would keep a core busy on a large fleet. A judgement then takes at most a
+/// third of a core, sees every change made meanwhile at once, and a small fleet (whose
+/// judgements take microseconds) is never held back.
+pub(crate) async fn pace(took: Duration) {
+    if took >= Duration::from_millis(1) {
+        tokio::time::sleep((took * 2).min(Duration::from_millis(100))).await;
+    }
+}
+
 /// How long a second writable primary and its cluster's primary are probed again for,
 /// before the stale one is fenced.
 const STALE_PRIMARY_PROBE_WAIT: Duration = Duration::from_secs(2);
@@ -252,7 +263,9 @@ impl Coordinator {
             }
             leading = leads;
             let snapshot = snapshots.borrow_and_update().clone();
+            let started = Instant::now();
             self.consider(&snapshot);
+            pace(started.elapsed()).await;
         }
     }
 
@@ -1282,15 +1295,17 @@ impl Coordinator {
                 }
             });
         }
+        // The store is read only for a primary that came back read-only: not for every
+        // cluster at every judgement.
+        let Some(key) = back_read_only.iter().find(|k| **k == cluster.primary) else {
+            return;
+        };
         let Ok(fenced) = self.store.fenced() else {
             return;
         };
         let fenced: Vec<InstanceKey> = fenced.into_iter().map(|f| f.instance).collect();
-        for key in back_read_only.iter().filter(|k| **k == cluster.primary) {
-            self.state().writers.settled(key);
-            if !restarted_without_failover(key, snapshot, clusters, &fenced) {
-                continue;
-            }
+        self.state().writers.settled(key);
+        if restarted_without_failover(key, snapshot, clusters, &fenced) {
             let this = self.clone();
             let key = key.clone();
             let cluster_name = cluster.name.clone();

@@ -737,7 +737,9 @@ async fn plan_routes(inner: Arc<Inner>) {
     let mut snapshots = inner.discovery.subscribe();
     let mut stopping = inner.stopping.subscribe();
     loop {
+        let started = std::time::Instant::now();
         inner.refresh().await;
+        crate::recovery::coordinator::pace(started.elapsed()).await;
         tokio::select! {
             changed = snapshots.changed() => {
                 if changed.is_err() {

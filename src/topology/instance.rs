@@ -4,7 +4,6 @@
 
 use super::gtid::{GtidSet, MariadbGtidList};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
@@ -404,10 +403,12 @@ impl Instance {
     }
 }
 
-/// All known instances at one moment.
+/// All known instances at one moment. The map shares its structure with the snapshots
+/// before and after it: publishing one after a probe copies nothing but the path to
+/// the instance that changed, whatever the size of the fleet.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
-    pub instances: BTreeMap<InstanceKey, Instance>,
+    pub instances: imbl::OrdMap<InstanceKey, Instance>,
 }
 
 impl Snapshot {
