@@ -273,7 +273,8 @@ impl Fleet {
         let index = self.index(key);
         let mut state = lock(&self.state);
         state.instances[index].frozen = frozen;
-        state.instances[index].generation.send_modify(|g| *g += 0);
+        // Wakes its tasks without moving the generation: they look at `frozen` again.
+        state.instances[index].generation.send_modify(|_| {});
     }
 
     /// Whether the instance takes writes (read_only OFF) and replicates from nobody.
