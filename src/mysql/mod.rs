@@ -164,6 +164,46 @@ impl Connection {
         Ok(rows.iter().map(text_row).collect())
     }
 
+    /// Runs several statements in one round trip (the protocol's multi-statement query)
+    /// and returns each one's rows, in order, under one query timeout. An error names
+    /// the statement that failed; the server runs none after it.
+    pub async fn query_all(
+        &mut self,
+        statements: &[&str],
+    ) -> Result<Vec<Vec<TextRow>>, MysqlError> {
+        let key = self.key.clone();
+        let query = statements.join(";\n");
+        let conn = &mut self.conn;
+        let collected = within(&key, &query, self.query_timeout, async {
+            let mut sets: Vec<Vec<TextRow>> = Vec::with_capacity(statements.len());
+            let mut result = match conn.query_iter(query.as_str()).await {
+                Ok(result) => result,
+                Err(error) => return Err((0, error)),
+            };
+            while sets.len() < statements.len() {
+                match result.collect::<Row>().await {
+                    Ok(rows) => sets.push(rows.iter().map(text_row).collect()),
+                    Err(error) => return Err((sets.len(), error)),
+                }
+            }
+            result
+                .drop_result()
+                .await
+                .map_err(|error| (sets.len(), error))?;
+            Ok(sets)
+        })
+        .await?;
+        collected.map_err(|(failed, error)| MysqlError::Query {
+            instance: key,
+            statement: statements
+                .get(failed)
+                .copied()
+                .unwrap_or_default()
+                .to_string(),
+            message: driver_message(&error),
+        })
+    }
+
     /// Runs a statement that returns no rows.
     pub async fn execute(&mut self, statement: &str) -> Result<(), MysqlError> {
         self.query(statement).await.map(|_| ())

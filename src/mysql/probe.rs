@@ -1,5 +1,6 @@
 //! One probe of one instance: the handful of statements that tell pointsman what the
-//! instance is, how it replicates and who replicates from it.
+//! instance is, how it replicates and who replicates from it, sent together in one
+//! round trip (a second only when a stopped applier's failed worker must be named).
 
 use super::dialect::{self, BINLOG_DUMP_THREADS, SEMI_SYNC_STATUS, SEMI_SYNC_VARIABLES};
 use super::parse::{self, ParseError};
@@ -16,7 +17,20 @@ pub async fn probe(conn: &mut Connection) -> Result<InstanceFacts, MysqlError> {
         message: e.to_string(),
     };
 
-    let variables_rows = conn.query(dialect.variables).await?;
+    // Everything in one round trip; the heartbeat counters of a server that replicates
+    // from no one are simply no rows.
+    let mut statements = vec![dialect.variables, dialect.replica_status];
+    statements.extend(dialect.heartbeats);
+    statements.extend([
+        SEMI_SYNC_VARIABLES,
+        SEMI_SYNC_STATUS,
+        dialect.replicas,
+        BINLOG_DUMP_THREADS,
+    ]);
+    let mut sets = conn.query_all(&statements).await?.into_iter();
+    let mut next = || sets.next().unwrap_or_default();
+
+    let variables_rows = next();
     let variables_row = variables_rows
         .first()
         .ok_or_else(|| MysqlError::Unexpected {
@@ -30,16 +44,26 @@ pub async fn probe(conn: &mut Connection) -> Result<InstanceFacts, MysqlError> {
     }
     .map_err(|e| unexpected(dialect.variables, e))?;
 
-    let status_rows = conn.query(dialect.replica_status).await?;
+    let status_rows = next();
     let mut replication = parse::default_channel(&status_rows)
         .map(parse::replica_status)
         .transpose()
         .map_err(|e| unexpected(dialect.replica_status, e))?;
-    if let (Some(status), Some(statement)) = (replication.as_mut(), dialect.heartbeats) {
-        let (beats, period) = parse::mysql_heartbeats(&conn.query(statement).await?);
+    let heartbeat_rows = dialect.heartbeats.map(|_| next());
+    if let (Some(status), Some(rows)) = (replication.as_mut(), heartbeat_rows) {
+        let (beats, period) = parse::mysql_heartbeats(&rows);
         status.received_heartbeats = beats;
         status.heartbeat_period = period;
     }
+
+    let mut semi_sync_rows = next();
+    semi_sync_rows.extend(next());
+
+    let mut replicas = parse::replica_hosts(&next());
+    let dump_hosts = parse::binlog_dump_hosts(&next());
+    add_unreported_replicas(&mut replicas, &dump_hosts, conn.key.port);
+
+    // Only a stopped applier with an error is asked which worker failed (MySQL).
     if let (Some(status), Some(statement)) = (replication.as_mut(), dialect.worker_error) {
         if !status.sql_running && status.last_sql_errno != 0 {
             if let Some((errno, error)) = parse::worker_error(&conn.query(statement).await?) {
@@ -48,13 +72,6 @@ pub async fn probe(conn: &mut Connection) -> Result<InstanceFacts, MysqlError> {
             }
         }
     }
-
-    let mut semi_sync_rows = conn.query(SEMI_SYNC_VARIABLES).await?;
-    semi_sync_rows.extend(conn.query(SEMI_SYNC_STATUS).await?);
-
-    let mut replicas = parse::replica_hosts(&conn.query(dialect.replicas).await?);
-    let dump_hosts = parse::binlog_dump_hosts(&conn.query(BINLOG_DUMP_THREADS).await?);
-    add_unreported_replicas(&mut replicas, &dump_hosts, conn.key.port);
 
     Ok(InstanceFacts {
         flavor: conn.flavor,

@@ -16,8 +16,9 @@
 //! started again, or frozen (it accepts, and answers nothing, as a stopped process).
 
 use super::wire::{
-    err_payload, greeting, native_password_token, native_token, nonce, ok_payload, parse_login,
-    read_packet, rows_packets, Outgoing, CLIENT_SSL, COM_INIT_DB, COM_PING, COM_QUERY, COM_QUIT,
+    err_payload, greeting, native_password_token, native_token, nonce, ok_payload, ok_payload_then,
+    parse_login, read_packet, result_set, Outgoing, CLIENT_SSL, COM_INIT_DB, COM_PING, COM_QUERY,
+    COM_QUIT,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -483,42 +484,52 @@ async fn connection(
             COM_PING | COM_INIT_DB => out.packet(&ok_payload(0)),
             COM_QUERY => {
                 let query = String::from_utf8_lossy(body).into_owned();
-                shared.answered.fetch_add(1, Ordering::Relaxed);
-                let answer = answer(&mut lock(state), &shared.templates, index, id, &query);
-                let answer = match answer {
-                    Answer::Sleep(duration) => {
-                        // Parked: answered after `duration`, or never if it is killed.
-                        tokio::select! {
-                            _ = tokio::time::sleep(duration) => {}
-                            _ = killed(state, index, &mut generation) => return Ok(()),
+                // Several statements in one query (CLIENT_MULTI_STATEMENTS): one
+                // result set each, in order, until the first error, as a server does.
+                let statements = split_statements(&query);
+                let last = statements.len().saturating_sub(1);
+                for (position, statement) in statements.into_iter().enumerate() {
+                    shared.answered.fetch_add(1, Ordering::Relaxed);
+                    let answer = answer(&mut lock(state), &shared.templates, index, id, statement);
+                    let answer = match answer {
+                        Answer::Sleep(duration) => {
+                            // Parked: answered after `duration`, or never if it is killed.
+                            tokio::select! {
+                                _ = tokio::time::sleep(duration) => {}
+                                _ = killed(state, index, &mut generation) => return Ok(()),
+                            }
+                            lock(state).instances[index].parked.remove(&id);
+                            Answer::Rows(
+                                vec![format!("SLEEP({})", duration.as_secs())],
+                                vec![vec![Some("0".into())]],
+                            )
                         }
-                        lock(state).instances[index].parked.remove(&id);
-                        Answer::Rows(
-                            vec![format!("SLEEP({})", duration.as_secs())],
-                            vec![vec![Some("0".into())]],
-                        )
-                    }
-                    other => other,
-                };
-                match answer {
-                    Answer::Ok => out.packet(&ok_payload(0)),
-                    Answer::Rows(columns, rows) => {
-                        let rows: Vec<Vec<Option<Vec<u8>>>> = rows
-                            .into_iter()
-                            .map(|row| row.into_iter().map(|v| v.map(String::into_bytes)).collect())
-                            .collect();
-                        rows_packets(&mut out, &columns, &rows);
-                    }
-                    Answer::Error(code, message) => {
-                        if code == 1064 {
-                            let mut unknown =
-                                shared.unknown.lock().unwrap_or_else(|p| p.into_inner());
-                            unknown.0 += 1;
-                            unknown.1 = query.clone();
+                        other => other,
+                    };
+                    let more = position < last;
+                    match answer {
+                        Answer::Ok => out.packet(&ok_payload_then(0, more)),
+                        Answer::Rows(columns, rows) => {
+                            let rows: Vec<Vec<Option<Vec<u8>>>> = rows
+                                .into_iter()
+                                .map(|row| {
+                                    row.into_iter().map(|v| v.map(String::into_bytes)).collect()
+                                })
+                                .collect();
+                            result_set(&mut out, &columns, &rows, more);
                         }
-                        out.packet(&err_payload(code, "42000", &message));
+                        Answer::Error(code, message) => {
+                            if code == 1064 {
+                                let mut unknown =
+                                    shared.unknown.lock().unwrap_or_else(|p| p.into_inner());
+                                unknown.0 += 1;
+                                unknown.1 = statement.to_string();
+                            }
+                            out.packet(&err_payload(code, "42000", &message));
+                            break;
+                        }
+                        Answer::Sleep(_) => unreachable!("answered above"),
                     }
-                    Answer::Sleep(_) => unreachable!("answered above"),
                 }
             }
             _ => out.packet(&err_payload(1047, "08S01", "Unknown command")),
@@ -561,6 +572,34 @@ fn quoted_after<'a>(query: &'a str, after: &str) -> Option<&'a str> {
     let open = rest.find('\'')? + 1;
     let close = rest[open..].find('\'')? + open;
     Some(&rest[open..close])
+}
+
+/// The statements of a query, split at the semicolons outside quotes; empty ones (a
+/// trailing semicolon) are left out.
+fn split_statements(query: &str) -> Vec<&str> {
+    let mut statements = Vec::new();
+    let mut quote = None;
+    let mut start = 0;
+    for (at, c) in query.char_indices() {
+        match (quote, c) {
+            (None, '\'' | '"' | '`') => quote = Some(c),
+            (Some(open), _) if c == open => quote = None,
+            (None, ';') => {
+                statements.push(&query[start..at]);
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    statements.push(&query[start..]);
+    let mut statements: Vec<&str> = statements
+        .into_iter()
+        .filter(|s| !s.trim().is_empty())
+        .collect();
+    if statements.is_empty() {
+        statements.push(query);
+    }
+    statements
 }
 
 /// What instance `index` answers to `query` on connection `id`.

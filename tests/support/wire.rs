@@ -132,10 +132,20 @@ pub fn put_lenenc_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 pub fn ok_payload(affected_rows: u64) -> Vec<u8> {
+    ok_payload_then(affected_rows, false)
+}
+
+/// An OK of one statement of several; `more`: another result follows.
+pub fn ok_payload_then(affected_rows: u64, more: bool) -> Vec<u8> {
+    let status = if more {
+        STATUS_FLAGS | MORE_RESULTS
+    } else {
+        STATUS_FLAGS
+    };
     let mut p = vec![0x00];
     put_lenenc_int(&mut p, affected_rows);
     put_lenenc_int(&mut p, 0); // last insert id
-    p.extend_from_slice(&STATUS_FLAGS.to_le_bytes());
+    p.extend_from_slice(&status.to_le_bytes());
     p.extend_from_slice(&0u16.to_le_bytes()); // warnings
     p
 }
@@ -150,8 +160,15 @@ pub fn err_payload(code: u16, sqlstate: &str, message: &str) -> Vec<u8> {
 }
 
 pub fn eof_payload() -> Vec<u8> {
+    eof_with(STATUS_FLAGS)
+}
+
+/// SERVER_MORE_RESULTS_EXISTS: another result set of the same query follows.
+pub const MORE_RESULTS: u16 = 0x0008;
+
+fn eof_with(status: u16) -> Vec<u8> {
     let mut p = vec![0xfe, 0, 0]; // no warnings
-    p.extend_from_slice(&STATUS_FLAGS.to_le_bytes());
+    p.extend_from_slice(&status.to_le_bytes());
     p
 }
 
@@ -318,6 +335,17 @@ pub fn parse_login(payload: &[u8]) -> Option<Login> {
 
 /// A text result set: the column count, the columns, EOF, the rows, EOF.
 pub fn rows_packets(out: &mut Outgoing, columns: &[String], rows: &[Vec<Option<Vec<u8>>>]) {
+    result_set(out, columns, rows, false);
+}
+
+/// A text result set of a query of several statements; `more`: another follows (its
+/// last EOF says SERVER_MORE_RESULTS_EXISTS).
+pub fn result_set(
+    out: &mut Outgoing,
+    columns: &[String],
+    rows: &[Vec<Option<Vec<u8>>>],
+    more: bool,
+) {
     let mut count = Vec::new();
     put_lenenc_int(&mut count, columns.len() as u64);
     out.packet(&count);
@@ -335,7 +363,12 @@ pub fn rows_packets(out: &mut Outgoing, columns: &[String], rows: &[Vec<Option<V
         }
         out.packet(&p);
     }
-    out.packet(&eof_payload());
+    let status = if more {
+        STATUS_FLAGS | MORE_RESULTS
+    } else {
+        STATUS_FLAGS
+    };
+    out.packet(&eof_with(status));
 }
 
 /// The client's mysql_native_password token: the one it logged in with, or, when it
