@@ -370,6 +370,7 @@ mod tests {
     fn snapshot(instances: Vec<crate::topology::Instance>) -> Snapshot {
         Snapshot {
             instances: instances.into_iter().map(|i| (i.key.clone(), i)).collect(),
+            shape: 0,
         }
     }
 

@@ -577,6 +577,7 @@ mod tests {
                 .into_iter()
                 .map(|i| (i.key.clone(), i))
                 .collect(),
+            shape: 0,
         };
         let rules = ProblemRules {
             findings: FindingRules::default(),
@@ -624,6 +625,7 @@ mod tests {
             .into_iter()
             .map(|i| (i.key.clone(), i))
             .collect(),
+            shape: 0,
         };
         let details = cluster_details(
             &snapshot,

@@ -14,7 +14,8 @@ use crate::claims::Claims;
 use crate::mysql::probe::probe;
 use crate::mysql::{ConnectSettings, Connection, MysqlError};
 use crate::store::{AuditEntry, Store};
-use crate::topology::{Instance, InstanceFacts, InstanceKey, Snapshot};
+use crate::topology::cluster::ClusterAlias;
+use crate::topology::{ClusterMemo, ClusterView, Instance, InstanceFacts, InstanceKey, Snapshot};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -39,6 +40,7 @@ pub struct DiscoveryHandle {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     commands: mpsc::Sender<Command>,
     options: DiscoveryOptions,
+    clusters: Arc<ClusterMemo>,
 }
 
 enum Command {
@@ -80,9 +82,11 @@ pub fn start(options: DiscoveryOptions, seeds: Vec<InstanceKey>, store: Store) -
         reports: report_tx,
         snapshot: snapshot_tx,
         store,
+        shape: 1,
     };
     tokio::spawn(owner.run(seeds, command_rx, report_rx));
     DiscoveryHandle {
+        clusters: Arc::default(),
         snapshots: snapshot_rx,
         commands: command_tx,
         options,
@@ -90,6 +94,12 @@ pub fn start(options: DiscoveryOptions, seeds: Vec<InstanceKey>, store: Store) -
 }
 
 impl DiscoveryHandle {
+    /// The clusters of `snapshot` (one this handle gave), grouped again only when the
+    /// trees changed shape: whoever asks shares the grouping.
+    pub fn clusters(&self, snapshot: &Snapshot, aliases: &[ClusterAlias]) -> Arc<Vec<ClusterView>> {
+        self.clusters.clusters(snapshot, aliases)
+    }
+
     /// The latest snapshot; cheap (an `Arc` clone).
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshots.borrow().clone()
@@ -211,6 +221,8 @@ struct Owner {
     reports: mpsc::Sender<ProbeReport>,
     snapshot: watch::Sender<Arc<Snapshot>>,
     store: Store,
+    /// `Snapshot::shape`: moves on whenever an instance comes, goes or changes source.
+    shape: u64,
 }
 
 impl Owner {
@@ -294,6 +306,7 @@ impl Owner {
         self.instances
             .entry(key.clone())
             .or_insert_with(|| Instance::new(key.clone()));
+        self.shape += 1;
         let wake = Arc::new(Notify::new());
         let poller = Poller {
             probing: tokio::spawn(poll_instance(
@@ -318,6 +331,7 @@ impl Owner {
             poller.stop();
         }
         let known = self.instances.remove(key).is_some();
+        self.shape += 1;
         if let Err(error) = self.store.forget_instance(key) {
             tracing::error!(%error, instance = %key, "cannot forget instance in the store");
         }
@@ -329,7 +343,7 @@ impl Owner {
         if !self.pollers.contains_key(&key) {
             return; // forgotten while its probe was running
         }
-        let neighbours = {
+        let (neighbours, moved) = {
             let Some(instance) = self.instances.get_mut(&key) else {
                 return;
             };
@@ -345,6 +359,8 @@ impl Owner {
                         .map(|r| r.source.clone())
                         .chain(facts.replicas.iter().cloned())
                         .collect();
+                    let source = facts.replication.as_ref().map(|r| &r.source);
+                    let moved = instance.source() != source;
                     instance.facts = Some(facts);
                     instance.last_seen = Some(at);
                     instance.unreachable_since = None;
@@ -352,7 +368,7 @@ impl Owner {
                     if took > Duration::ZERO {
                         instance.probe_millis = Some(took.as_millis() as u64);
                     }
-                    neighbours
+                    (neighbours, moved)
                 }
                 Err(error) => {
                     if instance.unreachable_since.is_none() {
@@ -361,10 +377,13 @@ impl Owner {
                     }
                     instance.last_failure = Some(at);
                     instance.last_error = Some(error);
-                    Vec::new()
+                    (Vec::new(), false)
                 }
             }
         };
+        if moved {
+            self.shape += 1;
+        }
         for neighbour in neighbours {
             self.track(neighbour, &key.to_string());
         }
@@ -373,6 +392,7 @@ impl Owner {
     fn publish(&self) {
         self.snapshot.send_replace(Arc::new(Snapshot {
             instances: self.instances.clone(),
+            shape: self.shape,
         }));
     }
 }

@@ -368,6 +368,7 @@ mod tests {
     fn findings_of(instances: Vec<Instance>) -> Vec<Finding> {
         let snapshot = Snapshot {
             instances: instances.into_iter().map(|i| (i.key.clone(), i)).collect(),
+            shape: 0,
         };
         let clusters = build_clusters(&snapshot, &[]);
         assert_eq!(clusters.len(), 1, "one cluster expected");

@@ -498,6 +498,7 @@ mod tests {
                 .map(fresh)
                 .map(|i| (i.key.clone(), i))
                 .collect(),
+            shape: 0,
         };
         let clusters = build_clusters(&snapshot, &[]);
         assert_eq!(clusters.len(), 1, "one cluster expected");
@@ -668,6 +669,7 @@ mod tests {
                 .into_iter()
                 .map(|i| (i.key.clone(), i))
                 .collect(),
+            shape: 0,
         };
         let cluster = &build_clusters(&snapshot, &[])[0];
         let found = cluster_problems(
@@ -719,6 +721,7 @@ mod tests {
             .map(fresh)
             .map(|i| (i.key.clone(), i))
             .collect(),
+            shape: 0,
         };
         let cluster = &build_clusters(&snapshot, &[])[0];
         let found = cluster_problems(
@@ -754,6 +757,7 @@ mod tests {
                 .into_iter()
                 .map(|i| (i.key.clone(), i))
                 .collect(),
+                shape: 0,
             };
             let clusters = build_clusters(&snapshot, &aliases);
             multiple_primaries(&clusters, &snapshot, &aliases)
@@ -786,6 +790,7 @@ mod tests {
             .into_iter()
             .map(|i| (i.key.clone(), i))
             .collect(),
+            shape: 0,
         };
         let clusters = build_clusters(&snapshot, &aliases);
         assert!(multiple_primaries(&clusters, &snapshot, &aliases).is_empty());

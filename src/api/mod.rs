@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::SystemTime;
 use views::{
-    cluster_details, former_names, unacknowledged_recovery, ClusterDetail, ClusterSummary,
-    FencedMark, InstanceMarks, InstanceView,
+    details_of, former_names, unacknowledged_recovery, ClusterDetail, ClusterSummary, FencedMark,
+    InstanceMarks, InstanceView,
 };
 
 /// What every handler needs.
@@ -68,13 +68,16 @@ impl ApiState {
                 .collect(),
             downtimes: self.store.downtimes(now).unwrap_or_default(),
         };
-        let mut details = cluster_details(
-            &self.discovery.snapshot(),
+        let snapshot = self.discovery.snapshot();
+        let mut details = details_of(
+            &snapshot,
+            &self.discovery.clusters(&snapshot, &self.aliases),
             &self.aliases,
             &self.rules,
             &marks,
             now,
         );
+        let facts = self.coordinator.gate_facts();
         for detail in &mut details {
             detail.recovery_refused = self.coordinator.refusal(&detail.name);
             let members: Vec<InstanceKey> = detail
@@ -83,6 +86,7 @@ impl ApiState {
                 .map(|v| v.instance.key.clone())
                 .collect();
             detail.coverage = Some(self.coordinator.coverage(
+                &facts,
                 &detail.name,
                 detail.alias.as_deref(),
                 &members,

@@ -6,7 +6,7 @@
 use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::recovery::operate::OperateError;
 use crate::recovery::plan::{plan_promotion, CandidateVerdict, PlanError};
-use crate::topology::{build_clusters, InstanceKey};
+use crate::topology::InstanceKey;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -130,9 +130,12 @@ async fn candidates(
     Path(name): Path<String>,
 ) -> ApiResult<Candidates> {
     let snapshot = state.discovery.snapshot();
-    let cluster = build_clusters(&snapshot, &state.aliases)
-        .into_iter()
+    let cluster = state
+        .discovery
+        .clusters(&snapshot, &state.aliases)
+        .iter()
         .find(|c| c.name == name)
+        .cloned()
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,

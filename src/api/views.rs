@@ -10,7 +10,9 @@ use crate::analysis::{
 use crate::recovery::coverage::Coverage;
 use crate::store::recovery::{Downtime, RecoveryRecord, RecoveryStatus};
 use crate::topology::cluster::ClusterAlias;
-use crate::topology::{build_clusters, ClusterTreeNode, Instance, InstanceKey, Snapshot};
+use crate::topology::{
+    build_clusters, ClusterTreeNode, ClusterView, Instance, InstanceKey, Snapshot,
+};
 use serde::{Deserialize, Serialize};
 use std::time::SystemTime;
 
@@ -186,12 +188,24 @@ pub fn cluster_details(
     now: SystemTime,
 ) -> Vec<ClusterDetail> {
     let clusters = build_clusters(snapshot, aliases);
-    let doubled = crate::analysis::multiple_primaries(&clusters, snapshot, aliases);
+    details_of(snapshot, &clusters, aliases, rules, marks, now)
+}
+
+/// As `cluster_details`, for the clusters of `snapshot` already grouped.
+pub fn details_of(
+    snapshot: &Snapshot,
+    clusters: &[ClusterView],
+    aliases: &[ClusterAlias],
+    rules: &ProblemRules,
+    marks: &InstanceMarks,
+    now: SystemTime,
+) -> Vec<ClusterDetail> {
+    let doubled = crate::analysis::multiple_primaries(clusters, snapshot, aliases);
     let details = clusters
-        .into_iter()
+        .iter()
         .map(|cluster| {
-            let findings = cluster_findings(&cluster, snapshot, &rules.findings, now);
-            let mut problems = cluster_problems(&cluster, snapshot, rules, now);
+            let findings = cluster_findings(cluster, snapshot, &rules.findings, now);
+            let mut problems = cluster_problems(cluster, snapshot, rules, now);
             problems.extend(
                 doubled
                     .iter()
@@ -233,10 +247,10 @@ pub fn cluster_details(
                 .collect();
             ClusterDetail {
                 health: summarize(&findings),
-                name: cluster.name,
-                alias: cluster.alias,
-                primary: cluster.primary,
-                tree: cluster.tree,
+                name: cluster.name.clone(),
+                alias: cluster.alias.clone(),
+                primary: cluster.primary.clone(),
+                tree: cluster.tree.clone(),
                 instances,
                 findings,
                 problems,
@@ -423,6 +437,7 @@ mod tests {
                 .into_iter()
                 .map(|i| (i.key.clone(), i))
                 .collect(),
+            shape: 0,
         };
         let rules = ProblemRules::default();
         let marks = InstanceMarks {

@@ -8,7 +8,7 @@
 //! always recover by hand. Old primaries stay fenced: whenever one answers and is
 //! writable, it is set read_only at once.
 
-use super::coverage::{Coverage, CoverageState};
+use super::coverage::{uncovered, Coverage, CoverageState, GateFacts, Uncovered};
 use super::execute::{Executor, StepLog};
 use super::hooks::{run_hooks, HookContext, HookPoint, HookRun, Hooks};
 use super::journal_mirror::JournalMirror;
@@ -22,7 +22,7 @@ use crate::store::recovery::{RecoveryRecord, RecoveryStatus};
 use crate::store::{AuditEntry, Store};
 use crate::topology::cluster::writable_root;
 use crate::topology::cluster::ClusterAlias;
-use crate::topology::{build_clusters, ClusterView, InstanceKey, Snapshot};
+use crate::topology::{ClusterView, InstanceKey, Snapshot};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -84,26 +84,6 @@ struct State {
     persisting: HashMap<InstanceKey, Instant>,
     /// Second writable primaries being probed again before they are fenced.
     checking: HashSet<InstanceKey>,
-}
-
-/// Why automatic recovery would not act on a failure now (`Coordinator::uncovered`).
-struct Uncovered {
-    state: CoverageState,
-    why: String,
-    /// What an operator can do about it, as the CLI says it (empty: nothing to do).
-    what_to_do: String,
-    until: Option<SystemTime>,
-}
-
-impl Uncovered {
-    fn unknown(why: String) -> Uncovered {
-        Uncovered {
-            state: CoverageState::Unknown,
-            why,
-            what_to_do: String::new(),
-            until: None,
-        }
-    }
 }
 
 /// After a judgement that took `took`, waits twice as long before the next one (when it
@@ -271,20 +251,26 @@ impl Coordinator {
 
     /// The problems of every cluster now.
     pub fn problems(&self, snapshot: &Snapshot) -> Vec<(ClusterView, Vec<Problem>)> {
-        let clusters = build_clusters(snapshot, &self.aliases);
-        let doubled = multiple_primaries(&clusters, snapshot, &self.aliases);
+        let clusters = self.discovery.clusters(snapshot, &self.aliases);
+        let judged = self.judge(snapshot, &clusters);
+        clusters.iter().cloned().zip(judged).collect()
+    }
+
+    /// The problems of each of `clusters` (of `snapshot`), in their order.
+    fn judge(&self, snapshot: &Snapshot, clusters: &[ClusterView]) -> Vec<Vec<Problem>> {
+        let doubled = multiple_primaries(clusters, snapshot, &self.aliases);
+        let now = SystemTime::now();
         clusters
-            .into_iter()
+            .iter()
             .map(|cluster| {
-                let mut problems =
-                    cluster_problems(&cluster, snapshot, &self.rules, SystemTime::now());
+                let mut problems = cluster_problems(cluster, snapshot, &self.rules, now);
                 problems.extend(
                     doubled
                         .iter()
                         .filter(|p| p.cluster == cluster.name)
                         .cloned(),
                 );
-                (cluster, problems)
+                problems
             })
             .collect()
     }
@@ -297,14 +283,14 @@ impl Coordinator {
         // Watched by followers too, so that one that comes to lead knows it; what came
         // back read-only waits until this agent may act on its cluster.
         let back_read_only = self.state().writers.observe(snapshot);
-        let judged = self.problems(snapshot);
-        let clusters: Vec<ClusterView> = judged.iter().map(|(c, _)| c.clone()).collect();
-        for (cluster, problems) in judged {
+        let clusters = self.discovery.clusters(snapshot, &self.aliases);
+        let judged = self.judge(snapshot, &clusters);
+        for (cluster, problems) in clusters.iter().zip(judged) {
             // Without a shared lease: the agent lock says whether this agent, or another
             // one, acts on this cluster (said loudly, and always shown, failure or not).
-            let not_holding = self.weigh_claims(&cluster, snapshot);
+            let not_holding = self.weigh_claims(cluster, snapshot);
             if not_leading.is_none() && not_holding.is_none() {
-                self.keep_roles(&cluster, snapshot, &clusters, &back_read_only);
+                self.keep_roles(cluster, snapshot, &clusters, &back_read_only);
             }
             if !problems.iter().any(|p| p.code.needs_recovery()) {
                 let mut state = self.state();
@@ -322,14 +308,14 @@ impl Coordinator {
                 match problem.code {
                     ProblemCode::UnreachablePrimary
                     | ProblemCode::UnreachablePrimaryWithLaggingReplicas => {
-                        self.confirm(&cluster, &problem);
+                        self.confirm(cluster, &problem);
                     }
                     ProblemCode::MultiplePrimaries => {
                         self.say_once(&cluster.name, &problem, "detected", || {
                             problem.explanation.clone()
                         });
                         if not_leading.is_none() && not_holding.is_none() {
-                            self.fence_stale_primary(&cluster, &problem);
+                            self.fence_stale_primary(cluster, &problem);
                         }
                     }
                     code if code.needs_recovery() => {
@@ -341,7 +327,7 @@ impl Coordinator {
                         });
                         // Hooks are actions too: only the agent that acts runs them.
                         if first && not_leading.is_none() && not_holding.is_none() {
-                            self.failure_detected_hooks(&cluster, &problem);
+                            self.failure_detected_hooks(cluster, &problem);
                         }
                         if self.state().recovering.contains(&cluster.name) {
                             continue; // this very failure is being recovered
@@ -353,7 +339,7 @@ impl Coordinator {
                             .as_ref()
                             .map(|not| not.to_string())
                             .or_else(|| not_holding.clone())
-                            .or_else(|| self.automatic_refusal(&cluster, &problem))
+                            .or_else(|| self.automatic_refusal(cluster, &problem))
                             .or_else(|| self.waiting_to_retry(&cluster.name));
                         match &refusal {
                             Some(why) => {
@@ -561,13 +547,11 @@ impl Coordinator {
             return Ok(());
         };
         let snapshot = self.discovery.snapshot();
-        let Some(view) = build_clusters(&snapshot, &self.aliases)
-            .into_iter()
-            .find(|c| c.name == cluster)
-        else {
+        let clusters = self.discovery.clusters(&snapshot, &self.aliases);
+        let Some(view) = clusters.iter().find(|c| c.name == cluster) else {
             return Ok(());
         };
-        match crate::claims::standing(&view, &snapshot, claims).refusal(cluster) {
+        match crate::claims::standing(view, &snapshot, claims).refusal(cluster) {
             Some(why) => Err(why),
             None => Ok(()),
         }
@@ -632,94 +616,42 @@ impl Coordinator {
         members: &[InstanceKey],
         instance: &InstanceKey,
     ) -> Option<Uncovered> {
-        if !self.auto_clusters.iter().any(|f| f.matches(name, alias)) {
-            return Some(Uncovered {
-                state: CoverageState::NotCovered,
-                why: format!("cluster {name} is not in recovery.auto_clusters"),
-                what_to_do: format!(": recover it by hand with `pointsman recover {name}`"),
-                until: None,
-            });
-        }
-        match self.store.automatic_recovery_enabled() {
-            Ok(true) => {}
-            Ok(false) => {
-                return Some(Uncovered {
-                    state: CoverageState::Off,
-                    why: "automatic recovery is disabled".into(),
-                    what_to_do: " (`pointsman recovery enable` turns it on)".into(),
-                    until: None,
-                })
-            }
-            Err(error) => {
-                return Some(Uncovered::unknown(format!(
-                    "cannot read the recovery switch: {error}"
-                )))
-            }
-        }
-        let now = SystemTime::now();
-        if let Ok(downtimes) = self.store.downtimes(now) {
-            if let Some(downtime) = downtimes.iter().find(|d| &d.instance == instance) {
-                return Some(Uncovered {
-                    state: CoverageState::Downtimed,
-                    why: format!(
-                        "{instance} is downtimed until {} ({}, by {})",
-                        crate::topology::time::format(downtime.until),
-                        downtime.reason,
-                        downtime.owner
-                    ),
-                    what_to_do: String::new(),
-                    until: Some(downtime.until),
-                });
-            }
-        }
-        // Re-pointing the replicas of a fenced old primary promotes nothing: it finishes
-        // the last failover, so the block that failover set does not apply.
-        let fenced = self
-            .store
-            .fenced()
-            .is_ok_and(|list| list.iter().any(|f| &f.instance == instance));
-        if fenced {
-            return None;
-        }
-        // A cluster without an alias is renamed by its own failover: an earlier recovery
-        // of the same instances blocks as much as one under the same name.
-        let earlier = self
-            .store
-            .blocking_recovery(name, now - self.block_period)
-            .and_then(|by_name| match by_name {
-                Some(found) => Ok(Some(found)),
-                None => self
-                    .store
-                    .blocking_recovery_of(members, now - self.block_period),
-            });
-        match earlier {
-            Ok(Some(recovery)) => Some(Uncovered {
-                state: CoverageState::Blocked,
-                why: format!(
-                    "blocked: recovery {} of this cluster at {} is within recovery.block_period and not acknowledged",
-                    recovery.id,
-                    crate::topology::time::format(recovery.started_at),
-                ),
-                what_to_do: format!("; `pointsman ack {name}` allows the next one"),
-                until: Some(recovery.started_at + self.block_period),
-            }),
-            Ok(None) => None,
-            Err(error) => Some(Uncovered::unknown(format!(
-                "cannot read past recoveries: {error}"
-            ))),
-        }
+        uncovered(
+            &self.gate_facts(),
+            &self.auto_clusters,
+            self.block_period,
+            name,
+            alias,
+            members,
+            instance,
+        )
+    }
+
+    /// The store's facts that coverage rests on, read once for as many clusters as the
+    /// caller judges (`coverage`).
+    pub fn gate_facts(&self) -> GateFacts {
+        GateFacts::read(&self.store, self.block_period)
     }
 
     /// What automatic recovery would do if the primary of this cluster failed now, and
     /// which agent would act, for the page and the CLI to show before anything fails.
     pub fn coverage(
         &self,
+        facts: &GateFacts,
         name: &str,
         alias: Option<&str>,
         members: &[InstanceKey],
         primary: &InstanceKey,
     ) -> Coverage {
-        let mut coverage = match self.uncovered(name, alias, members, primary) {
+        let mut coverage = match uncovered(
+            facts,
+            &self.auto_clusters,
+            self.block_period,
+            name,
+            alias,
+            members,
+            primary,
+        ) {
             Some(u) => Coverage {
                 state: u.state,
                 why: u.why,
@@ -1176,10 +1108,11 @@ impl Coordinator {
                 .successor
         });
         let primary = successor.and_then(|successor| {
-            build_clusters(snapshot, &self.aliases)
-                .into_iter()
+            self.discovery
+                .clusters(snapshot, &self.aliases)
+                .iter()
                 .find(|c| c.members.contains(&successor))
-                .map(|c| c.primary)
+                .map(|c| c.primary.clone())
         });
         let Some(primary) = primary.filter(|p| snapshot.get(p).is_some_and(|i| i.is_reachable()))
         else {
@@ -1390,10 +1323,13 @@ impl Coordinator {
         cluster: &str,
         stale: &InstanceKey,
     ) -> Option<InstanceKey> {
-        let primary = build_clusters(&self.discovery.snapshot(), &self.aliases)
-            .into_iter()
+        let primary = self
+            .discovery
+            .clusters(&self.discovery.snapshot(), &self.aliases)
+            .iter()
             .find(|c| c.name == cluster)?
-            .primary;
+            .primary
+            .clone();
         self.discovery
             .probe_and_wait(
                 vec![stale.clone(), primary.clone()],
@@ -1401,15 +1337,16 @@ impl Coordinator {
             )
             .await;
         let snapshot = self.discovery.snapshot();
-        let view = build_clusters(&snapshot, &self.aliases)
-            .into_iter()
+        self.discovery
+            .clusters(&snapshot, &self.aliases)
+            .iter()
             .find(|c| c.name == cluster && c.primary == primary)?;
         let stale_facts = writable_root(&snapshot, stale)?;
-        let primary_facts = writable_root(&snapshot, &view.primary)?;
+        let primary_facts = writable_root(&snapshot, &primary)?;
         stale_facts
             .gtid
             .strictly_behind(&primary_facts.gtid)
-            .then_some(view.primary)
+            .then_some(primary)
     }
 
     /// Sets every fenced old primary that answers and is writable back to read_only.
@@ -1579,7 +1516,7 @@ impl Coordinator {
                 .find(|r| r.id == id)?
                 .successor
         });
-        let clusters = build_clusters(&snapshot, &self.aliases);
+        let clusters = self.discovery.clusters(&snapshot, &self.aliases);
         // The primary that replaced it: the successor's cluster now, or — for a fence no
         // failover set (a stale second primary) — the primary of the cluster it was in.
         let primary_key = match &successor {
@@ -1653,7 +1590,7 @@ mod tests {
     ) -> (Result<InstanceKey, String>, StepLog, Store) {
         let coordinator = fake.coordinator(dir);
         let snapshot = fake.snapshot();
-        let cluster = build_clusters(&snapshot, &[])
+        let cluster = crate::topology::build_clusters(&snapshot, &[])
             .into_iter()
             .find(|c| c.primary == key(1))
             .expect("the dead primary's cluster");

@@ -304,6 +304,7 @@ impl FakeTopology {
         });
         Snapshot {
             instances: instances.collect(),
+            shape: 0,
         }
     }
 

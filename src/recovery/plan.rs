@@ -421,6 +421,7 @@ mod tests {
         all.extend(instances);
         Snapshot {
             instances: all.into_iter().map(|i| (i.key.clone(), i)).collect(),
+            shape: 0,
         }
     }
 

@@ -132,6 +132,7 @@ mod tests {
     fn snapshot(instances: Vec<Instance>) -> Snapshot {
         Snapshot {
             instances: instances.into_iter().map(|i| (i.key.clone(), i)).collect(),
+            shape: 0,
         }
     }
 

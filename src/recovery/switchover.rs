@@ -1248,6 +1248,7 @@ mod tests {
             .into_iter()
             .map(|i| (i.key.clone(), i))
             .collect(),
+            shape: 0,
         };
         let clusters = build_clusters(&snapshot, &[]);
         let cluster = clusters

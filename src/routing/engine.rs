@@ -13,7 +13,7 @@ use crate::leader::Lease;
 use crate::store::routes::WriterDecision;
 use crate::store::{AuditEntry, Store, StoreError};
 use crate::topology::cluster::ClusterAlias;
-use crate::topology::{build_clusters, InstanceKey};
+use crate::topology::InstanceKey;
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -480,7 +480,7 @@ impl Inner {
     /// with are dropped.
     fn desired(&self) -> Result<BTreeMap<String, DesiredRoute>, StoreError> {
         let snapshot = self.discovery.snapshot();
-        let clusters = build_clusters(&snapshot, &self.aliases);
+        let clusters = self.discovery.clusters(&snapshot, &self.aliases);
         let fenced: Vec<(InstanceKey, String)> = self
             .store
             .fenced()?
@@ -704,11 +704,12 @@ impl Inner {
             return routes;
         };
         let snapshot = self.discovery.snapshot();
-        let views = build_clusters(&snapshot, &self.aliases);
+        let views = self.discovery.clusters(&snapshot, &self.aliases);
+        let by_name: HashMap<&str, &crate::topology::ClusterView> =
+            views.iter().map(|v| (v.name.as_str(), v)).collect();
         let acting = |cluster: &str| {
-            views
-                .iter()
-                .find(|v| v.name == cluster)
+            by_name
+                .get(cluster)
                 .is_some_and(|view| crate::claims::standing(view, &snapshot, claims).acting())
         };
         if routes.clusters.keys().all(|cluster| acting(cluster)) {

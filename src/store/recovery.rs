@@ -299,50 +299,21 @@ impl Store {
         Ok(counts)
     }
 
-    /// The newest recovery of `cluster` started at or after `since` that no operator has
-    /// acknowledged: while there is one, the cluster is not recovered automatically. Every
-    /// attempt counts, aborted or failed too (retrying a failed recovery every poll helps
-    /// no one); a planned switchover does not.
-    pub fn blocking_recovery(
+    /// Every recovery started at or after `since` that no operator has acknowledged,
+    /// newest first: while one of a cluster is there, the cluster is not recovered
+    /// automatically (`coverage::GateFacts::blocking`). Every attempt counts, aborted or
+    /// failed too (retrying a failed recovery every poll helps no one); a planned
+    /// switchover and a rolled-back recovery do not.
+    pub fn blocking_recoveries(
         &self,
-        cluster: &str,
         since: SystemTime,
-    ) -> Result<Option<RecoveryRecord>, StoreError> {
-        self.lock()
-            .query_row(
-                &format!(
-                    "SELECT {RECOVERY_COLUMNS} FROM recoveries
-                     WHERE cluster = ?1 AND started_at >= ?2 AND acknowledged_at IS NULL
-                       AND kind != 'switchover' AND status != 'rolled_back'
-                     ORDER BY started_at DESC LIMIT 1"
-                ),
-                params![cluster, time::format(since)],
-                recovery_from_row,
-            )
-            .optional()
-            .map_err(|e| self.error(e))
-    }
-
-    /// As `blocking_recovery`, for a recovery whose failed or promoted instance is one of
-    /// `members`, whatever the cluster was called then.
-    pub fn blocking_recovery_of(
-        &self,
-        members: &[InstanceKey],
-        since: SystemTime,
-    ) -> Result<Option<RecoveryRecord>, StoreError> {
-        Ok(self
-            .recoveries(None, 1000)?
-            .into_iter()
-            .filter(|r| {
-                r.started_at >= since
-                    && r.acknowledged_at.is_none()
-                    && r.kind != "switchover"
-                    && r.status != RecoveryStatus::RolledBack
-            })
-            .find(|r| {
-                members.contains(&r.failed)
-                    || r.successor.as_ref().is_some_and(|s| members.contains(s))
-            }))
+    ) -> Result<Vec<RecoveryRecord>, StoreError> {
+        self.recoveries_where(
+            "started_at >= ? AND acknowledged_at IS NULL
+             AND kind != 'switchover' AND status != 'rolled_back'",
+            &[time::format(since)],
+            10_000,
+        )
     }
 
     /// Acknowledges every unacknowledged recovery of `cluster`; returns how many.
@@ -557,18 +528,24 @@ mod tests {
 
         let hour_ago = now - Duration::from_secs(3600);
         let blocking = store
-            .blocking_recovery("orders", hour_ago)
+            .blocking_recoveries(hour_ago)
             .expect("query")
+            .into_iter()
+            .find(|r| r.cluster == "orders")
             .expect("blocked");
         assert_eq!(blocking.successor, Some(InstanceKey::new("db2", 3306)));
         assert_eq!(blocking.steps.len(), 1);
         assert!(store
-            .blocking_recovery("other", hour_ago)
+            .blocking_recoveries(hour_ago)
             .expect("query")
+            .into_iter()
+            .find(|r| r.cluster == "other")
             .is_none());
         assert!(store
-            .blocking_recovery("orders", now + Duration::from_secs(1))
+            .blocking_recoveries(now + Duration::from_secs(1))
             .expect("query")
+            .into_iter()
+            .find(|r| r.cluster == "orders")
             .is_none());
 
         assert_eq!(
@@ -576,8 +553,10 @@ mod tests {
             1
         );
         assert!(store
-            .blocking_recovery("orders", hour_ago)
+            .blocking_recoveries(hour_ago)
             .expect("query")
+            .into_iter()
+            .find(|r| r.cluster == "orders")
             .is_none());
         let listed = store.recoveries(Some("orders"), 10).expect("list");
         assert_eq!(listed[0].acknowledged_by.as_deref(), Some("dba"));
@@ -613,18 +592,18 @@ mod tests {
         store.update_recovery(&record).expect("update");
         let since = now - Duration::from_secs(60);
         assert!(store
-            .blocking_recovery("orders", since)
+            .blocking_recoveries(since)
             .expect("query")
-            .is_none());
-        assert!(store
-            .blocking_recovery_of(&[record.failed.clone()], since)
-            .expect("query")
+            .into_iter()
+            .find(|r| r.cluster == "orders")
             .is_none());
         record.status = RecoveryStatus::Interrupted;
         store.update_recovery(&record).expect("update");
         let blocking = store
-            .blocking_recovery("orders", since)
+            .blocking_recoveries(since)
             .expect("query")
+            .into_iter()
+            .find(|r| r.cluster == "orders")
             .expect("still blocks");
         assert_eq!(blocking.status, RecoveryStatus::Interrupted);
     }

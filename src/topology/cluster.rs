@@ -6,7 +6,8 @@
 
 use super::instance::{InstanceFacts, InstanceKey, Snapshot};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// One replication tree: the primary at its root, every replica below its source.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -38,6 +39,12 @@ pub struct ClusterAlias {
 
 /// Groups a snapshot into clusters, sorted by name.
 pub fn build_clusters(snapshot: &Snapshot, aliases: &[ClusterAlias]) -> Vec<ClusterView> {
+    group(snapshot, aliases).0
+}
+
+/// The clusters and whether their names rest on more than the trees' shape (an alias
+/// two trees claim goes to the one whose primary takes writes, which facts decide).
+fn group(snapshot: &Snapshot, aliases: &[ClusterAlias]) -> (Vec<ClusterView>, bool) {
     let roots: BTreeSet<InstanceKey> = snapshot
         .instances
         .keys()
@@ -70,9 +77,46 @@ pub fn build_clusters(snapshot: &Snapshot, aliases: &[ClusterAlias]) -> Vec<Clus
         })
         .collect();
 
-    apply_aliases(&mut clusters, aliases, snapshot);
+    let facts_matter = apply_aliases(&mut clusters, aliases, snapshot);
     clusters.sort_by(|a, b| a.name.cmp(&b.name));
-    clusters
+    (clusters, facts_matter)
+}
+
+/// The clusters of the last snapshot asked about, kept while the trees keep their shape
+/// (`Snapshot::shape`): snapshots come after every batch of probes, and regrouping
+/// thousands of instances for each would cost more than the probes. Shared by whoever
+/// groups the same snapshots with the same aliases (the coordinator, routing, the API).
+#[derive(Default)]
+pub struct ClusterMemo {
+    last: std::sync::Mutex<Option<Grouped>>,
+}
+
+struct Grouped {
+    shape: u64,
+    aliases: Vec<ClusterAlias>,
+    clusters: Arc<Vec<ClusterView>>,
+}
+
+impl ClusterMemo {
+    /// As `build_clusters`, done again only when the shape or the aliases changed (or
+    /// facts decide a contested alias, or the snapshot's shape is unknown).
+    pub fn clusters(&self, snapshot: &Snapshot, aliases: &[ClusterAlias]) -> Arc<Vec<ClusterView>> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(grouped) = last.as_ref() {
+            if snapshot.shape != 0 && grouped.shape == snapshot.shape && grouped.aliases == aliases
+            {
+                return grouped.clusters.clone();
+            }
+        }
+        let (clusters, facts_matter) = group(snapshot, aliases);
+        let clusters = Arc::new(clusters);
+        *last = (!facts_matter).then(|| Grouped {
+            shape: snapshot.shape,
+            aliases: aliases.to_vec(),
+            clusters: clusters.clone(),
+        });
+        clusters
+    }
 }
 
 /// Follows sources upwards. A cycle (co-primaries) is rooted at its smallest key so
@@ -128,15 +172,30 @@ fn flatten(node: &ClusterTreeNode, into: &mut Vec<InstanceKey>) {
 }
 
 /// When two trees claim the same alias (an old primary that left the tree, say), the
-/// larger tree keeps it and the other is named by its primary.
-fn apply_aliases(clusters: &mut [ClusterView], aliases: &[ClusterAlias], snapshot: &Snapshot) {
+/// larger tree keeps it and the other is named by its primary. True if any alias was
+/// claimed by two trees: then the facts (which root takes writes) decided.
+fn apply_aliases(
+    clusters: &mut [ClusterView],
+    aliases: &[ClusterAlias],
+    snapshot: &Snapshot,
+) -> bool {
+    if aliases.is_empty() {
+        return false;
+    }
+    let cluster_of: HashMap<&InstanceKey, usize> = clusters
+        .iter()
+        .enumerate()
+        .flat_map(|(index, c)| c.members.iter().map(move |m| (m, index)))
+        .collect();
+    let mut naming: Vec<Option<&str>> = vec![None; clusters.len()];
+    let mut facts_matter = false;
     for alias in aliases {
-        let candidates: Vec<usize> = clusters
+        let candidates: BTreeSet<usize> = alias
+            .instances
             .iter()
-            .enumerate()
-            .filter(|(_, c)| c.members.iter().any(|m| alias.instances.contains(m)))
-            .map(|(index, _)| index)
+            .filter_map(|key| cluster_of.get(key).copied())
             .collect();
+        facts_matter |= candidates.len() > 1;
         // Never a writable root that is a stale copy of another candidate's writable
         // root (an old primary back writable after a failover its agent forgot):
         // routes must not follow it, however large its tree. Then the larger tree; of
@@ -160,12 +219,16 @@ fn apply_aliases(clusters: &mut [ClusterView], aliases: &[ClusterAlias], snapsho
             )
         });
         if let Some(index) = best {
-            if clusters[index].alias.is_none() {
-                clusters[index].alias = Some(alias.alias.clone());
-                clusters[index].name = alias.alias.clone();
-            }
+            naming[index].get_or_insert(&alias.alias);
         }
     }
+    for (cluster, alias) in clusters.iter_mut().zip(naming) {
+        if let Some(alias) = alias {
+            cluster.alias = Some(alias.to_string());
+            cluster.name = alias.to_string();
+        }
+    }
+    facts_matter
 }
 
 /// The facts of `key` if it answers and takes writes as a primary: no source, read_only
@@ -198,6 +261,7 @@ mod tests {
             .into_iter()
             .map(|i| (i.key.clone(), i))
             .collect(),
+            shape: 0,
         };
         let clusters = build_clusters(&snapshot, &[]);
         assert_eq!(clusters.len(), 2);
@@ -207,6 +271,57 @@ mod tests {
         assert_eq!(first.tree.replicas[0].key, key(2));
         assert_eq!(first.tree.replicas[0].replicas[0].key, key(3));
         assert_eq!(clusters[1].members, vec![key(9)]);
+    }
+
+    #[test]
+    fn clusters_are_grouped_again_only_when_the_trees_change_shape() {
+        let one = |shape: u64, third_source: u16| Snapshot {
+            instances: [
+                primary(key(1)),
+                replica(key(2), key(1)),
+                replica(key(3), key(third_source)),
+            ]
+            .into_iter()
+            .map(|i| (i.key.clone(), i))
+            .collect(),
+            shape,
+        };
+        let aliases = [ClusterAlias {
+            alias: "demo".into(),
+            instances: vec![key(1)],
+        }];
+        let memo = ClusterMemo::default();
+        let first = memo.clusters(&one(7, 1), &aliases);
+        assert_eq!(first[0].name, "demo");
+        assert!(Arc::ptr_eq(&first, &memo.clusters(&one(7, 1), &aliases)));
+        // Other aliases, another shape: grouped again, and right.
+        let unaliased = memo.clusters(&one(7, 1), &[]);
+        assert_eq!(unaliased[0].name, "127.0.0.1:1");
+        let moved = memo.clusters(&one(8, 2), &aliases);
+        assert!(!Arc::ptr_eq(&first, &moved));
+        assert_eq!(moved[0].tree.replicas[0].replicas[0].key, key(3));
+        // An unknown shape is never taken for a known one.
+        let unknown = memo.clusters(&one(0, 1), &aliases);
+        assert!(!Arc::ptr_eq(&unknown, &memo.clusters(&one(0, 1), &aliases)));
+    }
+
+    #[test]
+    fn a_contested_alias_is_decided_again_every_time() {
+        // Two trees claim the alias: which one takes it rests on facts, not the shape.
+        let snapshot = Snapshot {
+            instances: [primary(key(1)), primary(key(2))]
+                .into_iter()
+                .map(|i| (i.key.clone(), i))
+                .collect(),
+            shape: 5,
+        };
+        let aliases = [ClusterAlias {
+            alias: "demo".into(),
+            instances: vec![key(1), key(2)],
+        }];
+        let memo = ClusterMemo::default();
+        let first = memo.clusters(&snapshot, &aliases);
+        assert!(!Arc::ptr_eq(&first, &memo.clusters(&snapshot, &aliases)));
     }
 
     #[test]
@@ -224,6 +339,7 @@ mod tests {
             .into_iter()
             .map(|i| (i.key.clone(), i))
             .collect(),
+            shape: 0,
         };
         let aliases = [ClusterAlias {
             alias: "demo".into(),
@@ -241,6 +357,7 @@ mod tests {
                 .into_iter()
                 .map(|i| (i.key.clone(), i))
                 .collect(),
+            shape: 0,
         };
         let aliases = [ClusterAlias {
             alias: "demo".into(),
@@ -259,6 +376,7 @@ mod tests {
                 .into_iter()
                 .map(|i| (i.key.clone(), i))
                 .collect(),
+            shape: 0,
         };
         let clusters = build_clusters(&snapshot, &[]);
         assert_eq!(clusters.len(), 1);
@@ -273,6 +391,7 @@ mod tests {
                 .into_iter()
                 .map(|i| (i.key.clone(), i))
                 .collect(),
+            shape: 0,
         };
         let clusters = build_clusters(&snapshot, &[]);
         assert_eq!(clusters.len(), 1);

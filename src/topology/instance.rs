@@ -409,6 +409,12 @@ impl Instance {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub instances: imbl::OrdMap<InstanceKey, Instance>,
+    /// The version of the replication trees' shape: discovery changes it whenever an
+    /// instance comes or goes or replicates from another source, so grouping the
+    /// instances into clusters is done again only then (`ClusterMemo`). 0: unknown,
+    /// grouped afresh every time.
+    #[serde(skip)]
+    pub shape: u64,
 }
 
 impl Snapshot {

@@ -7,7 +7,7 @@ pub mod gtid;
 pub mod instance;
 pub mod time;
 
-pub use cluster::{build_clusters, ClusterTreeNode, ClusterView};
+pub use cluster::{build_clusters, ClusterMemo, ClusterTreeNode, ClusterView};
 pub use instance::{
     GtidState, Instance, InstanceFacts, InstanceKey, IoThreadState, ReplicationStatus, SemiSync,
     ServerFlavor, ServerVersion, Snapshot,
