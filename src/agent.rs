@@ -63,7 +63,7 @@ impl RunningAgent {
     /// before it creates its store or connects to any server.
     pub async fn start(settings: &Settings) -> Result<RunningAgent, AgentError> {
         let config = &settings.config;
-        raise_file_limit();
+        let max_instances = raise_file_limit();
         let listener = tokio::net::TcpListener::bind(settings.api_listen)
             .await
             .map_err(|source| AgentError::Listen {
@@ -86,6 +86,7 @@ impl RunningAgent {
             poll_interval: config.discovery.poll_interval.0,
             max_concurrent_probes: config.discovery.max_concurrent_probes,
             claims: None,
+            max_instances,
         };
         let lease = start_lease(settings, api_address).await?;
         let mut options = options;
@@ -315,8 +316,9 @@ async fn prune_store(store: Store, retention: Retention) {
 
 /// Every watched instance takes two connections (the poller's and the liveness watch's):
 /// the common soft limit of 1,024 open files runs out near 500 instances. Raises the
-/// soft limit to the hard one, and says how many instances that allows.
-fn raise_file_limit() {
+/// soft limit to the hard one, says how many instances that allows, and returns it
+/// (discovery refuses more, loudly).
+fn raise_file_limit() -> usize {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -324,7 +326,7 @@ fn raise_file_limit() {
     // SAFETY: getrlimit and setrlimit only read and write the struct given.
     let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
     if !read {
-        return;
+        return usize::MAX;
     }
     let was = limit.rlim_cur;
     if limit.rlim_cur < limit.rlim_max {
@@ -349,4 +351,5 @@ fn raise_file_limit() {
             limit.rlim_cur
         );
     }
+    usize::try_from(instances).unwrap_or(usize::MAX)
 }

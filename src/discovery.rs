@@ -32,6 +32,11 @@ pub struct DiscoveryOptions {
     /// The agent lock taken on every instance's liveness connection, when this agent
     /// shares no `[ha]` lease with others (see `claims`).
     pub claims: Option<Claims>,
+    /// How many instances the open-file limit lets this agent watch at two connections
+    /// each (`agent::raise_file_limit`): past it, an instance is refused loudly instead
+    /// of watched through connections that fail for want of a file descriptor (which
+    /// would look like the instance dying).
+    pub max_instances: usize,
 }
 
 /// The running discovery: read snapshots, add and forget instances.
@@ -83,6 +88,7 @@ pub fn start(options: DiscoveryOptions, seeds: Vec<InstanceKey>, store: Store) -
         snapshot: snapshot_tx,
         store,
         shape: 1,
+        refused: Default::default(),
     };
     tokio::spawn(owner.run(seeds, command_rx, report_rx));
     DiscoveryHandle {
@@ -118,6 +124,11 @@ impl DiscoveryHandle {
     /// Probes `key` now and, if it answers, adds it and crawls its topology. The error
     /// says why the instance could not be probed.
     pub async fn discover(&self, key: InstanceKey) -> Result<InstanceFacts, DiscoverError> {
+        let max = self.options.max_instances;
+        let snapshot = self.snapshot();
+        if snapshot.instances.len() >= max && snapshot.get(&key).is_none() {
+            return Err(DiscoverError::Full(max));
+        }
         let mut conn = Connection::open(&key, &self.options.connect).await?;
         let facts = probe(&mut conn).await;
         conn.close().await;
@@ -197,6 +208,8 @@ pub enum DiscoverError {
     Mysql(#[from] MysqlError),
     #[error("discovery has stopped; restart the agent")]
     Stopped,
+    #[error("this agent already watches {0} instances, all its open-file limit (RLIMIT_NOFILE) allows at two connections each: raise the limit (LimitNOFILE= in a systemd unit, ulimit -n) and restart the agent")]
+    Full(usize),
 }
 
 /// The tasks that watch one instance.
@@ -223,6 +236,8 @@ struct Owner {
     store: Store,
     /// `Snapshot::shape`: moves on whenever an instance comes, goes or changes source.
     shape: u64,
+    /// Instances refused for the open-file limit, each said once.
+    refused: std::collections::HashSet<InstanceKey>,
 }
 
 impl Owner {
@@ -290,6 +305,10 @@ impl Owner {
         if self.pollers.contains_key(&key) {
             return;
         }
+        if self.pollers.len() >= self.options.max_instances {
+            self.refuse(key, found_via);
+            return;
+        }
         match self.store.remember_instance(&key) {
             Ok(true) => {
                 let _ = self.store.audit(AuditEntry {
@@ -324,6 +343,23 @@ impl Owner {
             wake,
         };
         self.pollers.insert(key, poller);
+    }
+
+    /// An instance past what the open-file limit allows: said in the log (once per
+    /// instance) and the audit log, never watched half-way.
+    fn refuse(&mut self, key: InstanceKey, found_via: &str) {
+        if !self.refused.insert(key.clone()) {
+            return;
+        }
+        let error = DiscoverError::Full(self.options.max_instances);
+        tracing::error!(instance = %key, found_via, "not watched: {error}");
+        let _ = self.store.audit(AuditEntry {
+            actor: "agent".into(),
+            action: "instance-not-watched".into(),
+            cluster: None,
+            instance: Some(key.clone()),
+            message: format!("{key} (found via {found_via}) is not watched: {error}"),
+        });
     }
 
     fn untrack(&mut self, key: &InstanceKey) -> bool {

@@ -259,3 +259,63 @@ async fn a_frozen_simulated_replica_turns_unreachable_and_back() {
     fleet.freeze(&replica, false);
     cluster_t(&api, "the thawed replica back", |d| d.findings.is_empty()).await;
 }
+
+/// An agent whose open-file limit allows two instances (`max_instances`, which the
+/// agent works out from RLIMIT_NOFILE) watches two of the cluster's three and refuses
+/// the third loudly — in the audit log, and to an operator asking to discover it —
+/// instead of watching it through connections that fail for want of a file descriptor,
+/// which would look like the instance dying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_open_file_limit_an_agent_refuses_instances_loudly() {
+    use pointsman::discovery::{self, DiscoverError, DiscoveryOptions};
+    let fleet = one_cluster().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = pointsman::store::Store::open(&dir.path().join("pointsman.db")).expect("store");
+    let keys: Vec<pointsman::topology::InstanceKey> = fleet
+        .keys()
+        .iter()
+        .map(|k| k.parse().expect("a key"))
+        .collect();
+    let watching = discovery::start(
+        DiscoveryOptions {
+            connect: pointsman::mysql::ConnectSettings {
+                user: "pointsman".into(),
+                password: Secret::new("fleet-secret"),
+                connect_timeout: Duration::from_secs(2),
+                query_timeout: Duration::from_secs(2),
+            },
+            poll_interval: Duration::from_millis(200),
+            max_concurrent_probes: 4,
+            claims: None,
+            max_instances: 2,
+        },
+        vec![keys[0].clone()],
+        store.clone(),
+    );
+    let refused = eventually(PATIENCE, "an instance refused in the audit log", || async {
+        store
+            .audit_log(None, 50)
+            .ok()?
+            .into_iter()
+            .find(|a| a.action == "instance-not-watched")
+    })
+    .await;
+    assert!(
+        refused.message.contains("RLIMIT_NOFILE") && refused.message.contains("LimitNOFILE="),
+        "{}",
+        refused.message
+    );
+    let snapshot = watching.snapshot();
+    assert_eq!(snapshot.instances.len(), 2);
+    let left_out: pointsman::topology::InstanceKey = refused
+        .instance
+        .expect("the instance refused")
+        .parse()
+        .expect("a key");
+    assert!(snapshot.get(&left_out).is_none());
+    match watching.discover(left_out.clone()).await {
+        Err(DiscoverError::Full(2)) => {}
+        other => panic!("discovering {left_out} past the limit: {other:?}"),
+    }
+    watching.stop().await;
+}

@@ -234,6 +234,7 @@ impl FakeTopology {
                 poll_interval: Duration::from_secs(60),
                 max_concurrent_probes: 1,
                 claims: None,
+                max_instances: usize::MAX,
             },
             Vec::new(),
             store.clone(),
