@@ -45,6 +45,9 @@ struct Row {
     oldest_facts_ms: f64,
     api_clusters_ms: f64,
     api_cluster_ms: f64,
+    /// The page in headless Chromium: list usable, first contentful paint, next page
+    /// and filter, in ms (`None` without node or Chromium, or with BENCH_PAGE=0).
+    page: Option<PageTimes>,
     detected_median_ms: f64,
     failover_median_ms: f64,
     failover_n: usize,
@@ -230,6 +233,7 @@ async fn measure(clusters: usize, seconds: u64, failovers: usize) -> Row {
 
     let api_clusters_ms = median_ms(&http, &format!("{api}/api/v1/clusters"), 10).await;
     let api_cluster_ms = median_ms(&http, &format!("{api}/api/v1/clusters/{}", names[0]), 10).await;
+    let page = first_paint(&api, clusters).await;
 
     // Failovers, one cluster at a time, then ten at once; never the same cluster twice.
     let mut primaries = fleet.primaries().into_iter();
@@ -293,6 +297,7 @@ async fn measure(clusters: usize, seconds: u64, failovers: usize) -> Row {
         oldest_facts_ms: oldest,
         api_clusters_ms,
         api_cluster_ms,
+        page,
         detected_median_ms: percentile(&detected, 0.50),
         failover_median_ms: percentile(&took, 0.50),
         failover_n: took.len(),
@@ -334,6 +339,52 @@ async fn until_writable(
 
 async fn get_json(http: &reqwest::Client, url: &str) -> Result<serde_json::Value, reqwest::Error> {
     http.get(url).send().await?.error_for_status()?.json().await
+}
+
+struct PageTimes {
+    usable_ms: f64,
+    first_paint_ms: f64,
+    next_page_ms: f64,
+    filter_ms: f64,
+}
+
+/// The dashboard over the whole fleet in headless Chromium (`web-tests/first-paint.mjs`,
+/// through the web tests' playwright-core); `None` when that cannot run here.
+async fn first_paint(api: &str, clusters: usize) -> Option<PageTimes> {
+    if std::env::var("BENCH_PAGE").is_ok_and(|v| v == "0") {
+        return None;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/web-tests/first-paint.mjs");
+    let output = tokio::process::Command::new("node")
+        .arg(script)
+        .arg(format!("{api}/"))
+        .arg(clusters.to_string())
+        .output()
+        .await
+        .ok()?;
+    if !output.status.success() {
+        eprintln!(
+            "the page was not measured: {}",
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .take(5)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        return None;
+    }
+    let said: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    if said["errors"].as_array().is_some_and(|e| !e.is_empty()) {
+        eprintln!("the page said errors: {}", said["errors"]);
+    }
+    Some(PageTimes {
+        usable_ms: said["list_usable_ms"].as_f64()?,
+        first_paint_ms: said["first_contentful_paint_ms"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        next_page_ms: said["next_page_ms"].as_f64().unwrap_or(f64::NAN),
+        filter_ms: said["filter_ms"].as_f64().unwrap_or(f64::NAN),
+    })
 }
 
 async fn median_ms(http: &reqwest::Client, url: &str, n: usize) -> f64 {
@@ -404,5 +455,26 @@ fn print_table(rows: &[Row], seconds: u64) {
             row.failover_n,
             row.ten_at_once_ms
         );
+    }
+    println!("\nthe page over the whole fleet (headless Chromium, dashboard, ms from navigation)");
+    println!("| instances | clusters | list usable | first contentful paint | next page drawn | filter drawn |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for row in rows {
+        match &row.page {
+            Some(page) => println!(
+                "| {} | {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms |",
+                row.instances,
+                row.instances / 3,
+                page.usable_ms,
+                page.first_paint_ms,
+                page.next_page_ms,
+                page.filter_ms
+            ),
+            None => println!(
+                "| {} | {} | not measured |||",
+                row.instances,
+                row.instances / 3
+            ),
+        }
     }
 }

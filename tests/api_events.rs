@@ -2,7 +2,9 @@
 //! `api.max_event_clients` watch at once (the next is told so, in JSON, with 503), a
 //! place is free again once its watcher goes, and a client that takes nothing is
 //! disconnected after `api.stalled_client_timeout` instead of being kept, with its
-//! replies, for as long as it likes. No database is needed.
+//! replies, for as long as it likes; a watcher of one cluster gets that cluster's
+//! detail beside the summaries (`null` for a cluster there is not). No database is
+//! needed.
 
 mod support;
 
@@ -43,10 +45,36 @@ async fn watch(address: SocketAddr) -> Result<reqwest::Response, (u16, String)> 
         .expect("the stream")
         .expect("a first event");
     assert!(
-        String::from_utf8_lossy(&first).contains("event: clusters"),
+        String::from_utf8_lossy(&first).contains("event: summaries"),
         "{first:?}"
     );
     Ok(response)
+}
+
+#[tokio::test]
+async fn a_watcher_of_one_cluster_gets_its_detail_too() {
+    let (agent, _store) = agent(3).await;
+    pointsman::routing::consul::install_crypto_provider();
+    let mut response = reqwest::get(format!(
+        "http://{}/api/v1/events?cluster=orders",
+        agent.api_address
+    ))
+    .await
+    .expect("the agent answers");
+    assert_eq!(response.status().as_u16(), 200);
+    let mut said = String::new();
+    while !(said.contains("event: summaries\ndata: []")
+        && said.contains("event: cluster\ndata: null"))
+    {
+        let chunk = tokio::time::timeout(PATIENCE, response.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no summaries and cluster events in: {said}"))
+            .expect("the stream")
+            .expect("more events");
+        said.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(response);
+    agent.stop().await.expect("stops");
 }
 
 #[tokio::test]

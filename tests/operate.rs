@@ -7,7 +7,7 @@ mod support;
 
 use futures::StreamExt;
 use pointsman::api::operate::{Candidates, Done};
-use pointsman::api::views::ClusterDetail;
+use pointsman::api::views::{ClusterDetail, ClusterSummary};
 use pointsman::client::ClientError;
 use pointsman::sandbox::Flavor;
 use serde_json::json;
@@ -187,8 +187,11 @@ async fn candidates_events_and_metrics(flavor: Flavor) {
         "{candidates:?}"
     );
 
-    // The first event carries every cluster's detail.
-    let url = format!("http://{}/api/v1/events", watcher.agent.api_address);
+    // The first events carry every cluster's summary, then the watched one's detail.
+    let url = format!(
+        "http://{}/api/v1/events?cluster=t",
+        watcher.agent.api_address
+    );
     let response = reqwest::get(&url).await.expect("events");
     assert_eq!(
         response.headers()["content-type"]
@@ -198,7 +201,7 @@ async fn candidates_events_and_metrics(flavor: Flavor) {
     );
     let mut stream = response.bytes_stream();
     let mut text = String::new();
-    while !text.contains("\n\n") {
+    while text.matches("\n\n").count() < 2 {
         let chunk = tokio::time::timeout(PATIENCE, stream.next())
             .await
             .expect("an event in time")
@@ -206,13 +209,18 @@ async fn candidates_events_and_metrics(flavor: Flavor) {
             .expect("bytes");
         text.push_str(&String::from_utf8_lossy(&chunk));
     }
-    let data = text
-        .lines()
-        .find_map(|line| line.strip_prefix("data: "))
-        .expect("a data line");
-    assert!(text.starts_with("event: clusters"), "{text}");
-    let details: Vec<ClusterDetail> = serde_json::from_str(data).expect("cluster details");
-    assert_eq!(details[0].instances.len(), 3);
+    let data = |event: &str| {
+        text.split("\n\n")
+            .find_map(|block| block.strip_prefix(&format!("event: {event}\ndata: ")))
+            .unwrap_or_else(|| panic!("no {event} event in {text}"))
+            .to_string()
+    };
+    assert!(text.starts_with("event: summaries"), "{text}");
+    let summaries: Vec<ClusterSummary> =
+        serde_json::from_str(&data("summaries")).expect("cluster summaries");
+    assert_eq!(summaries[0].members.len(), 3);
+    let detail: ClusterDetail = serde_json::from_str(&data("cluster")).expect("a cluster detail");
+    assert_eq!((detail.name.as_str(), detail.instances.len()), ("t", 3));
 
     let metrics = reqwest::get(format!("http://{}/metrics", watcher.agent.api_address))
         .await

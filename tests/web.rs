@@ -14,7 +14,8 @@
 //! fails. A cluster without an alias, renamed by its failover, is found under its old
 //! name ("formerly") with its history. After a kill -9 under an open page the routing
 //! panel names the new writer within a second of the tree. The layout is checked at
-//! 1400, 800 and 390 px, light and dark. A page of another origin (and a DNS-rebinding name) cannot make the agent
+//! 1400, 800 and 390 px, light and dark. Over 150 simulated clusters the dashboard
+//! lists the one in trouble first, a page of 100 at a time, and filters by instance. A page of another origin (and a DNS-rebinding name) cannot make the agent
 //! switch over, recover, or turn automatic recovery off, though the agent has no token.
 //!
 //! Screenshots of every step land in `target/web-tests/<test>/` — look at them.
@@ -269,6 +270,78 @@ async fn with_a_token_for_reads_the_page_asks_once_and_polls() {
     run_script(
         "token.mjs",
         &[url, "t".into(), TOKEN.into(), out.display().to_string()],
+    )
+    .await;
+}
+
+/// More clusters than a page holds (the fleet simulator's, 150 of three): the one whose
+/// primary was killed comes first though its name sorts last, 100 to a page, and the
+/// filter finds a cluster by an instance (`web-tests/fleet.mjs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_larger_than_a_page_lists_problems_first_a_page_at_a_time() {
+    use support::fleet::{Fleet, FleetOptions};
+    prerequisites();
+    const CLUSTERS: usize = 150;
+    let fleet = Fleet::start(FleetOptions {
+        clusters: CLUSTERS,
+        replicas: 2,
+        user: "pointsman".into(),
+        password: "fleet-secret".into(),
+    })
+    .await
+    .expect("the fleet listens");
+    let store = tempfile::tempdir().expect("temp dir");
+    let mut config = pointsman::config::Config::defaults();
+    config.mysql.user = "pointsman".into();
+    config.mysql.password = Some(Secret::new("fleet-secret"));
+    config.discovery.seeds = fleet
+        .primaries()
+        .iter()
+        .map(|k| k.parse().expect("a key"))
+        .collect();
+    config.store.path = store.path().join("pointsman.db");
+    config.api.listen = "127.0.0.1:0".into();
+    // Automatic recovery covers nothing: the killed primary stays a problem.
+    config.recovery.auto_clusters = Vec::new();
+    let settings = config.validate().expect("valid settings");
+    let agent = support::agent(&settings).await;
+    let api = pointsman::client::ApiClient::new(&format!("http://{}", agent.api_address));
+    let mut primaries = fleet.primaries();
+    primaries.sort();
+    let killed = primaries.last().cloned().expect("a cluster");
+    let other = fleet.keys()[1].clone();
+    eventually(PATIENCE, "every cluster seen whole", || async {
+        let list: Vec<pointsman::api::views::ClusterSummary> =
+            api.get("/api/v1/clusters").await.ok()?;
+        (list.len() == CLUSTERS && list.iter().all(|c| c.instance_count == 3)).then_some(())
+    })
+    .await;
+    fleet.kill(&killed);
+    eventually(
+        PATIENCE,
+        "the killed primary's cluster in trouble",
+        || async {
+            let list: Vec<pointsman::api::views::ClusterSummary> =
+                api.get("/api/v1/clusters").await.ok()?;
+            (list.first()?.name == killed
+                && list[0]
+                    .problems
+                    .iter()
+                    .any(|p| p.code == ProblemCode::DeadPrimary))
+            .then_some(())
+        },
+    )
+    .await;
+    let out = output_dir("fleet");
+    run_script(
+        "fleet.mjs",
+        &[
+            format!("http://{}", agent.api_address),
+            CLUSTERS.to_string(),
+            killed,
+            other,
+            out.display().to_string(),
+        ],
     )
     .await;
 }

@@ -1,7 +1,10 @@
-//! What watchers read without asking twice: `GET /api/v1/events`, server-sent events
-//! carrying every cluster's detail (`event: clusters`, the same JSON as
-//! `GET /api/v1/clusters/{name}`, as an array) at connect and whenever it changes, at
-//! most every 250 ms; `event: changes` (`{"routes":n,"recoveries":n}`, two fingerprints)
+//! What watchers read without asking twice: `GET /api/v1/events[?cluster=NAME]`,
+//! server-sent events carrying every cluster's summary (`event: summaries`, the same
+//! JSON as `GET /api/v1/clusters`) and the detail of the one cluster watched
+//! (`event: cluster`, as `GET /api/v1/clusters/{name}`, `null` while there is no such
+//! cluster), each at connect and whenever it changes, at most every 250 ms — so a page
+//! over thousands of clusters receives the few bytes per cluster its list shows, and
+//! the full detail of only the cluster it shows; `event: changes` (`{"routes":n,"recoveries":n}`, two fingerprints)
 //! whenever the routes or a backend's state, or the recent recoveries change, so a page
 //! reloads its routing and recovery panels when the tree changes, not on a timer; and
 //! every second `event: heartbeat` with the agent's clock (`{"now":"<RFC 3339>"}`), so a
@@ -9,13 +12,14 @@
 //! lag per replica, problems by code, findings by severity, recoveries by outcome,
 //! routing backends (up, lag behind the last promotion), poll latency per instance.
 //!
-//! The stream costs the agent the same whatever the number of watchers: one task
-//! computes the JSON (on a blocking thread, so probes never wait for it, and only while
-//! someone watches) and every watcher sends the latest one. A watcher that reads slowly
+//! The stream costs the agent little more whatever the number of watchers: one task
+//! computes the clusters and the summaries' JSON (on a blocking thread, so probes never
+//! wait for it, and only while someone watches) and every watcher sends the latest
+//! summaries and writes out the one detail it watches. A watcher that reads slowly
 //! skips to the newest state instead of queueing the ones it missed, and at most
 //! `api.max_event_clients` watch at once; the next is answered 503.
 
-use super::views::ClusterDetail;
+use super::views::{ClusterDetail, ClusterSummary};
 use super::{ApiError, ApiState};
 use crate::routing::engine::BackendStatus;
 use axum::http::{header, StatusCode};
@@ -44,11 +48,11 @@ pub fn routes() -> Router<ApiState> {
         .route("/metrics", get(metrics))
 }
 
-/// What the event stream's watchers share: the latest clusters' JSON (`None` while
-/// nobody watches) and the places left.
+/// What the event stream's watchers share: the latest clusters (`None` while nobody
+/// watches) and the places left.
 #[derive(Clone)]
 pub struct EventFeed {
-    latest: Arc<watch::Sender<Option<Arc<str>>>>,
+    latest: Arc<watch::Sender<Option<Arc<Published>>>>,
     /// The fingerprints of the routes and of the recent recoveries, as JSON.
     changes: Arc<watch::Sender<Option<Arc<str>>>>,
     places: Arc<Semaphore>,
@@ -82,8 +86,50 @@ impl EventFeed {
     }
 }
 
-/// The one task that computes the clusters' JSON for every watcher, while there is
-/// one; it ends when the agent stops.
+/// One computation of the clusters, for every watcher: the summaries' JSON, and the
+/// details each watcher picks its cluster from.
+pub struct Published {
+    summaries: Arc<str>,
+    details: Vec<ClusterDetail>,
+}
+
+impl Published {
+    fn of(details: Vec<ClusterDetail>) -> Published {
+        let summaries =
+            serde_json::to_string(&summaries_of(&details)).unwrap_or_else(|_| "[]".into());
+        Published {
+            summaries: summaries.into(),
+            details,
+        }
+    }
+
+    /// The JSON of the cluster called `name` now or before a recovery renamed it;
+    /// `null` when there is none.
+    fn detail(&self, name: &str) -> String {
+        let found = self.details.iter().find(|d| d.name == name).or_else(|| {
+            self.details
+                .iter()
+                .find(|d| d.formerly.iter().any(|f| f == name))
+        });
+        serde_json::to_string(&found).unwrap_or_else(|_| "null".into())
+    }
+}
+
+/// Every cluster's summary, problems first, then by name: `GET /api/v1/clusters` and
+/// the stream's `summaries`.
+pub(crate) fn summaries_of(details: &[ClusterDetail]) -> Vec<ClusterSummary> {
+    let mut list: Vec<ClusterSummary> = details.iter().map(ClusterDetail::summary).collect();
+    list.sort_by(|a, b| {
+        b.health
+            .status
+            .cmp(&a.health.status)
+            .then(a.name.cmp(&b.name))
+    });
+    list
+}
+
+/// The one task that computes the clusters for every watcher, while there is one; it
+/// ends when the agent stops.
 pub async fn publish(state: ApiState) {
     tokio::spawn(publish_changes(state.clone()));
     let feed = state.events.clone();
@@ -102,20 +148,12 @@ pub async fn publish(state: ApiState) {
             return;
         }
         let reading = state.clone();
-        let Ok(json) = tokio::task::spawn_blocking(move || {
-            serde_json::to_string(&reading.details()).unwrap_or_else(|_| "[]".into())
-        })
-        .await
+        let Ok(published) =
+            tokio::task::spawn_blocking(move || Published::of(reading.details())).await
         else {
             return;
         };
-        feed.latest.send_if_modified(|latest| {
-            let changed = latest.as_deref() != Some(json.as_str());
-            if changed {
-                *latest = Some(json.into());
-            }
-            changed
-        });
+        feed.latest.send_replace(Some(Arc::new(published)));
         tokio::select! {
             changed = snapshots.changed() => {
                 if changed.is_err() {
@@ -187,8 +225,15 @@ async fn publish_changes(state: ApiState) {
     }
 }
 
+/// `GET /api/v1/events?cluster=NAME`: which cluster's detail the watcher wants.
+#[derive(serde::Deserialize)]
+struct Watching {
+    cluster: Option<String>,
+}
+
 async fn events(
     axum::extract::State(state): axum::extract::State<ApiState>,
+    axum::extract::Query(watching): axum::extract::Query<Watching>,
 ) -> axum::response::Response {
     let feed = &state.events;
     let Some(watcher) = feed.join() else {
@@ -206,9 +251,28 @@ async fn events(
         latest,
         changes,
     } = watcher;
-    let clusters = follow(latest, state.stopping.clone()).map(move |json| {
+    // Only what changed since this watcher's last event is sent again.
+    let mut sent_summaries: Option<Arc<str>> = None;
+    let mut sent_detail: Option<String> = None;
+    let clusters = follow(latest, state.stopping.clone()).flat_map(move |published| {
         let _held = &_place;
-        Ok::<_, Infallible>(Event::default().event("clusters").data(&*json))
+        let mut events = Vec::new();
+        if sent_summaries.as_deref() != Some(&*published.summaries) {
+            events.push(Ok::<_, Infallible>(
+                Event::default()
+                    .event("summaries")
+                    .data(&*published.summaries),
+            ));
+            sent_summaries = Some(published.summaries.clone());
+        }
+        if let Some(name) = &watching.cluster {
+            let detail = published.detail(name);
+            if sent_detail.as_deref() != Some(detail.as_str()) {
+                events.push(Ok(Event::default().event("cluster").data(&detail)));
+                sent_detail = Some(detail);
+            }
+        }
+        futures::stream::iter(events)
     });
     let changes = follow(changes, state.stopping.clone())
         .map(|json| Ok::<_, Infallible>(Event::default().event("changes").data(&*json)));
@@ -241,16 +305,16 @@ fn heartbeats(stopping: watch::Receiver<bool>) -> impl Stream<Item = String> {
 /// state and the latest fingerprints of the panels.
 struct Watcher {
     _place: OwnedSemaphorePermit,
-    latest: watch::Receiver<Option<Arc<str>>>,
+    latest: watch::Receiver<Option<Arc<Published>>>,
     changes: watch::Receiver<Option<Arc<str>>>,
 }
 
 /// What `latest` holds now and after each change, skipping the values it was too slow
 /// to take; ends when the agent stops.
-fn follow(
-    latest: watch::Receiver<Option<Arc<str>>>,
+fn follow<T: Send + Sync + ?Sized + 'static>(
+    latest: watch::Receiver<Option<Arc<T>>>,
     stopping: watch::Receiver<bool>,
-) -> impl Stream<Item = Arc<str>> {
+) -> impl Stream<Item = Arc<T>> {
     futures::stream::unfold(
         (latest, stopping, true),
         |(mut latest, mut stopping, first)| async move {
@@ -551,10 +615,16 @@ mod tests {
             "nothing to send yet"
         );
         for n in 0..10_000 {
-            feed.latest.send_replace(Some(format!("state {n}").into()));
+            feed.latest.send_replace(Some(Arc::new(Published {
+                summaries: format!("state {n}").into(),
+                details: Vec::new(),
+            })));
         }
         let sent = states.next().now_or_never().flatten();
-        assert_eq!(sent.as_deref(), Some("state 9999"));
+        assert_eq!(
+            sent.map(|p| p.summaries.to_string()).as_deref(),
+            Some("state 9999")
+        );
         assert!(
             states.next().now_or_never().is_none(),
             "the states it was too slow for were kept"

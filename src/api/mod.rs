@@ -276,15 +276,7 @@ async fn health(State(state): State<ApiState>) -> Json<Health> {
 }
 
 async fn clusters(State(state): State<ApiState>) -> Json<Vec<ClusterSummary>> {
-    let mut list: Vec<ClusterSummary> =
-        state.details().iter().map(ClusterDetail::summary).collect();
-    list.sort_by(|a, b| {
-        b.health
-            .status
-            .cmp(&a.health.status)
-            .then(a.name.cmp(&b.name))
-    });
-    Json(list)
+    Json(live::summaries_of(&state.details()))
 }
 
 /// The cluster called `name` now, or that was called so before a recovery renamed it.

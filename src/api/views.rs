@@ -31,6 +31,17 @@ pub struct ClusterSummary {
     /// As in `ClusterDetail`: announced on the dashboard until acknowledged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unacknowledged: Option<RecoveryRecord>,
+    /// Every instance, as `host:port`: what a search by instance looks through.
+    #[serde(default)]
+    pub members: Vec<InstanceKey>,
+    /// What is wrong, as in `ClusterDetail` (empty in a healthy cluster): the list of
+    /// clusters and the problems page need nothing more.
+    #[serde(default)]
+    pub problems: Vec<Problem>,
+    #[serde(default)]
+    pub findings: Vec<Finding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_refused: Option<String>,
 }
 
 /// What an instance is in its cluster.
@@ -171,6 +182,14 @@ impl ClusterDetail {
             coverage: self.coverage.clone(),
             formerly: self.formerly.clone(),
             unacknowledged: self.unacknowledged.clone(),
+            members: self
+                .instances
+                .iter()
+                .map(|v| v.instance.key.clone())
+                .collect(),
+            problems: self.problems.clone(),
+            findings: self.findings.clone(),
+            recovery_refused: self.recovery_refused.clone(),
         }
     }
 

@@ -6,11 +6,14 @@
 // The token: on a 401 the page asks for it once (concurrent calls share one prompt),
 // keeps it in sessionStorage — this tab, until it closes — and retries the call.
 //
-// The live feed: server-sent events from /api/v1/events (`event: clusters`, every
-// cluster's detail, at connect and on every change). EventSource cannot send an
-// Authorization header, so when the stream is refused (an agent with
-// api.token_for_reads answers it 401) or missing, the page polls instead, once a
-// second, with the header: GET /api/v1/clusters, plus the one cluster in view.
+// The live feed: server-sent events from /api/v1/events?cluster=NAME (`event:
+// summaries`, every cluster's summary, and `event: cluster`, the detail of the cluster
+// in view, each at connect and on every change): the page over thousands of clusters
+// gets the little its list shows, and one cluster in full. The stream is opened again
+// when the cluster in view changes. EventSource cannot send an Authorization header,
+// so when the stream is refused (an agent with api.token_for_reads answers it 401) or
+// missing, the page polls instead, once a second, with the header: GET
+// /api/v1/clusters, plus the one cluster in view.
 
 const TOKEN_KEY = 'pointsman.api-token';
 
@@ -120,15 +123,16 @@ export const enc = (value) => encodeURIComponent(value);
 export const STALE_AFTER_MS = 3500;
 
 /**
- * Keeps `onClusters` fed with every cluster's detail (or, while polling, the summaries
- * and the detail of `watched()`), `onChanges` with the fingerprints of the routes and
+ * Keeps `onSummaries` fed with every cluster's summary (and, while polling, the detail
+ * of `watched()` with it), `onDetail` with the detail of `watched()` as it changes
+ * (live only), `onChanges` with the fingerprints of the routes and
  * recent recoveries (live only), `onHeard` with the agent's clock each time it is
  * heard from, and `onStatus` with how: 'live', 'polling', 'reconnecting', 'stale' (no
  * word for `STALE_AFTER_MS`, with how long) or 'down' (with the error).
  */
 export class Feed {
-  constructor({ onClusters, onSummaries, onStatus, onHeard, onChanges, watched }) {
-    this.onClusters = onClusters;
+  constructor({ onSummaries, onDetail, onStatus, onHeard, onChanges, watched }) {
+    this.onDetail = onDetail;
     this.onChanges = onChanges;
     this.onSummaries = onSummaries;
     this.onStatus = onStatus;
@@ -166,9 +170,34 @@ export class Feed {
   start() {
     this.watchSilence();
     if (typeof EventSource === 'undefined') return this.poll();
+    this.listen();
+  }
+
+  /** The cluster in view changed: a live stream is opened again for it. */
+  follow() {
+    if (this.polling || !this.source) return;
+    if (this.listening !== (this.watched() || null)) this.listen();
+  }
+
+  listen() {
+    if (this.source) this.source.close();
+    clearTimeout(this.silence);
+    this.silence = null;
+    const watched = this.watched() || null;
+    this.listening = watched;
     let heard = false;
-    const source = new EventSource('/api/v1/events');
+    const source = new EventSource(`/api/v1/events${watched ? `?cluster=${enc(watched)}` : ''}`);
     this.source = source;
+    const readable = (handle) => (event) => {
+      heard = true;
+      this.heard(null);
+      this.onStatus('live');
+      try {
+        handle(JSON.parse(event.data));
+      } catch (error) {
+        this.onStatus('down', `the live feed sent something unreadable: ${error.message}`);
+      }
+    };
     source.addEventListener('changes', (event) => {
       this.heard(null);
       try { this.onChanges(JSON.parse(event.data)); } catch { /* the panels poll again later */ }
@@ -178,17 +207,10 @@ export class Feed {
       try { now = JSON.parse(event.data).now; } catch { /* the time is only shown */ }
       this.heard(now);
     });
-    source.addEventListener('clusters', (event) => {
-      heard = true;
-      this.heard(null);
-      this.onStatus('live');
-      try {
-        this.onClusters(JSON.parse(event.data));
-      } catch (error) {
-        this.onStatus('down', `the live feed sent something unreadable: ${error.message}`);
-      }
-    });
+    source.addEventListener('summaries', readable((list) => this.onSummaries(list, null)));
+    source.addEventListener('cluster', readable((detail) => this.onDetail(detail)));
     source.onerror = () => {
+      if (source !== this.source) return; // replaced by the stream of another cluster
       if (!heard || source.readyState === EventSource.CLOSED) {
         // Refused (a token for reads, an older agent without the stream) or gone before
         // it said anything: poll with the header instead.

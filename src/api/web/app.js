@@ -12,6 +12,8 @@ import * as api from './api.js';
 import { drawTree, drawnState, badgesOf, ROLE_LABEL, since } from './topology.js';
 
 const RANK = { problem: 2, warning: 1, ok: 0 };
+// Clusters listed per page of the dashboard.
+const PAGE_SIZE = 100;
 /** Problems a recovery (`POST .../recover`) acts on. */
 const RECOVERABLE = ['DeadPrimary', 'DeadPrimaryAndSomeReplicas', 'DeadIntermediatePrimary'];
 /** Problem codes that are also findings: shown on the boxes and under the tree. */
@@ -37,21 +39,14 @@ let page = null;
 
 // ---------------------------------------------------------------- data
 
-function summaryOf(detail) {
-  return {
-    name: detail.name, alias: detail.alias, primary: detail.primary,
-    instance_count: detail.instances.length, health: detail.health,
-    coverage: detail.coverage, formerly: detail.formerly || [], unacknowledged: detail.unacknowledged,
-  };
-}
-
 function sortSummaries(list) {
-  return [...list].sort((a, b) => (RANK[b.health.status] - RANK[a.health.status]) || a.name.localeCompare(b.name));
+  return [...list].sort((a, b) => (RANK[b.health.status] - RANK[a.health.status]) || a.name.localeCompare(b.name, 'en', { numeric: true }));
 }
 
-function setDetails(list) {
-  state.details = new Map(list.map((d) => [d.name, d]));
-  state.summaries = sortSummaries(list.map(summaryOf));
+/** The detail of the cluster in view, as the live feed sends it (`null`: none now):
+ * the only one kept, so what is shown is never an old copy of another cluster. */
+function setDetail(detail) {
+  state.details = new Map(detail ? [[detail.name, detail]] : []);
   updated();
 }
 
@@ -80,8 +75,8 @@ function refresh() {
 }
 
 const feed = new api.Feed({
-  onClusters: setDetails,
   onSummaries: setSummaries,
+  onDetail: setDetail,
   onStatus: (status, error) => {
     state.status = status;
     state.statusError = error || null;
@@ -742,30 +737,50 @@ function dashboardPage() {
     announcements, form, list, typingLabel));
   loadAutomatic();
 
+  // Thousands of clusters: the ones with problems first, a filter, and a page at a time.
+  const filter = h('input', { type: 'search', name: 'filter', placeholder: 'Filter by cluster, alias or instance', 'aria-label': 'Filter clusters', autocomplete: 'off' });
+  const pager = h('nav', { class: 'pager', 'aria-label': 'Pages of clusters' });
+  let first = 0;
+  filter.addEventListener('input', () => { first = 0; update(); });
+  list.before(h('div', { class: 'list-tools' }, filter, pager));
   let drawn = null;
   const update = () => {
-    const signature = JSON.stringify([state.heard, state.summaries, [...state.details.values()].map((d) => [
-      d.recovery_refused, d.problems.map((p) => [p.code, p.instance]), d.findings.map((f) => [f.code, f.instance])])]);
+    const wanted = filter.value.trim().toLowerCase();
+    const shown = wanted ? state.summaries.filter((c) => [c.name, c.alias || '', ...(c.members || []), ...(c.formerly || [])]
+      .some((text) => text.toLowerCase().includes(wanted))) : state.summaries;
+    if (first >= shown.length) first = Math.max(0, Math.floor((shown.length - 1) / PAGE_SIZE) * PAGE_SIZE);
+    const slice = shown.slice(first, first + PAGE_SIZE);
+    const announced = state.summaries.filter((c) => c.unacknowledged);
+    const signature = JSON.stringify([state.heard, wanted, first, shown.length, state.summaries.length, slice, announced.map((c) => c.unacknowledged)]);
     if (signature === drawn) return;
     drawn = signature;
     if (!state.heard) return fill(list, waiting());
     count.textContent = plural(state.summaries.length, 'cluster');
-    fill(announcements, state.summaries.filter((c) => c.unacknowledged).map((c) => recoveryBanner(c.name, c.unacknowledged, null)));
+    fill(announcements, announced.map((c) => recoveryBanner(c.name, c.unacknowledged, null)));
+    const go = (to) => { first = to; update(); list.scrollIntoView({ block: 'start' }); };
+    fill(pager, shown.length > PAGE_SIZE ? [
+      button('Previous', () => go(first - PAGE_SIZE), 'small', 'previous-page'),
+      h('span', { class: 'muted' }, `${(first + 1).toLocaleString('en')}–${(first + slice.length).toLocaleString('en')} of ${shown.length.toLocaleString('en')}`),
+      button('Next', () => go(first + PAGE_SIZE), 'small', 'next-page'),
+    ] : wanted ? h('span', { class: 'muted' }, `${plural(shown.length, 'cluster')} match`) : null);
+    const [previous, next] = pager.querySelectorAll('button');
+    if (previous) previous.disabled = first === 0;
+    if (next) next.disabled = first + PAGE_SIZE >= shown.length;
     if (!state.summaries.length) {
       return fill(list, h('div', { class: 'empty' }, h('p', {}, 'No clusters yet.'),
         h('p', { class: 'muted' }, 'Give pointsman one instance of a topology above (or as discovery.seeds in its configuration); it finds the rest.')));
     }
-    fill(list, state.summaries.map((c) => {
-      const detail = state.details.get(c.name);
-      const worst = detail && (detail.problems.find((p) => !FINDING_PROBLEMS.includes(p.code)) || detail.findings[0]);
+    if (!shown.length) return fill(list, h('div', { class: 'empty' }, h('p', {}, `No cluster matches "${filter.value.trim()}".`)));
+    fill(list, slice.map((c) => {
+      const worst = (c.problems || []).find((p) => !FINDING_PROBLEMS.includes(p.code)) || (c.findings || [])[0];
       return h('a', { class: `cluster-row sev-${c.health.status}`, href: `#/cluster/${encodeURIComponent(c.name)}`, dataset: { cluster: c.name } },
         h('span', { class: 'cluster-health' }, healthPill(c.health)),
         h('span', { class: 'cluster-name' }, c.name, c.alias && c.alias !== c.name ? h('span', { class: 'muted' }, ` (${c.alias})`) : null),
         h('span', { class: 'cluster-primary' }, h('span', { class: 'muted' }, 'primary '), h('span', { class: 'mono' }, c.primary)),
         h('span', { class: 'cluster-count' }, plural(c.instance_count, 'instance')),
         h('span', { class: 'cluster-note' },
-          detail && detail.recovery_refused ? h('span', { class: 'refused-inline' }, icon('refused'), 'automatic recovery refused') : null,
-          c.coverage && c.coverage.state !== 'on' && !(detail && detail.recovery_refused) ? coverageLabel(c.coverage) : null,
+          c.recovery_refused ? h('span', { class: 'refused-inline' }, icon('refused'), 'automatic recovery refused') : null,
+          c.coverage && c.coverage.state !== 'on' && !c.recovery_refused ? coverageLabel(c.coverage) : null,
           worst ? h('span', { class: worst.explanation ? 'worst' : 'muted' }, worst.explanation ? `${words(worst.code)}: ${worst.instance} — ${worst.explanation}` : `${worst.instance}: ${worst.message}`) : null),
         icon('arrow'));
     }));
@@ -817,8 +832,12 @@ function clusterPage(name, preselected = null) {
       // Renamed by a recovery (a cluster without an alias is named after its primary)?
       // The agent keeps its former names; while this page watched, its instances say.
       const renamed = state.summaries.find((c) => (c.formerly || []).includes(name))
-        || [...state.details.values()].find((d) => d.instances.some((v) => lastKeys.includes(v.key) && v.role !== 'fenced_primary'));
+        || state.summaries.find((c) => c.name !== name && (c.members || []).some((k) => lastKeys.includes(k) && k !== lastKeys[0]));
+      // Known, its detail on its way (the live stream follows the cluster in view).
+      if (!renamed && state.summaries.some((c) => c.name === name)) return fill(canvas, waiting());
       if (renamed) {
+        if (drawn.renamedTo === renamed.name) return; // said once; the page is moving
+        drawn.renamedTo = renamed.name;
         notice('info', `Cluster ${name} is now called ${renamed.name} (formerly ${name}): a cluster without an alias is named after its primary, and a recovery changed it.`, { keep: true });
         location.replace(`#/cluster/${encodeURIComponent(renamed.name)}`);
         return;
@@ -1243,30 +1262,16 @@ function problemsPage() {
     h('div', { class: 'page-head' }, h('h1', {}, 'Problems'), h('span', { class: 'muted' }, 'everything wrong in every cluster, problems first')),
     status, h('table', { class: 'problems-table' },
       h('thead', {}, h('tr', {}, ['Severity', 'Cluster', 'Instance', 'What'].map((t) => h('th', {}, t)))), body)));
-  // Polling, only the watched cluster's detail comes by itself: the others in trouble
-  // are read here, at most every 5 s.
-  const fetched = new Map();
-  let lastFetch = 0;
-  const fetchTroubled = async () => {
-    if (!feed.polling || Date.now() - lastFetch < 5000) return;
-    lastFetch = Date.now();
-    for (const c of state.summaries.filter((s) => s.health.status !== 'ok')) {
-      try { fetched.set(c.name, await api.get(`/api/v1/clusters/${api.enc(c.name)}`, { quiet: true })); } catch { /* shown as it was */ }
-    }
-    drawn = null;
-    update();
-  };
+  // The summaries carry every cluster's problems and findings.
   let drawn = null;
   const update = () => {
-    fetchTroubled();
-    const details = state.summaries.map((c) => state.details.get(c.name) || fetched.get(c.name)).filter(Boolean);
     const rows = [];
-    for (const d of details) {
-      for (const p of d.problems.filter((x) => !FINDING_PROBLEMS.includes(x.code))) {
+    for (const d of state.summaries) {
+      for (const p of (d.problems || []).filter((x) => !FINDING_PROBLEMS.includes(x.code))) {
         rows.push({ rank: 3, severity: 'problem', cluster: d.name, instance: p.instance, text: `${words(p.code)}: ${p.explanation}` });
       }
       if (d.recovery_refused) rows.push({ rank: 2, severity: 'warning', cluster: d.name, instance: d.primary, text: `Automatic recovery refused: ${d.recovery_refused}` });
-      for (const f of d.findings) rows.push({ rank: f.severity === 'problem' ? 3 : 1, severity: f.severity, cluster: d.name, instance: f.instance, text: f.message });
+      for (const f of d.findings || []) rows.push({ rank: f.severity === 'problem' ? 3 : 1, severity: f.severity, cluster: d.name, instance: f.instance, text: f.message });
     }
     rows.sort((a, b) => (b.rank - a.rank) || a.cluster.localeCompare(b.cluster) || a.instance.localeCompare(b.instance));
     const signature = JSON.stringify([state.heard, rows]);
@@ -1289,7 +1294,7 @@ function updateHeader() {
   const count = document.getElementById('problem-count');
   count.hidden = troubled === 0;
   count.textContent = String(troubled);
-  const names = [...state.summaries.map((c) => c.name), ...[...state.details.values()].flatMap((d) => d.instances.map((v) => v.key))];
+  const names = [...state.summaries.map((c) => c.name), ...state.summaries.flatMap((c) => c.members || [])];
   const list = document.getElementById('known-names');
   const signature = names.join(' ');
   if (list.dataset.names !== signature) {
@@ -1339,6 +1344,7 @@ function route() {
   document.title = page.cluster ? `${page.cluster} · pointsman` : 'pointsman';
   window.scrollTo(0, 0);
   page.update();
+  feed.follow();
   feed.nudge();
 }
 
