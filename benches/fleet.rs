@@ -1,22 +1,27 @@
 //! What one agent costs as the fleet grows (`cargo bench --bench fleet`): the real
 //! `pointsman run` process watching simulated MySQL 9.7 fleets
-//! (`tests/support/fleet.rs`) of 100, 1,000 and 3,000 instances in clusters of three
-//! (BENCH_SIZES, comma-separated), polling every second. For each size, once every
-//! instance is probed and steady for BENCH_SECONDS (default 20):
+//! (`tests/support/fleet.rs`) of 100, 1,000, 3,000 and 9,000 instances in clusters of
+//! three (BENCH_SIZES, comma-separated), polling every second. For each size, once
+//! every instance is probed and steady for BENCH_SECONDS (default 20):
 //!
 //! - the agent's CPU (% of one core) and RSS, read from /proc; the simulator's CPU apart
-//!   (this process);
+//!   (this process and its helpers);
 //! - statements per instance per second, and the CPU each probe costs;
 //! - probe latency p50/p99 (the agent's `pointsman_poll_seconds`), and how old the
 //!   newest facts of sampled instances are (every instance probed every second?);
 //! - `GET /api/v1/clusters` and one cluster's detail, median of 10;
+//! - the dashboard in headless Chromium (`web-tests/first-paint.mjs`; BENCH_PAGE=0
+//!   skips it): first contentful paint, the list usable with every cluster counted,
+//!   the next page and a filter drawn;
 //! - kill -9 → the agent's recovery started (the failure judged: from its record) and
 //!   → new primary writable for one cluster, medians of BENCH_FAILOVERS (10), and 10
 //!   clusters killed at once → all writable.
 //!
 //! Every instance listens on its own 127.B.x.y:3306. The simulator holds a listening
-//! socket and two connections per instance, the agent two connections: a size that
-//! needs more file descriptors than this process may open is skipped, saying so.
+//! socket and two connections per instance: what does not fit in this process's
+//! open-file limit runs in more processes of this benchmark (`FLEET_SHARD_CLUSTERS`),
+//! each with its own B. The agent needs two connections per instance and refuses
+//! instances past its limit: a size it could not watch is skipped, saying so.
 
 // The bench uses the part of the test support that starts, kills and reads a fleet.
 #[allow(dead_code)]
@@ -57,8 +62,11 @@ struct Row {
 
 #[tokio::main]
 async fn main() {
+    if let Ok(clusters) = std::env::var(SHARD_CLUSTERS) {
+        return shard(clusters.parse().expect("a number of clusters")).await;
+    }
     let sizes: Vec<usize> = std::env::var("BENCH_SIZES")
-        .unwrap_or_else(|_| "100,1000,3000".into())
+        .unwrap_or_else(|_| "100,1000,3000,9000".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
@@ -69,20 +77,95 @@ async fn main() {
     let mut rows = Vec::new();
     for size in sizes {
         let clusters = size.div_ceil(3);
-        let needed = clusters * 3 * 3 + 200;
-        if needed as u64 > files {
+        // The agent's own bound (it refuses instances past it): two connections each.
+        let agent_can_watch = files.saturating_sub(256) / 2;
+        if (clusters * 3) as u64 > agent_can_watch {
             rows.push(Row {
                 instances: clusters * 3,
                 skipped: Some(format!(
-                    "not run: the simulator needs about {needed} file descriptors, this process may open {files}"
+                    "not run: an agent may watch at most {agent_can_watch} instances here (the hard RLIMIT_NOFILE of {files}, which even root cannot raise on this machine, at two connections each)"
                 )),
                 ..Row::default()
             });
             continue;
         }
-        rows.push(measure(clusters, seconds, failovers).await);
+        rows.push(measure(clusters, seconds, failovers, files).await);
     }
     print_table(&rows, seconds);
+}
+
+/// Set for a process of this benchmark that only simulates part of the fleet.
+const SHARD_CLUSTERS: &str = "FLEET_SHARD_CLUSTERS";
+
+/// A part of the fleet in a process of its own (a process may hold only so many
+/// sockets): starts its clusters, prints their primaries as one JSON line, and runs
+/// until its standard input closes (the benchmark is done or gone).
+async fn shard(clusters: usize) {
+    let fleet = Fleet::start(FleetOptions {
+        clusters,
+        replicas: 2,
+        user: USER.into(),
+        password: PASSWORD.into(),
+    })
+    .await
+    .expect("the shard listens");
+    println!("{}", serde_json::json!(fleet.primaries()));
+    let mut rest = Vec::new();
+    let _ = tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut rest).await;
+    drop(fleet);
+}
+
+/// The simulator's other processes, each with its own addresses; they stop with it.
+struct Shards {
+    children: Vec<tokio::process::Child>,
+    primaries: Vec<String>,
+}
+
+impl Shards {
+    /// Starts `clusters` clusters in processes of at most `per_process` each.
+    async fn start(clusters: usize, per_process: usize) -> Shards {
+        let mut shards = Shards {
+            children: Vec::new(),
+            primaries: Vec::new(),
+        };
+        let own = fleet::address_block();
+        let mut left = clusters;
+        while left > 0 {
+            let these = left.min(per_process);
+            left -= these;
+            let block = 16 + (own as usize - 16 + 1 + shards.children.len()) % 200;
+            let mut child =
+                tokio::process::Command::new(std::env::current_exe().expect("this benchmark"))
+                    .env(SHARD_CLUSTERS, these.to_string())
+                    .env("FLEET_ADDRESS_BLOCK", block.to_string())
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .expect("start a shard of the simulator");
+            let stdout = child.stdout.take().expect("piped");
+            let mut line = String::new();
+            tokio::io::AsyncBufReadExt::read_line(
+                &mut tokio::io::BufReader::new(stdout),
+                &mut line,
+            )
+            .await
+            .expect("the shard's primaries");
+            let primaries: Vec<String> =
+                serde_json::from_str(&line).expect("a JSON list of primaries");
+            shards.primaries.extend(primaries);
+            shards.children.push(child);
+        }
+        shards
+    }
+
+    fn cpu_ticks(&self) -> u64 {
+        self.children
+            .iter()
+            .filter_map(tokio::process::Child::id)
+            .map(cpu_ticks)
+            .sum()
+    }
 }
 
 fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -107,9 +190,14 @@ fn raise_file_limit() -> u64 {
     limit.rlim_cur
 }
 
-async fn measure(clusters: usize, seconds: u64, failovers: usize) -> Row {
+async fn measure(clusters: usize, seconds: u64, failovers: usize, files: u64) -> Row {
+    // A listening socket and two connections per simulated instance: what does not fit
+    // in this process goes to others (failovers are timed on this one's clusters).
+    let per_process = (files.saturating_sub(300) / 9) as usize;
+    let own = clusters.min(per_process);
+    let shards = Shards::start(clusters - own, per_process).await;
     let fleet = Fleet::start(FleetOptions {
-        clusters,
+        clusters: own,
         replicas: 2,
         user: USER.into(),
         password: PASSWORD.into(),
@@ -128,6 +216,7 @@ async fn measure(clusters: usize, seconds: u64, failovers: usize) -> Row {
     let seeds: Vec<String> = fleet
         .primaries()
         .iter()
+        .chain(&shards.primaries)
         .map(|k| format!("\"{k}\""))
         .collect();
     let config = dir.path().join("fleet.toml");
@@ -178,7 +267,10 @@ async fn measure(clusters: usize, seconds: u64, failovers: usize) -> Row {
 
     // The steady state.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let (agent_start, fleet_start) = (cpu_ticks(pid), cpu_ticks(std::process::id()));
+    let (agent_start, fleet_start) = (
+        cpu_ticks(pid),
+        cpu_ticks(std::process::id()) + shards.cpu_ticks(),
+    );
     let (answered_start, _, _) = fleet.statements();
     let steady = Instant::now();
     let mut rss: f64 = 0.0;
@@ -188,7 +280,8 @@ async fn measure(clusters: usize, seconds: u64, failovers: usize) -> Row {
     }
     let elapsed = steady.elapsed().as_secs_f64();
     let agent_cpu_seconds = (cpu_ticks(pid) - agent_start) as f64 / ticks;
-    let fleet_cpu_seconds = (cpu_ticks(std::process::id()) - fleet_start) as f64 / ticks;
+    let fleet_cpu_seconds =
+        (cpu_ticks(std::process::id()) + shards.cpu_ticks() - fleet_start) as f64 / ticks;
     let (answered_end, _, _) = fleet.statements();
     let probes = instances as f64 * elapsed; // one probe per instance per second
 
@@ -239,7 +332,7 @@ async fn measure(clusters: usize, seconds: u64, failovers: usize) -> Row {
     let mut primaries = fleet.primaries().into_iter();
     let mut took: Vec<f64> = Vec::new();
     let mut detected: Vec<f64> = Vec::new();
-    for _ in 0..failovers.min(clusters.saturating_sub(10)) {
+    for _ in 0..failovers.min(own.saturating_sub(10)) {
         let primary = primaries.next().expect("a cluster left");
         let successors = replicas_of(&fleet, &primary);
         let killed_at = std::time::SystemTime::now();
@@ -288,9 +381,10 @@ async fn measure(clusters: usize, seconds: u64, failovers: usize) -> Row {
         agent_cpu: agent_cpu_seconds / elapsed * 100.0,
         agent_rss: rss,
         fleet_cpu: fleet_cpu_seconds / elapsed * 100.0,
+        // Counted by this process's part of the fleet.
         statements_per_instance: (answered_end - answered_start) as f64
             / elapsed
-            / instances as f64,
+            / (own * 3) as f64,
         cpu_per_probe_ms: agent_cpu_seconds / probes * 1000.0,
         probe_p50_ms: percentile(&poll, 0.50),
         probe_p99_ms: percentile(&poll, 0.99),

@@ -89,6 +89,7 @@ pub fn start(options: DiscoveryOptions, seeds: Vec<InstanceKey>, store: Store) -
         store,
         shape: 1,
         refused: Default::default(),
+        applied: 0,
     };
     tokio::spawn(owner.run(seeds, command_rx, report_rx));
     DiscoveryHandle {
@@ -238,6 +239,8 @@ struct Owner {
     shape: u64,
     /// Instances refused for the open-file limit, each said once.
     refused: std::collections::HashSet<InstanceKey>,
+    /// Probe results applied so far: each instance's `version` is the count at its last.
+    applied: u64,
 }
 
 impl Owner {
@@ -383,6 +386,8 @@ impl Owner {
             let Some(instance) = self.instances.get_mut(&key) else {
                 return;
             };
+            self.applied += 1;
+            instance.version = self.applied;
             match outcome {
                 Ok((facts, took)) => {
                     if instance.unreachable_since.is_some() {

@@ -36,6 +36,10 @@ const CONFIRM_AGAIN: Duration = Duration::from_secs(60);
 /// How often the coordinator judges even when no new snapshot arrived.
 const JUDGE_EVERY: Duration = Duration::from_millis(100);
 
+/// How often every cluster is judged, changed or not (time alone changes some verdicts:
+/// a replica's silence, a block period ending, another agent's lock).
+const JUDGE_ALL_EVERY: Duration = Duration::from_secs(1);
+
 /// How often a fenced old primary that does not answer is probed: it is fenced this
 /// soon after it comes back.
 const FENCED_LOOK_EVERY: Duration = Duration::from_millis(100);
@@ -76,6 +80,8 @@ struct State {
     retry: HashMap<String, Retry>,
     /// How the agent locks of each cluster stood at the last look.
     standings: HashMap<String, crate::claims::Standing>,
+    /// Which healthy clusters need no judgement until something changes.
+    calm: Calm,
     /// When fenced old primaries that do not answer were last probed.
     fenced_looked_at: Option<Instant>,
     /// Which primaries were writable before they went away (see `roles`).
@@ -84,6 +90,32 @@ struct State {
     persisting: HashMap<InstanceKey, Instant>,
     /// Second writable primaries being probed again before they are fenced.
     checking: HashSet<InstanceKey>,
+}
+
+/// The healthy clusters as last judged (`Coordinator::to_judge`).
+#[derive(Default)]
+struct Calm {
+    /// When every cluster was last judged, and whether this agent led then.
+    all_at: Option<Instant>,
+    leading: bool,
+    /// Each healthy cluster's fingerprint (`fingerprint`) when it was judged.
+    fingerprints: HashMap<String, u64>,
+}
+
+/// What a cluster's members are and how far each one's probes have come; `None` when a
+/// member has no version (a snapshot made by hand: judged every time).
+fn fingerprint(cluster: &ClusterView, snapshot: &Snapshot) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for key in &cluster.members {
+        let version = snapshot.get(key)?.version;
+        if version == 0 {
+            return None;
+        }
+        (key, version).hash(&mut hasher);
+    }
+    cluster.primary.hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// After a judgement that took `took`, waits twice as long before the next one (when it
@@ -252,27 +284,70 @@ impl Coordinator {
     /// The problems of every cluster now.
     pub fn problems(&self, snapshot: &Snapshot) -> Vec<(ClusterView, Vec<Problem>)> {
         let clusters = self.discovery.clusters(snapshot, &self.aliases);
-        let judged = self.judge(snapshot, &clusters);
-        clusters.iter().cloned().zip(judged).collect()
-    }
-
-    /// The problems of each of `clusters` (of `snapshot`), in their order.
-    fn judge(&self, snapshot: &Snapshot, clusters: &[ClusterView]) -> Vec<Vec<Problem>> {
-        let doubled = multiple_primaries(clusters, snapshot, &self.aliases);
-        let now = SystemTime::now();
+        let doubled = multiple_primaries(&clusters, snapshot, &self.aliases);
         clusters
             .iter()
-            .map(|cluster| {
-                let mut problems = cluster_problems(cluster, snapshot, &self.rules, now);
-                problems.extend(
-                    doubled
-                        .iter()
-                        .filter(|p| p.cluster == cluster.name)
-                        .cloned(),
-                );
-                problems
+            .map(|cluster| (cluster.clone(), self.judge(cluster, snapshot, &doubled)))
+            .collect()
+    }
+
+    /// The problems of one cluster of `snapshot`; `doubled`: the fleet's second primaries.
+    fn judge(
+        &self,
+        cluster: &ClusterView,
+        snapshot: &Snapshot,
+        doubled: &[Problem],
+    ) -> Vec<Problem> {
+        let mut problems = cluster_problems(cluster, snapshot, &self.rules, SystemTime::now());
+        problems.extend(
+            doubled
+                .iter()
+                .filter(|p| p.cluster == cluster.name)
+                .cloned(),
+        );
+        problems
+    }
+
+    /// Which clusters to judge now: all of them at least every `JUDGE_ALL_EVERY` and
+    /// whenever this agent starts or stops leading; between those, only the ones with
+    /// something wrong at their last judgement, a second primary, or a member probed
+    /// since (judging thousands of unchanged healthy clusters twenty times a second
+    /// cost more than probing them).
+    fn to_judge<'a>(
+        &self,
+        clusters: &'a [ClusterView],
+        snapshot: &Snapshot,
+        doubled: &[Problem],
+        leading: bool,
+    ) -> Vec<&'a ClusterView> {
+        let mut state = self.state();
+        let calm = &mut state.calm;
+        let all =
+            calm.all_at.is_none_or(|at| at.elapsed() >= JUDGE_ALL_EVERY) || calm.leading != leading;
+        if all {
+            calm.all_at = Some(Instant::now());
+            calm.leading = leading;
+            calm.fingerprints.clear();
+            return clusters.iter().collect();
+        }
+        clusters
+            .iter()
+            .filter(|cluster| {
+                doubled.iter().any(|p| p.cluster == cluster.name)
+                    || fingerprint(cluster, snapshot)
+                        .is_none_or(|now| calm.fingerprints.get(&cluster.name) != Some(&now))
             })
             .collect()
+    }
+
+    /// Notes how a cluster was judged: healthy, it is judged again only when a member
+    /// changes (or at the next judgement of all); with a problem, at every judgement.
+    fn judged(&self, cluster: &ClusterView, snapshot: &Snapshot, healthy: bool) {
+        let mut state = self.state();
+        match fingerprint(cluster, snapshot).filter(|_| healthy) {
+            Some(now) => state.calm.fingerprints.insert(cluster.name.clone(), now),
+            None => state.calm.fingerprints.remove(&cluster.name),
+        };
     }
 
     fn consider(self: &Arc<Self>, snapshot: &Snapshot) {
@@ -284,8 +359,10 @@ impl Coordinator {
         // back read-only waits until this agent may act on its cluster.
         let back_read_only = self.state().writers.observe(snapshot);
         let clusters = self.discovery.clusters(snapshot, &self.aliases);
-        let judged = self.judge(snapshot, &clusters);
-        for (cluster, problems) in clusters.iter().zip(judged) {
+        let doubled = multiple_primaries(&clusters, snapshot, &self.aliases);
+        for cluster in self.to_judge(&clusters, snapshot, &doubled, not_leading.is_none()) {
+            let problems = self.judge(cluster, snapshot, &doubled);
+            self.judged(cluster, snapshot, problems.is_empty());
             // Without a shared lease: the agent lock says whether this agent, or another
             // one, acts on this cluster (said loudly, and always shown, failure or not).
             let not_holding = self.weigh_claims(cluster, snapshot);
@@ -1580,6 +1657,38 @@ mod tests {
             (key(3), FakeServer::replica(&key(1), 11, 11)),
             (key(4), FakeServer::replica(&key(1), 10, 10)),
         ])
+    }
+
+    #[tokio::test]
+    async fn a_healthy_cluster_is_judged_again_only_when_a_member_changes() {
+        let fake = FakeTopology::new([
+            (key(1), FakeServer::primary(3)),
+            (key(2), FakeServer::replica(&key(1), 3, 3)),
+        ]);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let coordinator = fake.coordinator(dir.path());
+        let mut snapshot = fake.snapshot();
+        let cluster = crate::topology::build_clusters(&snapshot, &[]);
+        let judged = |snapshot: &Snapshot, leading: bool| {
+            coordinator.to_judge(&cluster, snapshot, &[], leading).len()
+        };
+        // Made by hand, without versions: judged every time.
+        assert_eq!(judged(&snapshot, true), 1);
+        coordinator.judged(&cluster[0], &snapshot, true);
+        assert_eq!(judged(&snapshot, true), 1);
+
+        for (version, port) in [(1, 1), (2, 2)] {
+            snapshot.instances.get_mut(&key(port)).expect("known").version = version;
+        }
+        coordinator.judged(&cluster[0], &snapshot, true);
+        assert_eq!(judged(&snapshot, true), 0, "nothing changed");
+        snapshot.instances.get_mut(&key(2)).expect("known").version = 3;
+        assert_eq!(judged(&snapshot, true), 1, "the replica was probed");
+        coordinator.judged(&cluster[0], &snapshot, false);
+        assert_eq!(judged(&snapshot, true), 1, "something is wrong: every time");
+        coordinator.judged(&cluster[0], &snapshot, true);
+        assert_eq!(judged(&snapshot, true), 0);
+        assert_eq!(judged(&snapshot, false), 1, "no longer leading: all of them");
     }
 
     /// Runs the coordinator's failover of 1 on `fake` with its store in `dir`: the

@@ -367,6 +367,11 @@ pub struct Instance {
     pub source_last_heard: Option<SystemTime>,
     /// How long the last successful probe took.
     pub probe_millis: Option<u64>,
+    /// Moves on with every probe result discovery applies (a number no other instance
+    /// had): what changed since a judgement is told without comparing facts. 0 in a
+    /// snapshot made by hand, which is then always judged afresh.
+    #[serde(skip)]
+    pub version: u64,
 }
 
 impl Instance {
@@ -380,6 +385,7 @@ impl Instance {
             unreachable_since: None,
             source_last_heard: None,
             probe_millis: None,
+            version: 0,
         }
     }
 

@@ -149,8 +149,21 @@ static ADDRESSES_USED: AtomicUsize = AtomicUsize::new(0);
 /// The address of the `nth` instance this process starts: 127.B.x.y, y from 1 to 250,
 /// with B from the process id, so two processes' fleets do not meet either.
 fn address_of(nth: usize) -> Ipv4Addr {
-    let block = 16 + (std::process::id() % 200) as u8;
-    Ipv4Addr::new(127, block, (nth / 250) as u8, (nth % 250 + 1) as u8)
+    Ipv4Addr::new(
+        127,
+        address_block(),
+        (nth / 250) as u8,
+        (nth % 250 + 1) as u8,
+    )
+}
+
+/// This process's B in 127.B.x.y: `FLEET_ADDRESS_BLOCK` when set (a benchmark that
+/// splits one fleet across processes gives each its own), else from the process id.
+pub fn address_block() -> u8 {
+    std::env::var("FLEET_ADDRESS_BLOCK")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(16 + (std::process::id() % 200) as u8)
 }
 
 impl Fleet {
@@ -168,8 +181,14 @@ impl Fleet {
             let cluster = index / (1 + options.replicas);
             let primary = cluster * (1 + options.replicas);
             let is_primary = index == primary;
-            let uuid_of =
-                |i: usize| format!("5eed{:04x}-0000-4000-8000-{:012x}", cluster % 0xffff, i);
+            // Unique across the processes of one fleet too (the block is in it).
+            let block = address_block();
+            let uuid_of = |i: usize| {
+                format!(
+                    "5eed{:04x}-{block:04x}-4000-8000-{i:012x}",
+                    cluster % 0xffff
+                )
+            };
             instances.push(Instance {
                 address: address_of(first + index),
                 server_id: 100 + index as u32,
