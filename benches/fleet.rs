@@ -522,6 +522,15 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
+/// Milliseconds, or "—" for what was not measured (a fleet of one page has no next).
+fn ms(value: f64) -> String {
+    if value.is_finite() {
+        format!("{value:.0} ms")
+    } else {
+        "—".into()
+    }
+}
+
 fn print_table(rows: &[Row], seconds: u64) {
     println!("\nfleet benchmark: simulated MySQL 9.7, clusters of 3, 1 s polling, {seconds} s steady state, 2 cores shared with the simulator");
     println!("| instances | agent CPU (% of a core) | agent RSS | simulator CPU | statements / instance / s | agent CPU per probe | probe p50 / p99 | oldest facts | GET /clusters | GET one cluster | kill → recovery started (median) | kill → writable (median, n) | 10 killed at once → all writable |");
@@ -556,13 +565,13 @@ fn print_table(rows: &[Row], seconds: u64) {
     for row in rows {
         match &row.page {
             Some(page) => println!(
-                "| {} | {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms |",
+                "| {} | {} | {} | {} | {} | {} |",
                 row.instances,
                 row.instances / 3,
-                page.usable_ms,
-                page.first_paint_ms,
-                page.next_page_ms,
-                page.filter_ms
+                ms(page.usable_ms),
+                ms(page.first_paint_ms),
+                ms(page.next_page_ms),
+                ms(page.filter_ms)
             ),
             None => println!(
                 "| {} | {} | not measured |||",

@@ -1,7 +1,9 @@
 //! Discovery: crawls topologies from seed instances and keeps every known instance
 //! polled. Each instance has its own poller task on its own schedule (a tick every
 //! `poll_interval`, not "interval after the last probe finished"), so one slow or dead
-//! instance never delays another; a semaphore bounds how many probes run at once. One
+//! instance never delays another; a semaphore bounds how many probes run at once (and
+//! a few more places are kept for probes asked for now, so a lost primary's are never
+//! queued behind the polling of thousands of others). One
 //! owner task holds the state, applies probe results, follows new sources and replicas,
 //! and publishes an immutable snapshot after every change.
 //!
@@ -84,6 +86,7 @@ pub fn start(options: DiscoveryOptions, seeds: Vec<InstanceKey>, store: Store) -
         pollers: HashMap::new(),
         options: options.clone(),
         semaphore: Arc::new(Semaphore::new(options.max_concurrent_probes)),
+        urgent: Arc::new(Semaphore::new(URGENT_PROBES)),
         reports: report_tx,
         snapshot: snapshot_tx,
         store,
@@ -227,11 +230,17 @@ impl Poller {
     }
 }
 
+/// How many probes asked for now may run at once, beside `max_concurrent_probes`.
+const URGENT_PROBES: usize = 8;
+
 struct Owner {
     instances: imbl::OrdMap<InstanceKey, Instance>,
     pollers: HashMap<InstanceKey, Poller>,
     options: DiscoveryOptions,
     semaphore: Arc<Semaphore>,
+    /// Probes asked for now (a primary that stopped answering, its replicas confirming,
+    /// a recovery checking its work) take these, never queueing behind regular polls.
+    urgent: Arc<Semaphore>,
     reports: mpsc::Sender<ProbeReport>,
     snapshot: watch::Sender<Arc<Snapshot>>,
     store: Store,
@@ -335,6 +344,7 @@ impl Owner {
                 key.clone(),
                 self.options.clone(),
                 self.semaphore.clone(),
+                self.urgent.clone(),
                 self.reports.clone(),
                 wake.clone(),
             )),
@@ -465,6 +475,7 @@ async fn poll_instance(
     key: InstanceKey,
     options: DiscoveryOptions,
     semaphore: Arc<Semaphore>,
+    urgent: Arc<Semaphore>,
     reports: mpsc::Sender<ProbeReport>,
     wake: Arc<Notify>,
 ) {
@@ -472,11 +483,14 @@ async fn poll_instance(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut connection: Option<Connection> = None;
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = wake.notified() => ticker.reset(),
-        }
-        let Ok(_permit) = semaphore.acquire().await else {
+        let woken = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = wake.notified() => {
+                ticker.reset();
+                true
+            }
+        };
+        let Ok(_permit) = (if woken { &urgent } else { &semaphore }).acquire().await else {
             return;
         };
         let started = Instant::now();

@@ -38,8 +38,11 @@ try {
       .then((handle) => handle.evaluate(() => performance.now()));
     return ended - started;
   };
-  const nextPage = await timed(() => page.getByRole('button', { name: 'Next' }).click(),
-    () => /^101/.test(document.querySelector('.pager .muted')?.textContent || ''));
+  // One page holds 100: a smaller fleet has no next page.
+  const nextPage = Number(expected) > 100
+    ? await timed(() => page.getByRole('button', { name: 'Next' }).click(),
+      () => /^101/.test(document.querySelector('.pager .muted')?.textContent || ''))
+    : null;
   const filter = await timed(() => page.getByLabel('Filter clusters').fill('127.'),
     () => document.querySelector('.pager .muted') !== null);
 

@@ -1678,7 +1678,11 @@ mod tests {
         assert_eq!(judged(&snapshot, true), 1);
 
         for (version, port) in [(1, 1), (2, 2)] {
-            snapshot.instances.get_mut(&key(port)).expect("known").version = version;
+            snapshot
+                .instances
+                .get_mut(&key(port))
+                .expect("known")
+                .version = version;
         }
         coordinator.judged(&cluster[0], &snapshot, true);
         assert_eq!(judged(&snapshot, true), 0, "nothing changed");
@@ -1688,7 +1692,11 @@ mod tests {
         assert_eq!(judged(&snapshot, true), 1, "something is wrong: every time");
         coordinator.judged(&cluster[0], &snapshot, true);
         assert_eq!(judged(&snapshot, true), 0);
-        assert_eq!(judged(&snapshot, false), 1, "no longer leading: all of them");
+        assert_eq!(
+            judged(&snapshot, false),
+            1,
+            "no longer leading: all of them"
+        );
     }
 
     /// Runs the coordinator's failover of 1 on `fake` with its store in `dir`: the
