@@ -81,20 +81,24 @@ pub fn start(options: DiscoveryOptions, seeds: Vec<InstanceKey>, store: Store) -
     let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
     let (command_tx, command_rx) = mpsc::channel(64);
     let (report_tx, report_rx) = mpsc::channel(1024);
+    let (urgent_tx, urgent_rx) = mpsc::channel(256);
     let owner = Owner {
         instances: imbl::OrdMap::new(),
         pollers: HashMap::new(),
         options: options.clone(),
         semaphore: Arc::new(Semaphore::new(options.max_concurrent_probes)),
         urgent: Arc::new(Semaphore::new(URGENT_PROBES)),
-        reports: report_tx,
+        reports: Reports {
+            regular: report_tx,
+            urgent: urgent_tx,
+        },
         snapshot: snapshot_tx,
         store,
         shape: 1,
         refused: Default::default(),
         applied: 0,
     };
-    tokio::spawn(owner.run(seeds, command_rx, report_rx));
+    tokio::spawn(owner.run(seeds, command_rx, report_rx, urgent_rx));
     DiscoveryHandle {
         clusters: Arc::default(),
         snapshots: snapshot_rx,
@@ -230,6 +234,14 @@ impl Poller {
     }
 }
 
+/// Where pollers send their results: a probe asked for now has a way of its own to the
+/// owner, taken first, so it never waits behind the results of a large fleet's polls.
+#[derive(Clone)]
+struct Reports {
+    regular: mpsc::Sender<ProbeReport>,
+    urgent: mpsc::Sender<ProbeReport>,
+}
+
 /// How many probes asked for now may run at once, beside `max_concurrent_probes`.
 const URGENT_PROBES: usize = 8;
 
@@ -241,7 +253,7 @@ struct Owner {
     /// Probes asked for now (a primary that stopped answering, its replicas confirming,
     /// a recovery checking its work) take these, never queueing behind regular polls.
     urgent: Arc<Semaphore>,
-    reports: mpsc::Sender<ProbeReport>,
+    reports: Reports,
     snapshot: watch::Sender<Arc<Snapshot>>,
     store: Store,
     /// `Snapshot::shape`: moves on whenever an instance comes, goes or changes source.
@@ -258,6 +270,7 @@ impl Owner {
         seeds: Vec<InstanceKey>,
         mut commands: mpsc::Receiver<Command>,
         mut reports: mpsc::Receiver<ProbeReport>,
+        mut urgent: mpsc::Receiver<ProbeReport>,
     ) {
         let remembered = self.store.known_instances().unwrap_or_else(|error| {
             tracing::error!(%error, "cannot read known instances from the store");
@@ -268,13 +281,12 @@ impl Owner {
         }
         self.publish();
         loop {
+            // What was asked for now first, then commands, then the regular polls.
             tokio::select! {
-                Some(report) = reports.recv() => {
+                biased;
+                Some(report) = urgent.recv() => {
                     self.apply(report);
-                    // Apply everything already waiting before publishing once.
-                    while let Ok(report) = reports.try_recv() {
-                        self.apply(report);
-                    }
+                    self.apply_waiting(&mut urgent, &mut reports);
                     self.publish();
                 }
                 command = commands.recv() => match command {
@@ -305,10 +317,30 @@ impl Owner {
                     }
                     None => break,
                 },
+                Some(report) = reports.recv() => {
+                    self.apply(report);
+                    self.apply_waiting(&mut urgent, &mut reports);
+                    self.publish();
+                }
             }
         }
         for (_, poller) in self.pollers.drain() {
             poller.stop();
+        }
+    }
+
+    /// Applies the results already waiting (at most a batch, the urgent ones first),
+    /// so one snapshot is published for all of them.
+    fn apply_waiting(
+        &mut self,
+        urgent: &mut mpsc::Receiver<ProbeReport>,
+        reports: &mut mpsc::Receiver<ProbeReport>,
+    ) {
+        for _ in 0..1024 {
+            match urgent.try_recv().or_else(|_| reports.try_recv()) {
+                Ok(report) => self.apply(report),
+                Err(_) => return,
+            }
         }
     }
 
@@ -396,6 +428,15 @@ impl Owner {
             let Some(instance) = self.instances.get_mut(&key) else {
                 return;
             };
+            // A result that an urgent one overtook on its way here says less than what
+            // is already known: dropped.
+            if instance
+                .last_seen
+                .max(instance.last_failure)
+                .is_some_and(|latest| at < latest)
+            {
+                return;
+            }
             self.applied += 1;
             instance.version = self.applied;
             match outcome {
@@ -476,7 +517,7 @@ async fn poll_instance(
     options: DiscoveryOptions,
     semaphore: Arc<Semaphore>,
     urgent: Arc<Semaphore>,
-    reports: mpsc::Sender<ProbeReport>,
+    reports: Reports,
     wake: Arc<Notify>,
 ) {
     let mut ticker = tokio::time::interval(options.poll_interval);
@@ -490,7 +531,22 @@ async fn poll_instance(
                 true
             }
         };
-        let Ok(_permit) = (if woken { &urgent } else { &semaphore }).acquire().await else {
+        // Woken while queueing for a regular place (a large fleet waits there most of
+        // the time): it moves to the urgent ones.
+        let mut asked_now = woken;
+        let permit = if woken {
+            urgent.acquire().await
+        } else {
+            tokio::select! {
+                permit = semaphore.acquire() => permit,
+                _ = wake.notified() => {
+                    ticker.reset();
+                    asked_now = true;
+                    urgent.acquire().await
+                }
+            }
+        };
+        let Ok(_permit) = permit else {
             return;
         };
         let started = Instant::now();
@@ -505,7 +561,12 @@ async fn poll_instance(
                 Err(error.without_instance())
             }
         };
-        if reports
+        let way = if asked_now {
+            &reports.urgent
+        } else {
+            &reports.regular
+        };
+        if way
             .send(ProbeReport {
                 key: key.clone(),
                 at,

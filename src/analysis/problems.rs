@@ -174,17 +174,22 @@ pub fn multiple_primaries(
     aliases: &[ClusterAlias],
 ) -> Vec<Problem> {
     let mut problems = Vec::new();
+    // Only a tree without an alias can hold a second primary of an aliased cluster: with
+    // none (the steady state), there is nothing to look through.
+    let unaliased: Vec<&ClusterView> = clusters.iter().filter(|c| c.alias.is_none()).collect();
+    if unaliased.is_empty() {
+        return problems;
+    }
+    let by_alias: std::collections::HashMap<&str, &ClusterAlias> =
+        aliases.iter().map(|a| (a.alias.as_str(), a)).collect();
     for cluster in clusters {
-        let Some(alias) = aliases
-            .iter()
-            .find(|a| Some(&a.alias) == cluster.alias.as_ref())
-        else {
+        let Some(alias) = cluster.alias.as_deref().and_then(|a| by_alias.get(a)) else {
             continue;
         };
         let Some(primary) = writable_root(snapshot, &cluster.primary) else {
             continue;
         };
-        for other in clusters.iter().filter(|c| c.alias.is_none()) {
+        for other in &unaliased {
             if !other.members.iter().any(|m| alias.instances.contains(m)) {
                 continue;
             }

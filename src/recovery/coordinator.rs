@@ -485,15 +485,17 @@ impl Coordinator {
                 this.discovery.probe_now(replicas.clone());
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let snapshot = this.discovery.snapshot();
-                let still_suspected = this.problems(&snapshot).iter().any(|(c, problems)| {
-                    c.name == name
-                        && problems.iter().any(|p| {
-                            matches!(
-                                p.code,
-                                ProblemCode::UnreachablePrimary
-                                    | ProblemCode::UnreachablePrimaryWithLaggingReplicas
-                            )
-                        })
+                // This cluster only: judging the whole fleet every 50 ms, for each
+                // suspicion, starved everything else on a large one.
+                let clusters = this.discovery.clusters(&snapshot, &this.aliases);
+                let still_suspected = clusters.iter().find(|c| c.name == name).is_some_and(|c| {
+                    this.judge(c, &snapshot, &[]).iter().any(|p| {
+                        matches!(
+                            p.code,
+                            ProblemCode::UnreachablePrimary
+                                | ProblemCode::UnreachablePrimaryWithLaggingReplicas
+                        )
+                    })
                 });
                 if !still_suspected {
                     // Settled: act on the verdict now (silence can turn a suspicion into
