@@ -523,14 +523,18 @@ async fn poll_instance(
     let mut ticker = tokio::time::interval(options.poll_interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut connection: Option<Connection> = None;
+    // Woken while its last result waited to be taken: probe again at once.
+    let mut woken_meanwhile = false;
     loop {
-        let woken = tokio::select! {
-            _ = ticker.tick() => false,
-            _ = wake.notified() => {
-                ticker.reset();
-                true
-            }
-        };
+        let woken = woken_meanwhile
+            || tokio::select! {
+                _ = ticker.tick() => false,
+                _ = wake.notified() => {
+                    ticker.reset();
+                    true
+                }
+            };
+        woken_meanwhile = false;
         // Woken while queueing for a regular place (a large fleet waits there most of
         // the time): it moves to the urgent ones.
         let mut asked_now = woken;
@@ -561,20 +565,26 @@ async fn poll_instance(
                 Err(error.without_instance())
             }
         };
-        let way = if asked_now {
-            &reports.urgent
-        } else {
-            &reports.regular
+        let report = ProbeReport {
+            key: key.clone(),
+            at,
+            outcome,
         };
-        if way
-            .send(ProbeReport {
-                key: key.clone(),
-                at,
-                outcome,
-            })
-            .await
-            .is_err()
-        {
+        let sent = if asked_now {
+            reports.urgent.send(report).await
+        } else {
+            // A regular result may wait long behind a large fleet's: woken meanwhile,
+            // it is dropped for a probe asked for now, which says more anyway.
+            tokio::select! {
+                sent = reports.regular.send(report) => sent,
+                _ = wake.notified() => {
+                    ticker.reset();
+                    woken_meanwhile = true;
+                    Ok(())
+                }
+            }
+        };
+        if sent.is_err() {
             return;
         }
     }
