@@ -47,6 +47,16 @@ const ADMIN_POLL: Duration = Duration::from_millis(5);
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    if std::env::var_os("BENCH_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                std::env::var("BENCH_LOG")
+                    .ok()
+                    .filter(|f| f.contains('='))
+                    .unwrap_or_else(|| "pointsman=debug".into()),
+            )
+            .init();
+    }
     let flavor = support::bench_flavor();
     let runs = support::bench_runs();
     let load: usize = std::env::var("BENCH_LOAD")

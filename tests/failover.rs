@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::{
     assert_audited, automatic_recovery, eventually, probed, read_only_becomes, watch, TestTopology,
+    Watcher,
 };
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -23,6 +24,7 @@ on_every_flavor!(
     the_old_primary_returns_fenced_and_reattach_makes_it_a_replica,
     a_second_failure_inside_the_block_period_waits_for_an_ack,
     a_failing_pre_failover_hook_aborts_the_recovery,
+    hooks_written_for_orchestrator_get_its_variables_and_placeholders,
     a_killed_intermediate_primary_has_its_replicas_repointed,
     catch_up_from_a_more_advanced_must_not_replica_loses_nothing,
     a_replica_with_errant_gtids_is_never_chosen,
@@ -123,10 +125,7 @@ async fn catch_up_from_a_more_advanced_must_not_replica_loses_nothing(flavor: Fl
         config.promotion.must_not = vec![banned];
     })
     .await;
-    probed(&watcher.agent.discovery, 3).await;
-    let mut sandbox = topology.sandbox.clone();
-    sandbox.kill("node1").expect("kill");
-    let record = finished_recovery(&watcher.api, 1).await;
+    let record = kill_node1_and_await_recovery(&topology, &watcher).await;
     assert_eq!(record.status, RecoveryStatus::Succeeded, "{record:?}");
     assert_eq!(
         record.successor,
@@ -189,10 +188,7 @@ async fn a_replica_with_errant_gtids_is_never_chosen(flavor: Flavor) {
         automatic_recovery(&topology),
     )
     .await;
-    probed(&watcher.agent.discovery, 3).await;
-    let mut sandbox = topology.sandbox.clone();
-    sandbox.kill("node1").expect("kill");
-    let record = finished_recovery(&watcher.api, 1).await;
+    let record = kill_node1_and_await_recovery(&topology, &watcher).await;
     assert_eq!(record.successor, Some(topology.key("node3")), "{record:?}");
     let choice = record
         .steps
@@ -288,6 +284,17 @@ async fn recovery_refuses_file_position_replication(flavor: Flavor) {
 }
 
 /// The newest recovery of cluster `t` once it has ended.
+/// Once the three instances are probed, kills node1 and waits for the first recovery.
+async fn kill_node1_and_await_recovery(
+    topology: &TestTopology,
+    watcher: &Watcher,
+) -> RecoveryRecord {
+    probed(&watcher.agent.discovery, 3).await;
+    let mut sandbox = topology.sandbox.clone();
+    sandbox.kill("node1").expect("kill");
+    finished_recovery(&watcher.api, 1).await
+}
+
 async fn finished_recovery(api: &pointsman::client::ApiClient, count: usize) -> RecoveryRecord {
     eventually(
         PATIENCE,
@@ -311,14 +318,12 @@ async fn the_old_primary_returns_fenced_and_reattach_makes_it_a_replica(flavor: 
         automatic_recovery(&topology),
     )
     .await;
-    probed(&watcher.agent.discovery, 3).await;
-    let mut sandbox = topology.sandbox.clone();
-    sandbox.kill("node1").expect("kill");
-    let recovery = finished_recovery(&watcher.api, 1).await;
+    let recovery = kill_node1_and_await_recovery(&topology, &watcher).await;
     assert_eq!(recovery.status, RecoveryStatus::Succeeded, "{recovery:?}");
     let successor = recovery.successor.clone().expect("a successor");
 
     // node1 comes back writable from its own configuration: the agent fences it.
+    let mut sandbox = topology.sandbox.clone();
     sandbox.start("node1").await.expect("start node1");
     eventually(PATIENCE, "node1 set read_only by the agent", || async {
         (topology
@@ -432,10 +437,7 @@ async fn a_second_failure_inside_the_block_period_waits_for_an_ack(flavor: Flavo
         automatic_recovery(&topology),
     )
     .await;
-    probed(&watcher.agent.discovery, 3).await;
-    let mut sandbox = topology.sandbox.clone();
-    sandbox.kill("node1").expect("kill");
-    let first = finished_recovery(&watcher.api, 1).await;
+    let first = kill_node1_and_await_recovery(&topology, &watcher).await;
     assert_eq!(first.status, RecoveryStatus::Succeeded);
     let second_primary = first.successor.clone().expect("successor");
     eventually(
@@ -455,6 +457,7 @@ async fn a_second_failure_inside_the_block_period_waits_for_an_ack(flavor: Flavo
     .await;
 
     // The new primary dies too, inside the block period: detected, not recovered.
+    let mut sandbox = topology.sandbox.clone();
     sandbox
         .kill(&topology.node_at(&second_primary))
         .expect("kill the new primary");
@@ -525,10 +528,7 @@ async fn a_failing_pre_failover_hook_aborts_the_recovery(flavor: Flavor) {
         config.hooks.pre_failover = vec!["echo not now, maintenance window; exit 1".into()];
     })
     .await;
-    probed(&watcher.agent.discovery, 3).await;
-    let mut sandbox = topology.sandbox.clone();
-    sandbox.kill("node1").expect("kill");
-    let record = finished_recovery(&watcher.api, 1).await;
+    let record = kill_node1_and_await_recovery(&topology, &watcher).await;
     assert_eq!(record.status, RecoveryStatus::Aborted, "{record:?}");
     let hook = record
         .steps
@@ -556,6 +556,61 @@ async fn a_failing_pre_failover_hook_aborts_the_recovery(flavor: Flavor) {
     assert!(audit
         .iter()
         .any(|r| r.action == "recovery" && r.message.contains("pre_failover hook failed")));
+}
+
+/// Hooks as orchestrator users wrote them: its `ORC_*` variables and `{placeholders}`,
+/// with its rules (no successor before the failover).
+async fn hooks_written_for_orchestrator_get_its_variables_and_placeholders(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let recovery = automatic_recovery(&topology);
+    let watcher = watch(&topology, vec![topology.key("node1")], |config| {
+        recovery(config);
+        config.hooks.pre_failover = vec![
+            "printf 'pre %s %s %s {successorHost}' \"$ORC_FAILURE_TYPE\" \"$ORC_IS_SUCCESSFUL\" \"${ORC_SUCCESSOR_HOST-absent}\"".into(),
+        ];
+        config.hooks.post_failover = vec![
+            "printf 'post %s %s:%s %s %s %s {successorHost}:{successorPort} {failureClusterAlias} {countReplicas} {failedPort}' \"$ORC_FAILURE_TYPE\" \"$ORC_SUCCESSOR_HOST\" \"$ORC_SUCCESSOR_PORT\" \"$ORC_IS_SUCCESSFUL\" \"$ORC_FAILURE_CLUSTER\" \"$ORC_REPLICA_HOSTS\"".into(),
+        ];
+    })
+    .await;
+    let record = kill_node1_and_await_recovery(&topology, &watcher).await;
+    assert_eq!(record.status, RecoveryStatus::Succeeded, "{record:?}");
+    let successor = record.successor.clone().expect("a successor");
+    let output = |point: &str| {
+        record
+            .steps
+            .iter()
+            .find(|s| s.step == format!("hook {point}"))
+            .map(|s| s.detail.clone())
+            .unwrap_or_else(|| panic!("no {point} hook step in {:?}", record.steps))
+    };
+    assert!(
+        output("pre_failover").contains("pre DeadMaster false absent {successorHost}"),
+        "{}",
+        output("pre_failover")
+    );
+    let old = topology.key("node1");
+    let post = output("post_failover");
+    let expected = format!("post DeadMaster {successor} true {old} ");
+    assert!(post.contains(&expected), "{expected:?} not in {post}");
+    let printed = &post[post.find("post DeadMaster").expect("the printed line")..];
+    let replicas = printed
+        .split_whitespace()
+        .nth(5)
+        .unwrap_or_else(|| panic!("ORC_REPLICA_HOSTS in {post}"));
+    let mut listed: Vec<&str> = replicas.split(',').collect();
+    listed.sort();
+    let mut want = vec![
+        topology.key("node2").to_string(),
+        topology.key("node3").to_string(),
+    ];
+    want.sort();
+    assert_eq!(listed, want, "ORC_REPLICA_HOSTS");
+    let placeholders = format!("{successor} t 2 {}", old.port);
+    assert!(
+        post.contains(&placeholders),
+        "{placeholders:?} not in {post}"
+    );
 }
 
 async fn a_killed_intermediate_primary_has_its_replicas_repointed(flavor: Flavor) {

@@ -12,6 +12,7 @@ mod support;
 
 use hickory_net::client::ClientHandle;
 use hickory_net::proto::rr::{DNSClass, Name, RecordType};
+use mysql_async::prelude::Queryable;
 use pointsman::sandbox::Flavor;
 use pointsman::store::recovery::{RecoveryRecord, RecoveryStatus};
 use std::net::SocketAddr;
@@ -84,17 +85,44 @@ async fn a_failover_moves_every_backend_to_the_new_primary(flavor: Flavor) {
     stack.consul_names(PATIENCE, "node1").await;
 
     // From the kill until the routes settle, ProxySQL's runtime is read every few
-    // milliseconds: its reader hostgroup must never lack an ONLINE replica; and the
-    // replicas' DNS name must always answer with an address.
+    // milliseconds: its reader hostgroup must never lack an ONLINE replica; the old
+    // primary must be out of the writer hostgroup before a replica takes writes (the
+    // replicas' read_only is read first, runtime after: a writable replica seen with the
+    // old primary still in service after it is a promotion that did not wait for the
+    // withdrawal); and the replicas' DNS name must always answer with an address.
     let dead_port = stack.key("node1").port;
     let watching = Arc::new(AtomicBool::new(true));
     let mut readerless: Vec<String> = Vec::new();
+    let mut two_writers: Vec<String> = Vec::new();
     let mut unanswered: Vec<String> = Vec::new();
     let mut dns = support::dns_udp_client(stack.dns()).await;
     let replicas = Name::from_str("t.replicas.mysql.local.").expect("a name");
+    let mut replica_connections = Vec::new();
+    for node in ["node2", "node3"] {
+        let conn = stack.topology.sandbox.connect(node).await.expect("connect");
+        replica_connections.push((node, conn));
+    }
     let watch_readers = async {
         while watching.load(Ordering::Relaxed) {
+            let mut writable = Vec::new();
+            for (node, conn) in &mut replica_connections {
+                let read_only: Option<u8> = conn
+                    .query_first("SELECT @@global.read_only")
+                    .await
+                    .unwrap_or_else(|e| panic!("{node}: read_only: {e}"));
+                if read_only == Some(0) {
+                    writable.push(*node);
+                }
+            }
             let runtime = stack.runtime().await;
+            let old_in_service = runtime.iter().any(|((group, port), status)| {
+                *group == WRITER
+                    && *port == dead_port
+                    && (status == "ONLINE" || status == "SHUNNED")
+            });
+            if !writable.is_empty() && old_in_service {
+                two_writers.push(format!("{writable:?} writable, runtime {runtime:?}"));
+            }
             let serving = runtime.iter().any(|((group, port), status)| {
                 *group == READER && *port != dead_port && status == "ONLINE"
             });
@@ -124,6 +152,12 @@ async fn a_failover_moves_every_backend_to_the_new_primary(flavor: Flavor) {
         "the reader hostgroup had no ONLINE replica during the failover, {} times; first: {}",
         readerless.len(),
         readerless[0]
+    );
+    assert!(
+        two_writers.is_empty(),
+        "a replica took writes while ProxySQL still sent writes to the old primary, {} times; first: {}",
+        two_writers.len(),
+        two_writers[0]
     );
     assert!(
         unanswered.is_empty(),

@@ -536,19 +536,45 @@ impl Coordinator {
         true
     }
 
+    /// What the hooks of a recovery of `problem` in `cluster` are told.
+    fn hook_context(
+        &self,
+        cluster: &ClusterView,
+        problem: &Problem,
+        successor: Option<InstanceKey>,
+        recovery_id: &str,
+    ) -> HookContext {
+        HookContext {
+            failure_type: format!("{:?}", problem.code),
+            cluster: cluster.name.clone(),
+            failed: Some(problem.instance.clone()),
+            successor,
+            recovery_id: recovery_id.to_string(),
+            description: problem.explanation.clone(),
+            replicas: cluster
+                .tree
+                .find(&problem.instance)
+                .map(|node| node.replicas.iter().map(|r| r.key.clone()).collect())
+                .unwrap_or_default(),
+            lost_replicas: Vec::new(),
+            downtimed: self
+                .store
+                .downtimes(SystemTime::now())
+                .is_ok_and(|all| all.iter().any(|d| d.instance == problem.instance)),
+            automatic: self
+                .auto_clusters
+                .iter()
+                .any(|f| f.matches(&cluster.name, cluster.alias.as_deref())),
+        }
+    }
+
     /// Runs the `on_failure_detected` hooks in the background; their runs go to the audit.
     fn failure_detected_hooks(self: &Arc<Self>, cluster: &ClusterView, problem: &Problem) {
         if self.hooks.config.on_failure_detected.is_empty() {
             return;
         }
         let this = self.clone();
-        let context = HookContext {
-            failure_type: format!("{:?}", problem.code),
-            cluster: cluster.name.clone(),
-            failed: Some(problem.instance.clone()),
-            successor: None,
-            recovery_id: String::new(),
-        };
+        let context = self.hook_context(cluster, problem, None, "");
         tokio::spawn(async move {
             for run in run_hooks(HookPoint::OnFailureDetected, &this.hooks, &context).await {
                 let _ = this.store.audit(AuditEntry {
@@ -929,11 +955,14 @@ impl Coordinator {
         }
         record.successor = outcome.as_ref().ok().cloned();
         let context = HookContext {
-            failure_type: record.problem.clone(),
-            cluster: cluster.name.clone(),
-            failed: Some(problem.instance.clone()),
-            successor: record.successor.clone(),
-            recovery_id: id.clone(),
+            // Replicas a re-point failed for still hang below the old primary.
+            lost_replicas: log
+                .steps
+                .iter()
+                .filter(|s| s.step == "re-point" && !s.ok)
+                .filter_map(|s| s.instance.clone())
+                .collect(),
+            ..self.hook_context(&cluster, &problem, record.successor.clone(), &id)
         };
         let point = if outcome.is_ok() {
             HookPoint::PostFailover
@@ -1032,13 +1061,12 @@ impl Coordinator {
             )));
         }
         crate::crash_point!("failover-after-choose");
-        let context = HookContext {
-            failure_type: format!("{:?}", problem.code),
-            cluster: cluster.name.clone(),
-            failed: Some(problem.instance.clone()),
-            successor: Some(plan.candidate.clone()),
-            recovery_id: log.recovery_id.clone(),
-        };
+        let context = self.hook_context(
+            cluster,
+            problem,
+            Some(plan.candidate.clone()),
+            &log.recovery_id,
+        );
         if !self
             .hooks_as_steps(HookPoint::PreFailover, &context, log)
             .await
@@ -1088,23 +1116,32 @@ impl Coordinator {
             Duration::ZERO,
         );
         crate::crash_point!("failover-after-fence");
-        // Traffic first: no backend may send writes to the old primary while the new
-        // one is made writable. A backend that does not answer is not waited for.
-        let withdrawing = Instant::now();
+        // Traffic first: no backend may send writes to the old primary once the new one
+        // takes writes. The candidate catches up meanwhile (nothing is writable before
+        // `promote`, which waits for both). A backend that does not answer is not
+        // waited for.
         let _ = log.begin("withdraw routes", Some(&problem.instance)).await;
-        let report = self
-            .routing
-            .withdraw_writer(&cluster.name, &problem.instance, &log.recovery_id)
-            .await;
+        let mut prepare_log = log.branch();
+        let ((report, withdraw_took), prepared) = tokio::join!(
+            timed(
+                self.routing
+                    .withdraw_writer(&cluster.name, &problem.instance, &log.recovery_id)
+            ),
+            self.executor.prepare(&plan, &mut prepare_log)
+        );
         log.note(
             "withdraw routes",
             Some(&problem.instance),
             report.complete(),
             format!("no route names {} any more: {report}", problem.instance),
-            withdrawing.elapsed(),
+            withdraw_took,
         );
+        log.absorb(prepare_log);
         crate::crash_point!("failover-after-withdraw");
-        let promoted = self.executor.prepare_and_promote(&plan, log).await;
+        let promoted = match prepared {
+            Ok(()) => self.executor.promote(&plan, log).await,
+            Err(failure) => Err(failure),
+        };
         crate::crash_point!("failover-after-promote");
         let repointed = match promoted {
             Ok(()) => {

@@ -370,6 +370,15 @@ impl Executor {
         plan: &PromotionPlan,
         log: &mut StepLog,
     ) -> Result<(), StepFailed> {
+        self.prepare(plan, log).await?;
+        self.promote(plan, log).await
+    }
+
+    /// Brings the plan's candidate level with everything received: replication stopped
+    /// on it and its siblings, its relay log applied, and what a sibling had beyond it
+    /// copied. Nothing takes writes yet, so a failover runs this while it withdraws the
+    /// old primary's routes.
+    pub async fn prepare(&self, plan: &PromotionPlan, log: &mut StepLog) -> Result<(), StepFailed> {
         let candidate = &plan.candidate;
         let mut everyone: Vec<InstanceKey> = vec![candidate.clone()];
         everyone.extend(plan.catch_up_from.iter().cloned());
@@ -454,7 +463,12 @@ impl Executor {
             )
             .await?;
         }
+        Ok(())
+    }
 
+    /// Makes the prepared candidate the primary: its replication reset, read_only off.
+    pub async fn promote(&self, plan: &PromotionPlan, log: &mut StepLog) -> Result<(), StepFailed> {
+        let candidate = &plan.candidate;
         self.step(
             log,
             "promote",

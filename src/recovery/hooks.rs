@@ -167,8 +167,9 @@ impl Hooks {
     }
 }
 
-/// What the commands are told, as environment variables.
-#[derive(Clone, Debug)]
+/// What the commands are told, as environment variables (`POINTSMAN_*`, and
+/// orchestrator's `ORC_*`: see `orchestrator_hooks`) and `{placeholder}`s.
+#[derive(Clone, Debug, Default)]
 pub struct HookContext {
     /// What happened, e.g. `DeadPrimary`, or `Switchover` for a planned one.
     pub failure_type: String,
@@ -178,6 +179,16 @@ pub struct HookContext {
     /// The instance promoted in its place, once one is chosen.
     pub successor: Option<InstanceKey>,
     pub recovery_id: String,
+    /// Why, in words (the problem's explanation).
+    pub description: String,
+    /// The failed primary's replicas when the failure was seen.
+    pub replicas: Vec<InstanceKey>,
+    /// Replicas the recovery could not move under the successor.
+    pub lost_replicas: Vec<InstanceKey>,
+    /// The failed instance was in downtime.
+    pub downtimed: bool,
+    /// The cluster is under automatic recovery (`recovery.auto_clusters`).
+    pub automatic: bool,
 }
 
 impl HookContext {
@@ -362,7 +373,9 @@ fn start(
     let writer_for_stderr = writer.try_clone()?;
     let mut cmd = Command::new(shell);
     cmd.arg("-c")
-        .arg(command)
+        .arg(super::orchestrator_hooks::substitute(
+            command, context, point,
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::from(writer))
         .stderr(Stdio::from(writer_for_stderr))
@@ -375,7 +388,16 @@ fn start(
             cmd.env_remove(&name);
         }
     }
-    for (name, value) in context.variables(point) {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("ORC_") {
+            cmd.env_remove(&name);
+        }
+    }
+    for (name, value) in context
+        .variables(point)
+        .into_iter()
+        .chain(super::orchestrator_hooks::variables(context, point))
+    {
         cmd.env(name, value);
     }
     let child = cmd.spawn()?;
@@ -677,6 +699,7 @@ mod tests {
             failed: Some(InstanceKey::new("db1.example", 3306)),
             successor: Some(InstanceKey::new("db2.example", 3307)),
             recovery_id: "r-42".into(),
+            ..HookContext::default()
         }
     }
 
@@ -735,6 +758,21 @@ mod tests {
         assert_eq!(
             runs[0].output,
             "post_failover|DeadPrimary|shop|db1.example|3306|db2.example|3307|r-42|"
+        );
+        assert!(runs[0].succeeded());
+    }
+
+    #[tokio::test]
+    async fn a_command_written_for_orchestrator_gets_its_variables_and_placeholders() {
+        let runs = run(
+            HookPoint::PostFailover,
+            &["printf '%s|' {failureType} {failedHost}:{failedPort} {successorHost} \"$ORC_FAILURE_TYPE\" \
+               \"$ORC_FAILURE_CLUSTER_ALIAS\" \"$ORC_SUCCESSOR_HOST\" \"$ORC_SUCCESSOR_PORT\" \"$ORC_IS_SUCCESSFUL\""],
+        )
+        .await;
+        assert_eq!(
+            runs[0].output,
+            "DeadMaster|db1.example:3306|db2.example|DeadMaster|shop|db2.example|3307|true|"
         );
         assert!(runs[0].succeeded());
     }

@@ -16,6 +16,7 @@ pub(crate) mod fake;
 pub mod hooks;
 pub mod journal_mirror;
 pub mod operate;
+pub mod orchestrator_hooks;
 pub mod plan;
 pub mod resume;
 pub mod roles;

@@ -568,6 +568,14 @@ impl Switch<'_> {
             failed: Some(choice.primary.clone()),
             successor: Some(choice.candidate.clone()),
             recovery_id: id.to_string(),
+            description: format!("planned switchover of {}", choice.cluster),
+            replicas: choice
+                .siblings
+                .iter()
+                .chain(std::iter::once(&choice.candidate))
+                .cloned()
+                .collect(),
+            ..HookContext::default()
         }
     }
 

@@ -482,8 +482,15 @@ impl Admin<'_> {
         work: impl std::future::Future<Output = Result<T, mysql_async::Error>>,
     ) -> Result<T, RouteError> {
         let limit = router.settings.timeout;
-        tokio::time::timeout(limit, work)
-            .await
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(limit, work).await;
+        tracing::trace!(
+            backend = %router.address(),
+            statement,
+            took_us = started.elapsed().as_micros() as u64,
+            "proxysql admin statement"
+        );
+        result
             .map_err(|_| {
                 router.error(format!(
                     "{statement}: no answer within {}",

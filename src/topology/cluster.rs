@@ -30,6 +30,16 @@ pub struct ClusterTreeNode {
     pub replicas: Vec<ClusterTreeNode>,
 }
 
+impl ClusterTreeNode {
+    /// The node of `key` in this tree.
+    pub fn find(&self, key: &InstanceKey) -> Option<&ClusterTreeNode> {
+        if &self.key == key {
+            return Some(self);
+        }
+        self.replicas.iter().find_map(|r| r.find(key))
+    }
+}
+
 /// A configured alias: the cluster containing any of `instances` is called `alias`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterAlias {
