@@ -17,6 +17,7 @@ pub mod discovery;
 pub mod error_text;
 pub mod leader;
 pub mod mysql;
+pub mod orchestrator_import;
 pub mod recovery;
 pub mod routing;
 pub mod sandbox;

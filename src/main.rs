@@ -57,6 +57,16 @@ enum Command {
         #[arg(long, env = "POINTSMAN_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Translate an orchestrator configuration (orchestrator.conf.json) into a pointsman
+    /// one, and say key by key what became of each setting.
+    ImportOrchestrator {
+        /// orchestrator's JSON configuration file.
+        file: PathBuf,
+        /// Where to write the pointsman configuration (never over an existing file);
+        /// without it, standard output. The notes go to standard error.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// List clusters with their health, problems first.
     Clusters {
         #[arg(long)]
@@ -253,6 +263,42 @@ async fn main() {
     }
 }
 
+/// `pointsman import-orchestrator`: reads orchestrator's file, writes the translation
+/// (to `output`, refusing to replace a file, or to stdout) and prints every key's note.
+fn import_orchestrator(file: &std::path::Path, output: Option<&std::path::Path>) -> Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let imported = pointsman::orchestrator_import::translate(&text, &file.display().to_string())?;
+    match output {
+        Some(path) => {
+            let mut created = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .with_context(|| {
+                    format!(
+                        "cannot create {} (an existing file is never replaced: choose another path or remove it)",
+                        path.display()
+                    )
+                })?;
+            std::io::Write::write_all(&mut created, imported.toml.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        None => print!("{}", imported.toml),
+    }
+    for note in &imported.notes {
+        eprintln!("{note}");
+    }
+    if let Some(path) = output {
+        eprintln!(
+            "wrote {}: read its TODO lines, then `pointsman check-config --config {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<()> {
     let client = ApiClient::new(&cli.api).with_token(cli.token.clone());
     match cli.command {
@@ -267,6 +313,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::CheckConfig { config } => {
             let settings = Config::load(config.as_deref())?;
             println!("configuration is valid:\n{:#?}", settings.config);
+        }
+        Command::ImportOrchestrator { file, output } => {
+            import_orchestrator(&file, output.as_deref())?;
         }
         Command::Clusters { json } => {
             let clusters: Vec<ClusterSummary> = client.get("/api/v1/clusters").await?;
