@@ -139,6 +139,7 @@ impl RunningAgent {
             },
             routing.routing.clone(),
             journal_mirror(settings)?,
+            config.recovery.auto_rejoin,
         );
         tokio::spawn(coordinator.clone().run());
         let store_watch = tokio::spawn(watch_store(store.clone()));

@@ -451,6 +451,53 @@ pub fn format_recovery(record: &crate::store::recovery::RecoveryRecord) -> Strin
     out
 }
 
+/// `pointsman what-if`: the verdict, then every replica ranked with why not, then the
+/// hooks that would run first.
+pub fn format_what_if(answer: &crate::recovery::what_if::WhatIf) -> String {
+    let mut out = format!(
+        "if {} ({}) died now:\n  recovered by this agent by itself: {}\n  automatic recovery: {}\n",
+        answer.primary,
+        answer.cluster,
+        if answer.automatic { "yes" } else { "no" },
+        answer.coverage.line()
+    );
+    match (&answer.candidate, &answer.no_promotion) {
+        (Some(candidate), _) => {
+            let _ = writeln!(out, "  would promote: {candidate}");
+            if let Some(source) = &answer.catch_up_from {
+                let _ = writeln!(out, "  after copying from: {source}");
+            }
+            if !answer.repointed.is_empty() {
+                let names: Vec<String> = answer.repointed.iter().map(|k| k.to_string()).collect();
+                let _ = writeln!(out, "  would re-point: {}", names.join(", "));
+            }
+        }
+        (None, Some(why)) => {
+            let _ = writeln!(out, "  would promote: no one ({why})");
+        }
+        (None, None) => {}
+    }
+    if !answer.verdicts.is_empty() {
+        out.push_str("  replicas, best first:\n");
+        for verdict in &answer.verdicts {
+            let judged = if verdict.eligible {
+                "eligible".to_string()
+            } else {
+                format!("passed over: {}", verdict.reasons.join("; "))
+            };
+            let _ = writeln!(
+                out,
+                "    {}  {} transactions, {:?}, {judged}",
+                verdict.instance, verdict.position, verdict.rule
+            );
+        }
+    }
+    for hook in &answer.pre_failover_hooks {
+        let _ = writeln!(out, "  pre_failover hook first (may veto): {hook}");
+    }
+    out
+}
+
 /// `pointsman routes`: each cluster's routes, then per backend whether it says the same
 /// (its own lines when it does; what it should say and what it says when it does not).
 pub fn format_routes(view: &crate::routing::engine::RoutesView) -> String {

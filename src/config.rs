@@ -363,6 +363,12 @@ pub struct RecoveryConfig {
     /// Whether the links pointsman creates or re-points use TLS: `auto` (on MySQL, when
     /// the source offers it; MariaDB links keep their setting), `required` or `off`.
     pub replication_tls: crate::mysql::admin::ReplicationTls,
+    /// An old primary fenced by a failover that answers again with no transaction its
+    /// successor lacks is re-attached below it by the agent itself (as `pointsman
+    /// reattach`), like MaxScale's auto_rejoin; one with such transactions stays fenced,
+    /// and the audit says which and what to do. Off by default: then only an operator
+    /// re-attaches.
+    pub auto_rejoin: bool,
     /// The account new replication links use (re-attaching an old primary, switchover).
     pub replication_user: String,
     pub replication_password: Option<Secret>,
@@ -380,6 +386,7 @@ impl Default for RecoveryConfig {
             verify_timeout: HumanDuration(Duration::from_secs(10)),
             heartbeat_period: HumanDuration(Duration::from_secs(1)),
             replication_tls: crate::mysql::admin::ReplicationTls::Auto,
+            auto_rejoin: false,
             replication_user: "repl".into(),
             replication_password: None,
             replication_password_env: None,

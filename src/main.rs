@@ -93,6 +93,13 @@ enum Command {
         #[arg(long)]
         unfence: bool,
     },
+    /// If the cluster's primary died now: would this agent recover it by itself, who
+    /// would take over and why, who would be passed over. Changes nothing.
+    WhatIf {
+        cluster: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show where traffic goes: per routing backend, what it should say and what it says now.
     Routes {
         /// Only this cluster (an alias).
@@ -316,6 +323,16 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::ImportOrchestrator { file, output } => {
             import_orchestrator(&file, output.as_deref())?;
+        }
+        Command::WhatIf { cluster, json } => {
+            let answer: pointsman::recovery::what_if::WhatIf = client
+                .get(&format!("/api/v1/clusters/{cluster}/what-if"))
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                print!("{}", pointsman::client::format_what_if(&answer));
+            }
         }
         Command::Clusters { json } => {
             let clusters: Vec<ClusterSummary> = client.get("/api/v1/clusters").await?;

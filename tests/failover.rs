@@ -25,6 +25,9 @@ on_every_flavor!(
     a_second_failure_inside_the_block_period_waits_for_an_ack,
     a_failing_pre_failover_hook_aborts_the_recovery,
     hooks_written_for_orchestrator_get_its_variables_and_placeholders,
+    what_if_names_the_replica_a_failover_then_promotes,
+    auto_rejoin_reattaches_an_old_primary_that_lacks_nothing,
+    auto_rejoin_keeps_an_old_primary_with_errant_transactions_fenced,
     a_killed_intermediate_primary_has_its_replicas_repointed,
     catch_up_from_a_more_advanced_must_not_replica_loses_nothing,
     a_replica_with_errant_gtids_is_never_chosen,
@@ -556,6 +559,214 @@ async fn a_failing_pre_failover_hook_aborts_the_recovery(flavor: Flavor) {
     assert!(audit
         .iter()
         .any(|r| r.action == "recovery" && r.message.contains("pre_failover hook failed")));
+}
+
+/// `recovery.auto_rejoin`: the old primary, started again after the failover with
+/// nothing its successor lacks, replicates from it without anyone asking.
+async fn auto_rejoin_reattaches_an_old_primary_that_lacks_nothing(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let recovery = automatic_recovery(&topology);
+    let watcher = watch(&topology, vec![topology.key("node1")], |config| {
+        recovery(config);
+        config.recovery.auto_rejoin = true;
+    })
+    .await;
+    let record = kill_node1_and_await_recovery(&topology, &watcher).await;
+    assert_eq!(record.status, RecoveryStatus::Succeeded, "{record:?}");
+    let successor = record.successor.clone().expect("a successor");
+    let mut sandbox = topology.sandbox.clone();
+    sandbox.start("node1").await.expect("start node1");
+    eventually(
+        PATIENCE,
+        "node1 replicates from the new primary by itself",
+        || async {
+            topology
+                .replicates("node1", Some(successor.port))
+                .await
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        topology
+            .value("node1", "SELECT @@read_only")
+            .await
+            .as_deref(),
+        Some("1")
+    );
+    let said = format!("re-attached as a replica of {successor}");
+    eventually(PATIENCE, "the automatic re-attach in the audit", || async {
+        let audit: Vec<pointsman::store::AuditRecord> =
+            watcher.api.get("/api/v1/audit?limit=50").await.ok()?;
+        audit
+            .iter()
+            .any(|a| a.action == "reattach" && a.actor == "automatic" && a.message.contains(&said))
+            .then_some(())
+    })
+    .await;
+}
+
+/// `recovery.auto_rejoin` never re-attaches an old primary that took a write its
+/// successor lacks: it stays fenced (read_only, replicating from no one), and the audit
+/// names the GTIDs and what to do on this flavour.
+async fn auto_rejoin_keeps_an_old_primary_with_errant_transactions_fenced(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let store = tempfile::tempdir().expect("temp dir");
+    let first = support::agent(&support::settings(
+        &topology,
+        vec![topology.key("node1")],
+        store.path(),
+        automatic_recovery(&topology),
+    ))
+    .await;
+    let api = pointsman::client::ApiClient::new(&format!("http://{}", first.api_address));
+    probed(&first.discovery, 3).await;
+    let mut sandbox = topology.sandbox.clone();
+    sandbox.kill("node1").expect("kill node1");
+    let record = finished_recovery(&api, 1).await;
+    assert_eq!(record.status, RecoveryStatus::Succeeded, "{record:?}");
+    first.stop().await.expect("the first agent stops");
+
+    // With no agent watching, node1 comes back and takes a write of its own.
+    sandbox.start("node1").await.expect("start node1");
+    topology.writable("node1", true).await;
+    topology
+        .sql(
+            "node1",
+            &[
+                "CREATE DATABASE IF NOT EXISTS errant",
+                "CREATE TABLE errant.t (id INT PRIMARY KEY)",
+            ],
+        )
+        .await;
+    topology.writable("node1", false).await;
+
+    let recover = automatic_recovery(&topology);
+    let second = support::agent(&support::settings(
+        &topology,
+        topology.keys(),
+        store.path(),
+        |config| {
+            recover(config);
+            config.recovery.auto_rejoin = true;
+        },
+    ))
+    .await;
+    let api = pointsman::client::ApiClient::new(&format!("http://{}", second.api_address));
+    let remedy = if flavor == Flavor::Mariadb {
+        "mysqlbinlog --flashback"
+    } else {
+        "re-clone"
+    };
+    let refusal = eventually(PATIENCE, "the refused rejoin in the audit", || async {
+        let audit: Vec<pointsman::store::AuditRecord> =
+            api.get("/api/v1/audit?limit=50").await.ok()?;
+        audit
+            .into_iter()
+            .find(|a| a.action == "rejoin-refused" && a.message.contains("never had"))
+            .map(|a| a.message)
+    })
+    .await;
+    assert!(
+        refusal.contains("never had") && refusal.contains(remedy),
+        "{refusal}"
+    );
+    assert!(
+        !topology.replicates("node1", None).await,
+        "node1 replicates although it has transactions the new primary lacks"
+    );
+    assert_eq!(
+        topology
+            .value("node1", "SELECT @@read_only")
+            .await
+            .as_deref(),
+        Some("1")
+    );
+    second.stop().await.expect("the second agent stops");
+}
+
+/// `what-if` before a failure matches what the failover then does: the preferred
+/// replica is named and then promoted, the other re-pointed; a downtimed primary is said
+/// to be left alone; and asking changes nothing.
+async fn what_if_names_the_replica_a_failover_then_promotes(flavor: Flavor) {
+    use pointsman::api::recovery::DowntimeRequest;
+    use pointsman::recovery::what_if::WhatIf;
+    use pointsman::store::recovery::Downtime;
+
+    let topology = TestTopology::start(flavor, 2).await;
+    let recovery = automatic_recovery(&topology);
+    let preferred = format!("^{}$", regex_escape(&topology.key("node3").to_string()));
+    let watcher = watch(&topology, vec![topology.key("node1")], |config| {
+        recovery(config);
+        config.promotion.prefer = vec![preferred];
+    })
+    .await;
+    probed(&watcher.agent.discovery, 3).await;
+    let node1 = topology.key("node1");
+    let ask = || async {
+        watcher
+            .api
+            .get::<WhatIf>("/api/v1/clusters/t/what-if")
+            .await
+            .expect("what-if")
+    };
+    let answer = ask().await;
+    assert!(answer.automatic, "{answer:?}");
+    assert_eq!(answer.primary, node1);
+    assert_eq!(answer.candidate, Some(topology.key("node3")), "{answer:?}");
+    assert_eq!(answer.repointed, vec![topology.key("node2")]);
+    assert!(
+        answer.summary.starts_with(&format!(
+            "If {node1} died now, this agent would recover t by itself. It would promote {}",
+            topology.key("node3")
+        )),
+        "{}",
+        answer.summary
+    );
+
+    let downtime = format!("/api/v1/instances/{node1}/downtime");
+    let _: Downtime = watcher
+        .api
+        .put(
+            &downtime,
+            &DowntimeRequest {
+                duration: "1h".into(),
+                reason: "kernel upgrade".into(),
+            },
+        )
+        .await
+        .expect("downtime");
+    let downtimed = ask().await;
+    assert!(!downtimed.automatic, "{downtimed:?}");
+    assert!(
+        downtimed
+            .summary
+            .contains("nothing would recover t by itself")
+            && downtimed.summary.contains("kernel upgrade"),
+        "{}",
+        downtimed.summary
+    );
+    let _: serde_json::Value = watcher.api.delete(&downtime).await.expect("end downtime");
+
+    // Asking touched nothing; then the failover does what was said.
+    for node in ["node2", "node3"] {
+        assert_eq!(
+            topology.value(node, "SELECT @@read_only").await.as_deref(),
+            Some("1"),
+            "{node}"
+        );
+    }
+    assert!(ask().await.automatic);
+    let record = kill_node1_and_await_recovery(&topology, &watcher).await;
+    assert_eq!(record.status, RecoveryStatus::Succeeded, "{record:?}");
+    assert_eq!(record.successor, answer.candidate);
+    eventually(PATIENCE, "node2 replicates from node3", || async {
+        topology
+            .replicates("node2", Some(topology.key("node3").port))
+            .await
+            .then_some(())
+    })
+    .await;
 }
 
 /// Hooks as orchestrator users wrote them: its `ORC_*` variables and `{placeholders}`,

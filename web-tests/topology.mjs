@@ -148,6 +148,24 @@ await runSteps(session, outDir, async () => {
     check((await rootKey()) === primary, 'cancelling the switchover changed the primary');
   });
 
+  await step('"What if…" says who a failure of the primary would bring, and changes nothing', async () => {
+    const answer = await api('GET', `/api/v1/clusters/${encodeURIComponent(cluster)}/what-if`);
+    check(answer.automatic && answer.candidate, `the agent answers ${JSON.stringify(answer)}`);
+    await page.locator('.cluster-head [data-action=what-if]').click();
+    const dialog = page.locator('dialog[open]');
+    await dialog.waitFor({ timeout: 5000 });
+    const named = dialog.locator('[data-field=candidate]');
+    await named.waitFor({ timeout: PATIENCE });
+    check((await named.textContent()) === answer.candidate, `the dialog names ${await named.textContent()}, the agent ${answer.candidate}`);
+    const said = (await dialog.locator('.sentence').textContent()).replace(/\s+/g, ' ');
+    check(said.includes(`If ${primary} died now, this agent would recover ${cluster} by itself.`), `the dialog says "${said}"`);
+    check(await dialog.locator('[data-action=cancel]').count() === 0, 'a dialog that changes nothing offers Cancel');
+    await shot('what-if');
+    await dialog.locator('[data-action=confirm]').click();
+    await dialog.waitFor({ state: 'detached', timeout: 5000 });
+    check((await rootKey()) === primary, 'asking what if changed the primary');
+  });
+
   await step('with "type the cluster\'s name" chosen, Switch over is confirmed only once the name is typed', async () => {
     await page.locator('nav a[data-nav=clusters]').click();
     await page.locator('input[name=type-to-confirm]').check();

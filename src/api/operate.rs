@@ -1,7 +1,7 @@
 //! Endpoints for an operator's actions on one instance — relocate a replica, start or
 //! stop its replication, set read_only — and the ranked candidates for a cluster's
 //! primary, with the reason each may or may not take over (what the web page's
-//! "Recover" offers). Every action answers `{instance, message}` or an error sentence.
+//! "Recover" offers), and what would happen if the primary died now (`what-if`). Every action answers `{instance, message}` or an error sentence.
 
 use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::recovery::operate::OperateError;
@@ -20,6 +20,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/instances/{key}/replication", post(replication))
         .route("/api/v1/instances/{key}/read_only", put(read_only))
         .route("/api/v1/clusters/{name}/candidates", get(candidates))
+        .route("/api/v1/clusters/{name}/what-if", get(what_if))
 }
 
 /// What an action did.
@@ -125,23 +126,43 @@ pub struct Candidates {
     pub error: Option<String>,
 }
 
-async fn candidates(
-    State(state): State<ApiState>,
-    Path(name): Path<String>,
-) -> ApiResult<Candidates> {
-    let snapshot = state.discovery.snapshot();
-    let cluster = state
+/// The cluster called `name` in `snapshot`, or a 404 saying so.
+fn named_cluster(
+    state: &ApiState,
+    snapshot: &crate::topology::Snapshot,
+    name: &str,
+) -> Result<crate::topology::ClusterView, ApiError> {
+    state
         .discovery
-        .clusters(&snapshot, &state.aliases)
+        .clusters(snapshot, &state.aliases)
         .iter()
         .find(|c| c.name == name)
         .cloned()
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
-                format!("no cluster named \"{name}\""),
+                format!("no cluster named \"{name}\" (`pointsman clusters` lists them)"),
             )
-        })?;
+        })
+}
+
+/// If the cluster's primary died now: who would take over, and what would keep the
+/// agent from acting by itself. Changes nothing.
+async fn what_if(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<crate::recovery::what_if::WhatIf> {
+    let snapshot = state.discovery.snapshot();
+    let cluster = named_cluster(&state, &snapshot, &name)?;
+    Ok(Json(state.coordinator.what_if(&cluster, &snapshot)))
+}
+
+async fn candidates(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<Candidates> {
+    let snapshot = state.discovery.snapshot();
+    let cluster = named_cluster(&state, &snapshot, &name)?;
     let (verdicts, error) =
         match plan_promotion(&cluster.primary, &snapshot, &state.coordinator.policy, None) {
             Ok(plan) => (plan.verdicts, None),

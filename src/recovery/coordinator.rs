@@ -22,7 +22,7 @@ use crate::store::recovery::{RecoveryRecord, RecoveryStatus};
 use crate::store::{AuditEntry, Store};
 use crate::topology::cluster::writable_root;
 use crate::topology::cluster::ClusterAlias;
-use crate::topology::{ClusterView, InstanceKey, Snapshot};
+use crate::topology::{ClusterView, InstanceKey, ServerFlavor, Snapshot};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -44,6 +44,9 @@ const JUDGE_ALL_EVERY: Duration = Duration::from_secs(1);
 /// soon after it comes back.
 const FENCED_LOOK_EVERY: Duration = Duration::from_millis(100);
 
+/// How often `recovery.auto_rejoin` tries a fenced old primary that answers again.
+const REJOIN_EVERY: Duration = Duration::from_secs(5);
+
 /// Everything the coordinator decides with.
 pub struct Coordinator {
     pub discovery: DiscoveryHandle,
@@ -58,6 +61,9 @@ pub struct Coordinator {
     pub routing: Routing,
     /// With `[ha]`: the journal's copy in Consul, for whoever leads next.
     pub mirror: Option<Arc<JournalMirror>>,
+    /// `recovery.auto_rejoin`: fenced old primaries with nothing their successor lacks
+    /// are re-attached by the agent itself.
+    pub auto_rejoin: bool,
     state: Mutex<State>,
 }
 
@@ -71,6 +77,9 @@ struct State {
     confirming: HashMap<String, Instant>,
     /// When a fenced instance was last set read_only.
     fencing: HashMap<InstanceKey, Instant>,
+    /// When the agent last tried to re-attach a fenced old primary by itself
+    /// (`recovery.auto_rejoin`), and why it would not, once said.
+    rejoining: HashMap<InstanceKey, (Instant, Option<String>)>,
     /// Why automatic recovery of a cluster is being refused now, for the API to show.
     refused: HashMap<String, String>,
     /// When a recovery that touched an instance ended: a judgement that rests on data
@@ -195,8 +204,10 @@ impl Coordinator {
         hooks: Hooks,
         routing: Routing,
         mirror: Option<Arc<JournalMirror>>,
+        auto_rejoin: bool,
     ) -> Arc<Self> {
         Arc::new(Self {
+            auto_rejoin,
             discovery,
             store,
             executor,
@@ -534,6 +545,26 @@ impl Coordinator {
             message,
         });
         true
+    }
+
+    /// If the primary of `cluster` died now: whether this agent would recover it, who
+    /// would take over and why (`what_if`). Changes nothing.
+    pub fn what_if(&self, cluster: &ClusterView, snapshot: &Snapshot) -> super::what_if::WhatIf {
+        let coverage = self.coverage(
+            &self.gate_facts(),
+            &cluster.name,
+            cluster.alias.as_deref(),
+            &cluster.members,
+            &cluster.primary,
+        );
+        let plan = plan_promotion(&cluster.primary, snapshot, &self.policy, None);
+        super::what_if::what_if(
+            &cluster.name,
+            &cluster.primary,
+            coverage,
+            plan,
+            &self.hooks.config.pre_failover,
+        )
     }
 
     /// What the hooks of a recovery of `problem` in `cluster` are told.
@@ -1466,6 +1497,66 @@ impl Coordinator {
     }
 
     /// Sets every fenced old primary that answers and is writable back to read_only.
+    /// `recovery.auto_rejoin`: re-attaches a fenced old primary that answers, as
+    /// `pointsman reattach` would (which refuses one with transactions its successor
+    /// lacks), in the background, at most every `REJOIN_EVERY`. A refusal is said once
+    /// (log and audit) until its reason changes.
+    fn rejoin(self: &Arc<Self>, key: &InstanceKey) {
+        {
+            let mut state = self.state();
+            let due = state
+                .rejoining
+                .get(key)
+                .is_none_or(|(last, _)| last.elapsed() >= REJOIN_EVERY);
+            if !due {
+                return;
+            }
+            let said = state.rejoining.get(key).and_then(|(_, why)| why.clone());
+            state.rejoining.insert(key.clone(), (Instant::now(), said));
+        }
+        let this = self.clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            match this.reattach(&key, "automatic").await {
+                Ok(primary) => {
+                    this.state().rejoining.remove(&key);
+                    tracing::info!(instance = %key, %primary, "auto_rejoin: the old primary answered with nothing its successor lacks and replicates from it again");
+                }
+                // Still starting, or its cluster is being changed: tried again later.
+                Err(ReattachError::Unreachable(_)) => {}
+                Err(error) => {
+                    let why = error.to_string();
+                    let first = {
+                        let mut state = this.state();
+                        let entry = state
+                            .rejoining
+                            .entry(key.clone())
+                            .or_insert((Instant::now(), None));
+                        let first = entry.1.as_deref() != Some(why.as_str());
+                        entry.1 = Some(why.clone());
+                        first
+                    };
+                    if first {
+                        tracing::warn!(instance = %key, "auto_rejoin: stays fenced: {why}");
+                        let cluster = this
+                            .store
+                            .fenced()
+                            .ok()
+                            .and_then(|all| all.into_iter().find(|f| f.instance == key))
+                            .map(|f| f.cluster);
+                        let _ = this.store.audit(AuditEntry {
+                            actor: "agent".into(),
+                            action: "rejoin-refused".into(),
+                            cluster,
+                            instance: Some(key.clone()),
+                            message: format!("not re-attached by auto_rejoin: {why}"),
+                        });
+                    }
+                }
+            }
+        });
+    }
+
     fn keep_fenced(self: &Arc<Self>, snapshot: &Snapshot) {
         let Ok(fenced) = self.store.fenced() else {
             return;
@@ -1495,6 +1586,14 @@ impl Coordinator {
             let Some(instance) = snapshot.get(&fence.instance) else {
                 continue;
             };
+            // Only the agent that acts on the cluster re-attaches (another one's lock is
+            // shown as such, not as a refusal to rejoin).
+            if self.auto_rejoin
+                && instance.is_reachable()
+                && self.may_act_on(&fence.cluster).is_ok()
+            {
+                self.rejoin(&fence.instance);
+            }
             let writable = instance.is_reachable()
                 && instance
                     .facts
@@ -1576,6 +1675,19 @@ enum Outcome {
     Failed(String),
 }
 
+/// What to do with an old primary that has transactions its successor lacks.
+fn diverged_remedy(flavor: ServerFlavor, old: &InstanceKey, primary: &InstanceKey) -> String {
+    match flavor {
+        ServerFlavor::Mariadb => format!(
+            "On MariaDB: save those transactions if they matter (mysqlbinlog the old primary's binary logs from the first errant GTID), undo them with `mysqlbinlog --flashback --start-position=<first errant event> <binlog> | mariadb` on {old} (binlog_format=ROW and binlog_row_image=FULL needed), then `pointsman reattach {old}`; or rebuild {old} from a backup of {primary}"
+        ),
+        ServerFlavor::Mysql => format!(
+            "On MySQL: save those transactions if they matter (mysqlbinlog the old primary's binary logs), then re-clone {old} from {primary} (`CLONE INSTANCE FROM ...@{}:{}` with the clone plugin, or a backup) and `pointsman reattach {old}`",
+            primary.host, primary.port
+        ),
+    }
+}
+
 /// Why an old primary could not be re-attached.
 #[derive(Debug, thiserror::Error)]
 pub enum ReattachError {
@@ -1585,11 +1697,13 @@ pub enum ReattachError {
     Unreachable(InstanceKey),
     #[error("the primary that replaced {0} is not known any more: re-attach it by hand")]
     NoPrimary(InstanceKey),
-    #[error("{instance} has transactions {primary} never had ({errant}): as a replica they would conflict or be lost; rebuild it from a backup of {primary}, or reconcile by hand")]
+    #[error("{instance} has transactions {primary} never had ({errant}): as a replica they would conflict or be lost, so it stays fenced. {remedy}")]
     Diverged {
         instance: InstanceKey,
         primary: InstanceKey,
         errant: String,
+        /// What to do, for the server's flavour.
+        remedy: String,
     },
     #[error("{0}")]
     Failed(String),
@@ -1650,10 +1764,12 @@ impl Coordinator {
         if let Some(errant) =
             crate::analysis::findings::errant_gtids(&old.gtid, &primary.gtid, primary)
         {
+            let remedy = diverged_remedy(old.flavor, key, &primary_key);
             return Err(ReattachError::Diverged {
                 instance: key.clone(),
                 primary: primary_key,
                 errant,
+                remedy,
             });
         }
         let mut log = StepLog::new(fence.recovery_id.as_deref().unwrap_or("reattach"));

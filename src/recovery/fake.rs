@@ -271,6 +271,7 @@ impl FakeTopology {
             },
             routing,
             None,
+            false,
         )
     }
 

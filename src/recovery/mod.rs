@@ -21,3 +21,4 @@ pub mod plan;
 pub mod resume;
 pub mod roles;
 pub mod switchover;
+pub mod what_if;

@@ -142,10 +142,10 @@ function notice(kind, text, { sticky = kind === 'error' || kind === 'working', k
  * A confirmation: `sentence` says exactly what will happen. Resolves to true, or
  * false when cancelled. `content` (inputs) may be given; `valid()` gates the button.
  */
-function confirmDialog({ title, sentence, content, confirmLabel = 'Confirm', danger = false, valid }) {
+function confirmDialog({ title, sentence, content, confirmLabel = 'Confirm', cancelLabel = 'Cancel', danger = false, valid }) {
   return new Promise((resolve) => {
     const confirm = h('button', { type: 'submit', class: danger ? 'button danger' : 'button primary', 'data-action': 'confirm' }, confirmLabel);
-    const cancel = h('button', { type: 'button', class: 'button', 'data-action': 'cancel' }, 'Cancel');
+    const cancel = cancelLabel ? h('button', { type: 'button', class: 'button', 'data-action': 'cancel' }, cancelLabel) : null;
     const form = h('form', { class: 'dialog-form' },
       h('h2', { id: 'dialog-title' }, title),
       sentence ? h('p', { class: 'sentence' }, sentence) : null,
@@ -159,7 +159,7 @@ function confirmDialog({ title, sentence, content, confirmLabel = 'Confirm', dan
       if (valid && !valid()) return;
       finish(true);
     });
-    cancel.addEventListener('click', () => finish(false));
+    if (cancel) cancel.addEventListener('click', () => finish(false));
     const finish = (answer) => {
       dialogEl.removeEventListener('cancel', onCancel);
       dialogEl.close();
@@ -507,6 +507,28 @@ async function acknowledge(name) {
 }
 
 const RULE_TEXT = { prefer: 'preferred', neutral: 'neutral', prefer_not: 'preferably not', must_not: 'must not be promoted' };
+
+/** If the primary died now: the agent's answer (who would take over, what would stop it), read only. */
+function whatIfDialog(name) {
+  const sentence = h('p', { class: 'sentence' }, h('span', { class: 'spinner' }), ' Asking the agent…');
+  const list = h('div', { class: 'candidates' });
+  confirmDialog({ title: `What if the primary of ${name} died now?`, content: [sentence, list], confirmLabel: 'Close', cancelLabel: null });
+  api.get(`/api/v1/clusters/${api.enc(name)}/what-if`).then((w) => {
+    fill(sentence, w.summary);
+    fill(list,
+      w.candidate ? h('p', {}, 'Would promote ', h('span', { class: 'mono strong', 'data-field': 'candidate' }, w.candidate),
+        w.automatic ? ' by itself.' : ' only when asked (Recover).') : null,
+      (w.verdicts || []).map((v, index) => h('div', { class: `candidate ${v.eligible ? 'eligible' : 'ineligible'}` },
+        h('span', { class: 'rank' }, `${index + 1}`),
+        h('span', { class: 'candidate-body' },
+          h('span', { class: 'mono strong' }, v.instance),
+          h('span', { class: `verdict ${v.eligible ? 'verdict-ok' : 'verdict-no'}` }, icon(v.eligible ? 'ok' : 'problem'), v.eligible ? 'eligible' : 'passed over'),
+          h('span', { class: 'muted small' }, `${v.position} transactions`),
+          v.reasons.length ? h('ul', { class: 'reasons' }, v.reasons.map((r) => h('li', {}, r))) : null))));
+  }).catch((error) => {
+    fill(sentence, h('span', { class: 'inline-error' }, icon('problem'), `The agent could not say: ${error.message}`));
+  });
+}
 
 /** Recovers by hand: the ranked candidates, `preferred` (or the best) chosen at first. */
 async function recoverDialog(detail, preferred = null) {
@@ -860,7 +882,10 @@ function clusterPage(name, preselected = null) {
       const primaryDown = detail.problems.some((p) => RECOVERABLE.includes(p.code));
       const buttons = [];
       if (primaryDown) buttons.push(button('Recover…', () => recoverDialog(state.details.get(name)), 'danger', 'recover'));
-      else if (detail.instances.length > 1) buttons.push(button('Switch over…', () => switchover(state.details.get(name), null), '', 'switchover'));
+      else if (detail.instances.length > 1) {
+        buttons.push(button('What if…', () => whatIfDialog(name), '', 'what-if'));
+        buttons.push(button('Switch over…', () => switchover(state.details.get(name), null), '', 'switchover'));
+      }
       fill(head,
         h('h1', {}, name, detail.alias && detail.alias !== name ? h('span', { class: 'muted' }, ` (${detail.alias})`) : null),
         healthPill(detail.health, true),
