@@ -451,6 +451,62 @@ pub fn format_recovery(record: &crate::store::recovery::RecoveryRecord) -> Strin
     out
 }
 
+/// `pointsman drill`: the verdict, then each leg with its gaps, routes, hooks and
+/// replicas.
+pub fn format_drill(report: &crate::recovery::drill::DrillReport) -> String {
+    let mut out = format!(
+        "drill of {}: {} in {} ms\n",
+        report.cluster,
+        if report.passed { "PASSED" } else { "FAILED" },
+        report.took_ms
+    );
+    for problem in &report.problems {
+        let _ = writeln!(out, "  problem: {problem}");
+    }
+    for leg in &report.legs {
+        let _ = writeln!(
+            out,
+            "  {} → {} ({}): writes paused {} ms, routes {}",
+            leg.from,
+            leg.to,
+            leg.recovery_id,
+            leg.write_gap_ms,
+            leg.route_gap_ms
+                .map(|ms| format!("{ms} ms later"))
+                .unwrap_or_else(|| "not confirmed (none configured, or one did not follow)".into())
+        );
+        if !leg.routing.is_empty() {
+            let _ = writeln!(out, "    routing: {}", leg.routing);
+        }
+        for hook in &leg.hooks {
+            let _ = writeln!(out, "    {hook}");
+        }
+        for replica in &leg.replicas {
+            let _ = writeln!(
+                out,
+                "    {} {} from {}, heartbeat {}, lag {}",
+                replica.instance,
+                if replica.healthy {
+                    "replicates"
+                } else {
+                    "NOT replicating"
+                },
+                replica
+                    .source
+                    .as_ref()
+                    .map_or("no one".to_string(), |s| s.to_string()),
+                replica
+                    .heartbeat_period
+                    .map_or("—".to_string(), |p| format!("{p}s")),
+                replica
+                    .seconds_behind
+                    .map_or("—".to_string(), |s| format!("{s}s"))
+            );
+        }
+    }
+    out
+}
+
 /// `pointsman what-if`: the verdict, then every replica ranked with why not, then the
 /// hooks that would run first.
 pub fn format_what_if(answer: &crate::recovery::what_if::WhatIf) -> String {

@@ -100,6 +100,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rehearse a failover: switch over to the best replica and back, checking each leg
+    /// (write gap, routes, hooks, replicas), and print the verdict.
+    Drill {
+        cluster: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show where traffic goes: per routing backend, what it should say and what it says now.
     Routes {
         /// Only this cluster (an alias).
@@ -323,6 +330,19 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::ImportOrchestrator { file, output } => {
             import_orchestrator(&file, output.as_deref())?;
+        }
+        Command::Drill { cluster, json } => {
+            let report: pointsman::recovery::drill::DrillReport = client
+                .post(&format!("/api/v1/clusters/{cluster}/drill"), &())
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", pointsman::client::format_drill(&report));
+            }
+            if !report.passed {
+                std::process::exit(1);
+            }
         }
         Command::WhatIf { cluster, json } => {
             let answer: pointsman::recovery::what_if::WhatIf = client

@@ -22,6 +22,7 @@ on_every_flavor!(
     an_ineligible_candidate_is_refused_and_nothing_changes,
     a_failing_pre_switchover_hook_aborts,
     a_candidate_that_cannot_catch_up_is_rolled_back,
+    a_drill_goes_there_and_back_and_leaves_the_cluster_as_it_found_it,
 );
 
 /// The sandbox's name for an instance (`node2`).
@@ -567,4 +568,74 @@ async fn a_candidate_that_cannot_catch_up_is_rolled_back(flavor: Flavor) {
         .await;
     write_reaches_everyone(&topology, &node1, 4).await;
     settled(&watcher, &topology, &node1).await;
+}
+
+/// `pointsman drill` (the API behind it): a switchover to the best replica and back,
+/// each leg checked; the cluster ends as it began, the verdict says passed with each
+/// leg's gaps, hooks and replicas, and the audit keeps the verdict.
+async fn a_drill_goes_there_and_back_and_leaves_the_cluster_as_it_found_it(flavor: Flavor) {
+    use pointsman::recovery::drill::DrillReport;
+
+    let topology = TestTopology::start(flavor, 2).await;
+    let node1 = topology.key("node1");
+    let watcher = watch(
+        &topology,
+        vec![node1.clone()],
+        configured(&topology, |config| {
+            config.hooks.post_switchover = vec!["echo moved to $POINTSMAN_SUCCESSOR_PORT".into()];
+        }),
+    )
+    .await;
+    probed(&watcher.agent.discovery, 3).await;
+    let report: DrillReport = watcher
+        .api
+        .post("/api/v1/clusters/t/drill", &())
+        .await
+        .expect("the drill");
+    assert!(report.passed, "{report:#?}");
+    assert_eq!(report.primary, node1);
+    assert_eq!(report.legs.len(), 2, "{report:#?}");
+    let (there, back) = (&report.legs[0], &report.legs[1]);
+    assert_eq!(there.from, node1);
+    assert_ne!(there.to, node1);
+    assert_eq!((&back.from, &back.to), (&there.to, &node1));
+    for leg in &report.legs {
+        assert_eq!(leg.replicas.len(), 2, "{leg:#?}");
+        assert!(
+            leg.replicas
+                .iter()
+                .all(|r| r.healthy && r.source.as_ref() == Some(&leg.to)),
+            "{leg:#?}"
+        );
+        assert!(
+            leg.replicas.iter().all(|r| r.heartbeat_period.is_some()),
+            "{leg:#?}"
+        );
+        assert_eq!(leg.hooks, vec!["hook post_switchover: ok".to_string()]);
+    }
+    settled(&watcher, &topology, &node1).await;
+    node1_still_primary(&topology).await;
+    let audit: Vec<pointsman::store::AuditRecord> = watcher
+        .api
+        .get("/api/v1/audit?cluster=t&limit=20")
+        .await
+        .expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "drill" && a.message.starts_with("drill of t passed")),
+        "{audit:#?}"
+    );
+    let switchovers: Vec<RecoveryRecord> = watcher
+        .api
+        .get("/api/v1/recoveries?cluster=t")
+        .await
+        .expect("recoveries");
+    assert_eq!(
+        switchovers
+            .iter()
+            .filter(|r| r.kind == "switchover")
+            .count(),
+        2
+    );
 }

@@ -24,6 +24,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/clusters/{name}/recover", post(recover))
         .route("/api/v1/clusters/{name}/ack", post(acknowledge))
         .route("/api/v1/clusters/{name}/switchover", post(switchover))
+        .route("/api/v1/clusters/{name}/drill", post(drill))
         .route("/api/v1/recoveries", get(recoveries))
         .route("/api/v1/recovery", get(switch).put(set_switch))
         .route(
@@ -94,16 +95,33 @@ async fn switchover(
         .switchover(&name, request.to, &who)
         .await
         .map(Json)
-        .map_err(|error| {
-            let status = match error {
-                SwitchoverError::UnknownCluster(_) | SwitchoverError::UnknownInstance { .. } => {
-                    StatusCode::NOT_FOUND
-                }
-                SwitchoverError::Failed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::CONFLICT,
-            };
-            ApiError::new(status, error.to_string())
-        })
+        .map_err(switchover_error)
+}
+
+/// A switchover there and back with a verdict (`pointsman drill`); refused as a
+/// switchover would be.
+async fn drill(
+    State(state): State<ApiState>,
+    Caller(who): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<crate::recovery::drill::DrillReport> {
+    state
+        .coordinator
+        .drill(&name, &who)
+        .await
+        .map(Json)
+        .map_err(switchover_error)
+}
+
+fn switchover_error(error: SwitchoverError) -> ApiError {
+    let status = match error {
+        SwitchoverError::UnknownCluster(_) | SwitchoverError::UnknownInstance { .. } => {
+            StatusCode::NOT_FOUND
+        }
+        SwitchoverError::Failed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::CONFLICT,
+    };
+    ApiError::new(status, error.to_string())
 }
 
 #[derive(Deserialize)]

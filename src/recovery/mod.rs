@@ -10,6 +10,7 @@
 
 pub mod coordinator;
 pub mod coverage;
+pub mod drill;
 pub mod execute;
 #[cfg(test)]
 pub(crate) mod fake;
