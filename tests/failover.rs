@@ -28,6 +28,7 @@ on_every_flavor!(
     what_if_names_the_replica_a_failover_then_promotes,
     auto_rejoin_reattaches_an_old_primary_that_lacks_nothing,
     auto_rejoin_keeps_an_old_primary_with_errant_transactions_fenced,
+    semi_sync_is_carried_over_to_the_new_primary_and_its_replicas_acknowledge,
     a_killed_intermediate_primary_has_its_replicas_repointed,
     catch_up_from_a_more_advanced_must_not_replica_loses_nothing,
     a_replica_with_errant_gtids_is_never_chosen,
@@ -559,6 +560,74 @@ async fn a_failing_pre_failover_hook_aborts_the_recovery(flavor: Flavor) {
     assert!(audit
         .iter()
         .any(|r| r.action == "recovery" && r.message.contains("pre_failover hook failed")));
+}
+
+/// A semi-sync primary killed: its successor gets semi-sync's source side, the other
+/// replica (re-pointed) acknowledges its commits, and a write on it is acknowledged —
+/// not committed asynchronously after the timeout.
+async fn semi_sync_is_carried_over_to_the_new_primary_and_its_replicas_acknowledge(flavor: Flavor) {
+    let topology = TestTopology::start_with(flavor, 2, true).await;
+    let watcher = watch(
+        &topology,
+        vec![topology.key("node1")],
+        automatic_recovery(&topology),
+    )
+    .await;
+    let record = kill_node1_and_await_recovery(&topology, &watcher).await;
+    assert_eq!(record.status, RecoveryStatus::Succeeded, "{record:?}");
+    assert!(
+        record.steps.iter().any(|s| s.step == "semi-sync" && s.ok),
+        "{:?}",
+        record.steps
+    );
+    let successor = record.successor.clone().expect("a successor");
+    let new_primary = topology.node_at(&successor);
+    let status = |name: &str| {
+        let table = if flavor == Flavor::Mariadb {
+            "information_schema.GLOBAL_STATUS"
+        } else {
+            "performance_schema.global_status"
+        };
+        format!("SELECT VARIABLE_VALUE FROM {table} WHERE VARIABLE_NAME LIKE '{name}'")
+    };
+    eventually(
+        PATIENCE,
+        "a semi-sync replica acknowledges the new primary",
+        || async {
+            let clients = topology
+                .value(&new_primary, &status("Rpl_semi_sync_%_clients"))
+                .await?;
+            (clients.parse::<u32>().ok()? >= 1).then_some(())
+        },
+    )
+    .await;
+    let acknowledged = || async {
+        topology
+            .value(&new_primary, &status("Rpl_semi_sync_%_yes_tx"))
+            .await
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = acknowledged().await;
+    let started = std::time::Instant::now();
+    topology
+        .sql(
+            &new_primary,
+            &[
+                "CREATE DATABASE IF NOT EXISTS semi",
+                "CREATE TABLE semi.t (id INT PRIMARY KEY)",
+            ],
+        )
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the writes waited {:?}: no replica acknowledged them",
+        started.elapsed()
+    );
+    assert!(
+        acknowledged().await >= before + 2,
+        "the new primary's commits were not acknowledged by a replica"
+    );
 }
 
 /// `recovery.auto_rejoin`: the old primary, started again after the failover with

@@ -35,6 +35,9 @@ pub enum FindingCode {
     /// A fenced old primary that is back and answers but replicates from nobody: safe
     /// (read_only), and waiting for an operator to re-attach or forget it.
     FencedDetached,
+    /// The primary has semi-sync on, but no replica acknowledged within its timeout: it
+    /// commits asynchronously now, and a failover may lose what it acknowledged.
+    SemiSyncFellBack,
 }
 
 /// One thing found wrong on one instance, with a sentence a DBA can act on.
@@ -120,6 +123,15 @@ fn primary_findings(primary: &Instance, findings: &mut Vec<Finding>) {
             severity: Severity::Problem,
             instance: primary.key.clone(),
             message: "the primary is read_only: applications cannot write".into(),
+            detail: None,
+        });
+    }
+    if facts.semi_sync.source_enabled && !facts.semi_sync.source_active {
+        findings.push(Finding {
+            code: FindingCode::SemiSyncFellBack,
+            severity: Severity::Warning,
+            instance: primary.key.clone(),
+            message: "semi-sync is on, but no replica acknowledged within the primary's semi-sync timeout, so it fell back to asynchronous commits: a failover now may lose writes it acknowledged (check the replicas' semi-sync side and the timeout)".into(),
             detail: None,
         });
     }
@@ -470,6 +482,26 @@ mod tests {
         assert_eq!(codes(&found), vec![(FindingCode::ReplicationLagging, 2)]);
         assert!(found[0].message.contains("31s behind"));
         assert!(found[0].message.contains("delay of 30s"));
+    }
+
+    #[test]
+    fn a_semi_sync_primary_that_fell_back_to_asynchronous_commits_is_warned_about() {
+        let semi_sync = |enabled: bool, active: bool| {
+            let mut instance = primary(key(1));
+            let semi = &mut instance.facts.as_mut().expect("facts").semi_sync;
+            semi.source_enabled = enabled;
+            semi.source_active = active;
+            semi.source_clients = u32::from(active);
+            instance
+        };
+        let found = findings_of(vec![semi_sync(true, false), replica(key(2), key(1))]);
+        assert_eq!(codes(&found), vec![(FindingCode::SemiSyncFellBack, 1)]);
+        assert_eq!(found[0].severity, Severity::Warning);
+        assert!(found[0].message.contains("asynchronous commits"));
+        for (enabled, active) in [(true, true), (false, false)] {
+            let found = findings_of(vec![semi_sync(enabled, active), replica(key(2), key(1))]);
+            assert!(found.is_empty(), "{enabled} {active}: {found:?}");
+        }
     }
 
     #[test]

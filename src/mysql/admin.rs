@@ -234,6 +234,44 @@ pub async fn set_read_only(conn: &mut Connection, on: bool) -> Result<(), MysqlE
     Ok(())
 }
 
+/// Semi-sync on the source side and the replica side, ON or OFF, under the names this
+/// server has (MySQL's semisync_source/semisync_replica plugins say source/replica, the
+/// older plugins and MariaDB master/slave). A server without semi-sync (MySQL without
+/// its plugins) is an error that says how to load them.
+pub async fn set_semi_sync(
+    conn: &mut Connection,
+    source: bool,
+    replica: bool,
+) -> Result<(), MysqlError> {
+    let names: Vec<String> = conn
+        .query(crate::mysql::dialect::SEMI_SYNC_VARIABLES)
+        .await?
+        .iter()
+        .filter_map(|row| row.get("Variable_name").cloned().flatten())
+        .collect();
+    let find = |words: [&str; 2]| {
+        names
+            .iter()
+            .find(|n| words.iter().any(|w| n.contains(w)))
+            .cloned()
+    };
+    let (Some(source_name), Some(replica_name)) = (
+        find(["_source_", "_master_"]),
+        find(["_replica_", "_slave_"]),
+    ) else {
+        return Err(MysqlError::Unexpected {
+            instance: conn.key.clone(),
+            statement: crate::mysql::dialect::SEMI_SYNC_VARIABLES.to_string(),
+            message: "semi-sync is not available on this server: load its plugins (MySQL: INSTALL PLUGIN rpl_semi_sync_source SONAME 'semisync_source.so' and rpl_semi_sync_replica SONAME 'semisync_replica.so')".into(),
+        });
+    };
+    let switch = |on: bool| if on { "ON" } else { "OFF" };
+    conn.execute(&format!("SET GLOBAL {replica_name}={}", switch(replica)))
+        .await?;
+    conn.execute(&format!("SET GLOBAL {source_name}={}", switch(source)))
+        .await
+}
+
 /// MySQL: persists read_only and super_read_only ON for the server's next start,
 /// leaving the running values as they are (a primary stays writable until it restarts).
 /// Needs SYSTEM_VARIABLES_ADMIN and PERSIST_RO_VARIABLES_ADMIN. MariaDB cannot persist a

@@ -60,6 +60,13 @@ pub trait AdminSession: Send {
     /// read_only ON for the server's next start (MySQL); the running value stays.
     fn persist_read_only(&mut self) -> BoxFuture<'_, Result<(), MysqlError>>;
 
+    /// Semi-sync's source side and replica side ON or OFF.
+    fn set_semi_sync(
+        &mut self,
+        source: bool,
+        replica: bool,
+    ) -> BoxFuture<'_, Result<(), MysqlError>>;
+
     /// A replica follows `source` instead (GTID), keeping its credentials and heartbeat
     /// (`heartbeat` when it has none), and is started.
     fn repoint<'a>(
@@ -149,6 +156,14 @@ impl AdminSession for Connection {
 
     fn persist_read_only(&mut self) -> BoxFuture<'_, Result<(), MysqlError>> {
         Box::pin(admin::persist_read_only(self))
+    }
+
+    fn set_semi_sync(
+        &mut self,
+        source: bool,
+        replica: bool,
+    ) -> BoxFuture<'_, Result<(), MysqlError>> {
+        Box::pin(admin::set_semi_sync(self, source, replica))
     }
 
     fn repoint<'a>(

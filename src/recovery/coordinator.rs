@@ -1197,6 +1197,13 @@ impl Coordinator {
                     routing_took,
                 );
                 log.absorb(repoint_log);
+                let semi_sync = snapshot
+                    .get(&problem.instance)
+                    .and_then(|i| i.facts.as_ref())
+                    .is_some_and(|f| f.semi_sync.source_enabled);
+                if semi_sync {
+                    self.executor.carry_semi_sync(log, &plan.candidate).await;
+                }
                 crate::crash_point!("failover-after-repoint");
                 Ok(left_behind)
             }
@@ -1774,7 +1781,12 @@ impl Coordinator {
         }
         let mut log = StepLog::new(fence.recovery_id.as_deref().unwrap_or("reattach"));
         self.executor
-            .attach(&mut log, key, &primary_key)
+            .attach(
+                &mut log,
+                key,
+                &primary_key,
+                primary.semi_sync.source_enabled,
+            )
             .await
             .map_err(|e| ReattachError::Failed(e.to_string()))?;
         self.store.unfence(key)?;

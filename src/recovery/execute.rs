@@ -482,6 +482,26 @@ impl Executor {
         .await
     }
 
+    /// Carries semi-sync over to a new primary whose old one had it: its source side
+    /// ON (replica side OFF), once its replicas follow it, so commits wait for their
+    /// acknowledgement again instead of the timeout. A server that cannot (MySQL
+    /// without the plugins) is a failed step, not a failed promotion: it is the primary
+    /// either way, committing asynchronously.
+    pub async fn carry_semi_sync(&self, log: &mut StepLog, primary: &InstanceKey) {
+        let _ = self
+            .step(
+                log,
+                "semi-sync",
+                primary,
+                "semi-sync source ON, as on the old primary: commits wait for a replica's acknowledgement".into(),
+                |mut session| async move {
+                    let result = session.set_semi_sync(true, false).await;
+                    (session, result)
+                },
+            )
+            .await;
+    }
+
     /// Starts replication again on replicas a failed recovery had stopped.
     pub async fn resume_receiving(&self, log: &mut StepLog, replicas: &[InstanceKey]) {
         self.on_each(
@@ -587,11 +607,14 @@ impl Executor {
     }
 
     /// Makes `key` (an old primary) a replica of `source` with the configured account.
+    /// With `semi_sync` (its source waits for acknowledgements), its semi-sync replica
+    /// side goes ON and source side OFF first.
     pub async fn attach(
         &self,
         log: &mut StepLog,
         key: &InstanceKey,
         source: &InstanceKey,
+        semi_sync: bool,
     ) -> Result<(), StepFailed> {
         let account = self.account.clone();
         let verify = self.verify_timeout;
@@ -606,6 +629,10 @@ impl Executor {
             |mut session| async move {
                 let result = async {
                     session.set_read_only(true).await?;
+                    // Acknowledging its new source's commits from the first one.
+                    if semi_sync {
+                        session.set_semi_sync(false, true).await?;
+                    }
                     session.attach(&from, &account, heartbeat, tls).await?;
                     session.verify_replicating(verify).await
                 }
@@ -695,6 +722,19 @@ impl AdminSession for Leased {
     fn persist_read_only(&mut self) -> BoxFuture<'_, Result<(), MysqlError>> {
         let key = self.session.key().clone();
         within_lease(&self.lease, key, self.session.persist_read_only())
+    }
+
+    fn set_semi_sync(
+        &mut self,
+        source: bool,
+        replica: bool,
+    ) -> BoxFuture<'_, Result<(), MysqlError>> {
+        let key = self.session.key().clone();
+        within_lease(
+            &self.lease,
+            key,
+            self.session.set_semi_sync(source, replica),
+        )
     }
 
     fn repoint<'a>(

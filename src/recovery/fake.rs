@@ -106,6 +106,7 @@ pub(crate) enum Op {
     Promote,
     SetReadOnly(bool),
     PersistReadOnly,
+    SetSemiSync { source: bool, replica: bool },
     Repoint,
     Attach,
     TlsForReplicas,
@@ -512,6 +513,14 @@ impl AdminSession for FakeSession {
             server(servers, key).persisted_read_only = true;
             Ok(())
         })
+    }
+
+    fn set_semi_sync(
+        &mut self,
+        source: bool,
+        replica: bool,
+    ) -> BoxFuture<'_, Result<(), MysqlError>> {
+        self.run(Op::SetSemiSync { source, replica }, |_, _| Ok(()))
     }
 
     fn repoint<'a>(

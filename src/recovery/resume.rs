@@ -471,8 +471,13 @@ impl Coordinator {
         );
         log.absorb(branch);
         if let Some(old) = attach {
+            let semi_sync = self
+                .discovery
+                .snapshot()
+                .get(primary)
+                .is_some_and(|i| i.facts.as_ref().is_some_and(|f| f.semi_sync.source_enabled));
             self.executor
-                .attach(log, old, primary)
+                .attach(log, old, primary, semi_sync)
                 .await
                 .map_err(|e| e.to_string())?;
         }

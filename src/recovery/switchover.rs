@@ -121,6 +121,9 @@ struct Choice {
     unreachable: Vec<(InstanceKey, String)>,
     /// Restored on roll-back: a primary that was read_only stays so.
     primary_was_writable: bool,
+    /// The primary had semi-sync's source side on: carried over to the candidate, and
+    /// the old primary acknowledges as a replica.
+    semi_sync: bool,
     /// Every replica's verdict, for the record.
     explanation: String,
     members: Vec<InstanceKey>,
@@ -262,6 +265,9 @@ impl Switch<'_> {
         if let Some(to) = to {
             check_membership(to, cluster, &clusters, &fresh)?;
         }
+        let semi_sync = primary_facts
+            .as_ref()
+            .is_some_and(|f| f.semi_sync.source_enabled);
         let primary_was_writable = primary_facts.is_some_and(|f| !read_only_on(&f));
 
         let plan = plan_promotion(&primary, &fresh, &self.policy, None);
@@ -369,6 +375,7 @@ impl Switch<'_> {
             siblings,
             unreachable,
             primary_was_writable,
+            semi_sync,
             explanation,
             members: cluster.members.clone(),
         })
@@ -675,7 +682,8 @@ impl Switch<'_> {
                 false,
                 &log.recovery_id
             )),
-            self.executor.attach(&mut attach_log, old, candidate),
+            self.executor
+                .attach(&mut attach_log, old, candidate, choice.semi_sync),
             self.executor
                 .repoint_under(&mut repoint_log, &choice.siblings, candidate)
         );
@@ -688,6 +696,9 @@ impl Switch<'_> {
         );
         log.absorb(attach_log);
         log.absorb(repoint_log);
+        if choice.semi_sync {
+            self.executor.carry_semi_sync(log, candidate).await;
+        }
         crate::crash_point!("switchover-after-repoint");
         if let Err(error) = attached {
             // Kept read_only by the fence, and `reattach` knows where it belongs from
@@ -942,7 +953,7 @@ impl<'a> Exchange<'a> {
                     .roll_back(log, format!("{candidate} could not be promoted: {error}"))
                     .await;
                 // Its replication may be reset already: put it back under the old primary.
-                let _ = self.executor.attach(log, candidate, self.old).await;
+                let _ = self.executor.attach(log, candidate, self.old, false).await;
                 ending
             }
             Err(fence_error) => {

@@ -35,6 +35,7 @@ const FINDING_BADGES = {
   BinlogOff: ['warning', 'Binlog off'],
   SlowHeartbeat: ['warning', 'Slow heartbeat'],
   FencedDetached: ['fenced', 'Back, detached: re-attach or forget'],
+  SemiSyncFellBack: ['warning', 'Semi-sync fell back to async'],
 };
 
 /** The instance's worst state: 'problem', 'warning' or 'ok'. */
