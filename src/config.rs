@@ -369,6 +369,11 @@ pub struct RecoveryConfig {
     /// and the audit says which and what to do. Off by default: then only an operator
     /// re-attaches.
     pub auto_rejoin: bool,
+    /// Like replication-manager's failover-at-sync: a failover promotes only when the
+    /// failed primary was last seen committing semi-synchronously (semi-sync on, not
+    /// fallen back), and only a replica whose semi-sync replica side is on — so it
+    /// never promotes past a write the primary acknowledged. Off by default.
+    pub require_semi_sync_ack: bool,
     /// The account new replication links use (re-attaching an old primary, switchover).
     pub replication_user: String,
     pub replication_password: Option<Secret>,
@@ -387,6 +392,7 @@ impl Default for RecoveryConfig {
             heartbeat_period: HumanDuration(Duration::from_secs(1)),
             replication_tls: crate::mysql::admin::ReplicationTls::Auto,
             auto_rejoin: false,
+            require_semi_sync_ack: false,
             replication_user: "repl".into(),
             replication_password: None,
             replication_password_env: None,
@@ -853,6 +859,7 @@ impl Config {
                 .iter()
                 .flat_map(|c| c.instances.iter().cloned())
                 .collect(),
+            require_semi_sync_ack: self.recovery.require_semi_sync_ack,
         };
         for (key, value, range, what) in [
             (

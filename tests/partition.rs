@@ -49,7 +49,13 @@ struct BehindProxy {
 impl BehindProxy {
     /// `silent_heartbeats`: `recovery.silent_heartbeats` for the agent.
     async fn start(flavor: Flavor, silent_heartbeats: u32) -> BehindProxy {
-        let topology = TestTopology::start(flavor, 2).await;
+        Self::start_with(flavor, silent_heartbeats, false).await
+    }
+
+    /// As `start`; with `semi_sync`, the sandbox replicates semi-synchronously and the
+    /// agent runs with `recovery.require_semi_sync_ack`.
+    async fn start_with(flavor: Flavor, silent_heartbeats: u32, semi_sync: bool) -> BehindProxy {
+        let topology = TestTopology::start_with(flavor, 2, semi_sync).await;
         let node1 = topology.key("node1");
         let target: SocketAddr = format!("{}:{}", node1.host, node1.port)
             .parse()
@@ -63,6 +69,7 @@ impl BehindProxy {
         let watcher = watch(&topology, vec![primary.clone()], |config| {
             automatic(config);
             config.recovery.silent_heartbeats = silent_heartbeats;
+            config.recovery.require_semi_sync_ack = semi_sync;
             // [[cluster]] instances are seeds too: node1 is listed by the only address
             // anyone knows it by.
             for cluster in &mut config.clusters {
@@ -146,7 +153,137 @@ fn millis(from: SystemTime, to: SystemTime) -> u128 {
 on_every_flavor!(
     an_agent_cut_off_from_a_live_primary_does_not_fail_over,
     a_primary_cut_off_from_everyone_is_replaced_and_fenced_when_it_returns,
+    with_semi_sync_an_isolated_primary_acknowledges_no_write_the_new_primary_lacks,
 );
+
+/// What the application account needs on node1 (created there, replicated everywhere).
+async fn create_app(topology: &TestTopology) {
+    topology
+        .sql(
+            "node1",
+            &[
+                "CREATE DATABASE app",
+                "CREATE TABLE app.t (id INT PRIMARY KEY)",
+                &format!("CREATE USER '{APP_USER}'@'%' IDENTIFIED BY '{APP_PASSWORD}'"),
+                &format!("GRANT SELECT, INSERT ON app.* TO '{APP_USER}'@'%'"),
+            ],
+        )
+        .await;
+}
+
+/// The proof semi-sync is for: node1 cut off from the agent and both replicas while an
+/// application still reaches it and keeps writing. Semi-sync without fallback (a one-hour
+/// timeout, waiting after the binary log is synced) means node1 can acknowledge a write
+/// only once a replica has it; the agent (with `recovery.require_semi_sync_ack`) promotes
+/// a replica; and every write the application saw acknowledged — before the cut and
+/// after it — is on the new primary. The writes after the cut are seen to wait and never
+/// be acknowledged.
+async fn with_semi_sync_an_isolated_primary_acknowledges_no_write_the_new_primary_lacks(
+    flavor: Flavor,
+) {
+    let setup = BehindProxy::start_with(flavor, DEFAULT_SILENT_HEARTBEATS, true).await;
+    let (topology, primary, api) = (&setup.topology, &setup.primary, setup.api());
+    let (timeout, wait_point) = if flavor.is_mysql() {
+        (
+            "rpl_semi_sync_source_timeout",
+            "rpl_semi_sync_source_wait_point",
+        )
+    } else {
+        (
+            "rpl_semi_sync_master_timeout",
+            "rpl_semi_sync_master_wait_point",
+        )
+    };
+    topology
+        .sql(
+            "node1",
+            &[
+                &format!("SET GLOBAL {timeout} = 3600000"),
+                &format!("SET GLOBAL {wait_point} = AFTER_SYNC"),
+            ],
+        )
+        .await;
+    create_app(topology).await;
+    eventually(
+        PATIENCE,
+        "node1 in sync: semi-sync on, a replica acknowledging",
+        || async {
+            let view: InstanceView = api
+                .get(&format!("/api/v1/instances/{primary}"))
+                .await
+                .ok()?;
+            let semi = &view.instance.facts.as_ref()?.semi_sync;
+            (semi.source_enabled && semi.source_active && semi.source_clients >= 1).then_some(())
+        },
+    )
+    .await;
+    let mut acknowledged = vec![1];
+    app_insert(topology, 1)
+        .await
+        .expect("the application writes to node1 before the cut");
+
+    setup.proxy.set(Mode::Blackhole);
+    let cut_at = Instant::now();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let writer = async {
+        let mut attempts = 0;
+        let mut after_cut = Vec::new();
+        for id in 100.. {
+            if done.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            attempts += 1;
+            // Unanswered within 1.5 s: not acknowledged (the application gives up).
+            if let Ok(Ok(())) =
+                tokio::time::timeout(Duration::from_millis(1500), app_insert(topology, id)).await
+            {
+                after_cut.push(id);
+            }
+        }
+        (attempts, after_cut)
+    };
+    let recovered = async {
+        let recovery = eventually(PATIENCE, "a finished recovery of cluster t", || async {
+            setup
+                .recoveries()
+                .await
+                .into_iter()
+                .find(|r| r.finished_at.is_some())
+        })
+        .await;
+        // A last write attempt or two against node1 after the promotion, then stop.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        recovery
+    };
+    let ((attempts, after_cut), recovery) = tokio::join!(writer, recovered);
+    println!(
+        "{flavor}: cut -> recovered in {} ms; {attempts} writes tried on the isolated node1, {} acknowledged",
+        cut_at.elapsed().as_millis(),
+        after_cut.len()
+    );
+    assert_eq!(recovery.status, RecoveryStatus::Succeeded, "{recovery:#?}");
+    assert!(
+        attempts >= 2,
+        "the application kept writing to node1 ({attempts} tries)"
+    );
+    acknowledged.extend(after_cut);
+    let successor = recovery.successor.clone().expect("a successor");
+    let new_primary = topology.node_at(&successor);
+    for id in &acknowledged {
+        assert_eq!(
+            topology
+                .value(
+                    &new_primary,
+                    &format!("SELECT COUNT(*) FROM app.t WHERE id = {id}")
+                )
+                .await
+                .as_deref(),
+            Some("1"),
+            "write {id} was acknowledged by node1 but {successor} lacks it"
+        );
+    }
+}
 
 async fn an_agent_cut_off_from_a_live_primary_does_not_fail_over(flavor: Flavor) {
     let setup = BehindProxy::start(flavor, DEFAULT_SILENT_HEARTBEATS).await;
@@ -251,17 +388,7 @@ mod a_cut_judged_by_reconnecting_replicas_is_recovered {
 async fn cut_off_from_everyone(flavor: Flavor, silent_heartbeats: u32) {
     let setup = BehindProxy::start(flavor, silent_heartbeats).await;
     let (topology, primary, api) = (&setup.topology, &setup.primary, setup.api());
-    topology
-        .sql(
-            "node1",
-            &[
-                "CREATE DATABASE app",
-                "CREATE TABLE app.t (id INT PRIMARY KEY)",
-                &format!("CREATE USER '{APP_USER}'@'%' IDENTIFIED BY '{APP_PASSWORD}'"),
-                &format!("GRANT SELECT, INSERT ON app.* TO '{APP_USER}'@'%'"),
-            ],
-        )
-        .await;
+    create_app(topology).await;
     app_insert(topology, 1)
         .await
         .expect("the application writes to node1 before the cut");

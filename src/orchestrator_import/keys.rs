@@ -121,8 +121,7 @@ pub(super) const ATTRIBUTES: &str = "pointsman keeps no datacenter, region, envi
 pub(super) const CLUSTER_ALIASES: &str = "pointsman names a cluster by a [[cluster]] table (alias and instances), not by a regex or a query: add one [[cluster]] per aliased cluster, with the alias orchestrator showed, so routes and Consul keys keep their names";
 pub(super) const PROMOTION_RULES: &str = "pointsman's promotion rules are promotion.prefer, prefer_not and must_not (regexes on host:port), not rules registered per instance at run time";
 pub(super) const GEOGRAPHY: &str = "pointsman knows no datacenters or regions: promotion.must_not (regexes on host:port) keeps a failover within one place";
-pub(super) const SEMI_SYNC: &str =
-    "pointsman reports a locked semi-sync primary but never changes semi-sync settings";
+pub(super) const SEMI_SYNC: &str = "pointsman carries a primary's semi-sync over to the replica it promotes and reports a locked or fallen-back semi-sync primary, but does not count or enforce semi-sync replicas; recovery.require_semi_sync_ack promotes only from an in-sync primary to an acknowledging replica";
 pub(super) const REPLICATION_CREDENTIALS: &str = "pointsman takes the replication account from recovery.replication_user and replication_password (or _env, _file), not from a query";
 pub(super) const LAG_QUERY: &str =
     "pointsman has no custom lag query: it takes lag from the replicas' replication status";

@@ -38,6 +38,10 @@ pub struct PromotionPolicy {
     pub must_not: Vec<Regex>,
     /// Instances in configuration order: the last tie-breaker.
     pub order: Vec<InstanceKey>,
+    /// `recovery.require_semi_sync_ack`: promote only when the failed primary was last
+    /// seen committing semi-synchronously, and only a replica with semi-sync's replica
+    /// side on (one that acknowledges), so no write the primary acknowledged is lost.
+    pub require_semi_sync_ack: bool,
 }
 
 impl PromotionPolicy {
@@ -127,6 +131,8 @@ pub enum PlanError {
         instance: InstanceKey,
         failed: InstanceKey,
     },
+    #[error("{failed} was last seen {why}: writes it acknowledged may be on it alone, and recovery.require_semi_sync_ack forbids promoting a replica that may lack them; bring {failed} back, or turn the setting off to promote anyway (losing them)")]
+    NotInSync { failed: InstanceKey, why: String },
 }
 
 fn explain_all(verdicts: &[CandidateVerdict]) -> String {
@@ -181,6 +187,22 @@ pub fn plan_promotion(
     }
 
     let failed_facts = snapshot.get(failed).and_then(|i| i.facts.as_ref());
+    if policy.require_semi_sync_ack {
+        let why = match failed_facts.map(|f| &f.semi_sync) {
+            None => Some("never (its semi-sync state is unknown)"),
+            Some(semi) if !semi.source_enabled => Some("with semi-sync off"),
+            Some(semi) if !semi.source_active => {
+                Some("committing asynchronously (semi-sync fell back after its timeout)")
+            }
+            Some(_) => None,
+        };
+        if let Some(why) = why {
+            return Err(PlanError::NotInSync {
+                failed: failed.clone(),
+                why: why.to_string(),
+            });
+        }
+    }
     let reachable: Vec<&Instance> = replicas
         .iter()
         .copied()
@@ -249,6 +271,12 @@ pub fn plan_promotion(
                     } else {
                         "SQL thread stopped".to_string()
                     });
+                }
+                if policy.require_semi_sync_ack && !facts.semi_sync.replica_enabled {
+                    reasons.push(
+                        "semi-sync's replica side is off: it acknowledged nothing (recovery.require_semi_sync_ack)"
+                            .to_string(),
+                    );
                 }
                 if let Some(status) = &facts.replication {
                     let max = policy.max_lag.as_secs();
@@ -474,6 +502,71 @@ mod tests {
                 .candidate,
             key(3)
         );
+    }
+
+    #[test]
+    fn require_semi_sync_ack_promotes_only_from_an_in_sync_primary_to_an_acknowledging_replica() {
+        let policy = PromotionPolicy {
+            require_semi_sync_ack: true,
+            ..policy()
+        };
+        let semi = |mut instance: Instance, replica_side: bool| {
+            instance
+                .facts
+                .as_mut()
+                .expect("facts")
+                .semi_sync
+                .replica_enabled = replica_side;
+            instance
+        };
+        let with_primary = |source_enabled: bool, source_active: bool| {
+            let mut snapshot = snapshot(vec![semi(r(2, 100), false), semi(r(3, 99), true)]);
+            let primary = snapshot
+                .instances
+                .get_mut(&key(1))
+                .and_then(|i| i.facts.as_mut())
+                .expect("the primary's last facts");
+            primary.semi_sync.source_enabled = source_enabled;
+            primary.semi_sync.source_active = source_active;
+            snapshot
+        };
+        // In sync: the acknowledging replica is chosen, even though it is behind (it
+        // copies from the other first), and the other is passed over and says why.
+        let plan =
+            plan_promotion(&key(1), &with_primary(true, true), &policy, None).expect("a plan");
+        assert_eq!(plan.candidate, key(3));
+        assert_eq!(plan.catch_up_from, Some(key(2)));
+        let passed_over = plan
+            .verdicts
+            .iter()
+            .find(|v| v.instance == key(2))
+            .expect("verdict");
+        assert!(
+            passed_over.reasons[0].contains("acknowledged nothing"),
+            "{passed_over:?}"
+        );
+        // Fallen back, or off: nobody is promoted, and the error says why and what to do.
+        for (enabled, active, said) in [
+            (true, false, "committing asynchronously"),
+            (false, false, "with semi-sync off"),
+        ] {
+            let error = plan_promotion(&key(1), &with_primary(enabled, active), &policy, None)
+                .expect_err("refused");
+            let text = error.to_string();
+            assert!(
+                text.contains(said) && text.contains("turn the setting off"),
+                "{text}"
+            );
+        }
+        // Without the setting, nothing changes.
+        let plan = plan_promotion(
+            &key(1),
+            &with_primary(true, false),
+            &super::tests::policy(),
+            None,
+        )
+        .expect("a plan");
+        assert_eq!(plan.candidate, key(2));
     }
 
     #[test]
