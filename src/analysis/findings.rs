@@ -38,6 +38,9 @@ pub enum FindingCode {
     /// The primary has semi-sync on, but no replica acknowledged within its timeout: it
     /// commits asynchronously now, and a failover may lose what it acknowledged.
     SemiSyncFellBack,
+    /// With `recovery.require_semi_sync_ack`: the primary's semi-sync timeout is short
+    /// enough that a partition lets it fall back and acknowledge writes a failover loses.
+    SemiSyncMayFallBack,
 }
 
 /// One thing found wrong on one instance, with a sentence a DBA can act on.
@@ -59,7 +62,15 @@ pub struct FindingRules {
     /// A replica that hears its source's heartbeat less often than this (or never) is
     /// slow to tell that a primary was cut off: twice `recovery.heartbeat_period`.
     pub heartbeat_warning: Duration,
+    /// `recovery.require_semi_sync_ack` relies on semi-sync never falling back: a
+    /// semi-sync primary whose timeout is shorter than `SEMI_SYNC_NO_FALLBACK` is then
+    /// warned about.
+    pub semi_sync_must_not_fall_back: bool,
 }
+
+/// A semi-sync timeout at least this long counts as "never falls back": a partition
+/// that outlasts it is one an operator has long been looking at.
+pub const SEMI_SYNC_NO_FALLBACK: Duration = Duration::from_secs(3600);
 
 impl Default for FindingRules {
     /// The configuration's defaults.
@@ -67,6 +78,7 @@ impl Default for FindingRules {
         Self {
             lag_warning: Duration::from_secs(10),
             heartbeat_warning: Duration::from_secs(2),
+            semi_sync_must_not_fall_back: false,
         }
     }
 }
@@ -100,7 +112,7 @@ pub fn cluster_findings(
             continue;
         }
         if key == &cluster.primary {
-            primary_findings(instance, &mut findings);
+            primary_findings(instance, rules, &mut findings);
         } else {
             replica_findings(instance, primary, rules, &mut findings);
         }
@@ -113,7 +125,7 @@ fn round_seconds(duration: Duration) -> Duration {
     Duration::from_secs(duration.as_secs())
 }
 
-fn primary_findings(primary: &Instance, findings: &mut Vec<Finding>) {
+fn primary_findings(primary: &Instance, rules: &FindingRules, findings: &mut Vec<Finding>) {
     let Some(facts) = &primary.facts else {
         return;
     };
@@ -132,6 +144,25 @@ fn primary_findings(primary: &Instance, findings: &mut Vec<Finding>) {
             severity: Severity::Warning,
             instance: primary.key.clone(),
             message: "semi-sync is on, but no replica acknowledged within the primary's semi-sync timeout, so it fell back to asynchronous commits: a failover now may lose writes it acknowledged (check the replicas' semi-sync side and the timeout)".into(),
+            detail: None,
+        });
+    }
+    let semi = &facts.semi_sync;
+    let timeout = semi.timeout_ms.map(Duration::from_millis);
+    if rules.semi_sync_must_not_fall_back
+        && semi.source_enabled
+        && semi.source_active
+        && timeout.is_some_and(|t| t < SEMI_SYNC_NO_FALLBACK)
+    {
+        findings.push(Finding {
+            code: FindingCode::SemiSyncMayFallBack,
+            severity: Severity::Warning,
+            instance: primary.key.clone(),
+            message: format!(
+                "semi-sync falls back to asynchronous commits after {} without an acknowledgement: cut off from its replicas longer than that, this primary acknowledges writes a failover loses, whatever recovery.require_semi_sync_ack does (raise rpl_semi_sync_*_timeout to {} or more)",
+                humantime::format_duration(timeout.unwrap_or_default()),
+                humantime::format_duration(SEMI_SYNC_NO_FALLBACK)
+            ),
             detail: None,
         });
     }
@@ -378,14 +409,17 @@ mod tests {
     }
 
     fn findings_of(instances: Vec<Instance>) -> Vec<Finding> {
+        findings_under(instances, &FindingRules::default())
+    }
+
+    fn findings_under(instances: Vec<Instance>, rules: &FindingRules) -> Vec<Finding> {
         let snapshot = Snapshot {
             instances: instances.into_iter().map(|i| (i.key.clone(), i)).collect(),
             shape: 0,
         };
         let clusters = build_clusters(&snapshot, &[]);
         assert_eq!(clusters.len(), 1, "one cluster expected");
-        let rules = FindingRules::default();
-        cluster_findings(&clusters[0], &snapshot, &rules, SystemTime::now())
+        cluster_findings(&clusters[0], &snapshot, rules, SystemTime::now())
     }
 
     fn codes(findings: &[Finding]) -> Vec<(FindingCode, u16)> {
@@ -502,6 +536,35 @@ mod tests {
             let found = findings_of(vec![semi_sync(enabled, active), replica(key(2), key(1))]);
             assert!(found.is_empty(), "{enabled} {active}: {found:?}");
         }
+    }
+
+    #[test]
+    fn with_require_semi_sync_ack_a_timeout_that_lets_the_primary_fall_back_is_warned_about() {
+        let in_sync = |timeout_ms: u64| {
+            let mut instance = primary(key(1));
+            let semi = &mut instance.facts.as_mut().expect("facts").semi_sync;
+            semi.source_enabled = true;
+            semi.source_active = true;
+            semi.source_clients = 1;
+            semi.timeout_ms = Some(timeout_ms);
+            vec![instance, replica(key(2), key(1))]
+        };
+        let strict = FindingRules {
+            semi_sync_must_not_fall_back: true,
+            ..FindingRules::default()
+        };
+        let found = findings_under(in_sync(10_000), &strict);
+        assert_eq!(codes(&found), vec![(FindingCode::SemiSyncMayFallBack, 1)]);
+        assert!(
+            found[0].message.contains("after 10s"),
+            "{}",
+            found[0].message
+        );
+        assert!(findings_under(in_sync(3_600_000), &strict).is_empty());
+        assert!(
+            findings_of(in_sync(10_000)).is_empty(),
+            "only when the setting relies on it"
+        );
     }
 
     #[test]

@@ -88,6 +88,7 @@ impl ProblemRules {
             findings: FindingRules {
                 lag_warning: config.analysis.lag_warning.0,
                 heartbeat_warning: config.recovery.heartbeat_period.0 * 2,
+                semi_sync_must_not_fall_back: config.recovery.require_semi_sync_ack,
             },
             silent_heartbeats: config.recovery.silent_heartbeats,
         }

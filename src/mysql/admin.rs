@@ -248,6 +248,7 @@ pub async fn set_semi_sync(
         .await?
         .iter()
         .filter_map(|row| row.get("Variable_name").cloned().flatten())
+        .filter(|name| name.ends_with("_enabled"))
         .collect();
     let find = |words: [&str; 2]| {
         names

@@ -39,7 +39,7 @@ pub const MYSQL_WORKER_ERROR: &str = "SELECT LAST_ERROR_NUMBER, LAST_ERROR_MESSA
      ORDER BY LAST_ERROR_TIMESTAMP DESC LIMIT 1";
 
 /// Semi-sync settings and state: these never fail, even without the plugin loaded.
-pub const SEMI_SYNC_VARIABLES: &str = "SHOW GLOBAL VARIABLES LIKE 'rpl_semi_sync%enabled'";
+pub const SEMI_SYNC_VARIABLES: &str = "SHOW GLOBAL VARIABLES LIKE 'rpl_semi_sync%'";
 pub const SEMI_SYNC_STATUS: &str = "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync%'";
 
 /// Binlog-dump threads: the fallback for finding replicas that set no report_host.

@@ -223,6 +223,9 @@ pub fn semi_sync(rows: &[TextRow]) -> SemiSync {
             .get("rpl_semi_sync_source_clients")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
+        timeout_ms: values
+            .get("rpl_semi_sync_source_timeout")
+            .and_then(|v| v.parse().ok()),
     }
 }
 
@@ -516,7 +519,19 @@ mod tests {
             .into_iter()
             .collect(),
         );
+        on.push(
+            [
+                (
+                    "Variable_name".to_string(),
+                    Some("rpl_semi_sync_master_timeout".to_string()),
+                ),
+                ("Value".to_string(), Some("10000".to_string())),
+            ]
+            .into_iter()
+            .collect(),
+        );
         assert!(semi_sync(&on).source_enabled);
+        assert_eq!(semi_sync(&on).timeout_ms, Some(10_000));
     }
 
     #[test]

@@ -319,6 +319,10 @@ pub struct SemiSync {
     pub source_active: bool,
     pub replica_active: bool,
     pub source_clients: u32,
+    /// `rpl_semi_sync_source_timeout` (MariaDB: `_master_`): how long a commit waits for
+    /// an acknowledgement before the source falls back to asynchronous commits.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 /// Everything one successful probe learned about an instance.

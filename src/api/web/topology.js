@@ -36,6 +36,7 @@ const FINDING_BADGES = {
   SlowHeartbeat: ['warning', 'Slow heartbeat'],
   FencedDetached: ['fenced', 'Back, detached: re-attach or forget'],
   SemiSyncFellBack: ['warning', 'Semi-sync fell back to async'],
+  SemiSyncMayFallBack: ['warning', 'Semi-sync timeout short'],
 };
 
 /** The instance's worst state: 'problem', 'warning' or 'ok'. */
