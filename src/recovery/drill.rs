@@ -80,7 +80,19 @@ impl Coordinator {
             .find(|c| c.members.contains(&there.new_primary))
             .map(|c| c.name.clone())
             .unwrap_or_else(|| cluster.to_string());
-        match self.switchover(&name, Some(primary.clone()), who).await {
+        // The agent may hold the cluster for a moment after a switchover (a second look
+        // at what a mixed snapshot showed): the way back waits for that, not longer
+        // than the replicas were given.
+        let deadline = Instant::now() + self.executor.verify_timeout;
+        let back = loop {
+            match self.switchover(&name, Some(primary.clone()), who).await {
+                Err(SwitchoverError::AlreadyRunning { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => break other,
+            }
+        };
+        match back {
             Ok(back) => legs.push(self.checked_leg(&back, &mut problems).await),
             Err(error) => problems.insert(
                 0,
