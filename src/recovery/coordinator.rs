@@ -399,6 +399,20 @@ impl Coordinator {
                         self.confirm(cluster, &problem);
                     }
                     ProblemCode::MultiplePrimaries => {
+                        // Both writers must have been probed since the last change of
+                        // the cluster: a switchover's old primary still shows writable
+                        // in the probe taken just before it.
+                        let both = Problem {
+                            related: vec![problem.instance.clone()],
+                            ..problem.clone()
+                        };
+                        // Mid-switchover two writers are seen by design, for a moment.
+                        if self.state().recovering.contains(&cluster.name)
+                            || self.judged_on_stale_data(&problem, snapshot)
+                            || self.judged_on_stale_data(&both, snapshot)
+                        {
+                            continue;
+                        }
                         self.say_once(&cluster.name, &problem, "detected", || {
                             problem.explanation.clone()
                         });

@@ -195,7 +195,12 @@ impl Coordinator {
                 return Err(error);
             }
         };
-        Switch { coordinator: self }.carry_out(choice, who).await
+        let members = choice.members.clone();
+        let result = Switch { coordinator: self }.carry_out(choice, who).await;
+        // Judgements on probes from before the switchover are stale: right after it a
+        // snapshot can still show the old primary writable beside the new one.
+        self.mark_changed(members);
+        result
     }
 }
 
