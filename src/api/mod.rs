@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod live;
 pub mod operate;
+mod orchestrator;
 pub mod origin;
 pub mod recovery;
 pub mod stalled;
@@ -127,6 +128,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
 /// Every route, each request checked in this order: where it comes from (`origin`),
 /// its token (`auth`, API routes only), whether this agent leads (changes only).
 pub fn router(state: ApiState, access: auth::Access, origins: origin::OriginRules) -> Router {
+    let orchestrator = orchestrator::service(&state, &access, &origins);
     Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/clusters", get(clusters))
@@ -148,6 +150,8 @@ pub fn router(state: ApiState, access: auth::Access, origins: origin::OriginRule
             auth::require_token,
         ))
         .merge(web::routes())
+        // orchestrator's API: its own token rule, then pointsman's handlers behind it.
+        .route_service("/api/{*rest}", orchestrator)
         // Set after the token and leader layers, so it is outside them: a method a path
         // does not take changes nothing and is refused the same way whoever asks.
         .method_not_allowed_fallback(method_not_allowed)
