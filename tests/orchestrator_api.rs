@@ -518,9 +518,10 @@ async fn reads_in_orchestrators_shape_and_a_graceful_takeover(flavor: Flavor) {
         401,
     )
     .await;
+    // As orchestrator-client encodes it: with its `echo`'s newline.
     let acked = ok_details(
         base,
-        "/api/ack-recovery/cluster/t?comment=planned",
+        "/api/ack-recovery/cluster/t?comment=planned%0A",
         Auth::Bearer(TOKEN),
     )
     .await;

@@ -460,15 +460,19 @@ impl Call {
             },
             ["ack-recovery", "cluster", h] => Call::AckCluster {
                 hint: h.to_string(),
-                comment: query.get("comment").cloned().unwrap_or_default(),
+                // orchestrator-client's `urlencode` sends its `echo`'s newline along.
+                comment: query
+                    .get("comment")
+                    .map(|c| c.trim().to_string())
+                    .unwrap_or_default(),
             },
             ["disable-global-recoveries"] => Call::GlobalRecoveries(false),
             ["enable-global-recoveries"] => Call::GlobalRecoveries(true),
             ["begin-downtime", host, port, owner, reason, duration @ ..] if duration.len() <= 1 => {
                 Call::BeginDowntime {
                     key: key(host, port)?,
-                    owner: owner.to_string(),
-                    reason: reason.to_string(),
+                    owner: owner.trim().to_string(),
+                    reason: reason.trim().to_string(),
                     seconds: downtime_seconds(duration.first().copied().unwrap_or(""))?,
                 }
             }
@@ -842,7 +846,7 @@ impl Compat {
             }
             Call::Recover { failed: key, to } => self.recover(key, to, own).await,
             Call::AckCluster { hint, comment } => {
-                if comment.trim().is_empty() {
+                if comment.is_empty() {
                     return failed("No acknowledge comment given: add ?comment=<why>");
                 }
                 // An old name (before a failover renamed the cluster) is pointsman's
@@ -1568,7 +1572,7 @@ mod tests {
             }
             _ => panic!("four segments: host, port, designated host and port"),
         }
-        match path("begin-downtime/db1/3306/ops%20team/disk%2Fswap/2h") {
+        match path("begin-downtime/db1/3306/ops%20team/disk%2Fswap%0A/2h") {
             Ok(Some(Call::BeginDowntime {
                 owner,
                 reason,
