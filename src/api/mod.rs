@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use views::{
     details_of, former_names, unacknowledged_recovery, ClusterDetail, ClusterSummary, FencedMark,
-    InstanceMarks, InstanceView,
+    InstanceDepth, InstanceMarks, InstanceView,
 };
 
 /// What every handler needs.
@@ -49,7 +49,18 @@ pub struct ApiState {
 }
 
 impl ApiState {
+    /// Every cluster in full, as the API and the page show it.
     pub(crate) fn details(&self) -> Vec<ClusterDetail> {
+        self.details_to(InstanceDepth::Whole)
+    }
+
+    /// Every cluster's summary, problems first: built without copying every instance's
+    /// facts (`GET /api/v1/clusters` on a large fleet).
+    pub(crate) fn summaries(&self) -> Vec<ClusterSummary> {
+        live::summaries_of(&self.details_to(InstanceDepth::KeyOnly))
+    }
+
+    fn details_to(&self, depth: InstanceDepth) -> Vec<ClusterDetail> {
         let now = SystemTime::now();
         let recoveries = self.store.recoveries(None, 200).unwrap_or_default();
         let marks = InstanceMarks {
@@ -77,6 +88,7 @@ impl ApiState {
             &self.rules,
             &marks,
             now,
+            depth,
         );
         let facts = self.coordinator.gate_facts();
         for detail in &mut details {
@@ -280,7 +292,7 @@ async fn health(State(state): State<ApiState>) -> Json<Health> {
 }
 
 async fn clusters(State(state): State<ApiState>) -> Json<Vec<ClusterSummary>> {
-    Json(live::summaries_of(&state.details()))
+    Json(state.summaries())
 }
 
 /// The cluster called `name` now, or that was called so before a recovery renamed it.

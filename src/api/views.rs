@@ -207,7 +207,25 @@ pub fn cluster_details(
     now: SystemTime,
 ) -> Vec<ClusterDetail> {
     let clusters = build_clusters(snapshot, aliases);
-    details_of(snapshot, &clusters, aliases, rules, marks, now)
+    details_of(
+        snapshot,
+        &clusters,
+        aliases,
+        rules,
+        marks,
+        now,
+        InstanceDepth::Whole,
+    )
+}
+
+/// How much of each instance a detail carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstanceDepth {
+    /// Everything the last probe learned: what a cluster's page and the API show.
+    Whole,
+    /// The key, role and marks only: enough for summaries (members, counts), without
+    /// copying every instance's facts.
+    KeyOnly,
 }
 
 /// As `cluster_details`, for the clusters of `snapshot` already grouped.
@@ -218,6 +236,7 @@ pub fn details_of(
     rules: &ProblemRules,
     marks: &InstanceMarks,
     now: SystemTime,
+    depth: InstanceDepth,
 ) -> Vec<ClusterDetail> {
     let doubled = crate::analysis::multiple_primaries(clusters, snapshot, aliases);
     let details = clusters
@@ -235,10 +254,10 @@ pub fn details_of(
                 .members
                 .iter()
                 .map(|key| {
-                    let instance = snapshot
-                        .get(key)
-                        .cloned()
-                        .unwrap_or_else(|| Instance::new(key.clone()));
+                    let instance = match (depth, snapshot.get(key)) {
+                        (InstanceDepth::Whole, Some(instance)) => instance.clone(),
+                        _ => Instance::new(key.clone()),
+                    };
                     let role = if *key == cluster.primary {
                         Role::Primary
                     } else if has_replicas(&cluster.tree, key) {
@@ -280,12 +299,16 @@ pub fn details_of(
             }
         })
         .collect();
-    fold_fenced(details, marks)
+    fold_fenced(details, marks, snapshot)
 }
 
 /// A fenced old primary replicates from no one, so it forms a tree of its own; it is
 /// shown inside the cluster it was fenced from instead, outside that cluster's tree.
-fn fold_fenced(mut details: Vec<ClusterDetail>, marks: &InstanceMarks) -> Vec<ClusterDetail> {
+fn fold_fenced(
+    mut details: Vec<ClusterDetail>,
+    marks: &InstanceMarks,
+    snapshot: &Snapshot,
+) -> Vec<ClusterDetail> {
     for mark in &marks.fenced {
         let Some(alone) = details
             .iter()
@@ -316,7 +339,11 @@ fn fold_fenced(mut details: Vec<ClusterDetail>, marks: &InstanceMarks) -> Vec<Cl
             view.role = Role::FencedPrimary;
             view.cluster = target.name.clone();
             view.findings.retain(|f| !expected(f));
-            if view.instance.is_reachable() {
+            // From the snapshot: a view of `InstanceDepth::KeyOnly` carries no state.
+            if snapshot
+                .get(&view.instance.key)
+                .is_some_and(Instance::is_reachable)
+            {
                 // Safe, but not done: it holds data nobody reads until an operator acts.
                 let key = &view.instance.key;
                 let back = Finding {
@@ -497,5 +524,19 @@ mod tests {
         let codes: Vec<FindingCode> = fenced.findings.iter().map(|f| f.code).collect();
         assert_eq!(codes, vec![FindingCode::FencedDetached]);
         assert_eq!(details[0].health.status, HealthStatus::Warning);
+
+        // Summaries built without the instances' facts say exactly the same.
+        let clusters = build_clusters(&snapshot, &[]);
+        let now = SystemTime::now();
+        let summaries = |depth| {
+            details_of(&snapshot, &clusters, &[], &rules, &marks, now, depth)
+                .iter()
+                .map(ClusterDetail::summary)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            summaries(InstanceDepth::KeyOnly),
+            summaries(InstanceDepth::Whole)
+        );
     }
 }
