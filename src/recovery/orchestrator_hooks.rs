@@ -47,26 +47,12 @@ pub fn failure_type(pointsman: &str) -> &str {
     }
 }
 
-/// The values orchestrator would give a command at `point`, by placeholder name.
-struct Values {
-    failure_type: String,
-    instance_type: &'static str,
-    is_master: bool,
-    description: String,
-    command: &'static str,
-    failed_host: String,
-    failed_port: String,
-    cluster: String,
-    cluster_alias: String,
-    count_replicas: usize,
-    downtimed: bool,
-    auto_master_recovery: bool,
-    orchestrator_host: String,
-    recovery_uid: String,
-    successor: Option<InstanceKey>,
-    lost_replicas: String,
-    count_lost_replicas: usize,
-    replica_hosts: String,
+/// One value orchestrator gives a command: its variable (if it has one), its
+/// placeholders (legacy synonyms included) and the value.
+struct Field {
+    variable: Option<&'static str>,
+    placeholders: &'static [&'static str],
+    value: String,
 }
 
 fn comma_list(keys: &[InstanceKey]) -> String {
@@ -82,93 +68,164 @@ fn this_host() -> String {
         .unwrap_or_default()
 }
 
-fn values(context: &HookContext, point: HookPoint) -> Values {
+/// Every value orchestrator would give a command at `point`, in its order; the
+/// successor's only when there is one.
+fn fields(context: &HookContext, point: HookPoint) -> Vec<Field> {
     let switchover = context.failure_type == "Switchover";
     let intermediate = context.failure_type == "DeadIntermediatePrimary";
     let successor = match point {
         HookPoint::OnFailureDetected | HookPoint::PreFailover => None,
         _ => context.successor.clone(),
     };
-    Values {
-        failure_type: failure_type(&context.failure_type).to_string(),
-        instance_type: if intermediate {
-            "intermediate-master"
-        } else {
-            "master"
-        },
-        is_master: !intermediate,
-        description: context.description.clone(),
-        command: if switchover {
-            "graceful-master-takeover"
-        } else {
-            ""
-        },
-        failed_host: context
-            .failed
-            .as_ref()
-            .map(|k| k.host.clone())
-            .unwrap_or_default(),
-        failed_port: context
-            .failed
-            .as_ref()
-            .map(|k| k.port.to_string())
-            .unwrap_or_default(),
-        cluster: context
-            .failed
-            .as_ref()
-            .map(|k| k.to_string())
-            .unwrap_or_else(|| context.cluster.clone()),
-        cluster_alias: context.cluster.clone(),
-        count_replicas: context.replicas.len(),
-        downtimed: context.downtimed,
-        auto_master_recovery: context.automatic,
-        orchestrator_host: this_host(),
-        recovery_uid: if point == HookPoint::PreSwitchover {
-            String::new()
-        } else {
-            context.recovery_id.clone()
-        },
-        successor,
-        lost_replicas: comma_list(&context.lost_replicas),
-        count_lost_replicas: context.lost_replicas.len(),
-        replica_hosts: comma_list(&context.replicas),
+    let failed = context.failed.as_ref();
+    let field = |variable, placeholders, value: String| Field {
+        variable,
+        placeholders,
+        value,
+    };
+    let mut fields = vec![
+        field(
+            Some("ORC_FAILURE_TYPE"),
+            &["{failureType}"],
+            failure_type(&context.failure_type).to_string(),
+        ),
+        field(
+            Some("ORC_INSTANCE_TYPE"),
+            &["{instanceType}"],
+            if intermediate {
+                "intermediate-master"
+            } else {
+                "master"
+            }
+            .to_string(),
+        ),
+        field(
+            Some("ORC_IS_MASTER"),
+            &["{isMaster}"],
+            (!intermediate).to_string(),
+        ),
+        field(Some("ORC_IS_CO_MASTER"), &["{isCoMaster}"], "false".into()),
+        field(
+            Some("ORC_FAILURE_DESCRIPTION"),
+            &["{failureDescription}"],
+            context.description.clone(),
+        ),
+        field(
+            Some("ORC_COMMAND"),
+            &["{command}"],
+            if switchover {
+                "graceful-master-takeover"
+            } else {
+                ""
+            }
+            .to_string(),
+        ),
+        field(
+            Some("ORC_FAILED_HOST"),
+            &["{failedHost}"],
+            failed.map(|k| k.host.clone()).unwrap_or_default(),
+        ),
+        field(
+            Some("ORC_FAILED_PORT"),
+            &["{failedPort}"],
+            failed.map(|k| k.port.to_string()).unwrap_or_default(),
+        ),
+        field(
+            Some("ORC_FAILURE_CLUSTER"),
+            &["{failureCluster}"],
+            failed.map_or_else(|| context.cluster.clone(), |k| k.to_string()),
+        ),
+        field(
+            Some("ORC_FAILURE_CLUSTER_ALIAS"),
+            &["{failureClusterAlias}"],
+            context.cluster.clone(),
+        ),
+        field(
+            Some("ORC_FAILURE_CLUSTER_DOMAIN"),
+            &["{failureClusterDomain}"],
+            String::new(),
+        ),
+        field(
+            Some("ORC_COUNT_REPLICAS"),
+            &["{countReplicas}", "{countSlaves}"],
+            context.replicas.len().to_string(),
+        ),
+        field(
+            Some("ORC_IS_DOWNTIMED"),
+            &["{isDowntimed}"],
+            context.downtimed.to_string(),
+        ),
+        field(
+            Some("ORC_AUTO_MASTER_RECOVERY"),
+            &["{autoMasterRecovery}"],
+            context.automatic.to_string(),
+        ),
+        field(
+            Some("ORC_AUTO_INTERMEDIATE_MASTER_RECOVERY"),
+            &["{autoIntermediateMasterRecovery}"],
+            "false".into(),
+        ),
+        field(
+            Some("ORC_ORCHESTRATOR_HOST"),
+            &["{orchestratorHost}"],
+            this_host(),
+        ),
+        field(
+            Some("ORC_IS_SUCCESSFUL"),
+            &["{isSuccessful}"],
+            successor.is_some().to_string(),
+        ),
+        field(
+            Some("ORC_LOST_REPLICAS"),
+            &["{lostReplicas}", "{lostSlaves}"],
+            comma_list(&context.lost_replicas),
+        ),
+        field(
+            None,
+            &["{countLostReplicas}"],
+            context.lost_replicas.len().to_string(),
+        ),
+        field(
+            Some("ORC_REPLICA_HOSTS"),
+            &["{replicaHosts}", "{slaveHosts}"],
+            comma_list(&context.replicas),
+        ),
+        field(
+            Some("ORC_RECOVERY_UID"),
+            &["{recoveryUID}"],
+            if point == HookPoint::PreSwitchover {
+                String::new()
+            } else {
+                context.recovery_id.clone()
+            },
+        ),
+    ];
+    if let Some(successor) = successor {
+        fields.push(field(
+            Some("ORC_SUCCESSOR_HOST"),
+            &["{successorHost}"],
+            successor.host.clone(),
+        ));
+        fields.push(field(
+            Some("ORC_SUCCESSOR_PORT"),
+            &["{successorPort}"],
+            successor.port.to_string(),
+        ));
+        fields.push(field(
+            Some("ORC_SUCCESSOR_ALIAS"),
+            &["{successorAlias}"],
+            String::new(),
+        ));
     }
+    fields
 }
 
 /// The `ORC_*` variables for a command at `point`, in orchestrator's order.
 pub fn variables(context: &HookContext, point: HookPoint) -> Vec<(&'static str, String)> {
-    let v = values(context, point);
-    let mut variables = vec![
-        ("ORC_FAILURE_TYPE", v.failure_type),
-        ("ORC_INSTANCE_TYPE", v.instance_type.to_string()),
-        ("ORC_IS_MASTER", v.is_master.to_string()),
-        ("ORC_IS_CO_MASTER", "false".to_string()),
-        ("ORC_FAILURE_DESCRIPTION", v.description),
-        ("ORC_COMMAND", v.command.to_string()),
-        ("ORC_FAILED_HOST", v.failed_host),
-        ("ORC_FAILED_PORT", v.failed_port),
-        ("ORC_FAILURE_CLUSTER", v.cluster),
-        ("ORC_FAILURE_CLUSTER_ALIAS", v.cluster_alias),
-        ("ORC_FAILURE_CLUSTER_DOMAIN", String::new()),
-        ("ORC_COUNT_REPLICAS", v.count_replicas.to_string()),
-        ("ORC_IS_DOWNTIMED", v.downtimed.to_string()),
-        (
-            "ORC_AUTO_MASTER_RECOVERY",
-            v.auto_master_recovery.to_string(),
-        ),
-        ("ORC_AUTO_INTERMEDIATE_MASTER_RECOVERY", "false".to_string()),
-        ("ORC_ORCHESTRATOR_HOST", v.orchestrator_host),
-        ("ORC_IS_SUCCESSFUL", v.successor.is_some().to_string()),
-        ("ORC_LOST_REPLICAS", v.lost_replicas),
-        ("ORC_REPLICA_HOSTS", v.replica_hosts),
-        ("ORC_RECOVERY_UID", v.recovery_uid),
-    ];
-    if let Some(successor) = v.successor {
-        variables.push(("ORC_SUCCESSOR_HOST", successor.host.clone()));
-        variables.push(("ORC_SUCCESSOR_PORT", successor.port.to_string()));
-        variables.push(("ORC_SUCCESSOR_ALIAS", String::new()));
-    }
-    variables
+    fields(context, point)
+        .into_iter()
+        .filter_map(|f| f.variable.map(|name| (name, f.value)))
+        .collect()
 }
 
 /// A value as it may be pasted into a shell command line: what the shell would act on
@@ -192,42 +249,12 @@ pub fn substitute(command: &str, context: &HookContext, point: HookPoint) -> Str
     if !command.contains('{') {
         return command.to_string();
     }
-    let v = values(context, point);
-    let mut replacements: Vec<(&str, String)> = vec![
-        ("{failureType}", v.failure_type),
-        ("{instanceType}", v.instance_type.to_string()),
-        ("{isMaster}", v.is_master.to_string()),
-        ("{isCoMaster}", "false".to_string()),
-        ("{failureDescription}", v.description),
-        ("{command}", v.command.to_string()),
-        ("{failedHost}", v.failed_host),
-        ("{failedPort}", v.failed_port),
-        ("{failureCluster}", v.cluster),
-        ("{failureClusterAlias}", v.cluster_alias),
-        ("{failureClusterDomain}", String::new()),
-        ("{countSlaves}", v.count_replicas.to_string()),
-        ("{countReplicas}", v.count_replicas.to_string()),
-        ("{isDowntimed}", v.downtimed.to_string()),
-        ("{autoMasterRecovery}", v.auto_master_recovery.to_string()),
-        ("{autoIntermediateMasterRecovery}", "false".to_string()),
-        ("{orchestratorHost}", v.orchestrator_host),
-        ("{recoveryUID}", v.recovery_uid),
-        ("{isSuccessful}", v.successor.is_some().to_string()),
-        ("{lostSlaves}", v.lost_replicas.clone()),
-        ("{lostReplicas}", v.lost_replicas),
-        ("{countLostReplicas}", v.count_lost_replicas.to_string()),
-        ("{slaveHosts}", v.replica_hosts.clone()),
-        ("{replicaHosts}", v.replica_hosts),
-    ];
-    if let Some(successor) = &v.successor {
-        replacements.push(("{successorHost}", successor.host.clone()));
-        replacements.push(("{successorPort}", successor.port.to_string()));
-        replacements.push(("{successorAlias}", String::new()));
-    }
     let mut command = command.to_string();
-    for (placeholder, value) in replacements {
-        if command.contains(placeholder) {
-            command = command.replace(placeholder, &shell_inert(&value));
+    for field in fields(context, point) {
+        for placeholder in field.placeholders {
+            if command.contains(placeholder) {
+                command = command.replace(placeholder, &shell_inert(&field.value));
+            }
         }
     }
     command
