@@ -1517,12 +1517,11 @@ impl Coordinator {
             .then_some(primary)
     }
 
-    /// Sets every fenced old primary that answers and is writable back to read_only.
     /// `recovery.auto_rejoin`: re-attaches a fenced old primary that answers, as
     /// `pointsman reattach` would (which refuses one with transactions its successor
     /// lacks), in the background, at most every `REJOIN_EVERY`. A refusal is said once
     /// (log and audit) until its reason changes.
-    fn rejoin(self: &Arc<Self>, key: &InstanceKey) {
+    fn rejoin(self: &Arc<Self>, key: &InstanceKey, cluster: &str) {
         {
             let mut state = self.state();
             let due = state
@@ -1534,6 +1533,11 @@ impl Coordinator {
             }
             let said = state.rejoining.get(key).and_then(|(_, why)| why.clone());
             state.rejoining.insert(key.clone(), (Instant::now(), said));
+        }
+        // Only the agent that acts on the cluster re-attaches (another one's lock is
+        // shown as such, not as a refusal to rejoin); looked at when a try is due.
+        if self.may_act_on(cluster).is_err() {
+            return;
         }
         let this = self.clone();
         let key = key.clone();
@@ -1578,6 +1582,7 @@ impl Coordinator {
         });
     }
 
+    /// Sets every fenced old primary that answers and is writable back to read_only.
     fn keep_fenced(self: &Arc<Self>, snapshot: &Snapshot) {
         let Ok(fenced) = self.store.fenced() else {
             return;
@@ -1607,13 +1612,8 @@ impl Coordinator {
             let Some(instance) = snapshot.get(&fence.instance) else {
                 continue;
             };
-            // Only the agent that acts on the cluster re-attaches (another one's lock is
-            // shown as such, not as a refusal to rejoin).
-            if self.auto_rejoin
-                && instance.is_reachable()
-                && self.may_act_on(&fence.cluster).is_ok()
-            {
-                self.rejoin(&fence.instance);
+            if self.auto_rejoin && instance.is_reachable() {
+                self.rejoin(&fence.instance, &fence.cluster);
             }
             let writable = instance.is_reachable()
                 && instance
