@@ -527,14 +527,27 @@ impl OutputPipe {
     }
 
     /// Takes what is in the pipe without waiting; bounded, since a leftover background
-    /// process could write forever.
-    fn drain_into(&mut self, output: &mut Captured) {
+    /// process could write forever. Reads the descriptor itself: tokio's `try_read`
+    /// trusts the reactor's last readiness event and can answer "would block" for bytes
+    /// the shell wrote just before it exited, which lost a fast command's whole output.
+    fn drain_into(self, output: &mut Captured) {
+        if !self.open {
+            return;
+        }
+        let mut chunk = self.chunk;
+        let mut file = match self.reader.into_nonblocking_fd() {
+            Ok(fd) => std::fs::File::from(fd),
+            Err(error) => {
+                output.note(&format!("reading the output failed: {error}"));
+                return;
+            }
+        };
         let mut budget = 4 * OUTPUT_LIMIT;
-        while self.open && budget > 0 {
-            match self.reader.try_read(&mut self.chunk) {
-                Ok(0) => self.open = false,
+        while budget > 0 {
+            match std::io::Read::read(&mut file, &mut chunk) {
+                Ok(0) => return,
                 Ok(n) => {
-                    output.push(&self.chunk[..n]);
+                    output.push(&chunk[..n]);
                     budget = budget.saturating_sub(n);
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
@@ -760,6 +773,19 @@ mod tests {
             "post_failover|DeadPrimary|shop|db1.example|3306|db2.example|3307|r-42|"
         );
         assert!(runs[0].succeeded());
+    }
+
+    /// A command that prints and exits at once must not lose its output to the race
+    /// between its exit and the reactor noticing the pipe is readable (it did, in CI:
+    /// a hook's step showed "exit 0 in 1 ms" and nothing it printed).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_output_of_a_command_that_exits_at_once_is_kept() {
+        let commands: Vec<String> = (0..500).map(|i| format!("printf 'line {i}'")).collect();
+        let commands: Vec<&str> = commands.iter().map(String::as_str).collect();
+        let runs = run(HookPoint::PostFailover, &commands).await;
+        for (i, run) in runs.iter().enumerate() {
+            assert_eq!(run.output, format!("line {i}"), "run {i} of 500");
+        }
     }
 
     #[tokio::test]
