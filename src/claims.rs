@@ -368,10 +368,7 @@ mod tests {
     }
 
     fn snapshot(instances: Vec<crate::topology::Instance>) -> Snapshot {
-        Snapshot {
-            instances: instances.into_iter().map(|i| (i.key.clone(), i)).collect(),
-            shape: 0,
-        }
+        Snapshot::of(instances)
     }
 
     /// The cluster whose primary is `primary`, as `build_clusters` sees it.

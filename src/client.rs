@@ -680,7 +680,7 @@ mod tests {
                 .into_iter()
                 .map(|i| (i.key.clone(), i))
                 .collect(),
-            shape: 0,
+            ..Snapshot::default()
         };
         let rules = ProblemRules {
             findings: FindingRules::default(),
@@ -728,7 +728,7 @@ mod tests {
             .into_iter()
             .map(|i| (i.key.clone(), i))
             .collect(),
-            shape: 0,
+            ..Snapshot::default()
         };
         let details = cluster_details(
             &snapshot,

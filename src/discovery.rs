@@ -83,7 +83,10 @@ pub fn start(options: DiscoveryOptions, seeds: Vec<InstanceKey>, store: Store) -
     let (report_tx, report_rx) = mpsc::channel(1024);
     let (urgent_tx, urgent_rx) = mpsc::channel(256);
     let owner = Owner {
-        instances: imbl::OrdMap::new(),
+        world: Snapshot {
+            shape: 1,
+            ..Snapshot::default()
+        },
         pollers: HashMap::new(),
         options: options.clone(),
         semaphore: Arc::new(Semaphore::new(options.max_concurrent_probes)),
@@ -94,7 +97,6 @@ pub fn start(options: DiscoveryOptions, seeds: Vec<InstanceKey>, store: Store) -
         },
         snapshot: snapshot_tx,
         store,
-        shape: 1,
         refused: Default::default(),
         applied: 0,
     };
@@ -246,7 +248,8 @@ struct Reports {
 const URGENT_PROBES: usize = 8;
 
 struct Owner {
-    instances: imbl::OrdMap<InstanceKey, Instance>,
+    /// What is known, as the next snapshot will show it.
+    world: Snapshot,
     pollers: HashMap<InstanceKey, Poller>,
     options: DiscoveryOptions,
     semaphore: Arc<Semaphore>,
@@ -256,8 +259,6 @@ struct Owner {
     reports: Reports,
     snapshot: watch::Sender<Arc<Snapshot>>,
     store: Store,
-    /// `Snapshot::shape`: moves on whenever an instance comes, goes or changes source.
-    shape: u64,
     /// Instances refused for the open-file limit, each said once.
     refused: std::collections::HashSet<InstanceKey>,
     /// Probe results applied so far: each instance's `version` is the count at its last.
@@ -366,10 +367,11 @@ impl Owner {
             Ok(false) => {}
             Err(error) => tracing::error!(%error, instance = %key, "cannot remember instance"),
         }
-        self.instances
+        self.world
+            .instances
             .entry(key.clone())
-            .or_insert_with(|| Instance::new(key.clone()));
-        self.shape += 1;
+            .or_insert_with(|| Arc::new(Instance::new(key.clone())));
+        self.world.shape += 1;
         let wake = Arc::new(Notify::new());
         let poller = Poller {
             probing: tokio::spawn(poll_instance(
@@ -411,8 +413,8 @@ impl Owner {
         if let Some(poller) = self.pollers.remove(key) {
             poller.stop();
         }
-        let known = self.instances.remove(key).is_some();
-        self.shape += 1;
+        let known = self.world.remove(key);
+        self.world.shape += 1;
         if let Err(error) = self.store.forget_instance(key) {
             tracing::error!(%error, instance = %key, "cannot forget instance in the store");
         }
@@ -425,34 +427,40 @@ impl Owner {
             return; // forgotten while its probe was running
         }
         let (neighbours, moved) = {
-            let Some(instance) = self.instances.get_mut(&key) else {
+            let Some(shared) = self.world.instances.get_mut(&key) else {
                 return;
             };
             // A result that an urgent one overtook on its way here says less than what
             // is already known: dropped.
-            if instance
+            if shared
                 .last_seen
-                .max(instance.last_failure)
+                .max(shared.last_failure)
                 .is_some_and(|latest| at < latest)
             {
                 return;
             }
             self.applied += 1;
-            instance.version = self.applied;
             match outcome {
                 Ok((facts, took)) => {
+                    // Compared with the old facts before they go.
+                    let heard = source_last_heard(shared, &facts, at);
+                    let moved = shared.source() != facts.replication.as_ref().map(|r| &r.source);
+                    // The published snapshots keep the instance as it was; the old facts
+                    // are replaced, so they are not worth copying.
+                    if Arc::strong_count(shared) > 1 {
+                        *shared = Arc::new(shared.without_facts());
+                    }
+                    let instance = Arc::make_mut(shared);
                     if instance.unreachable_since.is_some() {
                         tracing::info!(instance = %key, "instance answers again");
                     }
-                    instance.source_last_heard = source_last_heard(instance, &facts, at);
+                    instance.source_last_heard = heard;
                     let neighbours: Vec<InstanceKey> = facts
                         .replication
                         .iter()
                         .map(|r| r.source.clone())
                         .chain(facts.replicas.iter().cloned())
                         .collect();
-                    let source = facts.replication.as_ref().map(|r| &r.source);
-                    let moved = instance.source() != source;
                     instance.facts = Some(facts);
                     instance.last_seen = Some(at);
                     instance.unreachable_since = None;
@@ -463,6 +471,7 @@ impl Owner {
                     (neighbours, moved)
                 }
                 Err(error) => {
+                    let instance = Arc::make_mut(shared);
                     if instance.unreachable_since.is_none() {
                         tracing::warn!(instance = %key, %error, "instance does not answer");
                         instance.unreachable_since = Some(at);
@@ -473,8 +482,9 @@ impl Owner {
                 }
             }
         };
+        self.world.set_version(&key, self.applied);
         if moved {
-            self.shape += 1;
+            self.world.shape += 1;
         }
         for neighbour in neighbours {
             self.track(neighbour, &key.to_string());
@@ -482,10 +492,7 @@ impl Owner {
     }
 
     fn publish(&self) {
-        self.snapshot.send_replace(Arc::new(Snapshot {
-            instances: self.instances.clone(),
-            shape: self.shape,
-        }));
+        self.snapshot.send_replace(Arc::new(self.world.clone()));
     }
 }
 

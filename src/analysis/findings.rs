@@ -413,10 +413,7 @@ mod tests {
     }
 
     fn findings_under(instances: Vec<Instance>, rules: &FindingRules) -> Vec<Finding> {
-        let snapshot = Snapshot {
-            instances: instances.into_iter().map(|i| (i.key.clone(), i)).collect(),
-            shape: 0,
-        };
+        let snapshot = Snapshot::of(instances);
         let clusters = build_clusters(&snapshot, &[]);
         assert_eq!(clusters.len(), 1, "one cluster expected");
         cluster_findings(&clusters[0], &snapshot, rules, SystemTime::now())

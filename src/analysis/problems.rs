@@ -504,7 +504,7 @@ mod tests {
                 .map(fresh)
                 .map(|i| (i.key.clone(), i))
                 .collect(),
-            shape: 0,
+            ..Snapshot::default()
         };
         let clusters = build_clusters(&snapshot, &[]);
         assert_eq!(clusters.len(), 1, "one cluster expected");
@@ -675,7 +675,7 @@ mod tests {
                 .into_iter()
                 .map(|i| (i.key.clone(), i))
                 .collect(),
-            shape: 0,
+            ..Snapshot::default()
         };
         let cluster = &build_clusters(&snapshot, &[])[0];
         let found = cluster_problems(
@@ -727,7 +727,7 @@ mod tests {
             .map(fresh)
             .map(|i| (i.key.clone(), i))
             .collect(),
-            shape: 0,
+            ..Snapshot::default()
         };
         let cluster = &build_clusters(&snapshot, &[])[0];
         let found = cluster_problems(
@@ -763,7 +763,7 @@ mod tests {
                 .into_iter()
                 .map(|i| (i.key.clone(), i))
                 .collect(),
-                shape: 0,
+                ..Snapshot::default()
             };
             let clusters = build_clusters(&snapshot, &aliases);
             multiple_primaries(&clusters, &snapshot, &aliases)
@@ -796,7 +796,7 @@ mod tests {
             .into_iter()
             .map(|i| (i.key.clone(), i))
             .collect(),
-            shape: 0,
+            ..Snapshot::default()
         };
         let clusters = build_clusters(&snapshot, &aliases);
         assert!(multiple_primaries(&clusters, &snapshot, &aliases).is_empty());

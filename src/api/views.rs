@@ -483,7 +483,7 @@ mod tests {
                 .into_iter()
                 .map(|i| (i.key.clone(), i))
                 .collect(),
-            shape: 0,
+            ..Snapshot::default()
         };
         let rules = ProblemRules::default();
         let marks = InstanceMarks {
@@ -518,7 +518,7 @@ mod tests {
             facts.read_only = true;
         }
         let mut snapshot = snapshot;
-        snapshot.instances.insert(key(1), answering);
+        snapshot.insert(answering);
         let details = cluster_details(&snapshot, &[], &rules, &marks, SystemTime::now());
         let fenced = details[0].instance(&key(1)).expect("folded in");
         let codes: Vec<FindingCode> = fenced.findings.iter().map(|f| f.code).collect();

@@ -36,10 +36,6 @@ const CONFIRM_AGAIN: Duration = Duration::from_secs(60);
 /// How often the coordinator judges even when no new snapshot arrived.
 const JUDGE_EVERY: Duration = Duration::from_millis(100);
 
-/// How often every cluster is judged, changed or not (time alone changes some verdicts:
-/// a replica's silence, a block period ending, another agent's lock).
-const JUDGE_ALL_EVERY: Duration = Duration::from_secs(1);
-
 /// How often a fenced old primary that does not answer is probed: it is fenced this
 /// soon after it comes back.
 const FENCED_LOOK_EVERY: Duration = Duration::from_millis(100);
@@ -90,7 +86,7 @@ struct State {
     /// How the agent locks of each cluster stood at the last look.
     standings: HashMap<String, crate::claims::Standing>,
     /// Which healthy clusters need no judgement until something changes.
-    calm: Calm,
+    calm: super::calm::Calm,
     /// When fenced old primaries that do not answer were last probed.
     fenced_looked_at: Option<Instant>,
     /// Which primaries were writable before they went away (see `roles`).
@@ -99,32 +95,6 @@ struct State {
     persisting: HashMap<InstanceKey, Instant>,
     /// Second writable primaries being probed again before they are fenced.
     checking: HashSet<InstanceKey>,
-}
-
-/// The healthy clusters as last judged (`Coordinator::to_judge`).
-#[derive(Default)]
-struct Calm {
-    /// When every cluster was last judged, and whether this agent led then.
-    all_at: Option<Instant>,
-    leading: bool,
-    /// Each healthy cluster's fingerprint (`fingerprint`) when it was judged.
-    fingerprints: HashMap<String, u64>,
-}
-
-/// What a cluster's members are and how far each one's probes have come; `None` when a
-/// member has no version (a snapshot made by hand: judged every time).
-fn fingerprint(cluster: &ClusterView, snapshot: &Snapshot) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for key in &cluster.members {
-        let version = snapshot.get(key)?.version;
-        if version == 0 {
-            return None;
-        }
-        (key, version).hash(&mut hasher);
-    }
-    cluster.primary.hash(&mut hasher);
-    Some(hasher.finish())
 }
 
 /// After a judgement that took `took`, waits twice as long before the next one (when it
@@ -319,46 +289,20 @@ impl Coordinator {
         problems
     }
 
-    /// Which clusters to judge now: all of them at least every `JUDGE_ALL_EVERY` and
-    /// whenever this agent starts or stops leading; between those, only the ones with
-    /// something wrong at their last judgement, a second primary, or a member probed
-    /// since (judging thousands of unchanged healthy clusters twenty times a second
-    /// cost more than probing them).
+    /// Which clusters to judge now (see `calm`).
     fn to_judge<'a>(
         &self,
-        clusters: &'a [ClusterView],
+        clusters: &'a Arc<Vec<ClusterView>>,
         snapshot: &Snapshot,
         doubled: &[Problem],
         leading: bool,
     ) -> Vec<&'a ClusterView> {
-        let mut state = self.state();
-        let calm = &mut state.calm;
-        let all =
-            calm.all_at.is_none_or(|at| at.elapsed() >= JUDGE_ALL_EVERY) || calm.leading != leading;
-        if all {
-            calm.all_at = Some(Instant::now());
-            calm.leading = leading;
-            calm.fingerprints.clear();
-            return clusters.iter().collect();
-        }
-        clusters
-            .iter()
-            .filter(|cluster| {
-                doubled.iter().any(|p| p.cluster == cluster.name)
-                    || fingerprint(cluster, snapshot)
-                        .is_none_or(|now| calm.fingerprints.get(&cluster.name) != Some(&now))
-            })
-            .collect()
-    }
-
-    /// Notes how a cluster was judged: healthy, it is judged again only when a member
-    /// changes (or at the next judgement of all); with a problem, at every judgement.
-    fn judged(&self, cluster: &ClusterView, snapshot: &Snapshot, healthy: bool) {
-        let mut state = self.state();
-        match fingerprint(cluster, snapshot).filter(|_| healthy) {
-            Some(now) => state.calm.fingerprints.insert(cluster.name.clone(), now),
-            None => state.calm.fingerprints.remove(&cluster.name),
-        };
+        let doubled = doubled.iter().map(|p| p.cluster.as_str());
+        let chosen =
+            self.state()
+                .calm
+                .to_judge(clusters, snapshot, doubled, leading, Instant::now());
+        chosen.into_iter().map(|at| &clusters[at]).collect()
     }
 
     fn consider(self: &Arc<Self>, snapshot: &Snapshot) {
@@ -373,7 +317,7 @@ impl Coordinator {
         let doubled = multiple_primaries(&clusters, snapshot, &self.aliases);
         for cluster in self.to_judge(&clusters, snapshot, &doubled, not_leading.is_none()) {
             let problems = self.judge(cluster, snapshot, &doubled);
-            self.judged(cluster, snapshot, problems.is_empty());
+            (self.state().calm).judged(&cluster.name, problems.is_empty());
             // Without a shared lease: the agent lock says whether this agent, or another
             // one, acts on this cluster (said loudly, and always shown, failure or not).
             let not_holding = self.weigh_claims(cluster, snapshot);
@@ -1838,46 +1782,6 @@ mod tests {
             (key(3), FakeServer::replica(&key(1), 11, 11)),
             (key(4), FakeServer::replica(&key(1), 10, 10)),
         ])
-    }
-
-    #[tokio::test]
-    async fn a_healthy_cluster_is_judged_again_only_when_a_member_changes() {
-        let fake = FakeTopology::new([
-            (key(1), FakeServer::primary(3)),
-            (key(2), FakeServer::replica(&key(1), 3, 3)),
-        ]);
-        let dir = tempfile::tempdir().expect("temp dir");
-        let coordinator = fake.coordinator(dir.path());
-        let mut snapshot = fake.snapshot();
-        let cluster = crate::topology::build_clusters(&snapshot, &[]);
-        let judged = |snapshot: &Snapshot, leading: bool| {
-            coordinator.to_judge(&cluster, snapshot, &[], leading).len()
-        };
-        // Made by hand, without versions: judged every time.
-        assert_eq!(judged(&snapshot, true), 1);
-        coordinator.judged(&cluster[0], &snapshot, true);
-        assert_eq!(judged(&snapshot, true), 1);
-
-        for (version, port) in [(1, 1), (2, 2)] {
-            snapshot
-                .instances
-                .get_mut(&key(port))
-                .expect("known")
-                .version = version;
-        }
-        coordinator.judged(&cluster[0], &snapshot, true);
-        assert_eq!(judged(&snapshot, true), 0, "nothing changed");
-        snapshot.instances.get_mut(&key(2)).expect("known").version = 3;
-        assert_eq!(judged(&snapshot, true), 1, "the replica was probed");
-        coordinator.judged(&cluster[0], &snapshot, false);
-        assert_eq!(judged(&snapshot, true), 1, "something is wrong: every time");
-        coordinator.judged(&cluster[0], &snapshot, true);
-        assert_eq!(judged(&snapshot, true), 0);
-        assert_eq!(
-            judged(&snapshot, false),
-            1,
-            "no longer leading: all of them"
-        );
     }
 
     /// Runs the coordinator's failover of 1 on `fake` with its store in `dir`: the

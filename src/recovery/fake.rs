@@ -307,7 +307,7 @@ impl FakeTopology {
         });
         Snapshot {
             instances: instances.collect(),
-            shape: 0,
+            ..Snapshot::default()
         }
     }
 

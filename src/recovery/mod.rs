@@ -8,6 +8,7 @@
 //! (`mysql::edge`), for the unit tests of the executor, the coordinator's failover, the
 //! switchover and resumption.
 
+pub mod calm;
 pub mod coordinator;
 pub mod coverage;
 pub mod drill;

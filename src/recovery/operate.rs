@@ -310,7 +310,7 @@ mod tests {
             replica(key(4), key(1)),
             primary(key(9)),
         ] {
-            snapshot.instances.insert(instance.key.clone(), instance);
+            snapshot.insert(instance);
         }
         snapshot
     }

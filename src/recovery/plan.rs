@@ -154,6 +154,7 @@ pub fn plan_promotion(
     let replicas: Vec<&Instance> = snapshot
         .instances
         .values()
+        .map(AsRef::as_ref)
         .filter(|i| i.source() == Some(failed))
         .collect();
     if replicas.is_empty() {
@@ -447,10 +448,7 @@ mod tests {
         let mut all = vec![with_gtids(primary(key(1)), &format!("{UUID_P}:1-100"))];
         all[0].unreachable_since = Some(std::time::SystemTime::now());
         all.extend(instances);
-        Snapshot {
-            instances: all.into_iter().map(|i| (i.key.clone(), i)).collect(),
-            shape: 0,
-        }
+        Snapshot::of(all)
     }
 
     fn policy() -> PromotionPolicy {
@@ -522,7 +520,6 @@ mod tests {
         let with_primary = |source_enabled: bool, source_active: bool| {
             let mut snapshot = snapshot(vec![semi(r(2, 100), false), semi(r(3, 99), true)]);
             let primary = snapshot
-                .instances
                 .get_mut(&key(1))
                 .and_then(|i| i.facts.as_mut())
                 .expect("the primary's last facts");

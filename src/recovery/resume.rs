@@ -587,10 +587,7 @@ mod tests {
     }
 
     fn snapshot(instances: Vec<Instance>) -> Snapshot {
-        Snapshot {
-            instances: instances.into_iter().map(|i| (i.key.clone(), i)).collect(),
-            shape: 0,
-        }
+        Snapshot::of(instances)
     }
 
     /// The journal of a failover of 1 to 2, with 3 a sibling, up to `upto` steps.

@@ -19,7 +19,7 @@
 //!
 //! This module holds the pure judgements; the coordinator acts on them.
 
-use crate::topology::{ClusterView, InstanceKey, ServerFlavor, Snapshot};
+use crate::topology::{ClusterView, Instance, InstanceKey, ServerFlavor, Snapshot};
 use std::collections::HashSet;
 
 /// The MySQL instances (reachable, and known to lack it) whose read-only role is not
@@ -51,6 +51,9 @@ pub struct WriterMemory {
     /// Of those, the ones back read-only, until they are dealt with (`settled`) or stop
     /// being read-only primaries.
     back: HashSet<InstanceKey>,
+    /// The version and shape of the snapshot looked at last (`Snapshot::version`): the
+    /// next look reads only the instances probed since, unless instances came or went.
+    seen: Option<(u64, u64)>,
 }
 
 impl WriterMemory {
@@ -58,33 +61,55 @@ impl WriterMemory {
     /// came back read-only (restarted servers, to be judged by
     /// [`restarted_without_failover`]) and are not settled yet.
     pub fn observe(&mut self, snapshot: &Snapshot) -> Vec<InstanceKey> {
-        for (key, instance) in &snapshot.instances {
-            let Some(facts) = instance.facts.as_ref() else {
-                continue;
-            };
-            if !instance.is_reachable() {
-                if self.writable.remove(key) || self.back.remove(key) {
-                    self.gone.insert(key.clone());
+        let version = snapshot.version();
+        let since = self.seen.and_then(|(seen, shape)| {
+            (version != 0 && seen <= version && shape == snapshot.shape).then_some(seen)
+        });
+        match since {
+            Some(seen) => {
+                for key in snapshot.changed_since(seen) {
+                    if let Some(instance) = snapshot.get(key) {
+                        self.look_at(instance);
+                    }
                 }
-                continue;
             }
-            let read_only = facts.read_only || facts.super_read_only == Some(true);
-            let primary = facts.replication.is_none();
-            if self.gone.remove(key) && read_only && primary {
-                self.back.insert(key.clone());
-            }
-            if !(read_only && primary) {
-                self.back.remove(key);
-            }
-            if primary && !read_only {
-                self.writable.insert(key.clone());
-            } else {
-                self.writable.remove(key);
-            }
+            None => snapshot
+                .instances
+                .values()
+                .for_each(|instance| self.look_at(instance)),
         }
+        self.seen = Some((version, snapshot.shape));
         let mut back: Vec<InstanceKey> = self.back.iter().cloned().collect();
         back.sort();
         back
+    }
+
+    /// Takes in one instance as the snapshot shows it (looking again at one that did not
+    /// change changes nothing).
+    fn look_at(&mut self, instance: &Instance) {
+        let key = &instance.key;
+        let Some(facts) = instance.facts.as_ref() else {
+            return;
+        };
+        if !instance.is_reachable() {
+            if self.writable.remove(key) || self.back.remove(key) {
+                self.gone.insert(key.clone());
+            }
+            return;
+        }
+        let read_only = facts.read_only || facts.super_read_only == Some(true);
+        let primary = facts.replication.is_none();
+        if self.gone.remove(key) && read_only && primary {
+            self.back.insert(key.clone());
+        }
+        if !(read_only && primary) {
+            self.back.remove(key);
+        }
+        if primary && !read_only {
+            self.writable.insert(key.clone());
+        } else {
+            self.writable.remove(key);
+        }
     }
 
     /// `key` was dealt with (given its writes back, or judged to stay read-only).
@@ -130,10 +155,7 @@ mod tests {
     }
 
     fn snapshot(instances: Vec<Instance>) -> Snapshot {
-        Snapshot {
-            instances: instances.into_iter().map(|i| (i.key.clone(), i)).collect(),
-            shape: 0,
-        }
+        Snapshot::of(instances)
     }
 
     fn gone(mut instance: Instance) -> Instance {
@@ -166,6 +188,29 @@ mod tests {
             !restarted_without_failover(&key(1), &back, &clusters, &[key(1)]),
             "a fenced old primary stays read-only"
         );
+    }
+
+    #[test]
+    fn between_snapshots_of_discovery_only_the_instances_probed_since_are_read() {
+        let mut memory = WriterMemory::default();
+        let mut snapshot = snapshot(vec![primary(key(1)), replica(key(2), key(1))]);
+        snapshot.shape = 1;
+        snapshot.set_version(&key(1), 1);
+        snapshot.set_version(&key(2), 2);
+        assert!(memory.observe(&snapshot).is_empty());
+
+        // Changed without a new version: not read again, so not noticed.
+        snapshot.get_mut(&key(1)).expect("known").unreachable_since = Some(SystemTime::now());
+        assert!(memory.observe(&snapshot).is_empty());
+        snapshot.set_version(&key(1), 3);
+        assert!(memory.observe(&snapshot).is_empty(), "gone");
+        let back = snapshot.get_mut(&key(1)).expect("known");
+        back.unreachable_since = None;
+        back.facts.as_mut().expect("facts").read_only = true;
+        snapshot.set_version(&key(1), 4);
+        assert_eq!(memory.observe(&snapshot), vec![key(1)], "back read-only");
+        assert_eq!(snapshot.version(), 4);
+        assert_eq!(snapshot.changed_since(2).collect::<Vec<_>>(), vec![&key(1)]);
     }
 
     #[test]

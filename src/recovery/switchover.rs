@@ -407,7 +407,8 @@ impl Switch<'_> {
             let instance = fresh
                 .instances
                 .entry(key.clone())
-                .or_insert_with(|| Instance::new(key));
+                .or_insert_with(|| Arc::new(Instance::new(key)));
+            let instance = Arc::make_mut(instance);
             match answer {
                 Ok(facts) => {
                     instance.facts = Some(facts);
@@ -1272,7 +1273,7 @@ mod tests {
             .into_iter()
             .map(|i| (i.key.clone(), i))
             .collect(),
-            shape: 0,
+            ..Snapshot::default()
         };
         let clusters = build_clusters(&snapshot, &[]);
         let cluster = clusters

@@ -203,7 +203,7 @@ mod tests {
             replica(key(3), key(1)),
             replica(key(4), key(1)),
         ] {
-            snapshot.instances.insert(instance.key.clone(), instance);
+            snapshot.insert(instance);
         }
         snapshot
     }
@@ -261,9 +261,9 @@ mod tests {
     #[test]
     fn lagging_broken_unreachable_and_downtimed_replicas_stand_by() {
         let mut snapshot = snapshot();
-        let lagging = snapshot.instances.get_mut(&key(2)).unwrap();
+        let lagging = snapshot.get_mut(&key(2)).unwrap();
         replication(lagging).seconds_behind_source = Some(11);
-        let broken = snapshot.instances.get_mut(&key(3)).unwrap();
+        let broken = snapshot.get_mut(&key(3)).unwrap();
         replication(broken).sql_running = false;
         replication(broken).seconds_behind_source = None;
         let routes = routes_of(&snapshot, &[], &[key(4)], &HashMap::new(), POLICY);
@@ -271,7 +271,7 @@ mod tests {
         assert_eq!(routes["app"].standby, vec![key(1), key(2), key(3), key(4)]);
 
         let mut snapshot = self::snapshot();
-        let gone = snapshot.instances.get_mut(&key(2)).unwrap();
+        let gone = snapshot.get_mut(&key(2)).unwrap();
         gone.last_failure = Some(SystemTime::now());
         gone.unreachable_since = Some(SystemTime::now());
         let routes = routes_of(&snapshot, &[], &[], &HashMap::new(), POLICY);
@@ -292,7 +292,7 @@ mod tests {
     #[test]
     fn an_unreachable_primary_keeps_its_routes_until_it_is_fenced() {
         let mut snapshot = snapshot();
-        let primary = snapshot.instances.get_mut(&key(1)).unwrap();
+        let primary = snapshot.get_mut(&key(1)).unwrap();
         primary.last_failure = Some(SystemTime::now());
         primary.unreachable_since = Some(SystemTime::now());
         let routes = routes_of(&snapshot, &[], &[], &HashMap::new(), POLICY);
@@ -362,11 +362,11 @@ mod tests {
     #[test]
     fn readers_keep_serving_while_the_writer_changes() {
         let mut snapshot = snapshot();
-        let dead = snapshot.instances.get_mut(&key(1)).unwrap();
+        let dead = snapshot.get_mut(&key(1)).unwrap();
         dead.last_failure = Some(SystemTime::now());
         dead.unreachable_since = Some(SystemTime::now());
         for port in [2, 3, 4] {
-            let orphan = replication(snapshot.instances.get_mut(&key(port)).unwrap());
+            let orphan = replication(snapshot.get_mut(&key(port)).unwrap());
             orphan.io_running = crate::topology::IoThreadState::Connecting;
             orphan.seconds_behind_source = None;
         }
@@ -395,7 +395,7 @@ mod tests {
                 fence: true,
             },
         )]);
-        let stopped = replication(snapshot.instances.get_mut(&key(3)).unwrap());
+        let stopped = replication(snapshot.get_mut(&key(3)).unwrap());
         stopped.io_running = crate::topology::IoThreadState::No;
         stopped.sql_running = false;
         stopped.source = key(2);
@@ -414,14 +414,14 @@ mod tests {
 
         // Without the pin and with the primary back, a broken replica stands by again.
         let mut healthy = self::snapshot();
-        let broken = replication(healthy.instances.get_mut(&key(2)).unwrap());
+        let broken = replication(healthy.get_mut(&key(2)).unwrap());
         broken.io_running = crate::topology::IoThreadState::No;
         let app = &routes(&healthy, &HashMap::new())["app"];
         assert_eq!(app.readers, vec![key(3), key(4)]);
         assert_eq!(app.standby, vec![key(1), key(2)]);
 
         // An unreachable reader leaves the readers even while the writer changes.
-        let gone = snapshot.instances.get_mut(&key(3)).unwrap();
+        let gone = snapshot.get_mut(&key(3)).unwrap();
         gone.unreachable_since = Some(SystemTime::now());
         let app = &routes(&snapshot, &promoted)["app"];
         assert!(app.readers.is_empty(), "{app:?}");
@@ -443,7 +443,7 @@ mod tests {
         assert!(none.is_empty());
 
         let mut unseen = self::snapshot();
-        unseen.instances.get_mut(&key(1)).unwrap().facts = None;
+        unseen.get_mut(&key(1)).unwrap().facts = None;
         let routes = routes_of(&unseen, &[], &[], &HashMap::new(), POLICY);
         assert!(routes.is_empty(), "{routes:?}");
     }

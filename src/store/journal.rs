@@ -66,7 +66,7 @@ impl Store {
     pub fn journal(&self, recovery_id: &str) -> Result<Vec<StepRecord>, StoreError> {
         let conn = self.lock();
         let mut statement = conn
-            .prepare(
+            .prepare_cached(
                 "SELECT step, instance, ok, detail, duration_ms FROM recovery_journal
                  WHERE recovery_id = ?1 ORDER BY seq",
             )

@@ -317,7 +317,7 @@ impl Store {
     pub fn known_instances(&self) -> Result<Vec<InstanceKey>, StoreError> {
         let conn = self.lock();
         let mut statement = conn
-            .prepare("SELECT host, port FROM instances ORDER BY host, port")
+            .prepare_cached("SELECT host, port FROM instances ORDER BY host, port")
             .map_err(|e| self.error(e))?;
         let rows = statement
             .query_map([], |row| {
@@ -422,7 +422,7 @@ impl Store {
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let conn = self.lock();
         let mut statement = conn
-            .prepare(&format!(
+            .prepare_cached(&format!(
                 "SELECT id, at, actor, action, cluster, instance, message FROM audit
                  WHERE {condition} ORDER BY id DESC LIMIT {limit}"
             ))
@@ -544,7 +544,7 @@ fn not_a_store(path: &Path) -> Option<String> {
         ));
     }
     let tables: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .prepare_cached("SELECT name FROM sqlite_master WHERE type = 'table'")
         .and_then(|mut statement| {
             statement
                 .query_map([], |row| row.get(0))?

@@ -255,7 +255,7 @@ impl Store {
     ) -> Result<Vec<RecoveryRecord>, StoreError> {
         let conn = self.lock();
         let mut statement = conn
-            .prepare(&format!(
+            .prepare_cached(&format!(
                 "SELECT {RECOVERY_COLUMNS} FROM recoveries WHERE {condition}
                  ORDER BY started_at DESC, rowid DESC LIMIT {limit}"
             ))
@@ -279,7 +279,7 @@ impl Store {
     pub fn recovery_counts(&self) -> Result<BTreeMap<String, usize>, StoreError> {
         let conn = self.lock();
         let mut statement = conn
-            .prepare("SELECT status, COUNT(*) FROM recoveries GROUP BY status")
+            .prepare_cached("SELECT status, COUNT(*) FROM recoveries GROUP BY status")
             .map_err(|e| self.error(e))?;
         let rows = statement
             .query_map([], |row| {
@@ -382,7 +382,7 @@ impl Store {
     pub fn fenced(&self) -> Result<Vec<FencedInstance>, StoreError> {
         let conn = self.lock();
         let mut statement = conn
-            .prepare("SELECT host, port, cluster, recovery_id, fenced_at FROM fenced ORDER BY host, port")
+            .prepare_cached("SELECT host, port, cluster, recovery_id, fenced_at FROM fenced ORDER BY host, port")
             .map_err(|e| self.error(e))?;
         let rows = statement
             .query_map([], |row| {
@@ -430,7 +430,7 @@ impl Store {
     pub fn downtimes(&self, now: SystemTime) -> Result<Vec<Downtime>, StoreError> {
         let conn = self.lock();
         let mut statement = conn
-            .prepare(
+            .prepare_cached(
                 "SELECT host, port, until, reason, owner FROM downtime WHERE until > ?1
                  ORDER BY host, port",
             )

@@ -46,7 +46,7 @@ impl Store {
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let doomed: Vec<String> = {
             let mut statement = tx
-                .prepare(
+                .prepare_cached(
                     "SELECT id FROM recoveries
                      WHERE status != 'running'
                        AND id NOT IN (SELECT recovery_id FROM fenced WHERE recovery_id IS NOT NULL)

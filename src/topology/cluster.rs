@@ -271,7 +271,7 @@ mod tests {
             .into_iter()
             .map(|i| (i.key.clone(), i))
             .collect(),
-            shape: 0,
+            ..Snapshot::default()
         };
         let clusters = build_clusters(&snapshot, &[]);
         assert_eq!(clusters.len(), 2);
@@ -295,6 +295,7 @@ mod tests {
             .map(|i| (i.key.clone(), i))
             .collect(),
             shape,
+            ..Snapshot::default()
         };
         let aliases = [ClusterAlias {
             alias: "demo".into(),
@@ -324,6 +325,7 @@ mod tests {
                 .map(|i| (i.key.clone(), i))
                 .collect(),
             shape: 5,
+            ..Snapshot::default()
         };
         let aliases = [ClusterAlias {
             alias: "demo".into(),
@@ -349,7 +351,7 @@ mod tests {
             .into_iter()
             .map(|i| (i.key.clone(), i))
             .collect(),
-            shape: 0,
+            ..Snapshot::default()
         };
         let aliases = [ClusterAlias {
             alias: "demo".into(),
@@ -367,7 +369,7 @@ mod tests {
                 .into_iter()
                 .map(|i| (i.key.clone(), i))
                 .collect(),
-            shape: 0,
+            ..Snapshot::default()
         };
         let aliases = [ClusterAlias {
             alias: "demo".into(),
@@ -386,7 +388,7 @@ mod tests {
                 .into_iter()
                 .map(|i| (i.key.clone(), i))
                 .collect(),
-            shape: 0,
+            ..Snapshot::default()
         };
         let clusters = build_clusters(&snapshot, &[]);
         assert_eq!(clusters.len(), 1);
@@ -401,7 +403,7 @@ mod tests {
                 .into_iter()
                 .map(|i| (i.key.clone(), i))
                 .collect(),
-            shape: 0,
+            ..Snapshot::default()
         };
         let clusters = build_clusters(&snapshot, &[]);
         assert_eq!(clusters.len(), 1);

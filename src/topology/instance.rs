@@ -6,6 +6,7 @@ use super::gtid::{GtidSet, MariadbGtidList};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Where an instance listens: the identity of an instance everywhere in pointsman.
@@ -406,6 +407,21 @@ impl Instance {
             .map(|replication| &replication.source)
     }
 
+    /// This instance with no facts known (to be replaced by fresh ones).
+    pub fn without_facts(&self) -> Self {
+        Self {
+            key: self.key.clone(),
+            facts: None,
+            last_seen: self.last_seen,
+            last_failure: self.last_failure,
+            last_error: self.last_error.clone(),
+            unreachable_since: self.unreachable_since,
+            source_last_heard: self.source_last_heard,
+            probe_millis: self.probe_millis,
+            version: self.version,
+        }
+    }
+
     /// How long ago the replica last heard from its source, if it is a replica.
     pub fn source_silence(&self, now: SystemTime) -> Option<Duration> {
         self.source_last_heard
@@ -414,22 +430,88 @@ impl Instance {
 }
 
 /// All known instances at one moment. The map shares its structure with the snapshots
-/// before and after it: publishing one after a probe copies nothing but the path to
-/// the instance that changed, whatever the size of the fleet.
+/// before and after it, and every instance sits behind its own `Arc`: publishing one
+/// after a probe copies the path to the instance that changed (pointers only) and that
+/// one instance, whatever the size of the fleet.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
-    pub instances: imbl::OrdMap<InstanceKey, Instance>,
+    pub instances: imbl::OrdMap<InstanceKey, Arc<Instance>>,
     /// The version of the replication trees' shape: discovery changes it whenever an
     /// instance comes or goes or replicates from another source, so grouping the
     /// instances into clusters is done again only then (`ClusterMemo`). 0: unknown,
     /// grouped afresh every time.
     #[serde(skip)]
     pub shape: u64,
+    /// Every instance's latest `version` → its key, kept by discovery with the map:
+    /// what changed since a version is found without looking at every instance. Empty
+    /// in a snapshot made by hand.
+    #[serde(skip)]
+    pub changes: imbl::OrdMap<u64, InstanceKey>,
 }
 
 impl Snapshot {
+    /// A snapshot of these instances, each under its own key.
+    pub fn of(instances: impl IntoIterator<Item = Instance>) -> Self {
+        Self {
+            instances: instances
+                .into_iter()
+                .map(|instance| (instance.key.clone(), Arc::new(instance)))
+                .collect(),
+            shape: 0,
+            changes: imbl::OrdMap::new(),
+        }
+    }
+
+    /// The version of the latest probe result in this snapshot; 0 when it was made by
+    /// hand (whoever compares snapshots then looks at every instance).
+    pub fn version(&self) -> u64 {
+        self.changes.get_max().map_or(0, |(version, _)| *version)
+    }
+
+    /// The instances whose latest probe result came after `version`, in the order the
+    /// results came.
+    pub fn changed_since(&self, version: u64) -> impl Iterator<Item = &InstanceKey> {
+        self.changes
+            .range(version.saturating_add(1)..)
+            .map(|(_, key)| key)
+    }
+
+    /// Moves `key`'s version on (discovery, after it applied a probe result).
+    pub fn set_version(&mut self, key: &InstanceKey, version: u64) {
+        let Some(instance) = self.get_mut(key) else {
+            return;
+        };
+        let old = std::mem::replace(&mut instance.version, version);
+        if old != 0 {
+            self.changes.remove(&old);
+        }
+        if version != 0 {
+            self.changes.insert(version, key.clone());
+        }
+    }
+
+    /// Removes an instance; returns whether it was there.
+    pub fn remove(&mut self, key: &InstanceKey) -> bool {
+        let Some(instance) = self.instances.remove(key) else {
+            return false;
+        };
+        self.changes.remove(&instance.version);
+        true
+    }
+
     pub fn get(&self, key: &InstanceKey) -> Option<&Instance> {
-        self.instances.get(key)
+        self.instances.get(key).map(Arc::as_ref)
+    }
+
+    /// The instance to change in this snapshot only (copied if another snapshot shares it).
+    pub fn get_mut(&mut self, key: &InstanceKey) -> Option<&mut Instance> {
+        self.instances.get_mut(key).map(Arc::make_mut)
+    }
+
+    /// Adds or replaces an instance.
+    pub fn insert(&mut self, instance: Instance) {
+        self.instances
+            .insert(instance.key.clone(), Arc::new(instance));
     }
 }
 
