@@ -17,6 +17,10 @@
 //!   → new primary writable for one cluster, medians of BENCH_FAILOVERS (10), and 10
 //!   clusters killed at once → all writable.
 //!
+//! BENCH_LOG sets the agent's `log.level` (default `error`), e.g.
+//! `error,pointsman::discovery=debug,pointsman::recovery=info` to see when a kill was
+//! noticed, applied and recovered.
+//!
 //! Every instance listens on its own 127.B.x.y:3306. The simulator holds a listening
 //! socket and two connections per instance: what does not fit in this process's
 //! open-file limit runs in more processes of this benchmark (`FLEET_SHARD_CLUSTERS`),
@@ -224,10 +228,11 @@ async fn measure(clusters: usize, seconds: u64, failovers: usize, files: u64) ->
         &config,
         format!(
             "[mysql]\nuser = \"{USER}\"\npassword = \"{PASSWORD}\"\n[discovery]\nseeds = [{}]\npoll_interval = \"1s\"\n\
-             [store]\npath = \"{}\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n[log]\nlevel = \"error\"\n\
+             [store]\npath = \"{}\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n[log]\nlevel = \"{}\"\n\
              [recovery]\nauto_clusters = [\".\"]\nreplication_user = \"repl\"\nreplication_password = \"repl-bench\"\n",
             seeds.join(", "),
-            dir.path().join("fleet.db").display()
+            dir.path().join("fleet.db").display(),
+            std::env::var("BENCH_LOG").unwrap_or_else(|_| "error".into())
         ),
     )
     .expect("write config");

@@ -541,6 +541,9 @@ async fn poll_instance(
                     true
                 }
             };
+        if woken {
+            tracing::trace!(instance = %key, "asked to probe now");
+        }
         woken_meanwhile = false;
         // Woken while queueing for a regular place (a large fleet waits there most of
         // the time): it moves to the urgent ones.
@@ -560,6 +563,9 @@ async fn poll_instance(
         let Ok(_permit) = permit else {
             return;
         };
+        if asked_now {
+            tracing::trace!(instance = %key, "probing now, as asked");
+        }
         let started = Instant::now();
         let outcome = probe_once(&key, &options.connect, &mut connection).await;
         let at = SystemTime::now();
@@ -578,6 +584,7 @@ async fn poll_instance(
             outcome,
         };
         let sent = if asked_now {
+            tracing::trace!(instance = %key, ok = report.outcome.is_ok(), "probed as asked");
             reports.urgent.send(report).await
         } else {
             // A regular result may wait long behind a large fleet's: woken meanwhile,

@@ -23,7 +23,7 @@ use crate::store::{AuditEntry, Store};
 use crate::topology::cluster::writable_root;
 use crate::topology::cluster::ClusterAlias;
 use crate::topology::{ClusterView, InstanceKey, ServerFlavor, Snapshot};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -996,17 +996,19 @@ impl Coordinator {
             instance: Some(problem.instance.clone()),
             message,
         });
-        {
-            let mut state = self.state();
-            let ended = SystemTime::now();
-            for key in snapshot.instances.keys() {
-                state.changed_at.insert(key.clone(), ended);
-            }
-            state.recovering.remove(&cluster.name);
-        }
-        // Everyone's state just changed: look now rather than at the next tick.
-        self.discovery
-            .probe_now(snapshot.instances.keys().cloned().collect());
+        self.state().recovering.remove(&cluster.name);
+        // The cluster's state just changed: look now rather than at the next tick. Only
+        // its own instances: the rest of the fleet was not touched, and probing all of
+        // it at once here queued a second cluster's failover behind thousands of probes.
+        let touched: BTreeSet<InstanceKey> = cluster
+            .members
+            .iter()
+            .chain([&problem.instance])
+            .chain(&problem.related)
+            .chain(to.as_ref())
+            .cloned()
+            .collect();
+        self.mark_changed(touched);
         record
     }
 
