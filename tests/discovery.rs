@@ -297,6 +297,19 @@ async fn a_write_on_a_replica_is_reported_as_errant_with_its_gtids(flavor: Flavo
     cluster_with(api, 3).await;
 
     topology.sql("node1", &["CREATE DATABASE errant"]).await;
+    // Replicated before node3 writes into it (on a busy machine it takes a while).
+    eventually(PATIENCE, "the database on node3", || async {
+        (topology
+            .try_value(
+                "node3",
+                "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'errant'",
+            )
+            .await
+            .as_deref()
+            == Some("1"))
+        .then_some(())
+    })
+    .await;
     topology.writable("node3", true).await;
     topology
         .sql(

@@ -51,16 +51,36 @@ pub struct ApiState {
 impl ApiState {
     /// Every cluster in full, as the API and the page show it.
     pub(crate) fn details(&self) -> Vec<ClusterDetail> {
-        self.details_to(InstanceDepth::Whole)
+        self.details_to(InstanceDepth::Whole, None)
+    }
+
+    /// The cluster called `name` now, in full, built without the others (not found by a
+    /// former name). `None` also for the lone tree of a fenced old primary, which the
+    /// whole view folds into another cluster.
+    pub(crate) fn detail_named(&self, name: &str) -> Option<ClusterDetail> {
+        views::the_detail_named(self.details_to(InstanceDepth::Whole, Some(name)), name)
+    }
+
+    /// The cluster `key` is in, in full, built alone.
+    fn detail_holding(&self, key: &InstanceKey) -> Option<ClusterDetail> {
+        let snapshot = self.discovery.snapshot();
+        let name = self
+            .discovery
+            .clusters(&snapshot, &self.aliases)
+            .iter()
+            .find(|c| c.members.contains(key))
+            .map(|c| c.name.clone())?;
+        self.detail_named(&name)
     }
 
     /// Every cluster's summary, problems first: built without copying every instance's
     /// facts (`GET /api/v1/clusters` on a large fleet).
     pub(crate) fn summaries(&self) -> Vec<ClusterSummary> {
-        live::summaries_of(&self.details_to(InstanceDepth::KeyOnly))
+        live::summaries_of(&self.details_to(InstanceDepth::KeyOnly, None))
     }
 
-    fn details_to(&self, depth: InstanceDepth) -> Vec<ClusterDetail> {
+    /// Every cluster's detail, or only the one called `only`.
+    fn details_to(&self, depth: InstanceDepth, only: Option<&str>) -> Vec<ClusterDetail> {
         let now = SystemTime::now();
         let recoveries = self.store.recoveries(None, 200).unwrap_or_default();
         let marks = InstanceMarks {
@@ -81,15 +101,17 @@ impl ApiState {
             downtimes: self.store.downtimes(now).unwrap_or_default(),
         };
         let snapshot = self.discovery.snapshot();
-        let mut details = details_of(
-            &snapshot,
-            &self.discovery.clusters(&snapshot, &self.aliases),
-            &self.aliases,
-            &self.rules,
-            &marks,
-            now,
-            depth,
-        );
+        let clusters = self.discovery.clusters(&snapshot, &self.aliases);
+        let doubled = crate::analysis::multiple_primaries(&clusters, &snapshot, &self.aliases);
+        let named: Vec<crate::topology::ClusterView>;
+        let wanted = match only {
+            Some(name) => {
+                named = views::clusters_to_detail(name, &clusters, &marks);
+                &named[..]
+            }
+            None => &clusters[..],
+        };
+        let mut details = details_of(&snapshot, wanted, &doubled, &self.rules, &marks, now, depth);
         let facts = self.coordinator.gate_facts();
         for detail in &mut details {
             detail.recovery_refused = self.coordinator.refusal(&detail.name);
@@ -297,6 +319,9 @@ async fn clusters(State(state): State<ApiState>) -> Json<Vec<ClusterSummary>> {
 
 /// The cluster called `name` now, or that was called so before a recovery renamed it.
 pub(crate) fn find_cluster(state: &ApiState, name: &str) -> Result<ClusterDetail, ApiError> {
+    if let Some(detail) = state.detail_named(name) {
+        return Ok(detail);
+    }
     let details = state.details();
     let known: Vec<String> = details.iter().map(|d| d.name.clone()).collect();
     let now = details.iter().position(|d| d.name == name);
@@ -350,10 +375,17 @@ async fn instance(
     Path(key): Path<String>,
 ) -> ApiResult<InstanceView> {
     let key = parse_key(&key)?;
+    // Its own cluster first; every cluster if the snapshot moved on in between (a
+    // failover renames the cluster it touches).
     state
-        .details()
-        .iter()
-        .find_map(|d| d.instance(&key).cloned())
+        .detail_holding(&key)
+        .and_then(|d| d.instance(&key).cloned())
+        .or_else(|| {
+            state
+                .details()
+                .iter()
+                .find_map(|d| d.instance(&key).cloned())
+        })
         .map(Json)
         .ok_or_else(|| {
             ApiError::new(

@@ -163,7 +163,7 @@ async fn acknowledge(
     body: Bytes,
 ) -> ApiResult<Acknowledged> {
     let request: AckRequest = body_or_default(&body)?;
-    let cluster = state.details().into_iter().find(|d| d.name == name);
+    let cluster = state.detail_named(&name);
     let known = cluster.is_some();
     let members: Vec<InstanceKey> = cluster
         .map(|d| d.instances.into_iter().map(|v| v.instance.key).collect())

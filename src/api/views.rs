@@ -207,10 +207,11 @@ pub fn cluster_details(
     now: SystemTime,
 ) -> Vec<ClusterDetail> {
     let clusters = build_clusters(snapshot, aliases);
+    let doubled = crate::analysis::multiple_primaries(&clusters, snapshot, aliases);
     details_of(
         snapshot,
         &clusters,
-        aliases,
+        &doubled,
         rules,
         marks,
         now,
@@ -229,16 +230,17 @@ pub enum InstanceDepth {
 }
 
 /// As `cluster_details`, for the clusters of `snapshot` already grouped.
+/// `doubled`: the second primaries of the whole fleet (`multiple_primaries` over every
+/// cluster), so `clusters` may be a few of them.
 pub fn details_of(
     snapshot: &Snapshot,
     clusters: &[ClusterView],
-    aliases: &[ClusterAlias],
+    doubled: &[Problem],
     rules: &ProblemRules,
     marks: &InstanceMarks,
     now: SystemTime,
     depth: InstanceDepth,
 ) -> Vec<ClusterDetail> {
-    let doubled = crate::analysis::multiple_primaries(clusters, snapshot, aliases);
     let details = clusters
         .iter()
         .map(|cluster| {
@@ -300,6 +302,30 @@ pub fn details_of(
         })
         .collect();
     fold_fenced(details, marks, snapshot)
+}
+
+/// The clusters to build to show the one called `name`: it, and the lone trees of the
+/// fenced old primaries, which may fold into it (`fold_fenced`).
+pub fn clusters_to_detail(
+    name: &str,
+    clusters: &[ClusterView],
+    marks: &InstanceMarks,
+) -> Vec<ClusterView> {
+    clusters
+        .iter()
+        .filter(|c| c.name == name || marks.fenced.iter().any(|f| f.instance == c.primary))
+        .cloned()
+        .collect()
+}
+
+/// Of the details built from `clusters_to_detail`, the one called `name`, as the whole
+/// view shows it; `None` for the lone tree of a fenced old primary, which the whole view
+/// may fold into a cluster not built here (the caller then builds them all).
+pub fn the_detail_named(details: Vec<ClusterDetail>, name: &str) -> Option<ClusterDetail> {
+    details
+        .into_iter()
+        .find(|d| d.name == name)
+        .filter(|d| !d.instance(&d.primary).is_some_and(|v| v.fenced))
 }
 
 /// A fenced old primary replicates from no one, so it forms a tree of its own; it is
@@ -525,9 +551,40 @@ mod tests {
         assert_eq!(codes, vec![FindingCode::FencedDetached]);
         assert_eq!(details[0].health.status, HealthStatus::Warning);
 
-        // Summaries built without the instances' facts say exactly the same.
+        // Built alone with what may fold into it, the cluster is the same as in the whole
+        // view; the fenced old primary's own tree is not answered alone.
         let clusters = build_clusters(&snapshot, &[]);
         let now = SystemTime::now();
+        let whole = |only: Option<&str>| {
+            let wanted = match only {
+                Some(name) => clusters_to_detail(name, &clusters, &marks),
+                None => clusters.clone(),
+            };
+            details_of(
+                &snapshot,
+                &wanted,
+                &[],
+                &rules,
+                &marks,
+                now,
+                InstanceDepth::Whole,
+            )
+        };
+        let all = whole(None);
+        assert_eq!(
+            the_detail_named(whole(Some(&all[0].name)), &all[0].name).as_ref(),
+            Some(&all[0])
+        );
+        let alone = clusters
+            .iter()
+            .find(|c| c.primary == key(1))
+            .expect("the fenced tree");
+        assert_eq!(
+            the_detail_named(whole(Some(&alone.name)), &alone.name),
+            None
+        );
+
+        // Summaries built without the instances' facts say exactly the same.
         let summaries = |depth| {
             details_of(&snapshot, &clusters, &[], &rules, &marks, now, depth)
                 .iter()
