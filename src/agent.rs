@@ -208,7 +208,7 @@ impl RunningAgent {
 
     /// Ends everything the agent started: gives up the lease (with `[ha]`) so another
     /// agent takes over at once, stops the API server and waits for it, then ends
-    /// discovery (every poller and liveness watch, closing their connections — the
+    /// discovery (every instance's watch, closing its connection — the
     /// coordinator ends with it), the routing engine and its DNS responder, the store
     /// watch and its pruning.
     pub async fn stop(self) -> Result<(), AgentError> {
@@ -315,10 +315,11 @@ async fn prune_store(store: Store, retention: Retention) {
     }
 }
 
-/// Every watched instance takes two connections (the poller's and the liveness watch's):
-/// the common soft limit of 1,024 open files runs out near 500 instances. Raises the
-/// soft limit to the hard one, says how many instances that allows, and returns it
-/// (discovery refuses more, loudly).
+/// Every watched instance keeps one connection open (probed, then parked until the next
+/// probe): the common soft limit of 1,024 open files runs out near 800 instances.
+/// Raises the soft limit to the hard one, says how many instances that allows, and
+/// returns it (discovery refuses more, loudly). 256 descriptors are kept for the rest:
+/// the store, the API's clients, probes asked for now and the connections of recoveries.
 fn raise_file_limit() -> usize {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -337,18 +338,18 @@ fn raise_file_limit() -> usize {
             limit.rlim_cur = was;
         }
     }
-    let instances = limit.rlim_cur.saturating_sub(256) / 2;
+    let instances = limit.rlim_cur.saturating_sub(256);
     if limit.rlim_cur != was {
         tracing::info!(
             from = was,
             to = limit.rlim_cur,
-            "raised the open-file limit (RLIMIT_NOFILE): enough for about {instances} instances at two connections each"
+            "raised the open-file limit (RLIMIT_NOFILE): enough for about {instances} instances at one connection each"
         );
     }
     if instances < 1_000 {
         tracing::warn!(
             limit = limit.rlim_cur,
-            "this agent may open only {} files: enough for about {instances} instances at two connections each; raise the hard limit (LimitNOFILE= in a systemd unit, ulimit -Hn) to watch more",
+            "this agent may open only {} files: enough for about {instances} instances at one connection each; raise the hard limit (LimitNOFILE= in a systemd unit, ulimit -Hn) to watch more",
             limit.rlim_cur
         );
     }

@@ -1,8 +1,8 @@
 //! The agent lock: how two agents that share no `[ha]` lease are caught instead of both
-//! obeyed. Every agent already parks a connection on every instance (the liveness
-//! watch); on it, it takes the server's named lock `pointsman.agent` (`GET_LOCK`, held
-//! for as long as that session lives) and parks under a comment naming itself, so an
-//! agent that finds the lock taken reads who holds it from the processlist.
+//! obeyed. Every agent keeps one connection on every instance, parked between two probes
+//! (the liveness watch); on it, it takes the server's named lock `pointsman.agent`
+//! (`GET_LOCK`, held for as long as that session lives) and parks under a comment naming
+//! itself, so an agent that finds the lock taken reads who holds it from the processlist.
 //!
 //! An agent acts on a cluster only while it holds the lock on a strict majority of the
 //! cluster's reachable members (`Standing::acting`). Two agents can never both have
@@ -18,7 +18,7 @@
 //! agent is recovering. Counted with the companions of a minute ago, both agents weigh
 //! the same members, and two strict majorities stay impossible.
 //!
-//! This module owns the book of what each liveness connection found (`Claims`), the
+//! This module owns the book of what each instance's connection found (`Claims`), the
 //! statements, and the pure judgement of a cluster (`standing`). It does not decide
 //! recoveries; with `[ha]` the lease decides instead and no lock is taken.
 
@@ -35,7 +35,7 @@ const LOCK: &str = "pointsman.agent";
 /// failover splits a cluster, and than a loser takes to let go of a lock it took.
 const COMPANION_MEMORY: Duration = Duration::from_secs(60);
 
-/// What this agent's liveness connection found on one instance.
+/// What this agent's connection to one instance found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Claim {
     /// This agent holds the lock.
@@ -46,7 +46,7 @@ pub enum Claim {
     Free,
 }
 
-/// The book every liveness connection writes and the coordinator reads; cheap to clone.
+/// The book every instance's watch writes and the coordinator reads; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Claims {
     /// This agent, as it names itself in its parked statements.
@@ -191,7 +191,7 @@ impl Claims {
         format!("pointsman agent {name}")
     }
 
-    /// On the liveness connection, between two parks: takes the lock when allowed and
+    /// On an instance's connection, before a probe or a park: takes the lock when allowed and
     /// not held, lets it go when this agent yields, and records who holds it.
     pub async fn keep(
         &self,
@@ -291,7 +291,7 @@ impl Standing {
         }
         if self.others.is_empty() {
             return Some(format!(
-                "this agent holds the agent lock on {} of the {} reachable members of {cluster}, not a majority yet: it acts once its liveness connections have taken them",
+                "this agent holds the agent lock on {} of the {} reachable members of {cluster}, not a majority yet: it acts once its connections to them have taken them",
                 self.held, self.reachable
             ));
         }

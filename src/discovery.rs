@@ -1,29 +1,31 @@
 //! Discovery: crawls topologies from seed instances and keeps every known instance
-//! polled. Each instance has its own poller task on its own schedule (a tick every
-//! `poll_interval`, not "interval after the last probe finished"), so one slow or dead
-//! instance never delays another; a semaphore bounds how many probes run at once (and
-//! a few more places are kept for probes asked for now, so a lost primary's are never
-//! queued behind the polling of thousands of others). One
-//! owner task holds the state, applies probe results, follows new sources and replicas,
-//! and publishes an immutable snapshot after every change.
+//! polled. Each instance has its own task and one connection, on its own schedule (a
+//! probe every `poll_interval`, not "interval after the last probe finished"), so one
+//! slow or dead instance never delays another; a semaphore bounds how many probes run
+//! at once (and a few more places are kept for probes asked for now, so a lost
+//! primary's are never queued behind the polling of thousands of others). One owner
+//! task holds the state, applies probe results, follows new sources and replicas, and
+//! publishes an immutable snapshot after every change.
 //!
-//! A death must be news at once, not at the next poll: beside its poller, every instance
-//! has a liveness watch — a second connection parked in `SELECT SLEEP(..)`, which fails
-//! the moment the server's process dies and wakes the poller. `probe_now` lets the
-//! recovery logic re-read the replicas of a primary it just lost without waiting.
+//! A death must be news at once, not at the next poll: between two probes the
+//! instance's connection is parked in `SELECT SLEEP(..)` until the next (the liveness
+//! watch; the first park goes with the probe, in one round trip), and that query fails
+//! the moment the server's process dies. `probe_now` lets the recovery logic re-read
+//! the replicas of a primary it just lost without waiting: on a connection of its own
+//! while the instance's is parked.
 
 use crate::claims::Claims;
-use crate::mysql::probe::probe;
+use crate::mysql::probe::{self, probe};
 use crate::mysql::{ConnectSettings, Connection, MysqlError};
 use crate::store::{AuditEntry, Store};
 use crate::topology::cluster::ClusterAlias;
 use crate::topology::{ClusterMemo, ClusterView, Instance, InstanceFacts, InstanceKey, Snapshot};
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
-use tokio::time::MissedTickBehavior;
 
 /// What discovery needs to run.
 #[derive(Clone, Debug)]
@@ -31,10 +33,10 @@ pub struct DiscoveryOptions {
     pub connect: ConnectSettings,
     pub poll_interval: Duration,
     pub max_concurrent_probes: usize,
-    /// The agent lock taken on every instance's liveness connection, when this agent
-    /// shares no `[ha]` lease with others (see `claims`).
+    /// The agent lock taken on every instance's connection, when this agent shares no
+    /// `[ha]` lease with others (see `claims`).
     pub claims: Option<Claims>,
-    /// How many instances the open-file limit lets this agent watch at two connections
+    /// How many instances the open-file limit lets this agent watch at one connection
     /// each (`agent::raise_file_limit`): past it, an instance is refused loudly instead
     /// of watched through connections that fail for want of a file descriptor (which
     /// would look like the instance dying).
@@ -64,7 +66,7 @@ enum Command {
     ProbeNow {
         keys: Vec<InstanceKey>,
     },
-    /// Ends every poller and liveness watch (closing their connections) and the owner.
+    /// Ends every instance's watch (closing its connection) and the owner.
     Stop {
         done: oneshot::Sender<()>,
     },
@@ -89,8 +91,10 @@ pub fn start(options: DiscoveryOptions, seeds: Vec<InstanceKey>, store: Store) -
         },
         pollers: HashMap::new(),
         options: options.clone(),
-        semaphore: Arc::new(Semaphore::new(options.max_concurrent_probes)),
-        urgent: Arc::new(Semaphore::new(URGENT_PROBES)),
+        places: Places {
+            regular: Arc::new(Semaphore::new(options.max_concurrent_probes)),
+            urgent: Arc::new(Semaphore::new(URGENT_PROBES)),
+        },
         reports: Reports {
             regular: report_tx,
             urgent: urgent_tx,
@@ -121,7 +125,7 @@ impl DiscoveryHandle {
         self.snapshots.borrow().clone()
     }
 
-    /// The agent locks this agent's liveness connections found, when it takes them.
+    /// The agent locks this agent's connections found, when it takes them.
     pub fn claims(&self) -> Option<&Claims> {
         self.options.claims.as_ref()
     }
@@ -191,7 +195,7 @@ impl DiscoveryHandle {
         .await;
     }
 
-    /// Ends discovery: every poller and liveness watch, with their connections; the
+    /// Ends discovery: every instance's watch, with its connection; the
     /// snapshot stops changing, and whoever waits for a new one is told it ended.
     pub async fn stop(&self) {
         let (done, wait) = oneshot::channel();
@@ -218,21 +222,19 @@ pub enum DiscoverError {
     Mysql(#[from] MysqlError),
     #[error("discovery has stopped; restart the agent")]
     Stopped,
-    #[error("this agent already watches {0} instances, all its open-file limit (RLIMIT_NOFILE) allows at two connections each: raise the limit (LimitNOFILE= in a systemd unit, ulimit -n) and restart the agent")]
+    #[error("this agent already watches {0} instances, all its open-file limit (RLIMIT_NOFILE) allows at one connection each: raise the limit (LimitNOFILE= in a systemd unit, ulimit -n) and restart the agent")]
     Full(usize),
 }
 
-/// The tasks that watch one instance.
+/// The task that watches one instance (`watch_instance`).
 struct Poller {
-    probing: JoinHandle<()>,
-    liveness: JoinHandle<()>,
+    task: JoinHandle<()>,
     wake: Arc<Notify>,
 }
 
 impl Poller {
     fn stop(&self) {
-        self.probing.abort();
-        self.liveness.abort();
+        self.task.abort();
     }
 }
 
@@ -244,6 +246,10 @@ struct Reports {
     urgent: mpsc::Sender<ProbeReport>,
 }
 
+/// How long a regular probe's result may wait to be published with others. Results
+/// asked for now (a death, a recovery's check) and commands are published at once.
+const PUBLISH_REGULAR: Duration = Duration::from_millis(25);
+
 /// How many probes asked for now may run at once, beside `max_concurrent_probes`.
 const URGENT_PROBES: usize = 8;
 
@@ -252,10 +258,10 @@ struct Owner {
     world: Snapshot,
     pollers: HashMap<InstanceKey, Poller>,
     options: DiscoveryOptions,
-    semaphore: Arc<Semaphore>,
     /// Probes asked for now (a primary that stopped answering, its replicas confirming,
-    /// a recovery checking its work) take these, never queueing behind regular polls.
-    urgent: Arc<Semaphore>,
+    /// a recovery checking its work) take urgent places, never queueing behind regular
+    /// polls.
+    places: Places,
     reports: Reports,
     snapshot: watch::Sender<Arc<Snapshot>>,
     store: Store,
@@ -281,7 +287,15 @@ impl Owner {
             self.track(key, "seed");
         }
         self.publish();
+        // Regular results not yet published, and when they will be.
+        let mut held_back: Option<tokio::time::Instant> = None;
         loop {
+            let publish_held_back = async {
+                match held_back {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             // What was asked for now first, then commands, then the regular polls.
             tokio::select! {
                 biased;
@@ -289,6 +303,7 @@ impl Owner {
                     self.apply(report);
                     self.apply_waiting(&mut urgent, &mut reports);
                     self.publish();
+                    held_back = None;
                 }
                 command = commands.recv() => match command {
                     Some(Command::Add { key, facts, done }) => {
@@ -321,7 +336,14 @@ impl Owner {
                 Some(report) = reports.recv() => {
                     self.apply(report);
                     self.apply_waiting(&mut urgent, &mut reports);
+                    // A fleet's probes are spread over the interval, so they come one by
+                    // one: published together, at most every PUBLISH_REGULAR, or every
+                    // snapshot would cost the coordinator and the routing engine a look.
+                    held_back.get_or_insert_with(|| tokio::time::Instant::now() + PUBLISH_REGULAR);
+                }
+                _ = publish_held_back => {
                     self.publish();
+                    held_back = None;
                 }
             }
         }
@@ -374,17 +396,11 @@ impl Owner {
         self.world.shape += 1;
         let wake = Arc::new(Notify::new());
         let poller = Poller {
-            probing: tokio::spawn(poll_instance(
+            task: tokio::spawn(watch_instance(
                 key.clone(),
                 self.options.clone(),
-                self.semaphore.clone(),
-                self.urgent.clone(),
+                self.places.clone(),
                 self.reports.clone(),
-                wake.clone(),
-            )),
-            liveness: tokio::spawn(watch_liveness(
-                key.clone(),
-                self.options.clone(),
                 wake.clone(),
             )),
             wake,
@@ -517,149 +533,297 @@ fn source_last_heard(
     }
 }
 
-/// Polls one instance forever on a fixed schedule, keeping one connection open and
-/// reconnecting after any failure; `wake` brings the next probe forward.
-async fn poll_instance(
+/// How long one park may last while the agent lock is in play: a lock this agent must
+/// let go of is let go of within it, and a lock it may take is looked at again.
+const PARK_WITH_LOCK: Duration = Duration::from_secs(2);
+
+/// A park shorter than this is not worth a statement: the connection waits idle.
+const SHORTEST_PARK: Duration = Duration::from_millis(20);
+
+/// Watches one instance forever through one connection: a probe on a fixed schedule
+/// (every `poll_interval` from the first, not "an interval after the last probe
+/// finished"), through the places (`max_concurrent_probes`), and between two probes the
+/// same connection parked in `SLEEP` until the next one — the liveness watch, which
+/// fails the moment the server's process dies, so a death is news at once. The agent
+/// lock (`claims`) is held on this connection too.
+///
+/// `wake` asks for a probe now, through the urgent places: on this connection when it
+/// is not parked, else on a connection of its own (the parked one is left to its watch).
+async fn watch_instance(
     key: InstanceKey,
     options: DiscoveryOptions,
-    semaphore: Arc<Semaphore>,
-    urgent: Arc<Semaphore>,
+    places: Places,
     reports: Reports,
     wake: Arc<Notify>,
 ) {
-    let mut ticker = tokio::time::interval(options.poll_interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut connection: Option<Connection> = None;
-    // Woken while its last result waited to be taken: probe again at once.
-    let mut woken_meanwhile = false;
-    loop {
-        let woken = woken_meanwhile
-            || tokio::select! {
-                _ = ticker.tick() => false,
-                _ = wake.notified() => {
-                    ticker.reset();
-                    true
-                }
-            };
-        if woken {
-            tracing::trace!(instance = %key, "asked to probe now");
-        }
-        woken_meanwhile = false;
-        // Woken while queueing for a regular place (a large fleet waits there most of
-        // the time): it moves to the urgent ones.
-        let mut asked_now = woken;
-        let permit = if woken {
-            urgent.acquire().await
-        } else {
-            tokio::select! {
-                permit = semaphore.acquire() => permit,
-                _ = wake.notified() => {
-                    ticker.reset();
-                    asked_now = true;
-                    urgent.acquire().await
-                }
-            }
-        };
-        let Ok(_permit) = permit else {
-            return;
-        };
-        if asked_now {
-            tracing::trace!(instance = %key, "probing now, as asked");
-        }
-        let started = Instant::now();
-        let outcome = probe_once(&key, &options.connect, &mut connection).await;
-        let at = SystemTime::now();
-        let outcome = match outcome {
-            Ok(facts) => Ok((facts, started.elapsed())),
-            Err(error) => {
-                if let Some(conn) = connection.take() {
-                    drop(conn); // a failed connection may be half-open: never reuse it
-                }
-                Err(error.without_instance())
-            }
-        };
-        let report = ProbeReport {
-            key: key.clone(),
-            at,
-            outcome,
-        };
-        let sent = if asked_now {
-            tracing::trace!(instance = %key, ok = report.outcome.is_ok(), "probed as asked");
-            reports.urgent.send(report).await
-        } else {
-            // A regular result may wait long behind a large fleet's: woken meanwhile,
-            // it is dropped for a probe asked for now, which says more anyway.
-            tokio::select! {
-                sent = reports.regular.send(report) => sent,
-                _ = wake.notified() => {
-                    ticker.reset();
-                    woken_meanwhile = true;
-                    Ok(())
-                }
-            }
-        };
-        if sent.is_err() {
-            return;
-        }
-    }
-}
-
-/// Keeps a second connection parked in a long `SLEEP`: when the server dies the query
-/// fails at once, and the poller is woken to see what happened. Reconnects every poll
-/// interval while the server does not answer.
-/// The same connection holds (or looks for) the agent lock between two parks: every
-/// two seconds while it holds it (a lock it must let go of is let go of that soon), every
-/// poll interval while it does not.
-async fn watch_liveness(key: InstanceKey, options: DiscoveryOptions, wake: Arc<Notify>) {
-    const PARK: Duration = Duration::from_secs(30);
-    const PARK_HOLDING: Duration = Duration::from_secs(2);
     let comment = options
         .claims
         .as_ref()
         .map_or_else(|| "pointsman liveness".to_string(), Claims::comment);
+    let aside = Aside {
+        key: &key,
+        options: &options,
+        places: &places,
+        reports: &reports,
+    };
+    let interval = options.poll_interval;
+    let mut connection: Option<Connection> = None;
+    let mut holds_lock = false;
+    let mut due = tokio::time::Instant::now();
+    // A probe asked for while none could run (a park that failed, a wake while busy).
+    let mut asked_now = false;
+    // When a park (or the lock's statements before it) last failed: a server that keeps
+    // failing them is not probed at once each time, so that it cannot set the agent
+    // spinning.
+    let mut park_failed_at: Option<tokio::time::Instant> = None;
     loop {
-        match Connection::open(&key, &options.connect).await {
-            Ok(mut conn) => {
-                let mut held = false;
-                loop {
-                    let period = match &options.claims {
-                        None => PARK,
-                        Some(claims) => {
-                            if claims.keep(&mut conn, &key, &mut held).await.is_err() {
-                                break;
-                            }
-                            if held {
-                                PARK_HOLDING
-                            } else {
-                                options.poll_interval
-                            }
-                        }
-                    };
-                    if conn.park(period, &comment).await.is_err() {
-                        break;
-                    }
+        // Connected and not asked for anything: parked until the probe is due.
+        if let (Some(conn), false) = (connection.as_mut(), asked_now) {
+            let left = due.saturating_duration_since(tokio::time::Instant::now());
+            if let Some(park) = park_length(left, options.claims.is_some()) {
+                // Asked for while probing: on this connection, before it parks.
+                if woken_already(&wake).await {
+                    asked_now = true;
+                    continue;
                 }
                 if let Some(claims) = &options.claims {
-                    claims.lost(&key);
+                    if let Err(error) = claims.keep(conn, &key, &mut holds_lock).await {
+                        tracing::debug!(instance = %key, %error, "agent lock not kept");
+                        lose(&key, &options, &mut connection, &mut holds_lock);
+                        asked_now = expedite(&mut park_failed_at, interval);
+                        continue;
+                    }
                 }
-                tracing::debug!(instance = %key, "liveness connection lost");
-                wake.notify_one();
+                // The probe that follows is sent alone, through the places, when the
+                // park ends: `max_concurrent_probes` keeps its meaning.
+                let parked = conn.park(park, &comment);
+                match aside.ride_out(parked, &wake).await {
+                    None => return,
+                    Some(Ok(())) => {}
+                    Some(Err(error)) => {
+                        tracing::debug!(instance = %key, %error, "liveness park ended");
+                        lose(&key, &options, &mut connection, &mut holds_lock);
+                        asked_now = expedite(&mut park_failed_at, interval);
+                    }
+                }
+                continue;
             }
-            Err(_) => tokio::time::sleep(options.poll_interval).await,
+        }
+        // Not connected (or the probe is due in less than a park's worth): wait for it.
+        if !asked_now {
+            let left = due.saturating_duration_since(tokio::time::Instant::now());
+            tokio::select! {
+                _ = tokio::time::sleep(left) => {}
+                _ = wake.notified() => asked_now = true,
+            }
+        }
+        // A probe alone, through the places. Woken while queueing for a regular place
+        // (a large fleet waits there at start-up): it moves to the urgent ones.
+        let permit = if asked_now {
+            places.urgent.clone().acquire_owned().await
+        } else {
+            tokio::select! {
+                permit = places.regular.clone().acquire_owned() => permit,
+                _ = wake.notified() => {
+                    asked_now = true;
+                    places.urgent.clone().acquire_owned().await
+                }
+            }
+        };
+        let Ok(permit) = permit else {
+            return;
+        };
+        let started = tokio::time::Instant::now();
+        due = if asked_now || due + interval <= started {
+            started + interval
+        } else {
+            due + interval
+        };
+        let urgent = std::mem::take(&mut asked_now);
+        if urgent {
+            tracing::trace!(instance = %key, "probing now, as asked");
+        }
+        if connection.is_none() {
+            // A new connection takes the lock before it probes: once an instance is
+            // seen, its lock has been tried.
+            let opened = match Connection::open(&key, &options.connect).await {
+                Ok(mut conn) => match &options.claims {
+                    Some(claims) => claims
+                        .keep(&mut conn, &key, &mut holds_lock)
+                        .await
+                        .map(|()| conn),
+                    None => Ok(conn),
+                },
+                Err(error) => Err(error),
+            };
+            match opened {
+                Ok(conn) => connection = Some(conn),
+                Err(error) => {
+                    lose(&key, &options, &mut connection, &mut holds_lock);
+                    let report = ProbeReport::new(&key, Err(error));
+                    let sent = if urgent {
+                        reports.urgent.send(report).await.is_ok()
+                    } else {
+                        send_regular(&reports, report, &wake, &mut asked_now).await
+                    };
+                    if !sent {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
+        let conn = connection.as_mut().expect("connected above");
+        let sets = conn.query_all(&probe::statements(conn.flavor)).await;
+        let lost = sets.as_ref().err().map(|error| error.to_string());
+        let outcome = sets
+            .and_then(|sets| probe::read(&key, conn.flavor, sets))
+            .map(|facts| (facts, started.elapsed()));
+        let report = ProbeReport::new(&key, outcome);
+        let sent = if urgent {
+            tracing::trace!(instance = %key, ok = report.outcome.is_ok(), "probed as asked");
+            reports.urgent.send(report).await.is_ok()
+        } else {
+            send_regular(&reports, report, &wake, &mut asked_now).await
+        };
+        if !sent {
+            return;
+        }
+        drop(permit);
+        if let Some(error) = lost {
+            tracing::debug!(instance = %key, %error, "connection lost");
+            lose(&key, &options, &mut connection, &mut holds_lock);
         }
     }
 }
 
-async fn probe_once(
-    key: &InstanceKey,
-    settings: &ConnectSettings,
-    connection: &mut Option<Connection>,
-) -> Result<InstanceFacts, MysqlError> {
-    if connection.is_none() {
-        *connection = Some(Connection::open(key, settings).await?);
+/// Sends a regular probe's result. It may wait long behind a large fleet's: woken
+/// meanwhile, it is dropped for a probe asked for now, which says more anyway.
+/// `false` once the owner is gone.
+async fn send_regular(
+    reports: &Reports,
+    report: ProbeReport,
+    wake: &Notify,
+    asked_now: &mut bool,
+) -> bool {
+    tokio::select! {
+        sent = reports.regular.send(report) => sent.is_ok(),
+        _ = wake.notified() => {
+            *asked_now = true;
+            true
+        }
     }
-    let conn = connection.as_mut().expect("connection was just opened");
-    probe(conn).await
+}
+
+/// Whether a wake is waiting already (it is taken).
+async fn woken_already(wake: &Notify) -> bool {
+    tokio::select! {
+        biased;
+        _ = wake.notified() => true,
+        _ = std::future::ready(()) => false,
+    }
+}
+
+/// How long to park for `left` until the next probe, when it is worth a statement.
+fn park_length(left: Duration, lock_in_play: bool) -> Option<Duration> {
+    let park = if lock_in_play {
+        left.min(PARK_WITH_LOCK)
+    } else {
+        left
+    };
+    (park >= SHORTEST_PARK).then_some(park)
+}
+
+/// A connection that failed is never used again (it may be half-open); the lock it held
+/// went with it.
+fn lose(
+    key: &InstanceKey,
+    options: &DiscoveryOptions,
+    connection: &mut Option<Connection>,
+    holds_lock: &mut bool,
+) {
+    *connection = None;
+    *holds_lock = false;
+    if let Some(claims) = &options.claims {
+        claims.lost(key);
+    }
+}
+
+/// Whether a lost connection is worth a probe at once: yes, unless the last one was lost
+/// within a poll interval (a server that answers probes but ends every park, or refuses
+/// the lock's statements).
+fn expedite(last: &mut Option<tokio::time::Instant>, interval: Duration) -> bool {
+    let now = tokio::time::Instant::now();
+    let recent = last.is_some_and(|at| now.duration_since(at) < interval);
+    *last = Some(now);
+    !recent
+}
+
+/// The places probes take: regular polls, and probes asked for now.
+#[derive(Clone)]
+struct Places {
+    regular: Arc<Semaphore>,
+    urgent: Arc<Semaphore>,
+}
+
+/// Probes asked for while an instance's connection is parked: run on a connection of
+/// their own.
+struct Aside<'a> {
+    key: &'a InstanceKey,
+    options: &'a DiscoveryOptions,
+    places: &'a Places,
+    reports: &'a Reports,
+}
+
+impl Aside<'_> {
+    /// Awaits `parked`; every wake meanwhile is answered by a probe on a connection of
+    /// its own. `None`: the owner is gone.
+    async fn ride_out<T>(&self, parked: impl Future<Output = T>, wake: &Notify) -> Option<T> {
+        tokio::pin!(parked);
+        loop {
+            tokio::select! {
+                biased;
+                ended = &mut parked => return Some(ended),
+                _ = wake.notified() => {
+                    if !self.probe().await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One probe on a new connection, through the urgent places; `false` once the owner
+    /// is gone.
+    async fn probe(&self) -> bool {
+        let Ok(_permit) = self.places.urgent.acquire().await else {
+            return false;
+        };
+        tracing::trace!(instance = %self.key, "probing now, as asked, beside the parked connection");
+        let started = tokio::time::Instant::now();
+        let outcome = async {
+            let mut conn = Connection::open(self.key, &self.options.connect).await?;
+            let facts = probe::probe(&mut conn).await;
+            let took = started.elapsed();
+            conn.close().await;
+            facts.map(|facts| (facts, took))
+        }
+        .await;
+        let report = ProbeReport::new(self.key, outcome);
+        tracing::trace!(instance = %self.key, ok = report.outcome.is_ok(), "probed as asked");
+        self.reports.urgent.send(report).await.is_ok()
+    }
+}
+
+impl ProbeReport {
+    /// A probe's result (with how long it took), as the owner takes it.
+    fn new(key: &InstanceKey, outcome: Result<(InstanceFacts, Duration), MysqlError>) -> Self {
+        ProbeReport {
+            key: key.clone(),
+            at: SystemTime::now(),
+            outcome: outcome.map_err(|error| error.without_instance()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,12 @@ use pointsman::store::AuditRecord;
 use pointsman::topology::InstanceKey;
 use std::path::PathBuf;
 
+/// mimalloc, not the system allocator: a probe's answer is hundreds of small buffers
+/// and strings, and with glibc's malloc the agent spent a fifth of its CPU in it at
+/// 3,000 instances (`cargo bench --bench fleet`, README *Benchmarks*).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "pointsman",

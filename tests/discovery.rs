@@ -54,6 +54,7 @@ on_every_flavor!(
     a_write_on_a_replica_is_reported_as_errant_with_its_gtids,
     a_broken_sql_thread_names_the_real_error,
     a_killed_instance_turns_unreachable_and_others_keep_their_pace,
+    the_agent_keeps_one_connection_per_server_parked_between_probes,
 );
 
 async fn discovery_finds_the_tree_from_the_primary_and_from_a_replica(flavor: Flavor) {
@@ -445,4 +446,41 @@ async fn a_killed_instance_turns_unreachable_and_others_keep_their_pace(flavor: 
         .expect("still unreachable");
     assert!(since <= SystemTime::now());
     held.abort();
+}
+
+/// What a DBA sees in the processlist: one connection of the agent per server, parked in
+/// its `SLEEP` under a comment that names pointsman, over several polls — never a second
+/// one beside it.
+async fn the_agent_keeps_one_connection_per_server_parked_between_probes(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 2).await;
+    let watcher = watch(&topology, vec![topology.key("node1")], |_| {}).await;
+    cluster_with(&watcher.api, 3).await;
+    // The agent logs in as the test does: its sessions are the user's others, less the
+    // replication threads.
+    const AGENT_SESSIONS: &str = "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+         WHERE USER = SUBSTRING_INDEX(USER(), '@', 1) AND ID <> CONNECTION_ID() \
+         AND COMMAND NOT LIKE 'Binlog Dump%'";
+    const PARKED: &str = "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+         WHERE ID <> CONNECTION_ID() AND INFO LIKE 'SELECT /* pointsman %SLEEP(%'";
+    for node in ["node1", "node2", "node3"] {
+        eventually(PATIENCE, &format!("the agent parked on {node}"), || async {
+            (topology.try_value(node, PARKED).await.as_deref() == Some("1")).then_some(())
+        })
+        .await;
+    }
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut samples = 0;
+    while Instant::now() < until {
+        for node in ["node1", "node2", "node3"] {
+            let sessions = topology.value(node, AGENT_SESSIONS).await;
+            assert_eq!(
+                sessions.as_deref(),
+                Some("1"),
+                "the agent's sessions on {node}"
+            );
+            samples += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(samples >= 9, "only {samples} samples in 3 s");
 }

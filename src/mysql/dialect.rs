@@ -24,19 +24,21 @@ pub const MARIADB_VARIABLES: &str = "SELECT @@server_id AS server_id, @@version 
      @@gtid_binlog_state AS gtid_binlog_state, @@gtid_domain_id AS gtid_domain_id, \
      @@gtid_strict_mode AS gtid_strict_mode";
 
-/// MySQL's heartbeat counter and period are not in SHOW REPLICA STATUS.
+/// MySQL's heartbeat counter and period are not in SHOW REPLICA STATUS. Nor is the
+/// real error of a stopped multi-threaded applier: SHOW REPLICA STATUS says only
+/// "Coordinator stopped because there were error(s) in the worker(s)", and the worker
+/// that failed names the real one (a duplicate key, a missing row) — asked here too, so
+/// a probe stays one round trip.
 pub const MYSQL_HEARTBEATS: &str = "SELECT s.CHANNEL_NAME, s.COUNT_RECEIVED_HEARTBEATS, \
-     c.HEARTBEAT_INTERVAL FROM performance_schema.replication_connection_status s \
+     c.HEARTBEAT_INTERVAL, \
+     (SELECT w.LAST_ERROR_NUMBER FROM performance_schema.replication_applier_status_by_worker w \
+      WHERE w.CHANNEL_NAME = s.CHANNEL_NAME AND w.LAST_ERROR_NUMBER <> 0 \
+      ORDER BY w.LAST_ERROR_TIMESTAMP DESC, w.WORKER_ID LIMIT 1) AS LAST_ERROR_NUMBER, \
+     (SELECT w.LAST_ERROR_MESSAGE FROM performance_schema.replication_applier_status_by_worker w \
+      WHERE w.CHANNEL_NAME = s.CHANNEL_NAME AND w.LAST_ERROR_NUMBER <> 0 \
+      ORDER BY w.LAST_ERROR_TIMESTAMP DESC, w.WORKER_ID LIMIT 1) AS LAST_ERROR_MESSAGE \
+     FROM performance_schema.replication_connection_status s \
      JOIN performance_schema.replication_connection_configuration c USING (CHANNEL_NAME)";
-
-/// MySQL's multi-threaded applier reports "Coordinator stopped because there were
-/// error(s) in the worker(s)" as the SQL error; the worker that failed names the real
-/// one (a duplicate key, a missing row). Asked only while the SQL thread is stopped by
-/// an error.
-pub const MYSQL_WORKER_ERROR: &str = "SELECT LAST_ERROR_NUMBER, LAST_ERROR_MESSAGE \
-     FROM performance_schema.replication_applier_status_by_worker \
-     WHERE CHANNEL_NAME = '' AND LAST_ERROR_NUMBER <> 0 \
-     ORDER BY LAST_ERROR_TIMESTAMP DESC LIMIT 1";
 
 /// Semi-sync settings and state: these never fail, even without the plugin loaded.
 pub const SEMI_SYNC_VARIABLES: &str = "SHOW GLOBAL VARIABLES LIKE 'rpl_semi_sync%'";
@@ -52,9 +54,9 @@ pub struct Dialect {
     /// MariaDB's SHOW ALL SLAVES STATUS adds the heartbeat counter and connection name.
     pub replica_status: &'static str,
     pub replicas: &'static str,
+    /// With the failed applier worker's own error, when the SQL error is only the
+    /// coordinator's.
     pub heartbeats: Option<&'static str>,
-    /// The applier worker's own error, when the SQL error is only the coordinator's.
-    pub worker_error: Option<&'static str>,
 }
 
 pub fn for_flavor(flavor: ServerFlavor) -> Dialect {
@@ -64,14 +66,12 @@ pub fn for_flavor(flavor: ServerFlavor) -> Dialect {
             replica_status: "SHOW REPLICA STATUS",
             replicas: "SHOW REPLICAS",
             heartbeats: Some(MYSQL_HEARTBEATS),
-            worker_error: Some(MYSQL_WORKER_ERROR),
         },
         ServerFlavor::Mariadb => Dialect {
             variables: MARIADB_VARIABLES,
             replica_status: "SHOW ALL SLAVES STATUS",
             replicas: "SHOW SLAVE HOSTS",
             heartbeats: None,
-            worker_error: None,
         },
     }
 }

@@ -214,7 +214,7 @@ impl Connection {
     /// query fails on a dead peer at once) or stops answering. `comment` must not hold
     /// `*/`.
     pub async fn park(&mut self, period: Duration, comment: &str) -> Result<(), MysqlError> {
-        let statement = format!("SELECT /* {comment} */ SLEEP({})", period.as_secs().max(1));
+        let statement = park_statement(period, comment);
         let key = self.key.clone();
         within(
             &key,
@@ -234,6 +234,17 @@ impl Connection {
     pub async fn close(self) {
         let _ = tokio::time::timeout(self.query_timeout, self.conn.disconnect()).await;
     }
+}
+
+/// The statement a connection parks in: it names the agent in the processlist, and it
+/// fails the moment the server's process dies. Milliseconds, as both flavours' SLEEP
+/// takes fractions of a second.
+fn park_statement(period: Duration, comment: &str) -> String {
+    format!(
+        "SELECT /* {comment} */ SLEEP({}.{:03})",
+        period.as_secs(),
+        period.subsec_millis()
+    )
 }
 
 async fn within<T>(

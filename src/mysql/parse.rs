@@ -270,7 +270,9 @@ pub fn mysql_heartbeats(rows: &[TextRow]) -> (Option<u64>, Option<f64>) {
     )
 }
 
-/// The error of the applier worker that failed (`MYSQL_WORKER_ERROR`), if one did.
+/// The error of the applier worker that failed, if one did: rows of
+/// `performance_schema.replication_applier_status_by_worker`, or the heartbeat rows of
+/// `dialect::MYSQL_HEARTBEATS`, which carry the failed worker's columns.
 pub fn worker_error(rows: &[TextRow]) -> Option<(u32, String)> {
     rows.iter().find_map(|row| {
         let errno: u32 = text(row, &["LAST_ERROR_NUMBER"])?.trim().parse().ok()?;

@@ -1,24 +1,23 @@
 //! One probe of one instance: the handful of statements that tell pointsman what the
 //! instance is, how it replicates and who replicates from it, sent together in one
-//! round trip (a second only when a stopped applier's failed worker must be named).
+//! round trip. `statements` and `read` are apart so that the poller can send them with
+//! the park that follows on the same connection (`Connection::query_all_then_park`).
 
 use super::dialect::{self, BINLOG_DUMP_THREADS, SEMI_SYNC_STATUS, SEMI_SYNC_VARIABLES};
-use super::parse::{self, ParseError};
+use super::parse::{self, ParseError, TextRow};
 use super::{Connection, MysqlError};
 use crate::topology::{InstanceFacts, InstanceKey, ServerFlavor, ServerVersion};
 
 /// Reads everything pointsman tracks about the instance behind `conn`.
 pub async fn probe(conn: &mut Connection) -> Result<InstanceFacts, MysqlError> {
-    let dialect = dialect::for_flavor(conn.flavor);
-    let key = conn.key.clone();
-    let unexpected = |statement: &str, e: ParseError| MysqlError::Unexpected {
-        instance: key.clone(),
-        statement: statement.to_string(),
-        message: e.to_string(),
-    };
+    let sets = conn.query_all(&statements(conn.flavor)).await?;
+    read(&conn.key, conn.flavor, sets)
+}
 
-    // Everything in one round trip; the heartbeat counters of a server that replicates
-    // from no one are simply no rows.
+/// The statements of one probe, in the order `read` takes their results.
+pub fn statements(flavor: ServerFlavor) -> Vec<&'static str> {
+    let dialect = dialect::for_flavor(flavor);
+    // The heartbeat counters of a server that replicates from no one are simply no rows.
     let mut statements = vec![dialect.variables, dialect.replica_status];
     statements.extend(dialect.heartbeats);
     statements.extend([
@@ -27,7 +26,22 @@ pub async fn probe(conn: &mut Connection) -> Result<InstanceFacts, MysqlError> {
         dialect.replicas,
         BINLOG_DUMP_THREADS,
     ]);
-    let mut sets = conn.query_all(&statements).await?.into_iter();
+    statements
+}
+
+/// What the results of `statements(flavor)`, in order, say about instance `key`.
+pub fn read(
+    key: &InstanceKey,
+    flavor: ServerFlavor,
+    sets: Vec<Vec<TextRow>>,
+) -> Result<InstanceFacts, MysqlError> {
+    let dialect = dialect::for_flavor(flavor);
+    let unexpected = |statement: &str, e: ParseError| MysqlError::Unexpected {
+        instance: key.clone(),
+        statement: statement.to_string(),
+        message: e.to_string(),
+    };
+    let mut sets = sets.into_iter();
     let mut next = || sets.next().unwrap_or_default();
 
     let variables_rows = next();
@@ -38,7 +52,7 @@ pub async fn probe(conn: &mut Connection) -> Result<InstanceFacts, MysqlError> {
             statement: dialect.variables.to_string(),
             message: "no row".into(),
         })?;
-    let variables = match conn.flavor {
+    let variables = match flavor {
         ServerFlavor::Mysql => parse::mysql_variables(variables_row),
         ServerFlavor::Mariadb => parse::mariadb_variables(variables_row),
     }
@@ -54,6 +68,14 @@ pub async fn probe(conn: &mut Connection) -> Result<InstanceFacts, MysqlError> {
         let (beats, period) = parse::mysql_heartbeats(&rows);
         status.received_heartbeats = beats;
         status.heartbeat_period = period;
+        // A stopped applier's real error is its failed worker's (MySQL).
+        if !status.sql_running && status.last_sql_errno != 0 {
+            let worker = parse::default_channel(&rows).map(std::slice::from_ref);
+            if let Some((errno, error)) = worker.and_then(parse::worker_error) {
+                status.last_sql_errno = errno;
+                status.last_sql_error = error;
+            }
+        }
     }
 
     let mut semi_sync_rows = next();
@@ -61,20 +83,10 @@ pub async fn probe(conn: &mut Connection) -> Result<InstanceFacts, MysqlError> {
 
     let mut replicas = parse::replica_hosts(&next());
     let dump_hosts = parse::binlog_dump_hosts(&next());
-    add_unreported_replicas(&mut replicas, &dump_hosts, conn.key.port);
-
-    // Only a stopped applier with an error is asked which worker failed (MySQL).
-    if let (Some(status), Some(statement)) = (replication.as_mut(), dialect.worker_error) {
-        if !status.sql_running && status.last_sql_errno != 0 {
-            if let Some((errno, error)) = parse::worker_error(&conn.query(statement).await?) {
-                status.last_sql_errno = errno;
-                status.last_sql_error = error;
-            }
-        }
-    }
+    add_unreported_replicas(&mut replicas, &dump_hosts, key.port);
 
     Ok(InstanceFacts {
-        flavor: conn.flavor,
+        flavor,
         version: ServerVersion::parse(&variables.version),
         server_id: variables.server_id,
         server_uuid: variables.server_uuid,

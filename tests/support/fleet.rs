@@ -511,17 +511,16 @@ async fn connection(
                     shared.answered.fetch_add(1, Ordering::Relaxed);
                     let answer = answer(&mut lock(state), &shared.templates, index, id, statement);
                     let answer = match answer {
-                        Answer::Sleep(duration) => {
+                        Answer::Sleep(duration, column) => {
                             // Parked: answered after `duration`, or never if it is killed.
+                            // Nothing of the query is sent before it ends: a server
+                            // sends a multi-statement query's results when it ends.
                             tokio::select! {
                                 _ = tokio::time::sleep(duration) => {}
                                 _ = killed(state, index, &mut generation) => return Ok(()),
                             }
                             lock(state).instances[index].parked.remove(&id);
-                            Answer::Rows(
-                                vec![format!("SLEEP({})", duration.as_secs())],
-                                vec![vec![Some("0".into())]],
-                            )
+                            Answer::Rows(vec![column], vec![vec![Some("0".into())]])
                         }
                         other => other,
                     };
@@ -547,7 +546,7 @@ async fn connection(
                             out.packet(&err_payload(code, "42000", &message));
                             break;
                         }
-                        Answer::Sleep(_) => unreachable!("answered above"),
+                        Answer::Sleep(..) => unreachable!("answered above"),
                     }
                 }
             }
@@ -570,7 +569,8 @@ enum Answer {
     Ok,
     Rows(Vec<String>, Vec<Vec<Option<String>>>),
     Error(u16, String),
-    Sleep(Duration),
+    /// `SLEEP(seconds)`, with its column's name (the call as written).
+    Sleep(Duration, String),
 }
 
 fn one_row(pairs: Vec<(&str, Option<String>)>) -> Answer {
@@ -661,14 +661,19 @@ fn answer(state: &mut State, templates: &Templates, index: usize, id: u32, query
                     "CHANNEL_NAME".into(),
                     "COUNT_RECEIVED_HEARTBEATS".into(),
                     "HEARTBEAT_INTERVAL".into(),
+                    "LAST_ERROR_NUMBER".into(),
+                    "LAST_ERROR_MESSAGE".into(),
                 ],
                 Vec::new(),
             );
         }
+        // No applier worker of a simulated replica ever fails.
         return one_row(vec![
             ("CHANNEL_NAME", Some(String::new())),
             ("COUNT_RECEIVED_HEARTBEATS", Some(i.heartbeats.to_string())),
             ("HEARTBEAT_INTERVAL", Some("1.000".into())),
+            ("LAST_ERROR_NUMBER", None),
+            ("LAST_ERROR_MESSAGE", None),
         ]);
     }
     if lower.starts_with("show global variables like 'rpl_semi_sync")
@@ -749,19 +754,17 @@ fn answer(state: &mut State, templates: &Templates, index: usize, id: u32, query
         };
     }
     if lower.starts_with("select /*") && lower.contains("sleep(") {
-        let seconds: u64 = lower
+        let argument = lower
             .rsplit("sleep(")
             .next()
             .and_then(|rest| rest.split(')').next())
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or(1);
+            .unwrap_or("1")
+            .trim();
+        let seconds: f64 = argument.parse().unwrap_or(1.0);
         state.instances[index].parked.insert(id, q.to_string());
-        return Answer::Sleep(Duration::from_secs(seconds));
-    }
-    if lower.starts_with("select last_error_number, last_error_message") {
-        return Answer::Rows(
-            vec!["LAST_ERROR_NUMBER".into(), "LAST_ERROR_MESSAGE".into()],
-            Vec::new(),
+        return Answer::Sleep(
+            Duration::from_secs_f64(seconds.max(0.0)),
+            format!("SLEEP({argument})"),
         );
     }
     if lower.starts_with("select @@global.tls_version") {
