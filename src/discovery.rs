@@ -333,17 +333,19 @@ impl Owner {
                     }
                     None => break,
                 },
-                Some(report) = reports.recv() => {
-                    self.apply(report);
-                    self.apply_waiting(&mut urgent, &mut reports);
-                    // A fleet's probes are spread over the interval, so they come one by
-                    // one: published together, at most every PUBLISH_REGULAR, or every
-                    // snapshot would cost the coordinator and the routing engine a look.
-                    held_back.get_or_insert_with(|| tokio::time::Instant::now() + PUBLISH_REGULAR);
-                }
+                // Before the regular results: a fleet that always has one waiting must
+                // not hold its snapshot back for ever.
                 _ = publish_held_back => {
                     self.publish();
                     held_back = None;
+                }
+                Some(report) = reports.recv() => {
+                    self.apply(report);
+                    self.apply_waiting(&mut urgent, &mut reports);
+                    // A large fleet's results come a few at a time: published together,
+                    // at most every PUBLISH_REGULAR, or every small batch would cost the
+                    // coordinator and the routing engine a look at the snapshot.
+                    held_back.get_or_insert_with(|| tokio::time::Instant::now() + PUBLISH_REGULAR);
                 }
             }
         }

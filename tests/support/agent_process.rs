@@ -79,19 +79,54 @@ pub fn start_agent(config: &Path, point: Option<&str>, log: &Path) -> Child {
     command.spawn().expect("the agent starts")
 }
 
-/// Waits until the agent's API shows every node of `t` probed.
+/// Waits until the agent's API shows every node of `t` probed; if it never does, the
+/// failure says what the agent saw last of each.
 pub async fn sees_the_cluster(api: &ApiClient) {
-    eventually(PATIENCE, "the agent to see the 3 nodes of t", || async {
-        let detail: pointsman::api::views::ClusterDetail =
-            api.get("/api/v1/clusters/t").await.ok()?;
-        (detail.instances.len() == 3
-            && detail
-                .instances
-                .iter()
-                .all(|v| v.instance.facts.is_some() && v.instance.is_reachable()))
-        .then_some(())
+    let last_seen = std::sync::Mutex::new(String::from("no answer from the agent's API"));
+    let seen = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match api
+                .get::<pointsman::api::views::ClusterDetail>("/api/v1/clusters/t")
+                .await
+            {
+                Ok(detail) => {
+                    let whole = detail.instances.len() == 3
+                        && detail
+                            .instances
+                            .iter()
+                            .all(|v| v.instance.facts.is_some() && v.instance.is_reachable());
+                    if whole {
+                        return;
+                    }
+                    let said: Vec<String> = detail
+                        .instances
+                        .iter()
+                        .map(|v| {
+                            format!(
+                                "{} (facts: {}, reachable: {}, last error: {:?})",
+                                v.instance.key,
+                                v.instance.facts.is_some(),
+                                v.instance.is_reachable(),
+                                v.instance.last_error
+                            )
+                        })
+                        .collect();
+                    *last_seen.lock().expect("not poisoned") = said.join("; ");
+                }
+                Err(error) => {
+                    *last_seen.lock().expect("not poisoned") = format!("GET t: {error}");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     })
     .await;
+    if seen.is_err() {
+        panic!(
+            "timed out after {PATIENCE:?} waiting for the agent to see the 3 nodes of t; it saw last: {}",
+            last_seen.lock().expect("not poisoned")
+        );
+    }
 }
 
 /// What each node says of itself, for a failure message.
