@@ -1,6 +1,6 @@
 //! Two agents that share no `[ha]` lease, configured differently, on one sandbox, on
 //! MariaDB 10.11 and MySQL 9.7: the second is caught, not obeyed. The first holds the
-//! agent lock on the members (through its liveness connections) and acts; the second
+//! agent lock on the members (through its connection to each) and acts; the second
 //! says who acts — in the cluster's `recovery_refused`, `/metrics` and its refusals —
 //! and over ten primary kills there is exactly one recovery each time, always by the
 //! first, never two writable primaries, and only the first writes the shared routes.
@@ -92,7 +92,7 @@ async fn a_second_agent_is_caught_not_obeyed(flavor: Flavor) {
     })
     .await;
     assert!(refused.contains("[ha]"), "{refused}");
-    // Its liveness connections read the holder of each lock one by one: the refusal
+    // Its connections read the holder of each lock one by one: the refusal
     // names agent-a from the first; awaited, all three.
     let text = eventually(PATIENCE, "agent-b to see agent-a hold all 3", || async {
         let text = second.metrics().await;
