@@ -592,7 +592,8 @@ async fn watch_instance(
                     if let Err(error) = claims.keep(conn, &key, &mut holds_lock).await {
                         tracing::debug!(instance = %key, %error, "agent lock not kept");
                         lose(&key, &options, &mut connection, &mut holds_lock);
-                        asked_now = expedite(&mut park_failed_at, interval);
+                        asked_now =
+                            expedite(&mut park_failed_at, tokio::time::Instant::now(), interval);
                         continue;
                     }
                 }
@@ -605,7 +606,8 @@ async fn watch_instance(
                     Some(Err(error)) => {
                         tracing::debug!(instance = %key, %error, "liveness park ended");
                         lose(&key, &options, &mut connection, &mut holds_lock);
-                        asked_now = expedite(&mut park_failed_at, interval);
+                        asked_now =
+                            expedite(&mut park_failed_at, tokio::time::Instant::now(), interval);
                     }
                 }
                 continue;
@@ -754,8 +756,11 @@ fn lose(
 /// Whether a lost connection is worth a probe at once: yes, unless the last one was lost
 /// within a poll interval (a server that answers probes but ends every park, or refuses
 /// the lock's statements).
-fn expedite(last: &mut Option<tokio::time::Instant>, interval: Duration) -> bool {
-    let now = tokio::time::Instant::now();
+fn expedite(
+    last: &mut Option<tokio::time::Instant>,
+    now: tokio::time::Instant,
+    interval: Duration,
+) -> bool {
     let recent = last.is_some_and(|at| now.duration_since(at) < interval);
     *last = Some(now);
     !recent
@@ -832,6 +837,34 @@ impl ProbeReport {
 mod tests {
     use super::*;
     use crate::topology::instance::tests_support::replica;
+
+    #[test]
+    fn a_park_lasts_until_the_probe_short_enough_for_the_lock_and_never_a_sliver() {
+        let second = Duration::from_secs(1);
+        assert_eq!(park_length(second, false), Some(second));
+        assert_eq!(park_length(second * 5, false), Some(second * 5));
+        assert_eq!(park_length(second * 5, true), Some(PARK_WITH_LOCK));
+        assert_eq!(park_length(Duration::from_millis(19), false), None);
+        assert_eq!(park_length(Duration::ZERO, true), None);
+    }
+
+    #[test]
+    fn a_lost_connection_is_probed_at_once_but_not_twice_within_an_interval() {
+        let interval = Duration::from_secs(1);
+        let start = tokio::time::Instant::now();
+        let mut last = None;
+        assert!(expedite(&mut last, start, interval), "the first loss");
+        let soon = start + Duration::from_millis(300);
+        assert!(
+            !expedite(&mut last, soon, interval),
+            "a second loss 300 ms later"
+        );
+        let later = soon + Duration::from_millis(1_100);
+        assert!(
+            expedite(&mut last, later, interval),
+            "a loss after a quiet interval"
+        );
+    }
 
     #[test]
     fn a_replica_hears_its_source_when_heartbeats_or_positions_move() {

@@ -1,7 +1,7 @@
 //! One probe of one instance: the handful of statements that tell pointsman what the
 //! instance is, how it replicates and who replicates from it, sent together in one
-//! round trip. `statements` and `read` are apart so that the poller can send them with
-//! the park that follows on the same connection (`Connection::query_all_then_park`).
+//! round trip. `statements` and `read` are apart so that the poller tells a connection
+//! that failed (dropped and opened again) from an answer it could not read (kept).
 
 use super::dialect::{self, BINLOG_DUMP_THREADS, SEMI_SYNC_STATUS, SEMI_SYNC_VARIABLES};
 use super::parse::{self, ParseError, TextRow};
