@@ -211,18 +211,9 @@ async fn a_broken_sql_thread_names_the_real_error(flavor: Flavor) {
             ],
         )
         .await;
-    eventually(PATIENCE, "the table on node2", || async {
-        (topology
-            .try_value(
-                "node2",
-                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'broken'",
-            )
-            .await
-            .as_deref()
-            == Some("1"))
-        .then_some(())
-    })
-    .await;
+    topology
+        .replicated("node2", "broken", Some("t"), "the table on node2")
+        .await;
     topology.writable("node2", true).await;
     topology
         .sql(
@@ -299,18 +290,9 @@ async fn a_write_on_a_replica_is_reported_as_errant_with_its_gtids(flavor: Flavo
 
     topology.sql("node1", &["CREATE DATABASE errant"]).await;
     // Replicated before node3 writes into it (on a busy machine it takes a while).
-    eventually(PATIENCE, "the database on node3", || async {
-        (topology
-            .try_value(
-                "node3",
-                "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'errant'",
-            )
-            .await
-            .as_deref()
-            == Some("1"))
-        .then_some(())
-    })
-    .await;
+    topology
+        .replicated("node3", "errant", None, "the database on node3")
+        .await;
     topology.writable("node3", true).await;
     topology
         .sql(

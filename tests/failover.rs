@@ -70,13 +70,14 @@ async fn a_replica_that_was_down_during_the_failover_follows_the_new_primary(fla
     topology
         .sql("node2", &["CREATE DATABASE after_stragglers"])
         .await;
-    eventually(PATIENCE, "node3 receives node2's writes", || async {
-        topology
-            .try_value("node3", "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'after_stragglers'")
-            .await
-            .filter(|count| count == "1")
-    })
-    .await;
+    topology
+        .replicated(
+            "node3",
+            "after_stragglers",
+            None,
+            "node3 receives node2's writes",
+        )
+        .await;
 }
 
 /// Rows in `w.t` on a node.
@@ -1222,13 +1223,14 @@ async fn a_primary_restarted_without_failover_gets_its_writes_back(flavor: Flavo
     topology
         .sql("node1", &["CREATE DATABASE after_restart"])
         .await;
-    eventually(PATIENCE, "the write reaches node2, which still follows node1", || async {
-        topology
-            .try_value("node2", "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'after_restart'")
-            .await
-            .filter(|count| count == "1")
-    })
-    .await;
+    topology
+        .replicated(
+            "node2",
+            "after_restart",
+            None,
+            "the write reaches node2, which still follows node1",
+        )
+        .await;
     assert_audited(
         &watcher.api,
         &["came back read-only", "takes writes again"],

@@ -49,13 +49,14 @@ async fn relocate_replication_and_read_only_through_the_api(flavor: Flavor) {
     assert!(done.message.contains("relocated"), "{}", done.message);
     assert!(topology.replicates("node3", Some(node2.port)).await);
     topology.sql("node1", &["CREATE DATABASE relocated"]).await;
-    eventually(PATIENCE, "node3 receives node1's writes through node2", || async {
-        topology
-            .try_value("node3", "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'relocated'")
-            .await
-            .filter(|count| count == "1")
-    })
-    .await;
+    topology
+        .replicated(
+            "node3",
+            "relocated",
+            None,
+            "node3 receives node1's writes through node2",
+        )
+        .await;
     let _: Done = api
         .post(
             &format!("/api/v1/instances/{node3}/relocate"),

@@ -100,6 +100,24 @@ impl TestTopology {
         value.flatten()
     }
 
+    /// Waits (30 s at most) until `node` has `schema`, and `table` in it when given: a
+    /// write on its source has replicated there. `what` names the wait in a failure.
+    pub async fn replicated(&self, node: &str, schema: &str, table: Option<&str>, what: &str) {
+        let query = match table {
+            Some(table) => format!(
+                "SELECT COUNT(*) FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = '{schema}' AND TABLE_NAME = '{table}'"
+            ),
+            None => format!(
+                "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{schema}'"
+            ),
+        };
+        eventually(Duration::from_secs(30), what, || async {
+            (self.try_value(node, &query).await.as_deref() == Some("1")).then_some(())
+        })
+        .await;
+    }
+
     /// The words this flavour uses for replication statements.
     pub fn words(&self) -> Words {
         if self.flavor().is_mysql() {
