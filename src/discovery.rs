@@ -9,8 +9,10 @@
 //!
 //! A death must be news at once, not at the next poll: between two probes the
 //! instance's connection is parked in `SELECT SLEEP(..)` until the next (the liveness
-//! watch; the first park goes with the probe, in one round trip), and that query fails
-//! the moment the server's process dies. `probe_now` lets the recovery logic re-read
+//! watch), and that query fails the moment the server's process dies. While a probe
+//! waits for a place the connection is not parked: a death then is news when the probe
+//! is sent (on an agent whose places are all busy, as at 10,000 instances on two cores,
+//! that can be hundreds of ms). `probe_now` lets the recovery logic re-read
 //! the replicas of a primary it just lost without waiting: on a connection of its own
 //! while the instance's is parked.
 

@@ -319,3 +319,37 @@ async fn past_its_open_file_limit_an_agent_refuses_instances_loudly() {
     }
     watching.stop().await;
 }
+
+/// A kill -9 closes the process's sockets in the kernel, whatever the process was
+/// doing: the simulator shuts a killed instance's sockets before `kill` returns, not
+/// when its tasks next run (on a busy simulator that was hundreds of ms later, and the
+/// fleet benchmark timed the simulator's lag as the agent's). On a single-threaded
+/// runtime nothing of the simulator runs between the kill and these reads.
+#[tokio::test(flavor = "current_thread")]
+async fn a_killed_simulated_instance_closes_its_connections_and_refuses_new_ones_at_once() {
+    use std::io::Read;
+    let fleet = one_cluster().await;
+    let primary = fleet.primaries()[0].clone();
+    let mut client = std::net::TcpStream::connect(&primary).expect("the primary listens");
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("a read timeout");
+    // Let the simulator accept it and send its greeting.
+    let greeted = &client;
+    eventually(PATIENCE, "the simulator's greeting", || async move {
+        let mut first = [0u8; 4];
+        greeted.set_nonblocking(true).expect("non-blocking");
+        let read = greeted.peek(&mut first);
+        greeted.set_nonblocking(false).expect("blocking");
+        matches!(read, Ok(n) if n > 0).then_some(())
+    })
+    .await;
+
+    fleet.kill(&primary);
+    let mut rest = Vec::new();
+    client
+        .read_to_end(&mut rest)
+        .expect("the connection ends, not times out");
+    let refused = std::net::TcpStream::connect(&primary).expect_err("nothing listens any more");
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+}

@@ -14,6 +14,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Row, Value};
 use parse::TextRow;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How pointsman logs in to the servers it watches.
@@ -103,6 +104,8 @@ pub struct Connection {
     pub flavor: ServerFlavor,
     conn: Conn,
     query_timeout: Duration,
+    /// The column names each statement of the last `query_all` returned, by position.
+    names: Vec<Option<Arc<Vec<String>>>>,
 }
 
 impl Connection {
@@ -127,6 +130,7 @@ impl Connection {
             flavor: ServerFlavor::Mysql,
             conn,
             query_timeout: settings.query_timeout,
+            names: Vec::new(),
         };
         let rows = connection.query(dialect::VERSION).await?;
         let version = rows
@@ -161,7 +165,7 @@ impl Connection {
             statement: statement.to_string(),
             message: driver_message(&e),
         })?;
-        Ok(rows.iter().map(text_row).collect())
+        Ok(text_rows(rows, &mut None))
     }
 
     /// Runs several statements in one round trip (the protocol's multi-statement query)
@@ -174,6 +178,8 @@ impl Connection {
         let key = self.key.clone();
         let query = statements.join(";\n");
         let conn = &mut self.conn;
+        let names = &mut self.names;
+        names.resize(names.len().max(statements.len()), None);
         let collected = within(&key, &query, self.query_timeout, async {
             let mut sets: Vec<Vec<TextRow>> = Vec::with_capacity(statements.len());
             let mut result = match conn.query_iter(query.as_str()).await {
@@ -182,7 +188,7 @@ impl Connection {
             };
             while sets.len() < statements.len() {
                 match result.collect::<Row>().await {
-                    Ok(rows) => sets.push(rows.iter().map(text_row).collect()),
+                    Ok(rows) => sets.push(text_rows(rows, &mut names[sets.len()])),
                     Err(error) => return Err((sets.len(), error)),
                 }
             }
@@ -262,21 +268,63 @@ async fn within<T>(
         })
 }
 
-fn text_row(row: &Row) -> TextRow {
-    row.columns_ref()
-        .iter()
-        .enumerate()
-        .map(|(index, column)| {
-            let value = row.as_ref(index).and_then(value_text);
-            (column.name_str().into_owned(), value)
+/// The rows of one result set as text. The driver's values are taken, not copied, and
+/// the column names are those of `names` (what the same statement returned last time)
+/// when they are the same, else read once for every row: a probe every second of
+/// thousands of instances should not copy the same 55 names each time.
+fn text_rows(rows: Vec<Row>, names: &mut Option<Arc<Vec<String>>>) -> Vec<TextRow> {
+    let Some(first) = rows.first() else {
+        return Vec::new();
+    };
+    let columns = first.columns_ref();
+    let known = names.as_ref().is_some_and(|known| {
+        known.len() == columns.len()
+            && known
+                .iter()
+                .zip(columns.iter())
+                .all(|(name, column)| name.as_bytes() == column.name_ref())
+    });
+    if !known {
+        *names = Some(shared_names(
+            columns.iter().map(|c| c.name_str().into_owned()).collect(),
+        ));
+    }
+    let names = names.clone().unwrap_or_default();
+    rows.into_iter()
+        .map(|row| {
+            let values = row.unwrap().into_iter().map(value_text).collect();
+            TextRow::with_names(names.clone(), values)
         })
         .collect()
 }
 
-fn value_text(value: &Value) -> Option<String> {
+/// The column names every connection's rows share: thousands of connections asking the
+/// same statements hold one copy of each statement's names, not one each.
+fn shared_names(names: Vec<String>) -> Arc<Vec<String>> {
+    /// Past this many different lists (never, with the statements pointsman sends), new
+    /// ones are not kept.
+    const AT_MOST: usize = 256;
+    static KNOWN: std::sync::Mutex<Vec<Arc<Vec<String>>>> = std::sync::Mutex::new(Vec::new());
+    let mut known = KNOWN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(same) = known.iter().find(|list| ***list == names) {
+        return same.clone();
+    }
+    let names = Arc::new(names);
+    if known.len() < AT_MOST {
+        known.push(names.clone());
+    }
+    names
+}
+
+fn value_text(value: Value) -> Option<String> {
     match value {
         Value::NULL => None,
-        Value::Bytes(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        Value::Bytes(bytes) => Some(
+            String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        ),
         Value::Int(n) => Some(n.to_string()),
         Value::UInt(n) => Some(n.to_string()),
         Value::Float(n) => Some(n.to_string()),

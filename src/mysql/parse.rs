@@ -6,9 +6,74 @@
 use crate::topology::gtid::{GtidSet, MariadbGtidList};
 use crate::topology::{GtidState, InstanceKey, IoThreadState, ReplicationStatus, SemiSync};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-/// One result row: column name → value as text, `None` for NULL.
-pub type TextRow = BTreeMap<String, Option<String>>;
+/// One result row: each column's value as text (`None` for SQL NULL), found by the
+/// column's name. The rows of one result set share their names, so that reading a
+/// 55-column `SHOW REPLICA STATUS` every second per instance copies no name; a name
+/// that appears twice reads as its last column.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TextRow {
+    names: Arc<Vec<String>>,
+    values: Vec<Option<String>>,
+}
+
+impl TextRow {
+    /// An empty row (columns are added with `insert`).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A row of `values`, one per name of `names`, in order.
+    pub fn with_names(names: Arc<Vec<String>>, values: Vec<Option<String>>) -> Self {
+        debug_assert_eq!(names.len(), values.len(), "one value per column");
+        TextRow { names, values }
+    }
+
+    /// The value of column `name`, if the row has that column.
+    pub fn get(&self, name: &str) -> Option<&Option<String>> {
+        self.position(name).map(|at| &self.values[at])
+    }
+
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Option<String>> {
+        self.position(name).map(|at| &mut self.values[at])
+    }
+
+    /// Sets column `name` (added at the end when the row has no such column).
+    pub fn insert(&mut self, name: String, value: Option<String>) {
+        match self.position(&name) {
+            Some(at) => self.values[at] = value,
+            None => {
+                Arc::make_mut(&mut self.names).push(name);
+                self.values.push(value);
+            }
+        }
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.position(name).is_some()
+    }
+
+    fn position(&self, name: &str) -> Option<usize> {
+        self.names.iter().rposition(|column| column == name)
+    }
+}
+
+impl<const N: usize> From<[(String, Option<String>); N]> for TextRow {
+    fn from(columns: [(String, Option<String>); N]) -> Self {
+        columns.into_iter().collect()
+    }
+}
+
+impl FromIterator<(String, Option<String>)> for TextRow {
+    fn from_iter<I: IntoIterator<Item = (String, Option<String>)>>(columns: I) -> Self {
+        let mut row = TextRow::new();
+        for (name, value) in columns {
+            row.insert(name, value);
+        }
+        row
+    }
+}
 
 /// A value the server sent that pointsman cannot read, with the column it came in.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,7 +95,7 @@ fn problem(column: &str, problem: impl Into<String>) -> ParseError {
 fn text<'a>(row: &'a TextRow, names: &[&str]) -> Option<&'a str> {
     names
         .iter()
-        .find_map(|name| row.get(*name))
+        .find_map(|name| row.get(name))
         .and_then(|value| value.as_deref())
 }
 
@@ -339,6 +404,23 @@ pub mod fixtures {
 mod tests {
     use super::fixtures::{row, rows};
     use super::*;
+
+    #[test]
+    fn a_row_reads_columns_by_name_and_a_repeated_name_as_its_last_column() {
+        let names = Arc::new(vec!["a".to_string(), "b".to_string(), "a".to_string()]);
+        let mut row = TextRow::with_names(
+            names.clone(),
+            vec![Some("first".into()), None, Some("last".into())],
+        );
+        assert_eq!(row.get("a"), Some(&Some("last".to_string())));
+        assert_eq!(row.get("b"), Some(&None), "NULL is a value");
+        assert_eq!(row.get("c"), None, "no such column");
+        row.insert("c".into(), Some("added".into()));
+        row.insert("b".into(), Some("set".into()));
+        assert_eq!(text(&row, &["c"]), Some("added"));
+        assert_eq!(text(&row, &["b"]), Some("set"));
+        assert_eq!(names.len(), 3, "the names other rows share are left alone");
+    }
 
     const MARIADB: [&str; 2] = ["mariadb-10.11", "mariadb-11.8"];
 

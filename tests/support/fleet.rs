@@ -11,8 +11,9 @@
 //! instance's values put in. GTID sets advance (each primary commits a transaction every
 //! tick, its replicas follow), heartbeats count, and the statements of a failover act:
 //! STOP/START REPLICA, RESET REPLICA ALL, CHANGE REPLICATION SOURCE TO, read_only,
-//! WAIT_FOR_EXECUTED_GTID_SET. An instance can be killed (its sockets close and new
-//! ones are refused; its replicas' IO threads start failing with error 2003) and
+//! WAIT_FOR_EXECUTED_GTID_SET. An instance can be killed (its sockets are shut at
+//! once, as the kernel shuts a killed process's, and new ones are refused; its
+//! replicas' IO threads start failing with error 2003) and
 //! started again, or frozen (it accepts, and answers nothing, as a stopped process).
 
 use super::wire::{
@@ -23,6 +24,7 @@ use super::wire::{
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -67,6 +69,11 @@ struct Instance {
     lock: Option<u32>,
     /// What each parked connection is running (its processlist INFO).
     parked: HashMap<u32, String>,
+    /// The sockets of its open connections and its listening socket: a kill shuts
+    /// them at once, as the kernel does when a server's process dies, not when their
+    /// tasks next run (which, on a busy simulator, can be hundreds of ms later).
+    sockets: HashMap<u32, RawFd>,
+    listening: Option<RawFd>,
     /// Bumped on kill and start: the instance's tasks end when it moves.
     generation: watch::Sender<u64>,
 }
@@ -204,6 +211,8 @@ impl Fleet {
                 frozen: false,
                 lock: None,
                 parked: HashMap::new(),
+                sockets: HashMap::new(),
+                listening: None,
                 generation: watch::channel(0).0,
             });
         }
@@ -270,6 +279,12 @@ impl Fleet {
         instance.alive = false;
         instance.lock = None;
         instance.parked.clear();
+        let sockets = instance.sockets.drain().map(|(_, fd)| fd);
+        for fd in sockets.chain(instance.listening.take()) {
+            // SAFETY: a registered descriptor is open: its owner unregisters it, under
+            // this lock, before it closes it.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
         instance.generation.send_modify(|g| *g += 1);
     }
 
@@ -379,6 +394,7 @@ async fn listen(state: &Arc<Mutex<State>>, shared: &Arc<Shared>, index: usize) -
         (instance.address, instance.generation.subscribe())
     };
     let listener = TcpListener::bind(SocketAddr::from((address, PORT))).await?;
+    lock(state).instances[index].listening = Some(listener.as_raw_fd());
     let state = state.clone();
     let shared = shared.clone();
     tokio::spawn(async move {
@@ -386,31 +402,71 @@ async fn listen(state: &Arc<Mutex<State>>, shared: &Arc<Shared>, index: usize) -
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
+                    let Ok((mut stream, _)) = accepted else {
+                        // A killed instance's listening socket is shut.
+                        if lock(&state).instances[index].alive {
+                            continue;
+                        }
+                        return;
+                    };
                     let state = state.clone();
                     let shared = shared.clone();
                     let generation = generation.clone();
                     tokio::spawn(async move {
                         let _ = stream.set_nodelay(true);
                         let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
-                        let _ = connection(&state, &shared, index, stream, id, generation).await;
-                        let mut state = lock(&state);
-                        let instance = &mut state.instances[index];
-                        instance.parked.remove(&id);
-                        if instance.lock == Some(id) {
-                            instance.lock = None;
-                        }
+                        let open = Open::register(&state, index, id, stream.as_raw_fd());
+                        let _ = connection(&state, &shared, index, &mut stream, id, generation).await;
+                        drop(open);
                     });
                 }
                 changed = generation.changed() => {
                     if changed.is_err() || *generation.borrow() != born {
-                        return; // killed: the listener closes
+                        // Killed: the listener closes (its socket was shut already).
+                        let mut state = lock(&state);
+                        let instance = &mut state.instances[index];
+                        if instance.listening == Some(listener.as_raw_fd()) {
+                            instance.listening = None;
+                        }
+                        return;
                     }
                 }
             }
         }
     });
     Ok(())
+}
+
+/// A connection known to its instance (its socket, its lock, its park) until it ends:
+/// dropped before the socket closes, so that a kill never shuts a descriptor that was
+/// closed and taken by another socket meanwhile.
+struct Open<'a> {
+    state: &'a Mutex<State>,
+    index: usize,
+    id: u32,
+}
+
+impl<'a> Open<'a> {
+    fn register(state: &'a Mutex<State>, index: usize, id: u32, fd: RawFd) -> Self {
+        let mut locked = lock(state);
+        let instance = &mut locked.instances[index];
+        if instance.alive {
+            instance.sockets.insert(id, fd);
+        }
+        Open { state, index, id }
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        let mut state = lock(self.state);
+        let instance = &mut state.instances[self.index];
+        instance.sockets.remove(&self.id);
+        instance.parked.remove(&self.id);
+        if instance.lock == Some(self.id) {
+            instance.lock = None;
+        }
+    }
 }
 
 /// Waits while the instance is frozen; false once it is killed.
@@ -439,7 +495,7 @@ async fn connection(
     state: &Arc<Mutex<State>>,
     shared: &Arc<Shared>,
     index: usize,
-    mut stream: TcpStream,
+    stream: &mut TcpStream,
     id: u32,
     mut generation: watch::Receiver<u64>,
 ) -> io::Result<()> {
@@ -449,8 +505,8 @@ async fn connection(
     let nonce = nonce();
     let mut out = Outgoing::new(0);
     out.packet(&greeting(VERSION, id, &nonce));
-    out.send(&mut stream).await?;
-    let (seq, response) = read_packet(&mut stream).await?;
+    out.send(stream).await?;
+    let (seq, response) = read_packet(stream).await?;
     let seq = seq.wrapping_add(1);
     let Some(login) = parse_login(&response) else {
         return Ok(());
@@ -462,11 +518,11 @@ async fn connection(
             "HY000",
             "the fleet simulator speaks no TLS",
         ));
-        out.send(&mut stream).await?;
+        out.send(stream).await?;
         return Ok(());
     }
     let user = login.user.clone();
-    let (token, seq) = native_password_token(&mut stream, login, &nonce, seq).await?;
+    let (token, seq) = native_password_token(stream, login, &nonce, seq).await?;
     let mut out = Outgoing::new(seq);
     if user != shared.options.user || token != native_token(&shared.options.password, &nonce) {
         out.packet(&err_payload(
@@ -474,15 +530,15 @@ async fn connection(
             "28000",
             &format!("Access denied for user '{user}'@'127.0.0.1' (using password: YES)"),
         ));
-        out.send(&mut stream).await?;
+        out.send(stream).await?;
         return Ok(());
     }
     out.packet(&ok_payload(0));
-    out.send(&mut stream).await?;
+    out.send(stream).await?;
 
     loop {
         let (seq, payload) = tokio::select! {
-            read = read_packet(&mut stream) => read?,
+            read = read_packet(stream) => read?,
             _ = generation.changed() => {
                 if !lock(state).instances[index].alive {
                     return Ok(());
@@ -552,7 +608,7 @@ async fn connection(
             }
             _ => out.packet(&err_payload(1047, "08S01", "Unknown command")),
         }
-        out.send(&mut stream).await?;
+        out.send(stream).await?;
     }
 }
 
