@@ -118,7 +118,7 @@ pub fn former_names(name: &str, recoveries: &[RecoveryRecord]) -> Vec<String> {
                 && record
                     .successor
                     .as_ref()
-                    .is_some_and(|s| s.to_string() == current)
+                    .is_some_and(|s| written_as(s, &current))
                 && record.cluster != current
                 && record.cluster == record.failed.to_string();
             if renamed && !names.contains(&record.cluster) {
@@ -129,6 +129,23 @@ pub fn former_names(name: &str, recoveries: &[RecoveryRecord]) -> Vec<String> {
         index += 1;
     }
     former
+}
+
+/// Whether `text` is `key` as it is written (`host:port`, `[v6]:port`), without writing
+/// it: this runs for every recorded recovery of every cluster a list shows.
+fn written_as(key: &InstanceKey, text: &str) -> bool {
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return false;
+    };
+    let host = if key.host.contains(':') {
+        host.strip_prefix('[').and_then(|h| h.strip_suffix(']'))
+    } else {
+        Some(host)
+    };
+    let canonical_port = port.bytes().all(|b| b.is_ascii_digit())
+        && (port == "0" || !port.starts_with('0'))
+        && port.parse::<u16>() == Ok(key.port);
+    host == Some(key.host.as_str()) && canonical_port
 }
 
 /// The newest recovery of the cluster (`names`: its name and former names; `members`)
@@ -429,6 +446,25 @@ mod tests {
         record.successor = Some(key(successor));
         record.status = status;
         record
+    }
+
+    #[test]
+    fn a_key_is_matched_as_written() {
+        let v4 = InstanceKey::new("10.0.0.1", 3306);
+        let v6 = InstanceKey::new("::1", 3306);
+        for (key, text, same) in [
+            (&v4, "10.0.0.1:3306", true),
+            (&v4, "10.0.0.1:03306", false),
+            (&v4, "10.0.0.1:+3306", false),
+            (&v4, "10.0.0.1:3307", false),
+            (&v4, "10.0.0.2:3306", false),
+            (&v4, "orders", false),
+            (&v6, "[::1]:3306", true),
+            (&v6, "::1:3306", false),
+        ] {
+            assert_eq!(written_as(key, text), same, "{key} as {text}");
+            assert_eq!(key.to_string() == text, same, "as Display writes it");
+        }
     }
 
     #[test]
