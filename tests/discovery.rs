@@ -438,8 +438,11 @@ async fn the_agent_keeps_one_connection_per_server_parked_between_probes(flavor:
     let watcher = watch(&topology, vec![topology.key("node1")], |_| {}).await;
     cluster_with(&watcher.api, 3).await;
     // The agent logs in as the test does: its sessions are the user's others, less the
-    // replication threads.
-    const AGENT_SESSIONS: &str = "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+    // replication threads. How many, and each as a person reads it (for a failure).
+    const AGENT_SESSIONS: &str = "SELECT CONCAT(COUNT(*), ' session(s): ', \
+         IFNULL(GROUP_CONCAT(CONCAT(ID, ' ', COMMAND, ' ', TIME, ' s ', IFNULL(STATE, ''), \
+         ': ', IFNULL(LEFT(INFO, 80), '')) SEPARATOR ' | '), '')) \
+         FROM information_schema.PROCESSLIST \
          WHERE USER = SUBSTRING_INDEX(USER(), '@', 1) AND ID <> CONNECTION_ID() \
          AND COMMAND NOT LIKE 'Binlog Dump%'";
     const PARKED: &str = "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
@@ -450,19 +453,35 @@ async fn the_agent_keeps_one_connection_per_server_parked_between_probes(flavor:
         })
         .await;
     }
+    // Two sessions may be seen for a moment: a probe asked for now runs on a connection
+    // of its own, and a connection the agent gave up on (a statement past its timeout,
+    // on a loaded machine) stays listed until its statement ends. Two sessions all along
+    // — a second connection kept beside the parked one — is what must never be.
     let until = Instant::now() + Duration::from_secs(3);
     let mut samples = 0;
+    let mut not_one: Vec<String> = Vec::new();
     while Instant::now() < until {
         for node in ["node1", "node2", "node3"] {
-            let sessions = topology.value(node, AGENT_SESSIONS).await;
-            assert_eq!(
-                sessions.as_deref(),
-                Some("1"),
-                "the agent's sessions on {node}"
+            let sessions = topology
+                .value(node, AGENT_SESSIONS)
+                .await
+                .unwrap_or_default();
+            assert!(
+                !sessions.starts_with("0 "),
+                "the agent has no session on {node}"
             );
+            if !sessions.starts_with("1 ") {
+                not_one.push(format!("{node}: {sessions}"));
+            }
             samples += 1;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(samples >= 9, "only {samples} samples in 3 s");
+    assert!(
+        not_one.len() * 5 <= samples,
+        "more than one agent session in {} of {samples} samples:\n{}",
+        not_one.len(),
+        not_one.join("\n")
+    );
 }
