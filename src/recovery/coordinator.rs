@@ -112,7 +112,7 @@ pub(crate) async fn pace(took: Duration) {
 /// runtime's other tasks handed to another thread meanwhile: on two cores, a worker
 /// busy judging would leave the probes and their parks' wake-ups to one, and the
 /// backlog would make every death that lands in it late news.
-pub(crate) fn off_the_workers<T>(work: impl FnOnce() -> T) -> T {
+fn off_the_workers<T>(work: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
         _ => work(),
