@@ -5,7 +5,10 @@ pub mod findings;
 pub mod problems;
 
 pub use findings::{cluster_findings, Finding, FindingCode, FindingRules, Severity};
-pub use problems::{cluster_problems, multiple_primaries, Problem, ProblemCode, ProblemRules};
+pub use problems::{
+    cluster_problems, cluster_problems_given, multiple_primaries, Problem, ProblemCode,
+    ProblemRules,
+};
 
 use serde::{Deserialize, Serialize};
 

@@ -7,7 +7,7 @@
 //! Pure: a cluster, the snapshot (which carries each replica's last-heard time) and
 //! `now` in, problems out.
 
-use super::findings::{cluster_findings, FindingCode, FindingRules};
+use super::findings::{cluster_findings, Finding, FindingCode, FindingRules};
 use crate::topology::cluster::{writable_root, ClusterAlias};
 use crate::topology::{
     ClusterTreeNode, ClusterView, Instance, InstanceKey, IoThreadState, Snapshot,
@@ -224,6 +224,19 @@ pub fn cluster_problems(
     rules: &ProblemRules,
     now: SystemTime,
 ) -> Vec<Problem> {
+    let findings = cluster_findings(cluster, snapshot, &rules.findings, now);
+    cluster_problems_given(cluster, snapshot, rules, now, &findings)
+}
+
+/// `cluster_problems`, for a caller that has the cluster's findings (judged with
+/// `rules.findings` at `now`) already.
+pub fn cluster_problems_given(
+    cluster: &ClusterView,
+    snapshot: &Snapshot,
+    rules: &ProblemRules,
+    now: SystemTime,
+    findings: &[Finding],
+) -> Vec<Problem> {
     let mut problems = Vec::new();
     let problem =
         |code, instance: &InstanceKey, related: Vec<InstanceKey>, explanation: String| Problem {
@@ -271,7 +284,7 @@ pub fn cluster_problems(
 
     // Per-instance problems from the findings; replicas of a dead primary are already
     // explained by the primary's problem.
-    for finding in cluster_findings(cluster, snapshot, &rules.findings, now) {
+    for finding in findings {
         let code = match finding.code {
             FindingCode::ErrantGtid => ProblemCode::ErrantGtid,
             FindingCode::ReplicationStopped
@@ -296,7 +309,7 @@ pub fn cluster_problems(
             code,
             &finding.instance,
             Vec::new(),
-            finding.message,
+            finding.message.clone(),
         ));
     }
     problems.sort_by_key(|p| (!p.code.needs_recovery(), p.code));

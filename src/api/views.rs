@@ -5,7 +5,8 @@
 //! recoveries on record, and `now`.
 
 use crate::analysis::{
-    cluster_findings, cluster_problems, summarize, Finding, HealthSummary, Problem, ProblemRules,
+    cluster_findings, cluster_problems_given, summarize, Finding, HealthSummary, Problem,
+    ProblemRules,
 };
 use crate::recovery::coverage::Coverage;
 use crate::store::recovery::{Downtime, RecoveryRecord, RecoveryStatus};
@@ -262,7 +263,7 @@ pub fn details_of(
         .iter()
         .map(|cluster| {
             let findings = cluster_findings(cluster, snapshot, &rules.findings, now);
-            let mut problems = cluster_problems(cluster, snapshot, rules, now);
+            let mut problems = cluster_problems_given(cluster, snapshot, rules, now, &findings);
             problems.extend(
                 doubled
                     .iter()

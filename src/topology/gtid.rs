@@ -316,12 +316,21 @@ impl GtidSet {
 
     /// Like `GTID_SUBSET(self, other)`: every transaction of `self` is in `other`.
     pub fn is_subset_of(&self, other: &GtidSet) -> bool {
+        self.is_subset_of_except(other, None)
+    }
+
+    /// Every transaction of `self` is in `other`, those numbered by `uuid` (under any
+    /// tag) aside: `self.subtract(other)` less `restricted_to_uuid(uuid)` is empty,
+    /// found without building either.
+    pub fn is_subset_of_except(&self, other: &GtidSet, uuid: Option<&str>) -> bool {
+        let uuid = uuid.map(str::trim);
         self.sources.iter().all(|(source, intervals)| {
-            other.sources.get(source).is_some_and(|superset| {
-                intervals
-                    .iter()
-                    .all(|interval| covers(superset, interval.start, interval.end))
-            })
+            uuid.is_some_and(|uuid| source.uuid.eq_ignore_ascii_case(uuid))
+                || other.sources.get(source).is_some_and(|superset| {
+                    intervals
+                        .iter()
+                        .all(|interval| covers(superset, interval.start, interval.end))
+                })
         })
     }
 }
@@ -1349,6 +1358,10 @@ mod tests {
             assert_canonical(&own);
             let own_model: Model = ma.iter().filter(|(s, _)| s.uuid() == U1).cloned().collect();
             prop_assert_eq!(expand(&own), own_model);
+            prop_assert_eq!(
+                sa.is_subset_of_except(&sb, Some(U1)),
+                difference.subtract(&difference.restricted_to_uuid(U1)).is_empty()
+            );
 
             for uuid in UUIDS {
                 for tag in TAGS {
