@@ -450,11 +450,11 @@ mod tests {
         let claims = Claims::new("db-ops-1 http://10.0.0.5:3000 */ DROP");
         let comment = claims.comment();
         assert!(!comment.contains("*/"), "{comment}");
-        let parked = format!("SELECT /* {comment} */ SLEEP(5)");
+        let parked = format!("DO /* {comment} */ SLEEP(5)");
         assert_eq!(
             agent_named_in(&parked).as_deref(),
             Some("db-ops-1 http://10.0.0.5:3000 / DROP")
         );
-        assert_eq!(agent_named_in("SELECT SLEEP(5)"), None);
+        assert_eq!(agent_named_in("DO SLEEP(5)"), None);
     }
 }

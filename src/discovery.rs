@@ -8,7 +8,7 @@
 //! publishes an immutable snapshot after every change.
 //!
 //! A death must be news at once, not at the next poll: between two probes the
-//! instance's connection is parked in `SELECT SLEEP(..)` until the next (the liveness
+//! instance's connection is parked in `DO SLEEP(..)` until the next (the liveness
 //! watch), and that query fails the moment the server's process dies. While a probe
 //! waits for a place the connection is not parked: a death then is news when the probe
 //! is sent (on an agent whose places are all busy, as at 10,000 instances on two cores,

@@ -446,7 +446,7 @@ async fn the_agent_keeps_one_connection_per_server_parked_between_probes(flavor:
          WHERE USER = SUBSTRING_INDEX(USER(), '@', 1) AND ID <> CONNECTION_ID() \
          AND COMMAND NOT LIKE 'Binlog Dump%'";
     const PARKED: &str = "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
-         WHERE ID <> CONNECTION_ID() AND INFO LIKE 'SELECT /* pointsman %SLEEP(%'";
+         WHERE ID <> CONNECTION_ID() AND INFO LIKE 'DO /* pointsman %SLEEP(%'";
     for node in ["node1", "node2", "node3"] {
         eventually(PATIENCE, &format!("the agent parked on {node}"), || async {
             (topology.try_value(node, PARKED).await.as_deref() == Some("1")).then_some(())

@@ -18,8 +18,8 @@
 
 use super::wire::{
     err_payload, greeting, native_password_token, native_token, nonce, ok_payload, ok_payload_then,
-    parse_login, read_packet, result_set, Outgoing, CLIENT_SSL, COM_INIT_DB, COM_PING, COM_QUERY,
-    COM_QUIT,
+    parse_login, read_packet, result_set, Columns, Outgoing, CLIENT_SSL, COM_INIT_DB, COM_PING,
+    COM_QUERY, COM_QUIT,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -123,7 +123,9 @@ struct State {
 /// The answers of the real server to copy, column by column.
 struct Templates {
     replica_status: Vec<(String, Option<String>)>,
+    replica_status_columns: Arc<Columns>,
     replicas: Vec<(String, Option<String>)>,
+    replicas_columns: Arc<Columns>,
 }
 
 /// A running fleet; dropping it stops every instance.
@@ -358,9 +360,16 @@ impl Templates {
             let text = std::fs::read_to_string(dir.join(name))?;
             Ok(vertical_rows(&text).into_iter().next().unwrap_or_default())
         };
+        let replica_status = first_row("healthy__node2__show-replica-status.txt")?;
+        let replicas = first_row("healthy__node1__show-replicas.txt")?;
+        let columns_of = |row: &[(String, Option<String>)]| {
+            Arc::new(Columns::named(row.iter().map(|(name, _)| name)))
+        };
         Ok(Templates {
-            replica_status: first_row("healthy__node2__show-replica-status.txt")?,
-            replicas: first_row("healthy__node1__show-replicas.txt")?,
+            replica_status_columns: columns_of(&replica_status),
+            replica_status,
+            replicas_columns: columns_of(&replicas),
+            replicas,
         })
     }
 }
@@ -567,7 +576,7 @@ async fn connection(
                     shared.answered.fetch_add(1, Ordering::Relaxed);
                     let answer = answer(&mut lock(state), &shared.templates, index, id, statement);
                     let answer = match answer {
-                        Answer::Sleep(duration, column) => {
+                        Answer::Sleep(duration) => {
                             // Parked: answered after `duration`, or never if it is killed.
                             // Nothing of the query is sent before it ends: a server
                             // sends a multi-statement query's results when it ends.
@@ -576,22 +585,14 @@ async fn connection(
                                 _ = killed(state, index, &mut generation) => return Ok(()),
                             }
                             lock(state).instances[index].parked.remove(&id);
-                            Answer::Rows(vec![column], vec![vec![Some("0".into())]])
+                            Answer::Ok
                         }
                         other => other,
                     };
                     let more = position < last;
                     match answer {
                         Answer::Ok => out.packet(&ok_payload_then(0, more)),
-                        Answer::Rows(columns, rows) => {
-                            let rows: Vec<Vec<Option<Vec<u8>>>> = rows
-                                .into_iter()
-                                .map(|row| {
-                                    row.into_iter().map(|v| v.map(String::into_bytes)).collect()
-                                })
-                                .collect();
-                            result_set(&mut out, &columns, &rows, more);
-                        }
+                        Answer::Rows(columns, rows) => result_set(&mut out, &columns, &rows, more),
                         Answer::Error(code, message) => {
                             if code == 1064 {
                                 let mut unknown =
@@ -602,7 +603,7 @@ async fn connection(
                             out.packet(&err_payload(code, "42000", &message));
                             break;
                         }
-                        Answer::Sleep(..) => unreachable!("answered above"),
+                        Answer::Sleep(_) => unreachable!("answered above"),
                     }
                 }
             }
@@ -623,17 +624,29 @@ async fn killed(state: &Mutex<State>, index: usize, generation: &mut watch::Rece
 
 enum Answer {
     Ok,
-    Rows(Vec<String>, Vec<Vec<Option<String>>>),
+    Rows(Arc<Columns>, Vec<Vec<Option<String>>>),
     Error(u16, String),
-    /// `SLEEP(seconds)`, with its column's name (the call as written).
-    Sleep(Duration, String),
+    /// `DO SLEEP(seconds)`: OK once it has slept.
+    Sleep(Duration),
 }
 
-fn one_row(pairs: Vec<(&str, Option<String>)>) -> Answer {
-    Answer::Rows(
-        pairs.iter().map(|(name, _)| name.to_string()).collect(),
-        vec![pairs.into_iter().map(|(_, value)| value).collect()],
-    )
+/// A result set of one row: `"column" => value, …`, the columns encoded once per call
+/// site.
+macro_rules! one_row {
+    ($($name:literal => $value:expr),+ $(,)?) => {{
+        static COLUMNS: std::sync::LazyLock<Arc<Columns>> =
+            std::sync::LazyLock::new(|| Arc::new(Columns::named([$($name),+])));
+        Answer::Rows(COLUMNS.clone(), vec![vec![$($value),+]])
+    }};
+}
+
+/// The columns `names`, encoded once per call site.
+macro_rules! columns {
+    ($($name:literal),+ $(,)?) => {{
+        static COLUMNS: std::sync::LazyLock<Arc<Columns>> =
+            std::sync::LazyLock::new(|| Arc::new(Columns::named([$($name),+])));
+        COLUMNS.clone()
+    }};
 }
 
 fn flag(on: bool) -> Option<String> {
@@ -682,29 +695,29 @@ fn answer(state: &mut State, templates: &Templates, index: usize, id: u32, query
     let q = query.trim();
     let lower = q.to_ascii_lowercase();
     if lower.starts_with("select @@max_allowed_packet") {
-        return one_row(vec![
-            ("@@max_allowed_packet", Some("67108864".into())),
-            ("@@wait_timeout", Some("28800".into())),
-        ]);
+        return one_row! {
+            "@@max_allowed_packet" => Some("67108864".into()),
+            "@@wait_timeout" => Some("28800".into()),
+        };
     }
     if lower == "select @@version as version" {
-        return one_row(vec![("version", Some(VERSION.into()))]);
+        return one_row! { "version" => Some(VERSION.into()) };
     }
     if lower.starts_with("select @@server_id as server_id, @@server_uuid") {
         let i = &state.instances[index];
-        return one_row(vec![
-            ("server_id", Some(i.server_id.to_string())),
-            ("server_uuid", Some(i.uuid.clone())),
-            ("version", Some(VERSION.into())),
-            ("read_only", flag(i.read_only)),
-            ("super_read_only", flag(i.super_read_only)),
-            ("log_bin", flag(true)),
-            ("binlog_format", Some("ROW".into())),
-            ("log_replica_updates", flag(true)),
-            ("gtid_mode", Some("ON".into())),
-            ("gtid_executed", Some(i.gtid_set())),
-            ("persisted_super_read_only", Some("ON".into())),
-        ]);
+        return one_row! {
+            "server_id" => Some(i.server_id.to_string()),
+            "server_uuid" => Some(i.uuid.clone()),
+            "version" => Some(VERSION.into()),
+            "read_only" => flag(i.read_only),
+            "super_read_only" => flag(i.super_read_only),
+            "log_bin" => flag(true),
+            "binlog_format" => Some("ROW".into()),
+            "log_replica_updates" => flag(true),
+            "gtid_mode" => Some("ON".into()),
+            "gtid_executed" => Some(i.gtid_set()),
+            "persisted_super_read_only" => Some("ON".into()),
+        };
     }
     if lower == "show replica status" {
         return replica_status(state, templates, index);
@@ -713,35 +726,34 @@ fn answer(state: &mut State, templates: &Templates, index: usize, id: u32, query
         let i = &state.instances[index];
         if i.source.is_none() {
             return Answer::Rows(
-                vec![
-                    "CHANNEL_NAME".into(),
-                    "COUNT_RECEIVED_HEARTBEATS".into(),
-                    "HEARTBEAT_INTERVAL".into(),
-                    "LAST_ERROR_NUMBER".into(),
-                    "LAST_ERROR_MESSAGE".into(),
-                ],
+                columns!(
+                    "CHANNEL_NAME",
+                    "COUNT_RECEIVED_HEARTBEATS",
+                    "HEARTBEAT_INTERVAL",
+                    "LAST_ERROR_NUMBER",
+                    "LAST_ERROR_MESSAGE",
+                ),
                 Vec::new(),
             );
         }
         // No applier worker of a simulated replica ever fails.
-        return one_row(vec![
-            ("CHANNEL_NAME", Some(String::new())),
-            ("COUNT_RECEIVED_HEARTBEATS", Some(i.heartbeats.to_string())),
-            ("HEARTBEAT_INTERVAL", Some("1.000".into())),
-            ("LAST_ERROR_NUMBER", None),
-            ("LAST_ERROR_MESSAGE", None),
-        ]);
+        return one_row! {
+            "CHANNEL_NAME" => Some(String::new()),
+            "COUNT_RECEIVED_HEARTBEATS" => Some(i.heartbeats.to_string()),
+            "HEARTBEAT_INTERVAL" => Some("1.000".into()),
+            "LAST_ERROR_NUMBER" => None,
+            "LAST_ERROR_MESSAGE" => None,
+        };
     }
     if lower.starts_with("show global variables like 'rpl_semi_sync")
         || lower.starts_with("show global status like 'rpl_semi_sync")
     {
-        return Answer::Rows(vec!["Variable_name".into(), "Value".into()], Vec::new());
+        return Answer::Rows(columns!("Variable_name", "Value"), Vec::new());
     }
     if lower == "show replicas" {
         let replicas: Vec<usize> = (0..state.instances.len())
             .filter(|r| state.instances[*r].source == Some(index) && state.instances[*r].alive)
             .collect();
-        let columns: Vec<String> = templates.replicas.iter().map(|(n, _)| n.clone()).collect();
         let rows = replicas
             .iter()
             .map(|r| {
@@ -760,7 +772,7 @@ fn answer(state: &mut State, templates: &Templates, index: usize, id: u32, query
                     .collect()
             })
             .collect();
-        return Answer::Rows(columns, rows);
+        return Answer::Rows(templates.replicas_columns.clone(), rows);
     }
     if lower.starts_with("select host from information_schema.processlist") {
         let rows = (0..state.instances.len())
@@ -777,7 +789,7 @@ fn answer(state: &mut State, templates: &Templates, index: usize, id: u32, query
                 ))]
             })
             .collect();
-        return Answer::Rows(vec!["HOST".into()], rows);
+        return Answer::Rows(columns!("HOST"), rows);
     }
     if lower.starts_with("select get_lock('pointsman.agent'") {
         let i = &mut state.instances[index];
@@ -788,7 +800,7 @@ fn answer(state: &mut State, templates: &Templates, index: usize, id: u32, query
             }
             Some(holder) => holder == id,
         };
-        return one_row(vec![("got", flag(got))]);
+        return one_row! { "got" => flag(got) };
     }
     if lower.starts_with("do release_lock('pointsman.agent')") {
         let i = &mut state.instances[index];
@@ -802,14 +814,14 @@ fn answer(state: &mut State, templates: &Templates, index: usize, id: u32, query
     {
         let i = &state.instances[index];
         return match i.lock {
-            Some(holder) => one_row(vec![
-                ("host", Some("127.0.0.1:50000".into())),
-                ("info", i.parked.get(&holder).cloned()),
-            ]),
-            None => Answer::Rows(vec!["host".into(), "info".into()], Vec::new()),
+            Some(holder) => one_row! {
+                "host" => Some("127.0.0.1:50000".into()),
+                "info" => i.parked.get(&holder).cloned(),
+            },
+            None => Answer::Rows(columns!("host", "info"), Vec::new()),
         };
     }
-    if lower.starts_with("select /*") && lower.contains("sleep(") {
+    if lower.starts_with("do /*") && lower.contains("sleep(") {
         let argument = lower
             .rsplit("sleep(")
             .next()
@@ -818,21 +830,18 @@ fn answer(state: &mut State, templates: &Templates, index: usize, id: u32, query
             .trim();
         let seconds: f64 = argument.parse().unwrap_or(1.0);
         state.instances[index].parked.insert(id, q.to_string());
-        return Answer::Sleep(
-            Duration::from_secs_f64(seconds.max(0.0)),
-            format!("SLEEP({argument})"),
-        );
+        return Answer::Sleep(Duration::from_secs_f64(seconds.max(0.0)));
     }
     if lower.starts_with("select @@global.tls_version") {
-        return one_row(vec![("tls", flag(false))]);
+        return one_row! { "tls" => flag(false) };
     }
     if lower == "select @@global.gtid_executed as g" {
-        return one_row(vec![("g", Some(state.instances[index].gtid_set()))]);
+        return one_row! { "g" => Some(state.instances[index].gtid_set()) };
     }
     if lower.starts_with("select wait_for_executed_gtid_set(") {
         let wanted = quoted_after(q, "WAIT_FOR_EXECUTED_GTID_SET(").unwrap_or_default();
         let done = state.instances[index].has_executed(wanted);
-        return one_row(vec![("r", Some(if done { "0" } else { "1" }.into()))]);
+        return one_row! { "r" => Some(if done { "0" } else { "1" }.into()) };
     }
     if let Some(rest) = lower.strip_prefix("stop replica") {
         let i = &mut state.instances[index];
@@ -897,11 +906,7 @@ fn answer(state: &mut State, templates: &Templates, index: usize, id: u32, query
 
 /// SHOW REPLICA STATUS as MySQL 9.7 answers it, with this replica's values.
 fn replica_status(state: &State, templates: &Templates, index: usize) -> Answer {
-    let columns: Vec<String> = templates
-        .replica_status
-        .iter()
-        .map(|(n, _)| n.clone())
-        .collect();
+    let columns = templates.replica_status_columns.clone();
     let i = &state.instances[index];
     let Some(source_index) = i.source else {
         return Answer::Rows(columns, Vec::new());

@@ -335,29 +335,45 @@ pub fn parse_login(payload: &[u8]) -> Option<Login> {
 
 /// A text result set: the column count, the columns, EOF, the rows, EOF.
 pub fn rows_packets(out: &mut Outgoing, columns: &[String], rows: &[Vec<Option<Vec<u8>>>]) {
-    result_set(out, columns, rows, false);
+    result_set(out, &Columns::named(columns), rows, false);
+}
+
+/// The column definitions of a result set, encoded once: a simulator answering
+/// thousands of probes a second sends the same ones again and again.
+pub struct Columns(Vec<Vec<u8>>);
+
+impl Columns {
+    pub fn named<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> Columns {
+        Columns(
+            names
+                .into_iter()
+                .map(|name| column_payload(name.as_ref()))
+                .collect(),
+        )
+    }
 }
 
 /// A text result set of a query of several statements; `more`: another follows (its
 /// last EOF says SERVER_MORE_RESULTS_EXISTS).
-pub fn result_set(
+pub fn result_set<V: AsRef<[u8]>>(
     out: &mut Outgoing,
-    columns: &[String],
-    rows: &[Vec<Option<Vec<u8>>>],
+    columns: &Columns,
+    rows: &[Vec<Option<V>>],
     more: bool,
 ) {
     let mut count = Vec::new();
-    put_lenenc_int(&mut count, columns.len() as u64);
+    put_lenenc_int(&mut count, columns.0.len() as u64);
     out.packet(&count);
-    for column in columns {
-        out.packet(&column_payload(column));
+    for column in &columns.0 {
+        out.packet(column);
     }
     out.packet(&eof_payload());
+    let mut p = Vec::new();
     for row in rows {
-        let mut p = Vec::new();
+        p.clear();
         for value in row {
             match value {
-                Some(bytes) => put_lenenc_bytes(&mut p, bytes),
+                Some(bytes) => put_lenenc_bytes(&mut p, bytes.as_ref()),
                 None => p.push(0xfb),
             }
         }
