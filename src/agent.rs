@@ -15,6 +15,7 @@ use crate::recovery::coordinator::Coordinator;
 use crate::recovery::execute::Executor;
 use crate::recovery::hooks::Hooks;
 use crate::recovery::journal_mirror::JournalMirror;
+use crate::recovery::lane::Lane;
 use crate::routing::{self, RunningRouting};
 use crate::store::retention::Retention;
 use crate::store::{Store, StoreError};
@@ -38,6 +39,10 @@ pub enum AgentError {
     Routing(#[from] routing::StartError),
     #[error("ha: {0}")]
     Lease(#[from] LeaseError),
+    #[error(
+        "cannot start the thread recoveries run on: {0} (is the machine out of threads or memory?)"
+    )]
+    Lane(std::io::Error),
 }
 
 /// A started agent.
@@ -55,6 +60,8 @@ pub struct RunningAgent {
     stop: oneshot::Sender<()>,
     stopping: tokio::sync::watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
+    /// Where recoveries run; what still runs there is dropped with the agent.
+    _lane: Lane,
 }
 
 impl RunningAgent {
@@ -115,6 +122,7 @@ impl RunningAgent {
             heartbeat_period: config.recovery.heartbeat_period.0,
             lease: lease.clone(),
         };
+        let lane = Lane::start().map_err(AgentError::Lane)?;
         let discovery = discovery::start(options, settings.seeds(), store.clone());
         let rules = ProblemRules::from_config(config);
         let routing = routing::start(
@@ -140,6 +148,7 @@ impl RunningAgent {
             routing.routing.clone(),
             journal_mirror(settings)?,
             config.recovery.auto_rejoin,
+            lane.handle(),
         );
         tokio::spawn(coordinator.clone().run());
         let store_watch = tokio::spawn(watch_store(store.clone()));
@@ -203,6 +212,7 @@ impl RunningAgent {
             stop,
             stopping: stopping_tx,
             server,
+            _lane: lane,
         })
     }
 
@@ -210,7 +220,8 @@ impl RunningAgent {
     /// agent takes over at once, stops the API server and waits for it, then ends
     /// discovery (every instance's watch, closing its connection — the
     /// coordinator ends with it), the routing engine and its DNS responder, the store
-    /// watch and its pruning.
+    /// watch and its pruning. A recovery still running is dropped with the agent's
+    /// recovery lane, as when the process ends: its journal settles it later.
     pub async fn stop(self) -> Result<(), AgentError> {
         self.lease.clone().stop().await;
         let _ = self.stopping.send(true);

@@ -12,6 +12,7 @@ use super::coverage::{uncovered, Coverage, CoverageState, GateFacts, Uncovered};
 use super::execute::{Executor, StepLog};
 use super::hooks::{run_hooks, HookContext, HookPoint, HookRun, Hooks};
 use super::journal_mirror::JournalMirror;
+use super::lane::LaneHandle;
 use super::plan::{plan_promotion, PlanError, PromotionPolicy};
 use super::roles::{restarted_without_failover, unpersisted, WriterMemory};
 use crate::analysis::{cluster_problems, multiple_primaries, Problem, ProblemCode, ProblemRules};
@@ -32,6 +33,8 @@ use std::time::{Duration, Instant, SystemTime};
 /// (a new quick round at most every `CONFIRM_AGAIN` while the suspicion lasts).
 const CONFIRM_FOR: Duration = Duration::from_secs(10);
 const CONFIRM_AGAIN: Duration = Duration::from_secs(60);
+/// One round of that quick confirmation: the replicas probed again, at most this often.
+const CONFIRM_ROUND: Duration = Duration::from_millis(50);
 
 /// How often the coordinator judges even when no new snapshot arrived.
 const JUDGE_EVERY: Duration = Duration::from_millis(100);
@@ -60,6 +63,8 @@ pub struct Coordinator {
     /// `recovery.auto_rejoin`: fenced old primaries with nothing their successor lacks
     /// are re-attached by the agent itself.
     pub auto_rejoin: bool,
+    /// Where a lost primary's confirmation and the recoveries run (`lane`).
+    lane: LaneHandle,
     state: Mutex<State>,
 }
 
@@ -186,9 +191,11 @@ impl Coordinator {
         routing: Routing,
         mirror: Option<Arc<JournalMirror>>,
         auto_rejoin: bool,
+        lane: LaneHandle,
     ) -> Arc<Self> {
         Arc::new(Self {
             auto_rejoin,
+            lane,
             discovery,
             store,
             executor,
@@ -459,11 +466,15 @@ impl Coordinator {
         let this = self.clone();
         let name = cluster.name.clone();
         let replicas = problem.related.clone();
-        tokio::spawn(async move {
+        self.lane.spawn(async move {
             let started = Instant::now();
             while started.elapsed() < CONFIRM_FOR {
-                this.discovery.probe_now(replicas.clone());
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Judged as soon as every replica has answered (or after the round's
+                // 50 ms), and a new round no sooner than 50 ms after the last began.
+                let round = tokio::time::Instant::now() + CONFIRM_ROUND;
+                this.discovery
+                    .probe_and_wait(replicas.clone(), CONFIRM_ROUND)
+                    .await;
                 let snapshot = this.discovery.snapshot();
                 // This cluster only: judging the whole fleet every 50 ms, for each
                 // suspicion, starved everything else on a large one.
@@ -485,6 +496,7 @@ impl Coordinator {
                     this.consider(&snapshot);
                     return;
                 }
+                tokio::time::sleep_until(round).await;
             }
         });
     }
@@ -868,7 +880,7 @@ impl Coordinator {
             return;
         }
         let this = self.clone();
-        tokio::spawn(async move {
+        self.lane.spawn(async move {
             this.recover(cluster, problem, trigger, to).await;
         });
     }

@@ -273,6 +273,7 @@ impl FakeTopology {
             routing,
             None,
             false,
+            crate::recovery::lane::LaneHandle::default(),
         )
     }
 

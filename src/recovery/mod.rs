@@ -4,7 +4,8 @@
 //! whose agent stopped part-way, `coverage` says whether a failure would be recovered
 //! automatically now, `roles` keeps each server's read-only role across its
 //! own restarts, and `operate` runs an operator's single-instance actions (relocate,
-//! replication, read_only). `fake` is an in-memory topology behind the server edge
+//! replication, read_only). `lane` is the runtime a recovery runs on, apart from the
+//! polling. `fake` is an in-memory topology behind the server edge
 //! (`mysql::edge`), for the unit tests of the executor, the coordinator's failover, the
 //! switchover and resumption.
 
@@ -17,6 +18,7 @@ pub mod execute;
 pub(crate) mod fake;
 pub mod hooks;
 pub mod journal_mirror;
+pub mod lane;
 pub mod operate;
 pub mod orchestrator_hooks;
 pub mod plan;
