@@ -244,9 +244,9 @@ impl Connection {
 
 /// The statement a connection parks in: it names the agent in the processlist, and it
 /// fails the moment the server's process dies. `DO`, not `SELECT`: the server answers
-/// with one OK packet instead of a result set (a column, a row and two EOFs), which is
-/// a fifth of the packets the agent reads for every park, every second, on every
-/// instance. Milliseconds, as both flavours' SLEEP takes fractions of a second.
+/// with one OK packet instead of five (a column count, a column, an EOF, a row and an
+/// EOF), every second on every instance. Milliseconds, as both flavours' SLEEP takes
+/// fractions of a second.
 fn park_statement(period: Duration, comment: &str) -> String {
     format!(
         "DO /* {comment} */ SLEEP({}.{:03})",
