@@ -2,12 +2,17 @@
 //! clusters on every snapshot cost more than probing them, so every cluster is judged
 //! at least every [`JUDGE_ALL_EVERY`] and whenever this agent starts or stops leading;
 //! between those, only the clusters with something wrong at their last judgement, a
-//! second primary, or a member probed since. "Probed since" is read from the
-//! snapshot's version index (`Snapshot::changed_since`), so the cost follows what
-//! changed, not the size of the fleet. Pure: the coordinator owns one `Calm`.
+//! second primary, or a member that changed in substance since it was last looked at
+//! (`substance`: whether it answers, its role, its replication threads, source and
+//! errors — not the transactions and positions that move with every probe, whose
+//! findings, lag and errant transactions, wait for the next judgement of all). "Since"
+//! is read from the snapshot's version index (`Snapshot::changed_since`), so the cost
+//! follows what changed, not the size of the fleet. Pure: the coordinator owns one
+//! `Calm`.
 
-use crate::topology::{ClusterView, InstanceKey, Snapshot};
+use crate::topology::{ClusterView, Instance, InstanceKey, Snapshot};
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +30,8 @@ pub struct Calm {
     seen: Option<(u64, u64)>,
     /// Clusters not found healthy at their last judgement: judged every time.
     unsettled: HashSet<String>,
+    /// Each instance's `substance` when it was last looked at.
+    looked_at: HashMap<InstanceKey, u64>,
     /// Which cluster each instance and each name is in, for the grouping it was made
     /// from (rebuilt only when the grouping changes).
     index: Option<Index>,
@@ -78,6 +85,11 @@ impl Calm {
             self.all_at = Some(now);
             self.leading = leading;
             self.unsettled.clear();
+            self.looked_at = snapshot
+                .instances
+                .iter()
+                .map(|(key, instance)| (key.clone(), substance(instance)))
+                .collect();
             return (0..clusters.len()).collect();
         };
         if !self
@@ -92,6 +104,13 @@ impl Calm {
         };
         let mut chosen = BTreeSet::new();
         for key in snapshot.changed_since(since) {
+            let now = snapshot.get(key).map(substance);
+            if now.is_some() && self.looked_at.get(key) == now.as_ref() {
+                continue;
+            }
+            if let Some(now) = now {
+                self.looked_at.insert(key.clone(), now);
+            }
             chosen.extend(index.by_member.get(key));
         }
         for name in self.unsettled.iter() {
@@ -112,6 +131,44 @@ impl Calm {
             self.unsettled.insert(cluster.to_string());
         }
     }
+}
+
+/// What of an instance can turn its cluster's verdict at once, as one number: whether
+/// it answers, its role and read_only, its semi-sync state, the replicas it names, and
+/// as a replica its source, threads, errors and configured delay. Left out: what moves
+/// with every probe (executed and received transactions, log positions, lag,
+/// heartbeats, when it was seen) — judged at the next judgement of all, within
+/// [`JUDGE_ALL_EVERY`].
+fn substance(instance: &Instance) -> u64 {
+    let mut hash = std::collections::hash_map::DefaultHasher::new();
+    instance.unreachable_since.is_some().hash(&mut hash);
+    if let Some(facts) = &instance.facts {
+        facts.server_id.hash(&mut hash);
+        facts.server_uuid.hash(&mut hash);
+        facts.read_only.hash(&mut hash);
+        facts.super_read_only.hash(&mut hash);
+        facts.persisted_read_only.hash(&mut hash);
+        facts.log_bin.hash(&mut hash);
+        facts.log_replica_updates.hash(&mut hash);
+        let semi = &facts.semi_sync;
+        (semi.source_enabled, semi.replica_enabled).hash(&mut hash);
+        (semi.source_active, semi.replica_active).hash(&mut hash);
+        (semi.source_clients, semi.timeout_ms).hash(&mut hash);
+        facts.replicas.hash(&mut hash);
+        if let Some(replication) = &facts.replication {
+            replication.source.hash(&mut hash);
+            replication.source_server_id.hash(&mut hash);
+            std::mem::discriminant(&replication.io_running).hash(&mut hash);
+            replication.sql_running.hash(&mut hash);
+            replication.last_io_errno.hash(&mut hash);
+            replication.last_sql_errno.hash(&mut hash);
+            replication.sql_delay.hash(&mut hash);
+            replication.gtid_auto_position.hash(&mut hash);
+        }
+    } else {
+        0xfac7_u16.hash(&mut hash);
+    }
+    hash.finish()
 }
 
 #[cfg(test)]
@@ -140,8 +197,22 @@ mod tests {
         (snapshot, clusters)
     }
 
+    /// A probe result of `port` in which `change` happened (or nothing, when it does
+    /// nothing), as discovery applies it: the facts, then a new version.
+    fn probed(
+        snapshot: &mut Snapshot,
+        port: u16,
+        version: u64,
+        change: impl FnOnce(&mut Instance),
+    ) {
+        if let Some(instance) = snapshot.get_mut(&key(port)) {
+            change(instance);
+        }
+        snapshot.set_version(&key(port), version);
+    }
+
     #[test]
-    fn a_healthy_cluster_is_judged_again_only_when_a_member_is_probed() {
+    fn a_healthy_cluster_is_judged_again_only_when_a_member_changed_in_substance() {
         let (mut snapshot, clusters) = fleet();
         let of_3 = clusters
             .iter()
@@ -166,11 +237,27 @@ mod tests {
             "nothing changed"
         );
 
-        snapshot.set_version(&key(4), 5);
+        probed(&mut snapshot, 4, 5, |replica| {
+            let facts = replica.facts.as_mut().expect("facts");
+            if let Some(replication) = facts.replication.as_mut() {
+                replication.seconds_behind_source = Some(7);
+                replication.read_source_log_pos += 1000;
+            }
+        });
+        assert!(
+            choose(&mut calm, &snapshot, true, 15).is_empty(),
+            "4 was probed, and only its progress moved"
+        );
+        probed(&mut snapshot, 4, 6, |replica| {
+            let facts = replica.facts.as_mut().expect("facts");
+            if let Some(replication) = facts.replication.as_mut() {
+                replication.sql_running = false;
+            }
+        });
         assert_eq!(
             choose(&mut calm, &snapshot, true, 20),
             vec![of_3],
-            "4 was probed"
+            "4's SQL thread stopped"
         );
         calm.judged(&clusters[of_3].name, false);
         assert_eq!(
@@ -190,6 +277,52 @@ mod tests {
             choose(&mut calm, &snapshot, false, 1_050),
             vec![0, 1],
             "a second on: all of them"
+        );
+    }
+
+    #[test]
+    fn a_member_that_stops_answering_is_judged_at_once_and_again_when_it_answers() {
+        let (mut snapshot, clusters) = fleet();
+        let of_1 = clusters
+            .iter()
+            .position(|c| c.primary == key(1))
+            .expect("the cluster of 1");
+        let mut calm = Calm::default();
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        calm.to_judge(&clusters, &snapshot, [], true, at(0));
+        for cluster in clusters.iter() {
+            calm.judged(&cluster.name, true);
+        }
+        probed(&mut snapshot, 1, 5, |primary| {
+            primary.unreachable_since = Some(std::time::SystemTime::now());
+        });
+        assert_eq!(
+            calm.to_judge(&clusters, &snapshot, [], true, at(10)),
+            vec![of_1],
+            "the primary stopped answering"
+        );
+        // Judged with everything else a second on, still not answering...
+        assert_eq!(
+            calm.to_judge(&clusters, &snapshot, [], true, at(1_010))
+                .len(),
+            clusters.len()
+        );
+        for cluster in clusters.iter() {
+            calm.judged(&cluster.name, true);
+        }
+        probed(&mut snapshot, 1, 6, |_| {});
+        assert!(calm
+            .to_judge(&clusters, &snapshot, [], true, at(1_020))
+            .is_empty());
+        // ...and at once when it answers again.
+        probed(&mut snapshot, 1, 7, |primary| {
+            primary.unreachable_since = None
+        });
+        assert_eq!(
+            calm.to_judge(&clusters, &snapshot, [], true, at(1_030)),
+            vec![of_1],
+            "the primary answers again"
         );
     }
 
