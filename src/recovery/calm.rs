@@ -197,6 +197,21 @@ mod tests {
         (snapshot, clusters)
     }
 
+    /// Where the cluster whose primary is `port` is in `clusters`.
+    fn cluster_of(clusters: &[ClusterView], port: u16) -> usize {
+        clusters
+            .iter()
+            .position(|c| c.primary == key(port))
+            .expect("a cluster of that primary")
+    }
+
+    /// Every cluster judged, and found healthy.
+    fn all_healthy(calm: &mut Calm, clusters: &[ClusterView]) {
+        for cluster in clusters {
+            calm.judged(&cluster.name, true);
+        }
+    }
+
     /// A probe result of `port` in which `change` happened (or nothing, when it does
     /// nothing), as discovery applies it: the facts, then a new version.
     fn probed(
@@ -214,10 +229,7 @@ mod tests {
     #[test]
     fn a_healthy_cluster_is_judged_again_only_when_a_member_changed_in_substance() {
         let (mut snapshot, clusters) = fleet();
-        let of_3 = clusters
-            .iter()
-            .position(|c| c.primary == key(3))
-            .expect("the cluster of 3");
+        let of_3 = cluster_of(&clusters, 3);
         let mut calm = Calm::default();
         let start = Instant::now();
         let choose = |calm: &mut Calm, snapshot: &Snapshot, leading: bool, after_ms: u64| {
@@ -229,9 +241,7 @@ mod tests {
             vec![0, 1],
             "at first: all"
         );
-        for cluster in clusters.iter() {
-            calm.judged(&cluster.name, true);
-        }
+        all_healthy(&mut calm, &clusters);
         assert!(
             choose(&mut calm, &snapshot, true, 10).is_empty(),
             "nothing changed"
@@ -283,17 +293,12 @@ mod tests {
     #[test]
     fn a_member_that_stops_answering_is_judged_at_once_and_again_when_it_answers() {
         let (mut snapshot, clusters) = fleet();
-        let of_1 = clusters
-            .iter()
-            .position(|c| c.primary == key(1))
-            .expect("the cluster of 1");
+        let of_1 = cluster_of(&clusters, 1);
         let mut calm = Calm::default();
         let start = Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
         calm.to_judge(&clusters, &snapshot, [], true, at(0));
-        for cluster in clusters.iter() {
-            calm.judged(&cluster.name, true);
-        }
+        all_healthy(&mut calm, &clusters);
         probed(&mut snapshot, 1, 5, |primary| {
             primary.unreachable_since = Some(std::time::SystemTime::now());
         });
@@ -308,9 +313,7 @@ mod tests {
                 .len(),
             clusters.len()
         );
-        for cluster in clusters.iter() {
-            calm.judged(&cluster.name, true);
-        }
+        all_healthy(&mut calm, &clusters);
         probed(&mut snapshot, 1, 6, |_| {});
         assert!(calm
             .to_judge(&clusters, &snapshot, [], true, at(1_020))
