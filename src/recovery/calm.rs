@@ -212,6 +212,15 @@ mod tests {
         }
     }
 
+    /// A replica's replication status, to change.
+    fn replication_of(replica: &mut Instance) -> &mut crate::topology::ReplicationStatus {
+        replica
+            .facts
+            .as_mut()
+            .and_then(|facts| facts.replication.as_mut())
+            .expect("a replica's replication status")
+    }
+
     /// A probe result of `port` in which `change` happened (or nothing, when it does
     /// nothing), as discovery applies it: the facts, then a new version.
     fn probed(
@@ -248,21 +257,16 @@ mod tests {
         );
 
         probed(&mut snapshot, 4, 5, |replica| {
-            let facts = replica.facts.as_mut().expect("facts");
-            if let Some(replication) = facts.replication.as_mut() {
-                replication.seconds_behind_source = Some(7);
-                replication.read_source_log_pos += 1000;
-            }
+            let replication = replication_of(replica);
+            replication.seconds_behind_source = Some(7);
+            replication.read_source_log_pos += 1000;
         });
         assert!(
             choose(&mut calm, &snapshot, true, 15).is_empty(),
             "4 was probed, and only its progress moved"
         );
         probed(&mut snapshot, 4, 6, |replica| {
-            let facts = replica.facts.as_mut().expect("facts");
-            if let Some(replication) = facts.replication.as_mut() {
-                replication.sql_running = false;
-            }
+            replication_of(replica).sql_running = false
         });
         assert_eq!(
             choose(&mut calm, &snapshot, true, 20),
