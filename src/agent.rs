@@ -121,6 +121,7 @@ impl RunningAgent {
             verify_timeout: config.recovery.verify_timeout.0,
             heartbeat_period: config.recovery.heartbeat_period.0,
             lease: lease.clone(),
+            kept: None,
         };
         let lane = Lane::start().map_err(AgentError::Lane)?;
         let discovery = discovery::start(options, settings.seeds(), store.clone());

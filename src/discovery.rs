@@ -14,7 +14,8 @@
 //! is sent (on an agent whose places are all busy, as at 10,000 instances on two cores,
 //! that can be hundreds of ms). `probe_now` lets the recovery logic re-read
 //! the replicas of a primary it just lost without waiting: on a connection of its own
-//! while the instance's is parked.
+//! while the instance's is parked; `probe_here_and_wait` does so from the caller's own
+//! runtime (the recovery lane), so those probes do not queue behind the polling.
 
 use crate::claims::Claims;
 use crate::mysql::probe::{self, probe};
@@ -52,6 +53,7 @@ pub struct DiscoveryHandle {
     commands: mpsc::Sender<Command>,
     options: DiscoveryOptions,
     clusters: Arc<ClusterMemo>,
+    here: Arc<ProbesHere>,
 }
 
 enum Command {
@@ -106,12 +108,18 @@ pub fn start(options: DiscoveryOptions, seeds: Vec<InstanceKey>, store: Store) -
         refused: Default::default(),
         applied: 0,
     };
+    let here = Arc::new(ProbesHere {
+        places: owner.places.urgent.clone(),
+        reports: owner.reports.urgent.clone(),
+        running: Default::default(),
+    });
     tokio::spawn(owner.run(seeds, command_rx, report_rx, urgent_rx));
     DiscoveryHandle {
         clusters: Arc::default(),
         snapshots: snapshot_rx,
         commands: command_tx,
         options,
+        here,
     }
 }
 
@@ -174,27 +182,29 @@ impl DiscoveryHandle {
     /// judged on the first action's result, not on the poll before it.
     pub async fn probe_and_wait(&self, keys: Vec<InstanceKey>, within: Duration) {
         let since = SystemTime::now();
-        let mut snapshots = self.subscribe();
+        let snapshots = self.subscribe();
         self.probe_now(keys.clone());
-        let fresh = |snapshot: &Snapshot| {
-            keys.iter().all(|key| {
-                snapshot.get(key).is_some_and(|instance| {
-                    let probe_started = instance.last_seen.map(|seen| {
-                        seen - Duration::from_millis(instance.probe_millis.unwrap_or(0))
-                    });
-                    probe_started.is_some_and(|started| started >= since)
-                        || instance.last_failure.is_some_and(|failed| failed >= since)
-                })
-            })
-        };
-        let _ = tokio::time::timeout(within, async {
-            while !fresh(&snapshots.borrow_and_update()) {
-                if snapshots.changed().await.is_err() {
-                    return;
-                }
-            }
-        })
-        .await;
+        until_probed_since(snapshots, &keys, since, within).await;
+    }
+
+    /// As `probe_and_wait`, but the probes run on the caller's runtime (each on a
+    /// connection of its own, through the urgent places), not in the instances' watches:
+    /// a lost primary's confirmation, on the recovery lane, does not wait for the busy
+    /// runtime of a large fleet's polling to send and read its probes. An instance
+    /// whose probe from here is still running is not probed a second time.
+    pub async fn probe_here_and_wait(&self, keys: Vec<InstanceKey>, within: Duration) {
+        let since = SystemTime::now();
+        let snapshots = self.subscribe();
+        for key in &keys {
+            let Some(running) = self.here.start(key) else {
+                continue;
+            };
+            let connect = self.options.connect.clone();
+            tokio::spawn(async move {
+                running.probe(&connect).await;
+            });
+        }
+        until_probed_since(snapshots, &keys, since, within).await;
     }
 
     /// Ends discovery: every instance's watch, with its connection; the
@@ -216,6 +226,94 @@ impl DiscoveryHandle {
             .map_err(|_| DiscoverError::Stopped)?;
         wait.await.map_err(|_| DiscoverError::Stopped)
     }
+}
+
+/// Waits (at most `within`) until `snapshots` holds a probe of every key that started
+/// at or after `since`, or a failure since then.
+async fn until_probed_since(
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    keys: &[InstanceKey],
+    since: SystemTime,
+    within: Duration,
+) {
+    let fresh = |snapshot: &Snapshot| {
+        keys.iter().all(|key| {
+            snapshot.get(key).is_some_and(|instance| {
+                let probe_started = instance
+                    .last_seen
+                    .map(|seen| seen - Duration::from_millis(instance.probe_millis.unwrap_or(0)));
+                probe_started.is_some_and(|started| started >= since)
+                    || instance.last_failure.is_some_and(|failed| failed >= since)
+            })
+        })
+    };
+    let _ = tokio::time::timeout(within, async {
+        while !fresh(&snapshots.borrow_and_update()) {
+            if snapshots.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
+/// Probes run by callers themselves (`probe_here_and_wait`), their results sent to the
+/// owner as urgent ones.
+struct ProbesHere {
+    places: Arc<Semaphore>,
+    reports: mpsc::Sender<ProbeReport>,
+    /// The instances being probed from here now.
+    running: std::sync::Mutex<std::collections::HashSet<InstanceKey>>,
+}
+
+impl ProbesHere {
+    /// Marks `key` as probed from here; `None` when it already is.
+    fn start(self: &Arc<Self>, key: &InstanceKey) -> Option<ProbeHere> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.insert(key.clone()).then(|| ProbeHere {
+            here: self.clone(),
+            key: key.clone(),
+        })
+    }
+}
+
+/// One probe from here; its instance is unmarked when it ends or is dropped.
+struct ProbeHere {
+    here: Arc<ProbesHere>,
+    key: InstanceKey,
+}
+
+impl ProbeHere {
+    async fn probe(&self, connect: &ConnectSettings) {
+        let Ok(_permit) = self.here.places.acquire().await else {
+            return;
+        };
+        tracing::trace!(instance = %self.key, "probing now, as asked, from the caller");
+        let report = probe_aside(&self.key, connect).await;
+        tracing::trace!(instance = %self.key, ok = report.outcome.is_ok(), "probed as asked");
+        let _ = self.here.reports.send(report).await;
+    }
+}
+
+impl Drop for ProbeHere {
+    fn drop(&mut self) {
+        let mut running = self.here.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.remove(&self.key);
+    }
+}
+
+/// One probe on a connection of its own, closed after it.
+async fn probe_aside(key: &InstanceKey, connect: &ConnectSettings) -> ProbeReport {
+    let started = tokio::time::Instant::now();
+    let outcome = async {
+        let mut conn = Connection::open(key, connect).await?;
+        let facts = probe::probe(&mut conn).await;
+        let took = started.elapsed();
+        conn.close().await;
+        facts.map(|facts| (facts, took))
+    }
+    .await;
+    ProbeReport::new(key, outcome)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -304,6 +402,7 @@ impl Owner {
                 Some(report) = urgent.recv() => {
                     self.apply(report);
                     self.apply_waiting(&mut urgent, &mut reports);
+                    self.world.urgent += 1;
                     self.publish();
                     held_back = None;
                 }
@@ -809,16 +908,7 @@ impl Aside<'_> {
             return false;
         };
         tracing::trace!(instance = %self.key, "probing now, as asked, beside the parked connection");
-        let started = tokio::time::Instant::now();
-        let outcome = async {
-            let mut conn = Connection::open(self.key, &self.options.connect).await?;
-            let facts = probe::probe(&mut conn).await;
-            let took = started.elapsed();
-            conn.close().await;
-            facts.map(|facts| (facts, took))
-        }
-        .await;
-        let report = ProbeReport::new(self.key, outcome);
+        let report = probe_aside(self.key, &self.options.connect).await;
         tracing::trace!(instance = %self.key, ok = report.outcome.is_ok(), "probed as asked");
         self.reports.urgent.send(report).await.is_ok()
     }
@@ -848,6 +938,28 @@ mod tests {
         assert_eq!(park_length(second * 5, true), Some(PARK_WITH_LOCK));
         assert_eq!(park_length(Duration::from_millis(19), false), None);
         assert_eq!(park_length(Duration::ZERO, true), None);
+    }
+
+    #[test]
+    fn an_instance_is_probed_from_here_once_at_a_time() {
+        let (reports, _unread) = mpsc::channel(1);
+        let here = Arc::new(ProbesHere {
+            places: Arc::new(Semaphore::new(1)),
+            reports,
+            running: Default::default(),
+        });
+        let (one, other) = (
+            InstanceKey::new("127.0.0.1", 1),
+            InstanceKey::new("127.0.0.1", 2),
+        );
+        let running = here.start(&one).expect("not probed yet");
+        assert!(here.start(&one).is_none(), "asked again while it runs");
+        let beside = here
+            .start(&other)
+            .expect("another instance is not held back");
+        drop(running);
+        assert!(here.start(&one).is_some(), "asked again once it ended");
+        drop(beside);
     }
 
     #[test]

@@ -7,7 +7,11 @@ mod support;
 use pointsman::analysis::FindingCode;
 use pointsman::api::views::{ClusterDetail, Role};
 use pointsman::client::ApiClient;
+use pointsman::config::Secret;
+use pointsman::discovery::DiscoveryOptions;
+use pointsman::mysql::{ConnectSettings, Connection};
 use pointsman::sandbox::Flavor;
+use pointsman::store::Store;
 use pointsman::topology::InstanceKey;
 use std::time::{Duration, Instant, SystemTime};
 use support::{eventually, watch, TestTopology};
@@ -55,7 +59,100 @@ on_every_flavor!(
     a_broken_sql_thread_names_the_real_error,
     a_killed_instance_turns_unreachable_and_others_keep_their_pace,
     the_agent_keeps_one_connection_per_server_parked_between_probes,
+    opening_a_connection_asks_the_server_its_version_and_nothing_else,
+    a_probe_asked_from_another_runtime_is_in_the_snapshot_when_the_call_returns,
 );
+
+fn connect_settings(topology: &TestTopology) -> ConnectSettings {
+    ConnectSettings {
+        user: topology.sandbox.user.clone(),
+        password: Secret::new(topology.sandbox.password.clone()),
+        connect_timeout: Duration::from_secs(5),
+        query_timeout: Duration::from_secs(5),
+    }
+}
+
+/// Each round trip of a connect is one more a failover waits for on a busy server: the
+/// agent's connection asks the server its version, and nothing else (the driver's own
+/// question for `max_allowed_packet` and `wait_timeout` is answered in advance).
+async fn opening_a_connection_asks_the_server_its_version_and_nothing_else(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 0).await;
+    let mut conn = Connection::open(&topology.key("node1"), &connect_settings(&topology))
+        .await
+        .expect("connected");
+    // `Questions` counts the statements of this session, the one asking included.
+    let rows = conn
+        .query("SHOW SESSION STATUS LIKE 'Questions'")
+        .await
+        .expect("the session's count");
+    let asked = rows
+        .first()
+        .and_then(|row| row.get("Value").cloned().flatten())
+        .expect("a Questions row");
+    assert_eq!(asked, "2", "the version, then this question");
+    conn.close().await;
+}
+
+/// A lost primary's confirmation runs on the recovery lane, a runtime of its own: the
+/// replicas it probes from there are in discovery's snapshot when the call returns,
+/// long before their next poll (a minute away here), and the watch keeps its parked
+/// connection.
+async fn a_probe_asked_from_another_runtime_is_in_the_snapshot_when_the_call_returns(
+    flavor: Flavor,
+) {
+    let topology = TestTopology::start(flavor, 1).await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = Store::open(&dir.path().join("pointsman.db")).expect("a store");
+    let discovery = pointsman::discovery::start(
+        DiscoveryOptions {
+            connect: connect_settings(&topology),
+            poll_interval: Duration::from_secs(60),
+            max_concurrent_probes: 4,
+            claims: None,
+            max_instances: 100,
+        },
+        vec![topology.key("node1")],
+        store,
+    );
+    let replica = topology.key("node2");
+    let first = eventually(PATIENCE, "the replica's first probe", || async {
+        discovery.snapshot().get(&replica)?.last_seen
+    })
+    .await;
+
+    let asked_at = SystemTime::now();
+    let lane = discovery.clone();
+    let asked = replica.clone();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime of its own")
+            .block_on(lane.probe_here_and_wait(vec![asked], Duration::from_secs(10)))
+    })
+    .join()
+    .expect("the asking thread");
+    let seen = discovery
+        .snapshot()
+        .get(&replica)
+        .and_then(|i| i.last_seen)
+        .expect("probed");
+    assert!(
+        seen > first && seen >= asked_at,
+        "no probe since it was asked for"
+    );
+    assert_eq!(
+        discovery
+            .snapshot()
+            .get(&replica)
+            .and_then(|i| i.facts.as_ref())
+            .and_then(|f| f.replication.as_ref())
+            .map(|r| r.source.clone()),
+        Some(topology.key("node1")),
+        "what the probe read"
+    );
+    discovery.stop().await;
+}
 
 async fn discovery_finds_the_tree_from_the_primary_and_from_a_replica(flavor: Flavor) {
     let topology = TestTopology::start(flavor, 2).await;

@@ -98,6 +98,14 @@ fn brief(statement: &str) -> String {
     format!("{head} …")
 }
 
+/// The largest packet the driver accepts: the most any server may be set to send
+/// (`max_allowed_packet` tops out at 1 GiB), so no answer is refused on our side.
+const LARGEST_PACKET: usize = 1 << 30;
+
+/// What the driver is told the server's `wait_timeout` is. It uses the value only to
+/// expire pooled connections, and pointsman pools none.
+const UNPOOLED_WAIT_TIMEOUT_SECS: usize = 28_800;
+
 /// An open connection to one instance, with the flavour learned on connect.
 pub struct Connection {
     pub key: InstanceKey,
@@ -118,7 +126,12 @@ impl Connection {
             .user(Some(settings.user.clone()))
             .pass(Some(settings.password.expose().to_string()))
             .prefer_socket(false)
-            .stmt_cache_size(0);
+            .stmt_cache_size(0)
+            // Given, so the driver does not ask the server for them on every connect (a
+            // round trip more on each confirming probe and recovery step): pointsman's
+            // statements and answers are small, and it pools no connections.
+            .max_allowed_packet(Some(LARGEST_PACKET))
+            .wait_timeout(Some(UNPOOLED_WAIT_TIMEOUT_SECS));
         let conn = within(key, "connect", settings.connect_timeout, Conn::new(opts))
             .await?
             .map_err(|e| MysqlError::Connect {

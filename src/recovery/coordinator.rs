@@ -113,6 +113,34 @@ pub(crate) async fn pace(took: Duration) {
     }
 }
 
+/// `pace`, cut short by a snapshot published for a result asked for now (a primary's
+/// lost connection, a replica confirming it): that one is judged at once. Returns
+/// whether a snapshot came meanwhile (it has been marked seen, so the caller judges it
+/// without waiting for another).
+async fn pace_unless_urgent(
+    took: Duration,
+    snapshots: &mut tokio::sync::watch::Receiver<Arc<Snapshot>>,
+    urgent_judged: u64,
+) -> bool {
+    let mut came = false;
+    let rest = pace(took);
+    tokio::pin!(rest);
+    loop {
+        tokio::select! {
+            () = &mut rest => return came,
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    return came;
+                }
+                came = true;
+                if snapshots.borrow().urgent > urgent_judged {
+                    return true;
+                }
+            }
+        }
+    }
+}
+
 /// Runs `work` (a judgement of the whole fleet, tens of ms at 10,000 instances) with the
 /// runtime's other tasks handed to another thread meanwhile: on two cores, a worker
 /// busy judging would leave the probes and their parks' wake-ups to one, and the
@@ -254,14 +282,18 @@ impl Coordinator {
         let mut snapshots = self.discovery.subscribe();
         let mut ticker = tokio::time::interval(JUDGE_EVERY);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A snapshot came while the last judgement's pause ran: judged without waiting.
+        let mut came = false;
         loop {
-            tokio::select! {
-                changed = snapshots.changed() => {
-                    if changed.is_err() {
-                        return;
+            if !std::mem::take(&mut came) {
+                tokio::select! {
+                    changed = snapshots.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
                     }
+                    _ = ticker.tick() => {}
                 }
-                _ = ticker.tick() => {}
             }
             // Whenever this agent starts to lead (at start-up when it acts alone), a
             // recovery it began and did not finish is settled first: finished or undone.
@@ -276,7 +308,7 @@ impl Coordinator {
             let snapshot = snapshots.borrow_and_update().clone();
             let started = Instant::now();
             off_the_workers(|| self.consider(&snapshot));
-            pace(started.elapsed()).await;
+            came = pace_unless_urgent(started.elapsed(), &mut snapshots, snapshot.urgent).await;
         }
     }
 
@@ -323,7 +355,15 @@ impl Coordinator {
         chosen.into_iter().map(|at| &clusters[at]).collect()
     }
 
+    /// Judges the clusters due for it (`to_judge`) and acts on what it finds.
     fn consider(self: &Arc<Self>, snapshot: &Snapshot) {
+        self.consider_clusters(snapshot, None);
+    }
+
+    /// Judges and acts on the clusters due for it or, given `only`, on that one alone
+    /// (a settled confirmation acts on its cluster without waiting for the whole
+    /// fleet's judgement).
+    fn consider_clusters(self: &Arc<Self>, snapshot: &Snapshot, only: Option<&str>) {
         let not_leading = self.executor.lease.gate().err();
         if not_leading.is_none() {
             self.keep_fenced(snapshot);
@@ -333,7 +373,11 @@ impl Coordinator {
         let back_read_only = self.state().writers.observe(snapshot);
         let clusters = self.discovery.clusters(snapshot, &self.aliases);
         let doubled = multiple_primaries(&clusters, snapshot, &self.aliases);
-        for cluster in self.to_judge(&clusters, snapshot, &doubled, not_leading.is_none()) {
+        let chosen = match only {
+            Some(name) => clusters.iter().filter(|c| c.name == name).collect(),
+            None => self.to_judge(&clusters, snapshot, &doubled, not_leading.is_none()),
+        };
+        for cluster in chosen {
             let problems = self.judge(cluster, snapshot, &doubled);
             (self.state().calm).judged(&cluster.name, problems.is_empty());
             // Without a shared lease: the agent lock says whether this agent, or another
@@ -448,7 +492,8 @@ impl Coordinator {
 
     /// Re-reads the replicas of a primary the agent lost every 50 ms until they either
     /// confirm it dead or show it alive, so the verdict does not wait for the next poll.
-    /// One such task per cluster at a time; it ends when the suspicion does.
+    /// One such task per cluster at a time, on the recovery lane with its probes; it
+    /// ends when the suspicion does.
     fn confirm(self: &Arc<Self>, cluster: &ClusterView, problem: &Problem) {
         {
             let mut state = self.state();
@@ -473,7 +518,7 @@ impl Coordinator {
                 // 50 ms), and a new round no sooner than 50 ms after the last began.
                 let round = tokio::time::Instant::now() + CONFIRM_ROUND;
                 this.discovery
-                    .probe_and_wait(replicas.clone(), CONFIRM_ROUND)
+                    .probe_here_and_wait(replicas.clone(), CONFIRM_ROUND)
                     .await;
                 let snapshot = this.discovery.snapshot();
                 // This cluster only: judging the whole fleet every 50 ms, for each
@@ -489,11 +534,11 @@ impl Coordinator {
                     })
                 });
                 if !still_suspected {
-                    // Settled: act on the verdict now (silence can turn a suspicion into
-                    // a death with no new snapshot), and let a new suspicion start its
-                    // own quick round at once.
+                    // Settled: act on the verdict now, on this cluster alone (silence
+                    // can turn a suspicion into a death with no new snapshot), and let a
+                    // new suspicion start its own quick round at once.
                     this.state().confirming.remove(&name);
-                    this.consider(&snapshot);
+                    this.consider_clusters(&snapshot, Some(&name));
                     return;
                 }
                 tokio::time::sleep_until(round).await;
@@ -538,7 +583,8 @@ impl Coordinator {
             &cluster.members,
             &cluster.primary,
         );
-        let plan = plan_promotion(&cluster.primary, snapshot, &self.policy, None);
+        let members = snapshot.only(cluster.members.iter().chain([&cluster.primary]));
+        let plan = plan_promotion(&cluster.primary, &members, &self.policy, None);
         super::what_if::what_if(
             &cluster.name,
             &cluster.primary,
@@ -1035,6 +1081,8 @@ impl Coordinator {
         record
     }
 
+    /// Fails `cluster` over (`fail_over_with`), each instance's session kept open from
+    /// one step to the next.
     async fn fail_over(
         &self,
         cluster: &ClusterView,
@@ -1043,8 +1091,28 @@ impl Coordinator {
         to: Option<&InstanceKey>,
         log: &mut StepLog,
     ) -> Result<InstanceKey, Outcome> {
+        let executor = self.executor.keeping_sessions();
+        let outcome = self
+            .fail_over_with(&executor, cluster, problem, snapshot, to, log)
+            .await;
+        executor.close_kept_sessions().await;
+        outcome
+    }
+
+    async fn fail_over_with(
+        &self,
+        executor: &Executor,
+        cluster: &ClusterView,
+        problem: &Problem,
+        snapshot: &Snapshot,
+        to: Option<&InstanceKey>,
+        log: &mut StepLog,
+    ) -> Result<InstanceKey, Outcome> {
         let started = Instant::now();
-        let plan = match plan_promotion(&problem.instance, snapshot, &self.policy, to) {
+        // The failed primary's replicas are members of its cluster: planned over those,
+        // not over every instance of the fleet.
+        let members = snapshot.only(cluster.members.iter().chain([&problem.instance]));
+        let plan = match plan_promotion(&problem.instance, &members, &self.policy, to) {
             Ok(plan) => plan,
             Err(error) => {
                 log.note(
@@ -1141,7 +1209,7 @@ impl Coordinator {
                 self.routing
                     .withdraw_writer(&cluster.name, &problem.instance, &log.recovery_id)
             ),
-            self.executor.prepare(&plan, &mut prepare_log)
+            executor.prepare(&plan, &mut prepare_log)
         );
         log.note(
             "withdraw routes",
@@ -1153,7 +1221,7 @@ impl Coordinator {
         log.absorb(prepare_log);
         crate::crash_point!("failover-after-withdraw");
         let promoted = match prepared {
-            Ok(()) => self.executor.promote(&plan, log).await,
+            Ok(()) => executor.promote(&plan, log).await,
             Err(failure) => Err(failure),
         };
         crate::crash_point!("failover-after-promote");
@@ -1169,8 +1237,7 @@ impl Coordinator {
                         true,
                         &log.recovery_id
                     )),
-                    self.executor
-                        .repoint_under(&mut repoint_log, &plan.siblings, &plan.candidate)
+                    executor.repoint_under(&mut repoint_log, &plan.siblings, &plan.candidate)
                 );
                 log.note(
                     "route",
@@ -1185,7 +1252,7 @@ impl Coordinator {
                     .and_then(|i| i.facts.as_ref())
                     .is_some_and(|f| f.semi_sync.source_enabled);
                 if semi_sync {
-                    self.executor.carry_semi_sync(log, &plan.candidate).await;
+                    executor.carry_semi_sync(log, &plan.candidate).await;
                 }
                 crate::crash_point!("failover-after-repoint");
                 Ok(left_behind)
@@ -1220,7 +1287,7 @@ impl Coordinator {
                 self.routing.release(&cluster.name).await;
                 let mut everyone = vec![plan.candidate.clone()];
                 everyone.extend(plan.siblings.iter().cloned());
-                self.executor.resume_receiving(log, &everyone).await;
+                executor.resume_receiving(log, &everyone).await;
                 Err(Outcome::Failed(format!(
                     "{failure}; nothing was promoted: the fence on {} was lifted and the replicas receive again",
                     problem.instance
@@ -1878,6 +1945,53 @@ mod tests {
             assert_eq!(fake.server(&key(port)).source, Some(key(2)));
         }
         assert!(!fake.server(&key(2)).read_only);
+        for port in [2, 3, 4] {
+            let opened = fake
+                .operations()
+                .iter()
+                .filter(|(k, op)| *k == key(port) && *op == Op::Open)
+                .count();
+            assert_eq!(
+                opened, 1,
+                "one session on {port} from its first step to its last"
+            );
+        }
+    }
+
+    fn snapshot_numbered(urgent: u64) -> Arc<Snapshot> {
+        Arc::new(Snapshot {
+            urgent,
+            ..Snapshot::default()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_snapshot_asked_for_now_cuts_the_pause_after_a_judgement_short() {
+        let took = Duration::from_millis(10);
+        let (publish, mut snapshots) = tokio::sync::watch::channel(snapshot_numbered(3));
+        snapshots.borrow_and_update();
+
+        // A regular snapshot meanwhile: the whole pause (twice the judgement), then it
+        // is judged without waiting for another.
+        publish.send_replace(snapshot_numbered(3));
+        let paused = tokio::time::Instant::now();
+        assert!(pace_unless_urgent(took, &mut snapshots, 3).await);
+        assert_eq!(paused.elapsed(), took * 2);
+
+        // One published for a result asked for now: judged at once.
+        let paused = tokio::time::Instant::now();
+        let asked = async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            publish.send_replace(snapshot_numbered(4));
+        };
+        let (came, ()) = tokio::join!(pace_unless_urgent(took, &mut snapshots, 3), asked);
+        assert!(came);
+        assert_eq!(paused.elapsed(), Duration::from_millis(5));
+
+        // Nothing new: the pause, and nothing to judge.
+        let paused = tokio::time::Instant::now();
+        assert!(!pace_unless_urgent(took, &mut snapshots, 4).await);
+        assert_eq!(paused.elapsed(), took * 2);
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@ use crate::store::recovery::StepRecord;
 use crate::store::Store;
 use crate::topology::InstanceKey;
 use futures::future::{join_all, BoxFuture};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,6 +44,31 @@ pub struct Executor {
     /// Who may change servers: every connection that changes one is opened only while
     /// this agent leads, and each step ends when the lease would.
     pub lease: Lease,
+    /// Sessions kept open between steps (`keeping_sessions`); `None`: each step opens
+    /// and closes its own.
+    pub(crate) kept: Option<Arc<KeptSessions>>,
+}
+
+/// The sessions a failover keeps open between its steps, one per instance: each step
+/// after the first on an instance skips the connect (three round trips to a server that
+/// may be busy). A session whose operation failed or timed out is closed, never kept.
+#[derive(Default)]
+pub(crate) struct KeptSessions(std::sync::Mutex<HashMap<InstanceKey, Box<dyn AdminSession>>>);
+
+impl KeptSessions {
+    fn take(&self, key: &InstanceKey) -> Option<Box<dyn AdminSession>> {
+        self.lock().remove(key)
+    }
+
+    fn keep(&self, session: Box<dyn AdminSession>) -> Option<Box<dyn AdminSession>> {
+        self.lock().insert(session.key().clone(), session)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<InstanceKey, Box<dyn AdminSession>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// Steps as they run, for the recovery record. A journaled log also writes each step
@@ -210,6 +236,25 @@ pub struct StepFailed {
 }
 
 impl Executor {
+    /// This executor, keeping each instance's session open from one step to the next
+    /// until `close_kept_sessions` (or until it is dropped, when the driver closes them).
+    /// Every operation on a kept session is still gated on the lease.
+    pub fn keeping_sessions(&self) -> Executor {
+        Executor {
+            kept: Some(Arc::default()),
+            ..self.clone()
+        }
+    }
+
+    /// Closes the sessions kept between steps (`keeping_sessions`).
+    pub async fn close_kept_sessions(&self) {
+        let Some(kept) = &self.kept else {
+            return;
+        };
+        let sessions: Vec<_> = kept.lock().drain().map(|(_, session)| session).collect();
+        join_all(sessions.into_iter().map(|session| session.close())).await;
+    }
+
     /// A session for changing `key`, opened only while this agent leads; each of its
     /// operations is gated on the lease again (see `Leased`).
     pub(crate) async fn open(
@@ -238,9 +283,20 @@ impl Executor {
             Err(not) => return Err(not_leading(key, not)),
         };
         let work = async {
-            let session = self.open(key).await?;
+            let kept = self.kept.as_ref().and_then(|kept| kept.take(key));
+            let session = match kept {
+                Some(session) => session,
+                None => self.open(key).await?,
+            };
             let (session, result) = operation(session).await;
-            session.close().await;
+            match &self.kept {
+                Some(kept) if result.is_ok() => {
+                    if let Some(other) = kept.keep(session) {
+                        other.close().await;
+                    }
+                }
+                _ => session.close().await,
+            }
             result
         };
         tokio::time::timeout(remaining, work)
@@ -862,21 +918,28 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn a_failover_stops_every_replica_then_applies_promotes_and_repoints() {
-        let fake = dead_primary();
-        let executor = fake.executor(solo());
-        let plan = plan_for(&fake, &PromotionPolicy::default());
-        assert_eq!((&plan.candidate, &plan.catch_up_from), (&key(2), &None));
+    /// Prepares and promotes the plan's candidate and re-points its siblings under it,
+    /// none left behind.
+    async fn promote_and_repoint(executor: &Executor, plan: &PromotionPlan) -> StepLog {
         let mut log = StepLog::new("r");
         executor
-            .prepare_and_promote(&plan, &mut log)
+            .prepare_and_promote(plan, &mut log)
             .await
             .expect("promoted");
         let left_behind = executor
             .repoint_under(&mut log, &plan.siblings, &plan.candidate)
             .await;
         assert!(left_behind.is_empty());
+        log
+    }
+
+    #[tokio::test]
+    async fn a_failover_stops_every_replica_then_applies_promotes_and_repoints() {
+        let fake = dead_primary();
+        let executor = fake.executor(solo());
+        let plan = plan_for(&fake, &PromotionPolicy::default());
+        assert_eq!((&plan.candidate, &plan.catch_up_from), (&key(2), &None));
+        let log = promote_and_repoint(&executor, &plan).await;
 
         let promote = fake.first(&key(2), Op::Promote);
         for port in [2, 3, 4] {
@@ -1063,6 +1126,65 @@ mod tests {
             .all(|s| !s.ok && s.detail.contains("not changed: this agent does not lead")));
         assert!(executor.set_read_only(&key(2), false).await.is_err());
         assert_eq!(fake.operations(), []);
+    }
+
+    /// How many times the executor connected to `key`.
+    fn opened(fake: &FakeTopology, key: &InstanceKey) -> usize {
+        fake.operations()
+            .iter()
+            .filter(|(k, op)| k == key && *op == Op::Open)
+            .count()
+    }
+
+    #[tokio::test]
+    async fn a_failover_keeping_sessions_connects_once_to_each_instance_and_never_reuses_a_failed_one(
+    ) {
+        let fake = dead_primary();
+        fake.fail(&key(4), Op::StopIoThread);
+        let executor = fake.executor(solo()).keeping_sessions();
+        let plan = plan_for(&fake, &PromotionPolicy::default());
+        promote_and_repoint(&executor, &plan).await;
+        assert_eq!(
+            (opened(&fake, &key(2)), opened(&fake, &key(3))),
+            (1, 1),
+            "stop, apply and promote on one session; stop and re-point on another: {:?}",
+            fake.operations()
+        );
+        assert_eq!(
+            opened(&fake, &key(4)),
+            2,
+            "the session whose stop failed is closed, and the re-point opens a new one"
+        );
+        assert_eq!(fake.server(&key(4)).source, Some(key(2)));
+
+        executor.close_kept_sessions().await;
+        let kept = executor.kept.as_ref().expect("keeping");
+        assert!(kept.lock().is_empty(), "every kept session is closed");
+    }
+
+    #[tokio::test]
+    async fn a_kept_session_changes_nothing_once_the_lease_ran_out() {
+        let fake = dead_primary();
+        let executor = fake
+            .executor(held_for(Duration::from_millis(100)))
+            .keeping_sessions();
+        let plan = plan_for(&fake, &PromotionPolicy::default());
+        let mut log = StepLog::new("r");
+        assert!(executor
+            .stop_receiving(&mut log, &[key(2)])
+            .await
+            .is_empty());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let refused = executor
+            .promote(&plan, &mut log)
+            .await
+            .expect_err("no lease");
+        assert!(refused.reason.contains("not changed"), "{refused}");
+        assert_eq!(
+            fake.operations(),
+            [(key(2), Op::Open), (key(2), Op::StopIoThread)]
+        );
+        assert!(fake.server(&key(2)).read_only);
     }
 
     #[tokio::test]

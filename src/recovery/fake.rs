@@ -220,6 +220,7 @@ impl FakeTopology {
             verify_timeout: Duration::from_secs(1),
             heartbeat_period: Duration::from_secs(1),
             lease,
+            kept: None,
         }
     }
 

@@ -470,6 +470,27 @@ mod tests {
     }
 
     #[test]
+    fn a_plan_over_the_failed_primarys_cluster_alone_is_the_plan_over_the_fleet() {
+        let elsewhere = [
+            primary(key(10)),
+            replica(key(11), key(10)),
+            replica(key(12), key(11)),
+        ];
+        let mut fleet = snapshot(vec![r(2, 98), r(3, 100), r(4, 99)]);
+        for instance in elsewhere {
+            fleet
+                .instances
+                .insert(instance.key.clone(), std::sync::Arc::new(instance));
+        }
+        let cluster = [key(1), key(2), key(3), key(4)];
+        assert_eq!(
+            plan_promotion(&key(1), &fleet.only(&cluster), &policy(), None),
+            plan_promotion(&key(1), &fleet, &policy(), None)
+        );
+        assert_eq!(fleet.only(&cluster).instances.len(), 4);
+    }
+
+    #[test]
     fn the_most_advanced_replica_wins_then_preference_then_order() {
         let plan = choose(vec![r(2, 98), r(3, 100), r(4, 99)], &policy()).expect("plan");
         assert_eq!(plan.candidate, key(3));

@@ -447,6 +447,12 @@ pub struct Snapshot {
     /// in a snapshot made by hand.
     #[serde(skip)]
     pub changes: imbl::OrdMap<u64, InstanceKey>,
+    /// How many snapshots discovery has published at once for a result asked for now
+    /// (a lost connection's probe, a confirming or checking one): whoever paces its
+    /// looks at snapshots looks at one that raised it without waiting. 0 in a snapshot
+    /// made by hand.
+    #[serde(skip)]
+    pub urgent: u64,
 }
 
 impl Snapshot {
@@ -459,6 +465,7 @@ impl Snapshot {
                 .collect(),
             shape: 0,
             changes: imbl::OrdMap::new(),
+            urgent: 0,
         }
     }
 
@@ -501,6 +508,20 @@ impl Snapshot {
 
     pub fn get(&self, key: &InstanceKey) -> Option<&Instance> {
         self.instances.get(key).map(Arc::as_ref)
+    }
+
+    /// These instances alone (those this snapshot has), sharing their facts: what
+    /// looks at one cluster need not walk a fleet's worth of instances.
+    pub fn only<'a>(&self, keys: impl IntoIterator<Item = &'a InstanceKey>) -> Snapshot {
+        Snapshot {
+            instances: keys
+                .into_iter()
+                .filter_map(|key| Some((key.clone(), self.instances.get(key)?.clone())))
+                .collect(),
+            shape: 0,
+            changes: imbl::OrdMap::new(),
+            urgent: 0,
+        }
     }
 
     /// The instance to change in this snapshot only (copied if another snapshot shares it).
