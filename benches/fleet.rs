@@ -18,8 +18,9 @@
 //!   clusters killed at once → all writable.
 //!
 //! BENCH_LOG sets the agent's `log.level` (default `error`), e.g.
-//! `error,pointsman::discovery=debug,pointsman::recovery=info` to see when a kill was
-//! noticed, applied and recovered.
+//! `error,pointsman::discovery=trace,pointsman::recovery=info` to see when a kill was
+//! noticed, confirmed and recovered; with it, the benchmark says when it killed each
+//! primary (`killed <primary> at <time>`), on the same clock as the agent's log.
 //!
 //! Every instance listens on its own 127.B.x.y:3306. The simulator holds a listening
 //! socket and the agent's connection per instance, and room for more (probes asked for
@@ -351,6 +352,12 @@ async fn measure(clusters: usize, seconds: u64, failovers: usize, files: u64) ->
         let killed_at = std::time::SystemTime::now();
         let killed = Instant::now();
         fleet.kill(&primary);
+        if std::env::var_os("BENCH_LOG").is_some() {
+            eprintln!(
+                "killed {primary} at {}",
+                humantime::format_rfc3339_micros(killed_at)
+            );
+        }
         if let Some(ms) = until_writable(&fleet, &successors, killed, Duration::from_secs(30)).await
         {
             took.push(ms);

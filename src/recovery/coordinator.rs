@@ -100,6 +100,9 @@ struct State {
     persisting: HashMap<InstanceKey, Instant>,
     /// Second writable primaries being probed again before they are fenced.
     checking: HashSet<InstanceKey>,
+    /// Whether this agent leads and has settled what an earlier run (or leader) left
+    /// half-done: until then only the main loop acts (`look_at_lost_primaries` waits).
+    settled: bool,
 }
 
 /// After a judgement that took `took`, waits twice as long before the next one (when it
@@ -122,12 +125,22 @@ async fn pace_unless_urgent(
     snapshots: &mut tokio::sync::watch::Receiver<Arc<Snapshot>>,
     urgent_judged: u64,
 ) -> bool {
+    until_urgent_or(pace(took), snapshots, urgent_judged).await
+}
+
+/// Waits for `rest` to end, or for a snapshot published for a result asked for now
+/// (one whose count is past `urgent_judged`); returns whether a snapshot came.
+async fn until_urgent_or(
+    rest: impl std::future::Future<Output = ()>,
+    snapshots: &mut tokio::sync::watch::Receiver<Arc<Snapshot>>,
+    urgent_judged: u64,
+) -> bool {
     let mut came = false;
-    let rest = pace(took);
     tokio::pin!(rest);
     loop {
+        // Snapshots first: one that came as the pause ended is still counted.
         tokio::select! {
-            () = &mut rest => return came,
+            biased;
             changed = snapshots.changed() => {
                 if changed.is_err() {
                     return came;
@@ -137,8 +150,30 @@ async fn pace_unless_urgent(
                     return true;
                 }
             }
+            () = &mut rest => return came,
         }
     }
+}
+
+/// The clusters whose primary's latest result, among those `snapshot` took in after
+/// `version`, is a failure (`clusters` is asked for only when some result is one).
+fn lost_primaries(
+    snapshot: &Snapshot,
+    version: u64,
+    clusters: impl FnOnce() -> Arc<Vec<ClusterView>>,
+) -> Vec<String> {
+    let lost: HashSet<&InstanceKey> = snapshot
+        .changed_since(version)
+        .filter(|key| snapshot.get(key).is_some_and(|i| !i.is_reachable()))
+        .collect();
+    if lost.is_empty() {
+        return Vec::new();
+    }
+    clusters()
+        .iter()
+        .filter(|cluster| lost.contains(&cluster.primary))
+        .map(|cluster| cluster.name.clone())
+        .collect()
 }
 
 /// Runs `work` (a judgement of the whole fleet, tens of ms at 10,000 instances) with the
@@ -280,6 +315,7 @@ impl Coordinator {
         // Judged on every new snapshot, and on a short timer too: heartbeat silence makes
         // a replica's verdict change with time alone.
         let mut snapshots = self.discovery.subscribe();
+        self.lane.spawn(self.clone().look_at_lost_primaries());
         let mut ticker = tokio::time::interval(JUDGE_EVERY);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A snapshot came while the last judgement's pause ran: judged without waiting.
@@ -305,10 +341,36 @@ impl Coordinator {
                 self.resume_unfinished();
             }
             leading = leads;
+            self.state().settled = leads;
             let snapshot = snapshots.borrow_and_update().clone();
             let started = Instant::now();
             off_the_workers(|| self.consider(&snapshot));
             came = pace_unless_urgent(started.elapsed(), &mut snapshots, snapshot.urgent).await;
+        }
+    }
+
+    /// On the recovery lane, beside the main loop: the cluster of a primary whose loss a
+    /// snapshot published at once (its connection failed, and the probe after it) is
+    /// judged at once, so a death never waits for the main loop to finish judging the
+    /// whole fleet (tens of ms at 10,000 instances) or for its pause.
+    async fn look_at_lost_primaries(self: Arc<Self>) {
+        let mut snapshots = self.discovery.subscribe();
+        let (mut urgent, mut version) = {
+            let snapshot = snapshots.borrow_and_update();
+            (snapshot.urgent, snapshot.version())
+        };
+        while snapshots.changed().await.is_ok() {
+            let snapshot = snapshots.borrow_and_update().clone();
+            let since = std::mem::replace(&mut version, snapshot.version());
+            if std::mem::replace(&mut urgent, snapshot.urgent) == snapshot.urgent
+                || !self.state().settled
+            {
+                continue;
+            }
+            let clusters = || self.discovery.clusters(&snapshot, &self.aliases);
+            for name in lost_primaries(&snapshot, since, clusters) {
+                self.consider_clusters(&snapshot, Some(&name));
+            }
         }
     }
 
@@ -1958,6 +2020,41 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_primary_whose_latest_result_failed_is_looked_at_and_nothing_else() {
+        use crate::topology::instance::tests_support::{primary, replica};
+        let down = |mut instance: crate::topology::Instance| {
+            instance.unreachable_since = Some(SystemTime::now());
+            instance
+        };
+        let mut snapshot = Snapshot::of([
+            primary(key(10)),
+            down(replica(key(11), key(10))),
+            down(primary(key(1))),
+            replica(key(2), key(1)),
+        ]);
+        for (version, port) in [(1, 10), (2, 11), (3, 1), (4, 2)] {
+            snapshot.set_version(&key(port), version);
+        }
+        let clusters = || Arc::new(crate::topology::build_clusters(&snapshot, &[]));
+        let cluster_of_1 = clusters()
+            .iter()
+            .find(|c| c.primary == key(1))
+            .map(|c| c.name.clone())
+            .expect("the cluster of 1");
+        assert_eq!(
+            lost_primaries(&snapshot, 0, clusters),
+            [cluster_of_1],
+            "not the reachable primary 10, nor its unreachable replica"
+        );
+        assert!(
+            lost_primaries(&snapshot, 3, clusters).is_empty(),
+            "1 failed before"
+        );
+        let unasked = || -> Arc<Vec<ClusterView>> { panic!("grouped with nothing lost") };
+        assert!(lost_primaries(&snapshot, 4, unasked).is_empty());
+    }
+
     fn snapshot_numbered(urgent: u64) -> Arc<Snapshot> {
         Arc::new(Snapshot {
             urgent,
@@ -1965,33 +2062,29 @@ mod tests {
         })
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_snapshot_asked_for_now_cuts_the_pause_after_a_judgement_short() {
-        let took = Duration::from_millis(10);
+        use futures::poll;
+        use std::task::Poll;
         let (publish, mut snapshots) = tokio::sync::watch::channel(snapshot_numbered(3));
         snapshots.borrow_and_update();
 
-        // A regular snapshot meanwhile: the whole pause (twice the judgement), then it
-        // is judged without waiting for another.
-        publish.send_replace(snapshot_numbered(3));
-        let paused = tokio::time::Instant::now();
-        assert!(pace_unless_urgent(took, &mut snapshots, 3).await);
-        assert_eq!(paused.elapsed(), took * 2);
-
-        // One published for a result asked for now: judged at once.
-        let paused = tokio::time::Instant::now();
-        let asked = async {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        // A pause that never ends by itself: a regular snapshot does not end it, one
+        // published for a result asked for now does.
+        {
+            let waiting = until_urgent_or(std::future::pending(), &mut snapshots, 3);
+            tokio::pin!(waiting);
+            assert_eq!(poll!(&mut waiting), Poll::Pending);
+            publish.send_replace(snapshot_numbered(3));
+            assert_eq!(poll!(&mut waiting), Poll::Pending, "a regular snapshot");
             publish.send_replace(snapshot_numbered(4));
-        };
-        let (came, ()) = tokio::join!(pace_unless_urgent(took, &mut snapshots, 3), asked);
-        assert!(came);
-        assert_eq!(paused.elapsed(), Duration::from_millis(5));
+            assert_eq!(poll!(&mut waiting), Poll::Ready(true), "one asked for now");
+        }
 
-        // Nothing new: the pause, and nothing to judge.
-        let paused = tokio::time::Instant::now();
-        assert!(!pace_unless_urgent(took, &mut snapshots, 4).await);
-        assert_eq!(paused.elapsed(), took * 2);
+        // The pause over: whether a snapshot came meanwhile, to be judged at once.
+        publish.send_replace(snapshot_numbered(4));
+        assert!(until_urgent_or(std::future::ready(()), &mut snapshots, 4).await);
+        assert!(!until_urgent_or(std::future::ready(()), &mut snapshots, 4).await);
     }
 
     #[tokio::test]
