@@ -156,7 +156,9 @@ async fn until_urgent_or(
 }
 
 /// The clusters whose primary's latest result, among those `snapshot` took in after
-/// `version`, is a failure (`clusters` is asked for only when some result is one).
+/// `version`, is its first failure since it last answered (`clusters` is asked for
+/// only when some result is one). A primary that stays down (a fenced old one, probed
+/// again and again) is left to the main loop.
 fn lost_primaries(
     snapshot: &Snapshot,
     version: u64,
@@ -164,7 +166,11 @@ fn lost_primaries(
 ) -> Vec<String> {
     let lost: HashSet<&InstanceKey> = snapshot
         .changed_since(version)
-        .filter(|key| snapshot.get(key).is_some_and(|i| !i.is_reachable()))
+        .filter(|key| {
+            snapshot.get(key).is_some_and(|i| {
+                i.unreachable_since.is_some() && i.unreachable_since == i.last_failure
+            })
+        })
         .collect();
     if lost.is_empty() {
         return Vec::new();
@@ -2021,10 +2027,17 @@ mod tests {
     }
 
     #[test]
-    fn a_primary_whose_latest_result_failed_is_looked_at_and_nothing_else() {
+    fn a_primary_that_just_failed_is_looked_at_and_nothing_else() {
         use crate::topology::instance::tests_support::{primary, replica};
+        let failed = SystemTime::now();
         let down = |mut instance: crate::topology::Instance| {
-            instance.unreachable_since = Some(SystemTime::now());
+            instance.unreachable_since = Some(failed);
+            instance.last_failure = Some(failed);
+            instance
+        };
+        let still_down = |mut instance: crate::topology::Instance| {
+            instance.unreachable_since = Some(failed - Duration::from_secs(5));
+            instance.last_failure = Some(failed);
             instance
         };
         let mut snapshot = Snapshot::of([
@@ -2032,8 +2045,9 @@ mod tests {
             down(replica(key(11), key(10))),
             down(primary(key(1))),
             replica(key(2), key(1)),
+            still_down(primary(key(20))),
         ]);
-        for (version, port) in [(1, 10), (2, 11), (3, 1), (4, 2)] {
+        for (version, port) in [(1, 10), (2, 11), (3, 1), (4, 2), (5, 20)] {
             snapshot.set_version(&key(port), version);
         }
         let clusters = || Arc::new(crate::topology::build_clusters(&snapshot, &[]));
@@ -2045,14 +2059,13 @@ mod tests {
         assert_eq!(
             lost_primaries(&snapshot, 0, clusters),
             [cluster_of_1],
-            "not the reachable primary 10, nor its unreachable replica"
-        );
-        assert!(
-            lost_primaries(&snapshot, 3, clusters).is_empty(),
-            "1 failed before"
+            "not the reachable primary 10, nor its unreachable replica, nor 20, down for 5 s"
         );
         let unasked = || -> Arc<Vec<ClusterView>> { panic!("grouped with nothing lost") };
-        assert!(lost_primaries(&snapshot, 4, unasked).is_empty());
+        assert!(
+            lost_primaries(&snapshot, 3, unasked).is_empty(),
+            "1 failed before, and 20 failed again"
+        );
     }
 
     fn snapshot_numbered(urgent: u64) -> Arc<Snapshot> {

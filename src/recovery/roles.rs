@@ -62,10 +62,16 @@ impl WriterMemory {
     /// [`restarted_without_failover`]) and are not settled yet.
     pub fn observe(&mut self, snapshot: &Snapshot) -> Vec<InstanceKey> {
         let version = snapshot.version();
+        // An older snapshot than the last one seen (the coordinator and the recovery
+        // lane each look at their own) has nothing new: not walked again.
+        let older = self
+            .seen
+            .is_some_and(|(seen, _)| version != 0 && version < seen);
         let since = self.seen.and_then(|(seen, shape)| {
             (version != 0 && seen <= version && shape == snapshot.shape).then_some(seen)
         });
         match since {
+            _ if older => return self.settling(),
             Some(seen) => {
                 for key in snapshot.changed_since(seen) {
                     if let Some(instance) = snapshot.get(key) {
@@ -79,6 +85,11 @@ impl WriterMemory {
                 .for_each(|instance| self.look_at(instance)),
         }
         self.seen = Some((version, snapshot.shape));
+        self.settling()
+    }
+
+    /// The primaries that came back read-only and are not settled yet, in order.
+    fn settling(&self) -> Vec<InstanceKey> {
         let mut back: Vec<InstanceKey> = self.back.iter().cloned().collect();
         back.sort();
         back
@@ -211,6 +222,28 @@ mod tests {
         assert_eq!(memory.observe(&snapshot), vec![key(1)], "back read-only");
         assert_eq!(snapshot.version(), 4);
         assert_eq!(snapshot.changed_since(2).collect::<Vec<_>>(), vec![&key(1)]);
+    }
+
+    #[test]
+    fn an_older_snapshot_than_the_last_seen_teaches_nothing() {
+        let mut memory = WriterMemory::default();
+        let mut newer = snapshot(vec![primary(key(1)), replica(key(2), key(1))]);
+        newer.shape = 1;
+        newer.set_version(&key(1), 5);
+        newer.set_version(&key(2), 6);
+        let mut older = newer.clone();
+        older.set_version(&key(2), 0);
+        older.get_mut(&key(1)).expect("known").unreachable_since = Some(SystemTime::now());
+        assert!(memory.observe(&newer).is_empty());
+        // Another caller's older view (1 down) is not taken for news: 1 never went
+        // away, so read_only set on it later is not a restart to undo.
+        assert_eq!(older.version(), 5);
+        assert!(memory.observe(&older).is_empty());
+        let mut later = newer.clone();
+        let facts = later.get_mut(&key(1)).expect("known").facts.as_mut();
+        facts.expect("facts").read_only = true;
+        later.set_version(&key(1), 7);
+        assert!(memory.observe(&later).is_empty(), "not back: never gone");
     }
 
     #[test]

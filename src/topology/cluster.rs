@@ -120,6 +120,13 @@ impl ClusterMemo {
         }
         let (clusters, facts_matter) = group(snapshot, aliases);
         let clusters = Arc::new(clusters);
+        // A caller still on an older snapshot does not push out the grouping of a
+        // newer one (the coordinator and the recovery lane each hold their own).
+        if last.as_ref().is_some_and(|grouped| {
+            !facts_matter && grouped.aliases == aliases && grouped.shape > snapshot.shape
+        }) {
+            return clusters;
+        }
         *last = (!facts_matter).then(|| Grouped {
             shape: snapshot.shape,
             aliases: aliases.to_vec(),
@@ -311,6 +318,11 @@ mod tests {
         let moved = memo.clusters(&one(8, 2), &aliases);
         assert!(!Arc::ptr_eq(&first, &moved));
         assert_eq!(moved[0].tree.replicas[0].replicas[0].key, key(3));
+        // A caller on an older snapshot gets that snapshot's clusters, and the newer
+        // grouping stays for the others.
+        let older = memo.clusters(&one(7, 1), &aliases);
+        assert_eq!(older[0].tree.replicas[0].replicas.len(), 0);
+        assert!(Arc::ptr_eq(&moved, &memo.clusters(&one(8, 2), &aliases)));
         // An unknown shape is never taken for a known one.
         let unknown = memo.clusters(&one(0, 1), &aliases);
         assert!(!Arc::ptr_eq(&unknown, &memo.clusters(&one(0, 1), &aliases)));
