@@ -285,13 +285,15 @@ struct ProbeHere {
 
 impl ProbeHere {
     async fn probe(&self, connect: &ConnectSettings) {
-        let Ok(_permit) = self.here.places.acquire().await else {
-            return;
-        };
-        tracing::trace!(instance = %self.key, "probing now, as asked, from the caller");
-        let report = probe_aside(&self.key, connect).await;
-        tracing::trace!(instance = %self.key, ok = report.outcome.is_ok(), "probed as asked");
-        let _ = self.here.reports.send(report).await;
+        let here = &self.here;
+        probe_aside(
+            &self.key,
+            connect,
+            &here.places,
+            &here.reports,
+            "from the caller",
+        )
+        .await;
     }
 }
 
@@ -302,8 +304,20 @@ impl Drop for ProbeHere {
     }
 }
 
-/// One probe on a connection of its own, closed after it.
-async fn probe_aside(key: &InstanceKey, connect: &ConnectSettings) -> ProbeReport {
+/// One probe asked for now, on a connection of its own (closed after it) through an
+/// urgent place, its result sent to the owner as an urgent one; `from` says where it
+/// was asked (for the trace). `false` once the owner is gone.
+async fn probe_aside(
+    key: &InstanceKey,
+    connect: &ConnectSettings,
+    places: &Semaphore,
+    reports: &mpsc::Sender<ProbeReport>,
+    from: &str,
+) -> bool {
+    let Ok(_permit) = places.acquire().await else {
+        return false;
+    };
+    tracing::trace!(instance = %key, "probing now, as asked, {from}");
     let started = tokio::time::Instant::now();
     let outcome = async {
         let mut conn = Connection::open(key, connect).await?;
@@ -313,7 +327,9 @@ async fn probe_aside(key: &InstanceKey, connect: &ConnectSettings) -> ProbeRepor
         facts.map(|facts| (facts, took))
     }
     .await;
-    ProbeReport::new(key, outcome)
+    let report = ProbeReport::new(key, outcome);
+    tracing::trace!(instance = %key, ok = report.outcome.is_ok(), "probed as asked");
+    reports.send(report).await.is_ok()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -904,13 +920,9 @@ impl Aside<'_> {
     /// One probe on a new connection, through the urgent places; `false` once the owner
     /// is gone.
     async fn probe(&self) -> bool {
-        let Ok(_permit) = self.places.urgent.acquire().await else {
-            return false;
-        };
-        tracing::trace!(instance = %self.key, "probing now, as asked, beside the parked connection");
-        let report = probe_aside(self.key, &self.options.connect).await;
-        tracing::trace!(instance = %self.key, ok = report.outcome.is_ok(), "probed as asked");
-        self.reports.urgent.send(report).await.is_ok()
+        let (places, reports) = (&self.places.urgent, &self.reports.urgent);
+        let beside = "beside the parked connection";
+        probe_aside(self.key, &self.options.connect, places, reports, beside).await
     }
 }
 
