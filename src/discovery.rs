@@ -192,19 +192,37 @@ impl DiscoveryHandle {
     /// a lost primary's confirmation, on the recovery lane, does not wait for the busy
     /// runtime of a large fleet's polling to send and read its probes. An instance
     /// whose probe from here is still running is not probed a second time.
-    pub async fn probe_here_and_wait(&self, keys: Vec<InstanceKey>, within: Duration) {
+    ///
+    /// Returns the connections of the probes that answered in time, left open: a
+    /// recovery that follows at once takes them and skips its connects. Whatever the
+    /// caller does not use, it closes.
+    pub async fn probe_here_and_wait(
+        &self,
+        keys: Vec<InstanceKey>,
+        within: Duration,
+    ) -> Vec<Connection> {
         let since = SystemTime::now();
         let snapshots = self.subscribe();
+        let (left_open, mut open) = mpsc::unbounded_channel();
         for key in &keys {
             let Some(running) = self.here.start(key) else {
                 continue;
             };
             let connect = self.options.connect.clone();
+            let left_open = left_open.clone();
             tokio::spawn(async move {
-                running.probe(&connect).await;
+                running.probe(&connect, left_open).await;
             });
         }
+        drop(left_open);
         until_probed_since(snapshots, &keys, since, within).await;
+        // A probe hands its connection over before it sends its result, so every probe
+        // in the snapshot has; one that comes later closes its own.
+        let mut connections = Vec::new();
+        while let Ok(connection) = open.try_recv() {
+            connections.push(connection);
+        }
+        connections
     }
 
     /// Ends discovery: every instance's watch, with its connection; the
@@ -284,7 +302,7 @@ struct ProbeHere {
 }
 
 impl ProbeHere {
-    async fn probe(&self, connect: &ConnectSettings) {
+    async fn probe(&self, connect: &ConnectSettings, left_open: mpsc::UnboundedSender<Connection>) {
         let here = &self.here;
         probe_aside(
             &self.key,
@@ -292,6 +310,7 @@ impl ProbeHere {
             &here.places,
             &here.reports,
             "from the caller",
+            Some(left_open),
         )
         .await;
     }
@@ -304,15 +323,17 @@ impl Drop for ProbeHere {
     }
 }
 
-/// One probe asked for now, on a connection of its own (closed after it) through an
-/// urgent place, its result sent to the owner as an urgent one; `from` says where it
-/// was asked (for the trace). `false` once the owner is gone.
+/// One probe asked for now, on a connection of its own through an urgent place, its
+/// result sent to the owner as an urgent one; `from` says where it was asked (for the
+/// trace). The connection is closed after the probe, or, given `left_open` and the probe
+/// answered, handed over there first. `false` once the owner is gone.
 async fn probe_aside(
     key: &InstanceKey,
     connect: &ConnectSettings,
     places: &Semaphore,
     reports: &mpsc::Sender<ProbeReport>,
     from: &str,
+    left_open: Option<mpsc::UnboundedSender<Connection>>,
 ) -> bool {
     let Ok(_permit) = places.acquire().await else {
         return false;
@@ -323,7 +344,14 @@ async fn probe_aside(
         let mut conn = Connection::open(key, connect).await?;
         let facts = probe::probe(&mut conn).await;
         let took = started.elapsed();
-        conn.close().await;
+        match (&facts, left_open) {
+            (Ok(_), Some(left_open)) => {
+                if let Err(unwanted) = left_open.send(conn) {
+                    unwanted.0.close().await;
+                }
+            }
+            _ => conn.close().await,
+        }
         facts.map(|facts| (facts, took))
     }
     .await;
@@ -922,7 +950,15 @@ impl Aside<'_> {
     async fn probe(&self) -> bool {
         let (places, reports) = (&self.places.urgent, &self.reports.urgent);
         let beside = "beside the parked connection";
-        probe_aside(self.key, &self.options.connect, places, reports, beside).await
+        probe_aside(
+            self.key,
+            &self.options.connect,
+            places,
+            reports,
+            beside,
+            None,
+        )
+        .await
     }
 }
 

@@ -72,6 +72,19 @@ fn connect_settings(topology: &TestTopology) -> ConnectSettings {
     }
 }
 
+/// The statements asked on `conn`'s session so far, this question included (the
+/// server's `Questions` for the session).
+async fn questions_asked(conn: &mut Connection) -> u64 {
+    let rows = conn
+        .query("SHOW SESSION STATUS LIKE 'Questions'")
+        .await
+        .expect("the session's count");
+    rows.first()
+        .and_then(|row| row.get("Value").cloned().flatten())
+        .and_then(|value| value.parse().ok())
+        .expect("a Questions row")
+}
+
 /// Each round trip of a connect is one more a failover waits for on a busy server: the
 /// agent's connection asks the server its version, and nothing else (the driver's own
 /// question for `max_allowed_packet` and `wait_timeout` is answered in advance).
@@ -80,23 +93,19 @@ async fn opening_a_connection_asks_the_server_its_version_and_nothing_else(flavo
     let mut conn = Connection::open(&topology.key("node1"), &connect_settings(&topology))
         .await
         .expect("connected");
-    // `Questions` counts the statements of this session, the one asking included.
-    let rows = conn
-        .query("SHOW SESSION STATUS LIKE 'Questions'")
-        .await
-        .expect("the session's count");
-    let asked = rows
-        .first()
-        .and_then(|row| row.get("Value").cloned().flatten())
-        .expect("a Questions row");
-    assert_eq!(asked, "2", "the version, then this question");
+    assert_eq!(
+        questions_asked(&mut conn).await,
+        2,
+        "the version, then this question"
+    );
     conn.close().await;
 }
 
 /// A lost primary's confirmation runs on the recovery lane, a runtime of its own: the
 /// replicas it probes from there are in discovery's snapshot when the call returns,
 /// long before their next poll (a minute away here), and the watch keeps its parked
-/// connection.
+/// connection. The probe's own connection comes back open, for the failover that may
+/// follow.
 async fn a_probe_asked_from_another_runtime_is_in_the_snapshot_when_the_call_returns(
     flavor: Flavor,
 ) {
@@ -123,15 +132,39 @@ async fn a_probe_asked_from_another_runtime_is_in_the_snapshot_when_the_call_ret
     let asked_at = SystemTime::now();
     let lane = discovery.clone();
     let asked = replica.clone();
-    std::thread::spawn(move || {
+    // The probe's connection is handed back open, for a recovery to go on with: the
+    // session that asked the probe's questions, used on the runtime that opened it.
+    let left_open = std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a runtime of its own")
-            .block_on(lane.probe_here_and_wait(vec![asked], Duration::from_secs(10)))
+            .block_on(async {
+                let open = lane
+                    .probe_here_and_wait(vec![asked], Duration::from_secs(10))
+                    .await;
+                let mut asked_before = Vec::new();
+                for mut connection in open {
+                    let count = questions_asked(&mut connection).await;
+                    asked_before.push((connection.key.clone(), count - 1));
+                    connection.close().await;
+                }
+                asked_before
+            })
     })
     .join()
     .expect("the asking thread");
+    assert_eq!(
+        left_open.len(),
+        1,
+        "one connection, the replica's: {left_open:?}"
+    );
+    let (key, asked_before) = &left_open[0];
+    assert_eq!(key, &replica);
+    assert!(
+        *asked_before > 2,
+        "the probe's statements were asked on it, not only the version: {asked_before}"
+    );
     let seen = discovery
         .snapshot()
         .get(&replica)

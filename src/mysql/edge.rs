@@ -20,6 +20,13 @@ pub trait Replication: Send + Sync + 'static {
         &'a self,
         key: &'a InstanceKey,
     ) -> BoxFuture<'a, Result<Box<dyn AdminSession>, MysqlError>>;
+
+    /// Takes a connection that is already open (a confirming probe's, with the same
+    /// account) as a session, so the first change skips the connect; given back when
+    /// this edge does not reach real servers (the in-memory topology of the tests).
+    fn adopt(&self, connection: Connection) -> Result<Box<dyn AdminSession>, Connection> {
+        Err(connection)
+    }
 }
 
 /// An open session on one instance and the changes made through it. Each operation
@@ -110,6 +117,10 @@ impl Replication for MysqlReplication {
             let conn = Connection::open(key, &self.settings).await?;
             Ok(Box::new(conn) as Box<dyn AdminSession>)
         })
+    }
+
+    fn adopt(&self, connection: Connection) -> Result<Box<dyn AdminSession>, Connection> {
+        Ok(Box::new(connection))
     }
 }
 

@@ -255,6 +255,11 @@ impl Connection {
     }
 }
 
+/// Closes each of `connections`, all at once.
+pub async fn close_all(connections: Vec<Connection>) {
+    futures::future::join_all(connections.into_iter().map(Connection::close)).await;
+}
+
 /// The statement a connection parks in: it names the agent in the processlist, and it
 /// fails the moment the server's process dies. `DO`, not `SELECT`: the server answers
 /// with one OK packet instead of five (a column count, a column, an EOF, a row and an

@@ -18,6 +18,7 @@ use super::roles::{restarted_without_failover, unpersisted, WriterMemory};
 use crate::analysis::{cluster_problems, multiple_primaries, Problem, ProblemCode, ProblemRules};
 use crate::config::ClusterFilter;
 use crate::discovery::DiscoveryHandle;
+use crate::mysql::{close_all, Connection};
 use crate::routing::Routing;
 use crate::store::recovery::{RecoveryRecord, RecoveryStatus};
 use crate::store::{AuditEntry, Store};
@@ -76,6 +77,9 @@ struct State {
     said: HashSet<String>,
     /// When a quick round of re-probing started for a cluster whose primary was lost.
     confirming: HashMap<String, Instant>,
+    /// The connections a settled confirmation left open to the cluster's replicas,
+    /// there only while it acts on its verdict: a failover it starts takes them.
+    confirmed_open: HashMap<String, Vec<Connection>>,
     /// When a fenced instance was last set read_only.
     fencing: HashMap<InstanceKey, Instant>,
     /// When the agent last tried to re-attach a fenced old primary by itself
@@ -585,7 +589,8 @@ impl Coordinator {
                 // Judged as soon as every replica has answered (or after the round's
                 // 50 ms), and a new round no sooner than 50 ms after the last began.
                 let round = tokio::time::Instant::now() + CONFIRM_ROUND;
-                this.discovery
+                let open = this
+                    .discovery
                     .probe_here_and_wait(replicas.clone(), CONFIRM_ROUND)
                     .await;
                 let snapshot = this.discovery.snapshot();
@@ -605,10 +610,19 @@ impl Coordinator {
                     // Settled: act on the verdict now, on this cluster alone (silence
                     // can turn a suspicion into a death with no new snapshot), and let a
                     // new suspicion start its own quick round at once.
-                    this.state().confirming.remove(&name);
+                    // A failover started now takes this round's connections (`start`):
+                    // opened a moment ago, they spare its first steps their connects.
+                    {
+                        let mut state = this.state();
+                        state.confirming.remove(&name);
+                        state.confirmed_open.insert(name.clone(), open);
+                    }
                     this.consider_clusters(&snapshot, Some(&name));
+                    let unused = this.state().confirmed_open.remove(&name);
+                    close_all(unused.unwrap_or_default()).await;
                     return;
                 }
+                close_all(open).await;
                 tokio::time::sleep_until(round).await;
             }
         });
@@ -978,6 +992,7 @@ impl Coordinator {
                     who: who.to_string(),
                 },
                 to,
+                Vec::new(),
             )
             .await)
     }
@@ -990,23 +1005,33 @@ impl Coordinator {
         to: Option<InstanceKey>,
     ) {
         // Marked before the task starts, so the next judgement cannot start a second one.
-        if !self.state().recovering.insert(cluster.name.clone()) {
-            return;
-        }
+        let warm = {
+            let mut state = self.state();
+            if !state.recovering.insert(cluster.name.clone()) {
+                return;
+            }
+            state
+                .confirmed_open
+                .remove(&cluster.name)
+                .unwrap_or_default()
+        };
         let this = self.clone();
         self.lane.spawn(async move {
-            this.recover(cluster, problem, trigger, to).await;
+            this.recover(cluster, problem, trigger, to, warm).await;
         });
     }
 
     /// Runs one recovery to its end and records it. The caller has marked the cluster
-    /// as recovering; this clears the mark.
+    /// as recovering; this clears the mark. `warm`: connections to the cluster's
+    /// replicas its confirmation just opened, for a failover's first steps; closed when
+    /// this recovery is of another kind or fails before.
     async fn recover(
         self: &Arc<Self>,
         cluster: ClusterView,
         problem: Problem,
         trigger: Trigger,
         to: Option<InstanceKey>,
+        warm: Vec<Connection>,
     ) -> RecoveryRecord {
         let started = Instant::now();
         let now = SystemTime::now();
@@ -1050,19 +1075,22 @@ impl Coordinator {
         let snapshot = self.discovery.snapshot();
         let recorded = self.store.insert_recovery(&record);
         let outcome = if let Err(error) = recorded {
+            close_all(warm).await;
             // Without a record (and its journal) nobody could settle what this began.
             tracing::error!(%error, recovery_id = %id, "cannot record the recovery: nothing is changed");
             Err(Outcome::Aborted(format!(
                 "the store cannot be written ({error}): nothing was changed"
             )))
         } else if let Some(fence) = &fence {
+            close_all(warm).await;
             self.recover_stragglers(fence, &problem, &snapshot, &mut log)
                 .await
         } else if kind == "intermediate" {
+            close_all(warm).await;
             self.recover_intermediate(&problem, &snapshot, &mut log)
                 .await
         } else {
-            self.fail_over(&cluster, &problem, &snapshot, to.as_ref(), &mut log)
+            self.fail_over(&cluster, &problem, &snapshot, to.as_ref(), &mut log, warm)
                 .await
         };
         record.status = match &outcome {
@@ -1150,7 +1178,7 @@ impl Coordinator {
     }
 
     /// Fails `cluster` over (`fail_over_with`), each instance's session kept open from
-    /// one step to the next.
+    /// one step to the next, starting with the `warm` ones its confirmation opened.
     async fn fail_over(
         &self,
         cluster: &ClusterView,
@@ -1158,8 +1186,9 @@ impl Coordinator {
         snapshot: &Snapshot,
         to: Option<&InstanceKey>,
         log: &mut StepLog,
+        warm: Vec<Connection>,
     ) -> Result<InstanceKey, Outcome> {
-        let executor = self.executor.keeping_sessions();
+        let executor = self.executor.keeping_sessions_from(warm).await;
         let outcome = self
             .fail_over_with(&executor, cluster, problem, snapshot, to, log)
             .await;
@@ -1965,7 +1994,7 @@ mod tests {
         };
         let mut log = StepLog::new("r");
         let outcome = coordinator
-            .fail_over(&cluster, &problem, &snapshot, None, &mut log)
+            .fail_over(&cluster, &problem, &snapshot, None, &mut log, Vec::new())
             .await
             .map_err(|outcome| match outcome {
                 Outcome::Aborted(why) => format!("aborted: {why}"),

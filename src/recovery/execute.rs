@@ -14,7 +14,7 @@ use super::plan::PromotionPlan;
 use crate::leader::{Lease, NotLeader};
 use crate::mysql::admin::{LinkTls, ReplicationAccount, ReplicationTls};
 use crate::mysql::edge::{AdminSession, Replication};
-use crate::mysql::{ConnectSettings, MysqlError};
+use crate::mysql::{ConnectSettings, Connection, MysqlError};
 use crate::store::recovery::RecoveryRecord;
 use crate::store::recovery::StepRecord;
 use crate::store::Store;
@@ -242,6 +242,31 @@ impl Executor {
     pub fn keeping_sessions(&self) -> Executor {
         Executor {
             kept: Some(Arc::default()),
+            ..self.clone()
+        }
+    }
+
+    /// As `keeping_sessions`, starting with `warm`: connections the confirmation of the
+    /// failure opened a moment ago (its last round), so that each instance's first step
+    /// skips the connect too. One the edge does not take (`Replication::adopt`) is closed.
+    pub async fn keeping_sessions_from(&self, warm: Vec<Connection>) -> Executor {
+        let kept = Arc::<KeptSessions>::default();
+        for connection in warm {
+            match self.servers.adopt(connection) {
+                Ok(session) => {
+                    let leased = Box::new(Leased {
+                        session,
+                        lease: self.lease.clone(),
+                    });
+                    if let Some(other) = kept.keep(leased) {
+                        other.close().await;
+                    }
+                }
+                Err(connection) => connection.close().await,
+            }
+        }
+        Executor {
+            kept: Some(kept),
             ..self.clone()
         }
     }
@@ -1160,6 +1185,98 @@ mod tests {
         executor.close_kept_sessions().await;
         let kept = executor.kept.as_ref().expect("keeping");
         assert!(kept.lock().is_empty(), "every kept session is closed");
+    }
+
+    /// The server's count of connections ever made to it, read on `conn`.
+    async fn connections_made(conn: &mut Connection) -> u64 {
+        let rows = conn
+            .query("SHOW GLOBAL STATUS LIKE 'Connections'")
+            .await
+            .expect("the server's counters");
+        rows.first()
+            .and_then(|row| row.get("Value").cloned().flatten())
+            .and_then(|value| value.parse().ok())
+            .expect("a Connections row")
+    }
+
+    /// A failover's first step on a replica runs on the connection its confirmation
+    /// left open (a real server counts the connects): the step itself connects to no
+    /// one, and the replica does stop receiving.
+    async fn a_failover_takes_the_confirmations_open_connection_for_its_first_step(
+        flavor: crate::sandbox::Flavor,
+    ) {
+        use crate::mysql::edge::MysqlReplication;
+        use crate::sandbox::{Sandbox, SandboxOptions};
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut options = SandboxOptions::new(flavor, dir.path().join("sb"));
+        options.replicas = 1;
+        let sandbox = Sandbox::up(options).await.expect("a sandbox");
+        let settings = ConnectSettings {
+            user: sandbox.user.clone(),
+            password: crate::config::Secret::new(sandbox.password.clone()),
+            connect_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(5),
+        };
+        let node = &sandbox.nodes[1];
+        let replica = InstanceKey::new(node.host.clone(), node.port);
+        let mut confirmed = Connection::open(&replica, &settings)
+            .await
+            .expect("the confirmation's connection");
+        let before = connections_made(&mut confirmed).await;
+        let fake = FakeTopology::new([]);
+        let executor = Executor {
+            servers: Arc::new(MysqlReplication {
+                settings: settings.clone(),
+            }),
+            ..fake.executor(solo())
+        }
+        .keeping_sessions_from(vec![confirmed])
+        .await;
+        let mut log = StepLog::new("r");
+        let not_stopped = executor
+            .stop_receiving(&mut log, std::slice::from_ref(&replica))
+            .await;
+        executor.close_kept_sessions().await;
+
+        let mut check = Connection::open(&replica, &settings)
+            .await
+            .expect("a connection to check");
+        let after = connections_made(&mut check).await;
+        let io_running = crate::mysql::probe::probe(&mut check)
+            .await
+            .expect("the replica probed")
+            .replication
+            .map(|status| status.io_running);
+        check.close().await;
+        let down = sandbox.down().await;
+        assert!(not_stopped.is_empty(), "{:?}", log.steps);
+        assert_eq!(
+            io_running,
+            Some(crate::topology::IoThreadState::No),
+            "the step ran"
+        );
+        assert_eq!(
+            after,
+            before + 1,
+            "the only connect since the confirmation's is this check's"
+        );
+        down.expect("the sandbox stops");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failover_takes_the_confirmations_open_connection_for_its_first_step_mariadb() {
+        a_failover_takes_the_confirmations_open_connection_for_its_first_step(
+            crate::sandbox::Flavor::Mariadb,
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failover_takes_the_confirmations_open_connection_for_its_first_step_mysql() {
+        a_failover_takes_the_confirmations_open_connection_for_its_first_step(
+            crate::sandbox::Flavor::Mysql,
+        )
+        .await;
     }
 
     #[tokio::test]
