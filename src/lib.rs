@@ -1,5 +1,5 @@
 //! pointsman keeps MySQL and MariaDB replication topologies available: it discovers
-//! them, watches them, and (in later stages) fails over and moves the traffic.
+//! them, watches them, fails over and moves the traffic.
 //!
 //! The flow: `mysql` probes instances → `discovery` keeps a `topology::Snapshot` →
 //! `analysis` judges it (pure) → `api` and `client` show it. `store` keeps what must
@@ -23,3 +23,4 @@ pub mod routing;
 pub mod sandbox;
 pub mod store;
 pub mod topology;
+pub(crate) mod workers;

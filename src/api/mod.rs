@@ -79,8 +79,14 @@ impl ApiState {
         live::summaries_of(&self.details_to(InstanceDepth::KeyOnly, None))
     }
 
-    /// Every cluster's detail, or only the one called `only`.
+    /// Every cluster's detail, or only the one called `only`: built off the async
+    /// workers (tens of ms over a large fleet), so a dashboard or a scraper never holds
+    /// up the polling and the notice of a death.
     fn details_to(&self, depth: InstanceDepth, only: Option<&str>) -> Vec<ClusterDetail> {
+        crate::workers::off_the_workers(|| self.build_details(depth, only))
+    }
+
+    fn build_details(&self, depth: InstanceDepth, only: Option<&str>) -> Vec<ClusterDetail> {
         let now = SystemTime::now();
         let recoveries = self.store.recoveries(None, 200).unwrap_or_default();
         let marks = InstanceMarks {

@@ -935,7 +935,8 @@ impl Compat {
     /// cluster whose failure is elsewhere is not recovered ("Recovery not attempted").
     async fn recover(&self, key: InstanceKey, to: Option<InstanceKey>, own: Own) -> Response {
         let snapshot = self.state.discovery.snapshot();
-        let problems = self.state.coordinator.problems(&snapshot);
+        let problems =
+            crate::workers::off_the_workers(|| self.state.coordinator.problems(&snapshot));
         let Some((cluster, found)) = problems
             .iter()
             .find(|(cluster, _)| cluster.members.contains(&key))

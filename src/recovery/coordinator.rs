@@ -25,6 +25,7 @@ use crate::store::{AuditEntry, Store};
 use crate::topology::cluster::writable_root;
 use crate::topology::cluster::ClusterAlias;
 use crate::topology::{ClusterView, InstanceKey, ServerFlavor, Snapshot};
+use crate::workers::off_the_workers;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -184,17 +185,6 @@ fn lost_primaries(
         .filter(|cluster| lost.contains(&cluster.primary))
         .map(|cluster| cluster.name.clone())
         .collect()
-}
-
-/// Runs `work` (a judgement of the whole fleet, tens of ms at 10,000 instances) with the
-/// runtime's other tasks handed to another thread meanwhile: on two cores, a worker
-/// busy judging would leave the probes and their parks' wake-ups to one, and the
-/// backlog would make every death that lands in it late news.
-fn off_the_workers<T>(work: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
-        _ => work(),
-    }
 }
 
 /// How long a second writable primary and its cluster's primary are probed again for,
