@@ -14,8 +14,9 @@
 //!   skips it): first contentful paint, the list usable with every cluster counted,
 //!   the next page and a filter drawn;
 //! - kill -9 → the agent's recovery started (the failure judged: from its record) and
-//!   → new primary writable for one cluster, medians of BENCH_FAILOVERS (10), and 10
-//!   clusters killed at once → all writable.
+//!   → new primary writable for one cluster, medians of BENCH_FAILOVERS (10); as many
+//!   again while two API clients read `GET /api/v1/clusters` back to back (dashboards
+//!   and scrapers); and 10 clusters killed at once → all writable.
 //!
 //! BENCH_LOG sets the agent's `log.level` (default `error`), e.g.
 //! `error,pointsman::discovery=trace,pointsman::recovery=info` to see when a kill was
@@ -68,6 +69,9 @@ struct Row {
     detected_median_ms: f64,
     failover_median_ms: f64,
     failover_n: usize,
+    /// The same while `READERS` API clients read `GET /api/v1/clusters` back to back.
+    failover_read_median_ms: f64,
+    failover_read_n: usize,
     ten_at_once_ms: f64,
     skipped: Option<String>,
 }
@@ -342,41 +346,31 @@ async fn measure(clusters: usize, seconds: u64, failovers: usize, files: u64) ->
     let api_cluster_ms = median_ms(&http, &format!("{api}/api/v1/clusters/{}", names[0]), 10).await;
     let page = first_paint(&api, clusters).await;
 
-    // Failovers, one cluster at a time, then ten at once; never the same cluster twice.
+    // Failovers, one cluster at a time, then as many again while API clients read every
+    // cluster, then ten at once; never the same cluster twice.
     let mut primaries = fleet.primaries().into_iter();
     let mut took: Vec<f64> = Vec::new();
     let mut detected: Vec<f64> = Vec::new();
-    for _ in 0..failovers.min(own.saturating_sub(10)) {
+    let alone = failovers.min(own.saturating_sub(10));
+    for _ in 0..alone {
         let primary = primaries.next().expect("a cluster left");
-        let successors = replicas_of(&fleet, &primary);
-        let killed_at = std::time::SystemTime::now();
-        let killed = Instant::now();
-        fleet.kill(&primary);
-        if std::env::var_os("BENCH_LOG").is_some() {
-            eprintln!(
-                "killed {primary} at {}",
-                humantime::format_rfc3339_micros(killed_at)
-            );
-        }
-        if let Some(ms) = until_writable(&fleet, &successors, killed, Duration::from_secs(30)).await
-        {
+        if let Some((ms, started)) = fail_over(&fleet, &http, &api, &primary).await {
             took.push(ms);
+            detected.extend(started);
         }
-        // When the agent started the recovery (it had judged the primary dead), by its
-        // record: the cluster is named after the primary that was killed.
-        let url = format!("{api}/api/v1/recoveries?cluster={primary}&limit=1");
-        if let Ok(records) = get_json(&http, &url).await {
-            let started = records[0]["started_at"]
-                .as_str()
-                .and_then(|t| humantime::parse_rfc3339(t).ok());
-            if let Some(ms) = started.and_then(|t| t.duration_since(killed_at).ok()) {
-                detected.push(ms.as_secs_f64() * 1000.0);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     took.sort_by(f64::total_cmp);
     detected.sort_by(f64::total_cmp);
+    let readers = Readers::start(&http, &api, READERS);
+    let mut took_read: Vec<f64> = Vec::new();
+    for _ in 0..failovers.min(own.saturating_sub(10 + alone)) {
+        let primary = primaries.next().expect("a cluster left");
+        if let Some((ms, _)) = fail_over(&fleet, &http, &api, &primary).await {
+            took_read.push(ms);
+        }
+    }
+    readers.stop().await;
+    took_read.sort_by(f64::total_cmp);
     let ten: Vec<String> = primaries.by_ref().take(10).collect();
     let killed = Instant::now();
     let mut waiting = Vec::new();
@@ -415,6 +409,8 @@ async fn measure(clusters: usize, seconds: u64, failovers: usize, files: u64) ->
         detected_median_ms: percentile(&detected, 0.50),
         failover_median_ms: percentile(&took, 0.50),
         failover_n: took.len(),
+        failover_read_median_ms: percentile(&took_read, 0.50),
+        failover_read_n: took_read.len(),
         ten_at_once_ms: if ten.is_empty() {
             f64::NAN
         } else {
@@ -426,6 +422,80 @@ async fn measure(clusters: usize, seconds: u64, failovers: usize, files: u64) ->
 
 /// The replicas of the cluster whose primary is `primary` (the fleet lays clusters out
 /// primary first).
+/// How many API clients read every cluster, back to back, during the second series of
+/// failovers: dashboards and scrapers on a busy day.
+const READERS: usize = 2;
+
+/// Kills `primary` and waits until one of its replicas is writable: ms from the kill,
+/// and to the recovery's start by the agent's record. Waits half a second after.
+async fn fail_over(
+    fleet: &Fleet,
+    http: &reqwest::Client,
+    api: &str,
+    primary: &str,
+) -> Option<(f64, Option<f64>)> {
+    let successors = replicas_of(fleet, primary);
+    let killed_at = std::time::SystemTime::now();
+    let killed = Instant::now();
+    fleet.kill(primary);
+    if std::env::var_os("BENCH_LOG").is_some() {
+        eprintln!(
+            "killed {primary} at {}",
+            humantime::format_rfc3339_micros(killed_at)
+        );
+    }
+    let took = until_writable(fleet, &successors, killed, Duration::from_secs(30)).await;
+    // When the agent started the recovery (it had judged the primary dead), by its
+    // record: the cluster is named after the primary that was killed.
+    let url = format!("{api}/api/v1/recoveries?cluster={primary}&limit=1");
+    let started = match get_json(http, &url).await {
+        Ok(records) => records[0]["started_at"]
+            .as_str()
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+            .and_then(|t| t.duration_since(killed_at).ok())
+            .map(|ms| ms.as_secs_f64() * 1000.0),
+        Err(_) => None,
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    took.map(|ms| (ms, started))
+}
+
+/// API clients reading `GET /api/v1/clusters` back to back until stopped.
+struct Readers {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Readers {
+    fn start(http: &reqwest::Client, api: &str, count: usize) -> Readers {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let tasks = (0..count)
+            .map(|_| {
+                let (http, url, stopped) = (
+                    http.clone(),
+                    format!("{api}/api/v1/clusters"),
+                    stopped.clone(),
+                );
+                tokio::spawn(async move {
+                    while !*stopped.borrow() {
+                        if let Ok(response) = http.get(&url).send().await {
+                            let _ = response.bytes().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Readers { stop, tasks }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
 fn replicas_of(fleet: &Fleet, primary: &str) -> Vec<String> {
     let keys = fleet.keys();
     let at = keys
@@ -563,15 +633,17 @@ fn ms(value: f64) -> String {
 
 fn print_table(rows: &[Row], seconds: u64) {
     println!("\nfleet benchmark: simulated MySQL 9.7, clusters of 3, 1 s polling, {seconds} s steady state, 2 cores shared with the simulator");
-    println!("| instances | agent CPU (% of a core) | agent RSS | simulator CPU | statements / instance / s | agent CPU per probe | probe p50 / p99 | oldest facts | GET /clusters | GET one cluster | kill → recovery started (median) | kill → writable (median, n) | 10 killed at once → all writable |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| instances | agent CPU (% of a core) | agent RSS | simulator CPU | statements / instance / s | agent CPU per probe | probe p50 / p99 | oldest facts | GET /clusters | GET one cluster | kill → recovery started (median) | kill → writable (median, n) | the same with {READERS} clients reading GET /clusters | 10 killed at once → all writable |");
+    println!(
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
     for row in rows {
         if let Some(why) = &row.skipped {
-            println!("| {} | {why} ||||||||||||", row.instances);
+            println!("| {} | {why} |||||||||||||", row.instances);
             continue;
         }
         println!(
-            "| {} | {:.1} % | {:.0} MiB | {:.1} % | {:.1} | {:.3} ms | {:.1} / {:.1} ms | {:.0} ms | {:.1} ms | {:.1} ms | {:.0} ms | {:.0} ms (n={}) | {:.0} ms |",
+            "| {} | {:.1} % | {:.0} MiB | {:.1} % | {:.1} | {:.3} ms | {:.1} / {:.1} ms | {:.0} ms | {:.1} ms | {:.1} ms | {:.0} ms | {:.0} ms (n={}) | {:.0} ms (n={}) | {:.0} ms |",
             row.instances,
             row.agent_cpu,
             row.agent_rss,
@@ -586,6 +658,8 @@ fn print_table(rows: &[Row], seconds: u64) {
             row.detected_median_ms,
             row.failover_median_ms,
             row.failover_n,
+            row.failover_read_median_ms,
+            row.failover_read_n,
             row.ten_at_once_ms
         );
     }
