@@ -19,6 +19,7 @@ use crate::recovery::lane::Lane;
 use crate::routing::{self, RunningRouting};
 use crate::store::retention::Retention;
 use crate::store::{Store, StoreError};
+use crate::workers::Backroom;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -43,6 +44,10 @@ pub enum AgentError {
         "cannot start the thread recoveries run on: {0} (is the machine out of threads or memory?)"
     )]
     Lane(std::io::Error),
+    #[error(
+        "cannot start the thread the API builds the whole fleet's views on: {0} (is the machine out of threads or memory?)"
+    )]
+    Backroom(std::io::Error),
 }
 
 /// A started agent.
@@ -124,6 +129,7 @@ impl RunningAgent {
             kept: None,
         };
         let lane = Lane::start().map_err(AgentError::Lane)?;
+        let backroom = Backroom::start().map_err(AgentError::Backroom)?;
         let discovery = discovery::start(options, settings.seeds(), store.clone());
         let rules = ProblemRules::from_config(config);
         let routing = routing::start(
@@ -170,6 +176,7 @@ impl RunningAgent {
             rules,
             coordinator: coordinator.clone(),
             events: api::live::EventFeed::new(config.api.max_event_clients),
+            backroom,
         };
         // Ends by itself when `stopping` turns true.
         tokio::spawn(api::live::publish(state.clone()));

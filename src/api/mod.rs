@@ -46,6 +46,8 @@ pub struct ApiState {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// The event stream's shared state (`live`).
     pub events: live::EventFeed,
+    /// Where every cluster's detail is built, after the polling and the failovers.
+    pub(crate) backroom: crate::workers::Backroom,
 }
 
 impl ApiState {
@@ -79,11 +81,18 @@ impl ApiState {
         live::summaries_of(&self.details_to(InstanceDepth::KeyOnly, None))
     }
 
-    /// Every cluster's detail, or only the one called `only`: built off the async
-    /// workers (tens of ms over a large fleet), so a dashboard or a scraper never holds
-    /// up the polling and the notice of a death.
+    /// Every cluster's detail, or only the one called `only`, built off the async
+    /// workers: the whole fleet's (tens of ms on a large one) in the backroom, one at a
+    /// time and after the polling and the failovers, so dashboards and scrapers never
+    /// hold up the notice of a death or a failover.
     fn details_to(&self, depth: InstanceDepth, only: Option<&str>) -> Vec<ClusterDetail> {
-        crate::workers::off_the_workers(|| self.build_details(depth, only))
+        match only {
+            Some(name) => crate::workers::off_the_workers(|| self.build_details(depth, Some(name))),
+            None => {
+                let this = self.clone();
+                self.backroom.run(move || this.build_details(depth, None))
+            }
+        }
     }
 
     fn build_details(&self, depth: InstanceDepth, only: Option<&str>) -> Vec<ClusterDetail> {
