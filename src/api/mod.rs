@@ -81,13 +81,13 @@ impl ApiState {
         live::summaries_of(&self.details_to(InstanceDepth::KeyOnly, None))
     }
 
-    /// Every cluster's detail, or only the one called `only`, built off the async
-    /// workers: the whole fleet's (tens of ms on a large one) in the backroom, one at a
-    /// time and after the polling and the failovers, so dashboards and scrapers never
-    /// hold up the notice of a death or a failover.
+    /// Every cluster's detail, or only the one called `only`. The whole fleet's (tens of
+    /// ms on a large one) is built in the backroom, off the async workers, one at a time
+    /// and after the polling and the failovers, so dashboards and scrapers never hold
+    /// up the notice of a death or a failover; one cluster's (a fraction of a ms) here.
     fn details_to(&self, depth: InstanceDepth, only: Option<&str>) -> Vec<ClusterDetail> {
         match only {
-            Some(name) => crate::workers::off_the_workers(|| self.build_details(depth, Some(name))),
+            Some(name) => self.build_details(depth, Some(name)),
             None => {
                 let this = self.clone();
                 self.backroom.run(move || this.build_details(depth, None))
