@@ -201,13 +201,20 @@ mod tests {
         );
     }
 
+    /// The primary 1 and its replica 2 as discovery publishes them, probed at the
+    /// given versions.
+    fn probed_pair(primary_version: u64, replica_version: u64) -> Snapshot {
+        let mut pair = snapshot(vec![primary(key(1)), replica(key(2), key(1))]);
+        pair.shape = 1;
+        pair.set_version(&key(1), primary_version);
+        pair.set_version(&key(2), replica_version);
+        pair
+    }
+
     #[test]
     fn between_snapshots_of_discovery_only_the_instances_probed_since_are_read() {
         let mut memory = WriterMemory::default();
-        let mut snapshot = snapshot(vec![primary(key(1)), replica(key(2), key(1))]);
-        snapshot.shape = 1;
-        snapshot.set_version(&key(1), 1);
-        snapshot.set_version(&key(2), 2);
+        let mut snapshot = probed_pair(1, 2);
         assert!(memory.observe(&snapshot).is_empty());
 
         // Changed without a new version: not read again, so not noticed.
@@ -227,10 +234,7 @@ mod tests {
     #[test]
     fn an_older_snapshot_than_the_last_seen_teaches_nothing() {
         let mut memory = WriterMemory::default();
-        let mut newer = snapshot(vec![primary(key(1)), replica(key(2), key(1))]);
-        newer.shape = 1;
-        newer.set_version(&key(1), 5);
-        newer.set_version(&key(2), 6);
+        let newer = probed_pair(5, 6);
         let mut older = newer.clone();
         older.set_version(&key(2), 0);
         older.get_mut(&key(1)).expect("known").unreachable_since = Some(SystemTime::now());
