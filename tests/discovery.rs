@@ -7,14 +7,13 @@ mod support;
 use pointsman::analysis::FindingCode;
 use pointsman::api::views::{ClusterDetail, Role};
 use pointsman::client::ApiClient;
-use pointsman::config::Secret;
 use pointsman::discovery::DiscoveryOptions;
-use pointsman::mysql::{ConnectSettings, Connection};
+use pointsman::mysql::Connection;
 use pointsman::sandbox::Flavor;
 use pointsman::store::Store;
 use pointsman::topology::InstanceKey;
 use std::time::{Duration, Instant, SystemTime};
-use support::{eventually, watch, TestTopology};
+use support::{eventually, session_counter, watch, TestTopology};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -63,38 +62,16 @@ on_every_flavor!(
     a_probe_asked_from_another_runtime_is_in_the_snapshot_when_the_call_returns,
 );
 
-fn connect_settings(topology: &TestTopology) -> ConnectSettings {
-    ConnectSettings {
-        user: topology.sandbox.user.clone(),
-        password: Secret::new(topology.sandbox.password.clone()),
-        connect_timeout: Duration::from_secs(5),
-        query_timeout: Duration::from_secs(5),
-    }
-}
-
-/// The statements asked on `conn`'s session so far, this question included (the
-/// server's `Questions` for the session).
-async fn questions_asked(conn: &mut Connection) -> u64 {
-    let rows = conn
-        .query("SHOW SESSION STATUS LIKE 'Questions'")
-        .await
-        .expect("the session's count");
-    rows.first()
-        .and_then(|row| row.get("Value").cloned().flatten())
-        .and_then(|value| value.parse().ok())
-        .expect("a Questions row")
-}
-
 /// Each round trip of a connect is one more a failover waits for on a busy server: the
 /// agent's connection asks the server its version, and nothing else (the driver's own
 /// question for `max_allowed_packet` and `wait_timeout` is answered in advance).
 async fn opening_a_connection_asks_the_server_its_version_and_nothing_else(flavor: Flavor) {
     let topology = TestTopology::start(flavor, 0).await;
-    let mut conn = Connection::open(&topology.key("node1"), &connect_settings(&topology))
+    let mut conn = Connection::open(&topology.key("node1"), &topology.connect_settings())
         .await
         .expect("connected");
     assert_eq!(
-        questions_asked(&mut conn).await,
+        session_counter(&mut conn, "Questions").await,
         2,
         "the version, then this question"
     );
@@ -114,7 +91,7 @@ async fn a_probe_asked_from_another_runtime_is_in_the_snapshot_when_the_call_ret
     let store = Store::open(&dir.path().join("pointsman.db")).expect("a store");
     let discovery = pointsman::discovery::start(
         DiscoveryOptions {
-            connect: connect_settings(&topology),
+            connect: topology.connect_settings(),
             poll_interval: Duration::from_secs(60),
             max_concurrent_probes: 4,
             claims: None,
@@ -145,7 +122,7 @@ async fn a_probe_asked_from_another_runtime_is_in_the_snapshot_when_the_call_ret
                     .await;
                 let mut asked_before = Vec::new();
                 for mut connection in open {
-                    let count = questions_asked(&mut connection).await;
+                    let count = session_counter(&mut connection, "Questions").await;
                     asked_before.push((connection.key.clone(), count - 1));
                     connection.close().await;
                 }

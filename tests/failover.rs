@@ -6,6 +6,7 @@ mod support;
 
 use mysql_async::prelude::Queryable;
 use pointsman::api::views::ClusterDetail;
+use pointsman::mysql::{admin, Connection};
 use pointsman::sandbox::Flavor;
 use pointsman::store::recovery::{RecoveryRecord, RecoveryStatus};
 use pointsman::topology::IoThreadState;
@@ -13,8 +14,8 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::{
-    assert_audited, automatic_recovery, eventually, probed, read_only_becomes, watch, TestTopology,
-    Watcher,
+    assert_audited, automatic_recovery, eventually, probed, read_only_becomes, session_counter,
+    watch, TestTopology, Watcher,
 };
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -22,6 +23,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 on_every_flavor!(
     a_killed_primary_is_replaced_without_losing_acknowledged_writes,
     the_old_primary_returns_fenced_and_reattach_makes_it_a_replica,
+    a_fence_and_its_lifting_are_one_statement_each,
     a_second_failure_inside_the_block_period_waits_for_an_ack,
     a_failing_pre_failover_hook_aborts_the_recovery,
     hooks_written_for_orchestrator_get_its_variables_and_placeholders,
@@ -312,6 +314,45 @@ async fn finished_recovery(api: &pointsman::client::ApiClient, count: usize) -> 
         },
     )
     .await
+}
+
+/// A fence is a single statement, and so is lifting it: no reader, and no crash of the
+/// agent between two statements, can find the server half fenced (read_only ON while
+/// SUPER still writes, MySQL's super_read_only OFF). A client of the sandbox once saw
+/// that half state while the agent fenced an old primary.
+async fn a_fence_and_its_lifting_are_one_statement_each(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 0).await;
+    let mut conn = Connection::open(&topology.key("node1"), &topology.connect_settings())
+        .await
+        .expect("connected");
+    let flags = |read_only: &str, super_read_only: &str| {
+        let super_read_only = flavor.is_mysql().then(|| super_read_only.to_string());
+        (Some(read_only.to_string()), super_read_only)
+    };
+    for (fenced, expected) in [(true, flags("1", "1")), (false, flags("0", "0"))] {
+        let before = session_counter(&mut conn, "Com_set_option").await;
+        admin::set_read_only(&mut conn, fenced)
+            .await
+            .expect("read_only set");
+        assert_eq!(
+            session_counter(&mut conn, "Com_set_option").await - before,
+            1,
+            "fenced={fenced}: one SET statement"
+        );
+        let super_read_only = match flavor.is_mysql() {
+            true => topology.value("node1", "SELECT @@super_read_only").await,
+            false => None,
+        };
+        assert_eq!(
+            (
+                topology.value("node1", "SELECT @@read_only").await,
+                super_read_only
+            ),
+            expected,
+            "fenced={fenced}"
+        );
+    }
+    conn.close().await;
 }
 
 async fn the_old_primary_returns_fenced_and_reattach_makes_it_a_replica(flavor: Flavor) {

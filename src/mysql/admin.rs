@@ -217,21 +217,17 @@ pub async fn promote(conn: &mut Connection) -> Result<(), MysqlError> {
 }
 
 /// read_only ON (with super_read_only on MySQL, so even SUPER cannot write) or OFF.
+///
+/// One statement each way, so no reader and no crash of the agent can find the server
+/// between two states: on MySQL, turning super_read_only ON also turns read_only ON, and
+/// turning read_only OFF also turns super_read_only OFF (WL#6799, FR2 and FR3).
 pub async fn set_read_only(conn: &mut Connection, on: bool) -> Result<(), MysqlError> {
-    let statements: &[&str] = match (conn.flavor, on) {
-        (ServerFlavor::Mysql, true) => {
-            &["SET GLOBAL read_only=ON", "SET GLOBAL super_read_only=ON"]
-        }
-        (ServerFlavor::Mysql, false) => {
-            &["SET GLOBAL super_read_only=OFF", "SET GLOBAL read_only=OFF"]
-        }
-        (ServerFlavor::Mariadb, true) => &["SET GLOBAL read_only=ON"],
-        (ServerFlavor::Mariadb, false) => &["SET GLOBAL read_only=OFF"],
-    };
-    for statement in statements {
-        conn.execute(statement).await?;
-    }
-    Ok(())
+    conn.execute(match (conn.flavor, on) {
+        (ServerFlavor::Mysql, true) => "SET GLOBAL super_read_only=ON",
+        (ServerFlavor::Mariadb, true) => "SET GLOBAL read_only=ON",
+        (_, false) => "SET GLOBAL read_only=OFF",
+    })
+    .await
 }
 
 /// Semi-sync on the source side and the replica side, ON or OFF, under the names this

@@ -58,6 +58,16 @@ impl TestTopology {
         InstanceKey::new(node.host.clone(), node.port)
     }
 
+    /// How the agent would connect to these nodes (the sandbox's user, 5 s timeouts).
+    pub fn connect_settings(&self) -> pointsman::mysql::ConnectSettings {
+        pointsman::mysql::ConnectSettings {
+            user: self.sandbox.user.clone(),
+            password: pointsman::config::Secret::new(self.sandbox.password.clone()),
+            connect_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(5),
+        }
+    }
+
     pub fn keys(&self) -> Vec<InstanceKey> {
         self.sandbox
             .nodes
@@ -208,16 +218,29 @@ impl TestTopology {
             .clone()
     }
 
-    /// Makes a replica writable for a moment (MySQL's super_read_only too).
+    /// Makes a replica writable for a moment, or read-only again (on MySQL, turning
+    /// read_only OFF turns super_read_only OFF, and super_read_only ON turns both ON).
     pub async fn writable(&self, node: &str, on: bool) {
-        let statements: &[&str] = match (self.flavor().is_mysql(), on) {
-            (true, true) => &["SET GLOBAL super_read_only=OFF", "SET GLOBAL read_only=OFF"],
-            (true, false) => &["SET GLOBAL read_only=ON", "SET GLOBAL super_read_only=ON"],
-            (false, true) => &["SET GLOBAL read_only=OFF"],
-            (false, false) => &["SET GLOBAL read_only=ON"],
+        let statement = match (self.flavor().is_mysql(), on) {
+            (_, true) => "SET GLOBAL read_only=OFF",
+            (true, false) => "SET GLOBAL super_read_only=ON",
+            (false, false) => "SET GLOBAL read_only=ON",
         };
-        self.sql(node, statements).await;
+        self.sql(node, &[statement]).await;
     }
+}
+
+/// A counter of `conn`'s own session (`SHOW SESSION STATUS`), such as `Questions` or
+/// `Com_set_option`; the question asking it counts in `Questions`.
+pub async fn session_counter(conn: &mut pointsman::mysql::Connection, counter: &str) -> u64 {
+    let rows = conn
+        .query(&format!("SHOW SESSION STATUS LIKE '{counter}'"))
+        .await
+        .unwrap_or_else(|e| panic!("{}: the session's {counter}: {e}", conn.key));
+    rows.first()
+        .and_then(|row| row.get("Value").cloned().flatten())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("{}: no {counter} row", conn.key))
 }
 
 impl Drop for TestTopology {
