@@ -97,7 +97,8 @@ impl ApiState {
 
     fn build_details(&self, depth: InstanceDepth, only: Option<&str>) -> Vec<ClusterDetail> {
         let now = SystemTime::now();
-        let recoveries = self.store.recoveries(None, 200).unwrap_or_default();
+        // Outlines: the steps are read only for the recoveries a cluster announces.
+        let recoveries = self.store.recovery_outlines(200).unwrap_or_default();
         let marks = InstanceMarks {
             fenced: self
                 .store
@@ -145,7 +146,14 @@ impl ApiState {
             detail.formerly = former_names(&detail.name, &recoveries);
             let mut names = detail.formerly.clone();
             names.push(detail.name.clone());
-            detail.unacknowledged = unacknowledged_recovery(&names, &members, &recoveries);
+            detail.unacknowledged =
+                unacknowledged_recovery(&names, &members, &recoveries).map(|outline| {
+                    self.store
+                        .recovery_with_id(&outline.id)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(outline)
+                });
         }
         details
     }

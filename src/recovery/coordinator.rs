@@ -1390,14 +1390,10 @@ impl Coordinator {
         snapshot: &Snapshot,
         log: &mut StepLog,
     ) -> Result<InstanceKey, Outcome> {
-        let successor = fence.recovery_id.as_deref().and_then(|id| {
-            self.store
-                .recoveries(None, 1000)
-                .ok()?
-                .into_iter()
-                .find(|r| r.id == id)?
-                .successor
-        });
+        let successor = fence
+            .recovery_id
+            .as_deref()
+            .and_then(|id| self.store.recovery_with_id(id).ok().flatten()?.successor);
         let primary = successor.and_then(|successor| {
             self.discovery
                 .clusters(snapshot, &self.aliases)
@@ -1882,14 +1878,10 @@ impl Coordinator {
             .filter(|i| i.is_reachable())
             .and_then(|i| i.facts.as_ref())
             .ok_or_else(|| ReattachError::Unreachable(key.clone()))?;
-        let successor = fence.recovery_id.as_deref().and_then(|id| {
-            self.store
-                .recoveries(Some(&fence.cluster), 1000)
-                .ok()?
-                .into_iter()
-                .find(|r| r.id == id)?
-                .successor
-        });
+        let successor = fence
+            .recovery_id
+            .as_deref()
+            .and_then(|id| self.store.recovery_with_id(id).ok().flatten()?.successor);
         let clusters = self.discovery.clusters(&snapshot, &self.aliases);
         // The primary that replaced it: the successor's cluster now, or — for a fence no
         // failover set (a stale second primary) — the primary of the cluster it was in.

@@ -19,7 +19,7 @@ impl Store {
         step: &str,
         instance: Option<&InstanceKey>,
     ) -> Result<i64, StoreError> {
-        let conn = self.lock();
+        let conn = self.writer();
         let seq: i64 = conn
             .query_row(
                 "SELECT COALESCE(MAX(seq), 0) + 1 FROM recovery_journal WHERE recovery_id = ?1",
@@ -51,7 +51,7 @@ impl Store {
         detail: &str,
         duration_ms: u64,
     ) -> Result<(), StoreError> {
-        self.lock()
+        self.writer()
             .execute(
                 "UPDATE recovery_journal SET ok = ?3, detail = ?4, duration_ms = ?5
                  WHERE recovery_id = ?1 AND seq = ?2",
@@ -64,7 +64,7 @@ impl Store {
     /// The journal of a recovery in the order its steps began; a step with no outcome
     /// is `pending`.
     pub fn journal(&self, recovery_id: &str) -> Result<Vec<StepRecord>, StoreError> {
-        let conn = self.lock();
+        let conn = self.reader();
         let mut statement = conn
             .prepare_cached(
                 "SELECT step, instance, ok, detail, duration_ms FROM recovery_journal

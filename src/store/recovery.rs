@@ -156,6 +156,14 @@ fn parse_key(text: &str) -> rusqlite::Result<InstanceKey> {
 const RECOVERY_COLUMNS: &str = "id, cluster, kind, problem, failed, successor, trigger, status, \
      started_at, finished_at, steps, acknowledged_at, acknowledged_by, ack_comment";
 
+/// Whether a listing of recoveries reads their steps (each a JSON document, and the
+/// journal of one still running).
+#[derive(Clone, Copy, PartialEq)]
+enum Steps {
+    Read,
+    Skipped,
+}
+
 fn recovery_from_row(row: &Row<'_>) -> rusqlite::Result<RecoveryRecord> {
     let steps: String = row.get(10)?;
     Ok(RecoveryRecord {
@@ -182,7 +190,7 @@ fn recovery_from_row(row: &Row<'_>) -> rusqlite::Result<RecoveryRecord> {
 impl Store {
     /// Records a recovery as it starts.
     pub fn insert_recovery(&self, record: &RecoveryRecord) -> Result<(), StoreError> {
-        self.lock()
+        self.writer()
             .execute(
                 &format!(
                     "INSERT INTO recoveries ({RECOVERY_COLUMNS}) \
@@ -208,7 +216,7 @@ impl Store {
 
     /// Saves a recovery's progress: status, successor, steps, end.
     pub fn update_recovery(&self, record: &RecoveryRecord) -> Result<(), StoreError> {
-        self.lock()
+        self.writer()
             .execute(
                 "UPDATE recoveries SET status = ?2, successor = ?3, finished_at = ?4, steps = ?5
                  WHERE id = ?1",
@@ -232,8 +240,22 @@ impl Store {
     ) -> Result<Vec<RecoveryRecord>, StoreError> {
         match cluster {
             Some(name) => self.recoveries_named(&[name.to_string()], limit),
-            None => self.recoveries_where("1", &[], limit),
+            None => self.recoveries_where("1", &[], limit, Steps::Read),
         }
+    }
+
+    /// As [`Store::recoveries`] over every cluster, without the steps (left empty): what
+    /// the views over the whole fleet need (who was promoted, what is unacknowledged),
+    /// without parsing every recovery's steps each time one is drawn.
+    pub fn recovery_outlines(&self, limit: usize) -> Result<Vec<RecoveryRecord>, StoreError> {
+        self.recoveries_where("1", &[], limit, Steps::Skipped)
+    }
+
+    /// The recovery with this id, steps and all.
+    pub fn recovery_with_id(&self, id: &str) -> Result<Option<RecoveryRecord>, StoreError> {
+        Ok(self
+            .recoveries_where("id = ?", &[id.to_string()], 1, Steps::Read)?
+            .pop())
     }
 
     /// Recoveries of a cluster under any of `names` (its name and former names),
@@ -244,7 +266,12 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<RecoveryRecord>, StoreError> {
         let placeholders = vec!["?"; names.len()].join(", ");
-        self.recoveries_where(&format!("cluster IN ({placeholders})"), names, limit)
+        self.recoveries_where(
+            &format!("cluster IN ({placeholders})"),
+            names,
+            limit,
+            Steps::Read,
+        )
     }
 
     fn recoveries_where(
@@ -252,11 +279,16 @@ impl Store {
         condition: &str,
         values: &[String],
         limit: usize,
+        steps: Steps,
     ) -> Result<Vec<RecoveryRecord>, StoreError> {
-        let conn = self.lock();
+        let columns = match steps {
+            Steps::Read => RECOVERY_COLUMNS.to_string(),
+            Steps::Skipped => RECOVERY_COLUMNS.replace("steps", "'[]'"),
+        };
+        let conn = self.reader();
         let mut statement = conn
             .prepare_cached(&format!(
-                "SELECT {RECOVERY_COLUMNS} FROM recoveries WHERE {condition}
+                "SELECT {columns} FROM recoveries WHERE {condition}
                  ORDER BY started_at DESC, rowid DESC LIMIT {limit}"
             ))
             .map_err(|e| self.error(e))?;
@@ -267,6 +299,9 @@ impl Store {
             rows.collect::<Result<_, _>>().map_err(|e| self.error(e))?;
         drop(statement);
         drop(conn);
+        if steps == Steps::Skipped {
+            return Ok(records);
+        }
         // A recovery that has not ended (or never could record its end) shows the steps
         // its journal holds: how far it got.
         for record in records.iter_mut().filter(|r| r.steps.is_empty()) {
@@ -277,7 +312,7 @@ impl Store {
 
     /// How many recoveries (and switchovers) ended in each status, by its name.
     pub fn recovery_counts(&self) -> Result<BTreeMap<String, usize>, StoreError> {
-        let conn = self.lock();
+        let conn = self.reader();
         let mut statement = conn
             .prepare_cached("SELECT status, COUNT(*) FROM recoveries GROUP BY status")
             .map_err(|e| self.error(e))?;
@@ -303,7 +338,8 @@ impl Store {
     /// newest first: while one of a cluster is there, the cluster is not recovered
     /// automatically (`coverage::GateFacts::blocking`). Every attempt counts, aborted or
     /// failed too (retrying a failed recovery every poll helps no one); a planned
-    /// switchover and a rolled-back recovery do not.
+    /// switchover and a rolled-back recovery do not. Without their steps: read on the
+    /// way to every failover, they say only that it is blocked, and by which.
     pub fn blocking_recoveries(
         &self,
         since: SystemTime,
@@ -313,12 +349,13 @@ impl Store {
              AND kind != 'switchover' AND status != 'rolled_back'",
             &[time::format(since)],
             10_000,
+            Steps::Skipped,
         )
     }
 
     /// Acknowledges every unacknowledged recovery of `cluster`; returns how many.
     pub fn acknowledge(&self, cluster: &str, by: &str, comment: &str) -> Result<usize, StoreError> {
-        self.lock()
+        self.writer()
             .execute(
                 "UPDATE recoveries SET acknowledged_at = ?2, acknowledged_by = ?3, ack_comment = ?4
                  WHERE cluster = ?1 AND acknowledged_at IS NULL",
@@ -336,7 +373,7 @@ impl Store {
         comment: &str,
     ) -> Result<usize, StoreError> {
         let ids: Vec<String> = self
-            .recoveries(None, 1000)?
+            .recovery_outlines(1000)?
             .into_iter()
             .filter(|r| r.acknowledged_at.is_none())
             .filter(|r| {
@@ -345,7 +382,7 @@ impl Store {
             })
             .map(|r| r.id)
             .collect();
-        let conn = self.lock();
+        let conn = self.writer();
         for id in &ids {
             conn.execute(
                 "UPDATE recoveries SET acknowledged_at = ?2, acknowledged_by = ?3, ack_comment = ?4
@@ -357,13 +394,17 @@ impl Store {
         Ok(ids.len())
     }
 
+    /// Records `instance` as a fenced old primary of `cluster` (kept read_only until an
+    /// operator or a re-attach lifts it).
     pub fn fence(
         &self,
         instance: &InstanceKey,
         cluster: &str,
         recovery_id: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.lock()
+        let mut cached = self.fenced_cache();
+        *cached = None;
+        self.writer()
             .execute(
                 "INSERT OR REPLACE INTO fenced (host, port, cluster, recovery_id, fenced_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -379,8 +420,20 @@ impl Store {
         Ok(())
     }
 
+    /// The fenced old primaries, by host and port. Read at every judgement: from memory,
+    /// once the table has been read since its last change.
     pub fn fenced(&self) -> Result<Vec<FencedInstance>, StoreError> {
-        let conn = self.lock();
+        let mut cached = self.fenced_cache();
+        if let Some(fenced) = cached.as_ref() {
+            return Ok(fenced.clone());
+        }
+        let fenced = self.fenced_in_table()?;
+        *cached = Some(fenced.clone());
+        Ok(fenced)
+    }
+
+    fn fenced_in_table(&self) -> Result<Vec<FencedInstance>, StoreError> {
+        let conn = self.reader();
         let mut statement = conn
             .prepare_cached("SELECT host, port, cluster, recovery_id, fenced_at FROM fenced ORDER BY host, port")
             .map_err(|e| self.error(e))?;
@@ -399,8 +452,10 @@ impl Store {
 
     /// Lifts the fence (after a re-attach); returns whether it was fenced.
     pub fn unfence(&self, instance: &InstanceKey) -> Result<bool, StoreError> {
+        let mut cached = self.fenced_cache();
+        *cached = None;
         let changed = self
-            .lock()
+            .writer()
             .execute(
                 "DELETE FROM fenced WHERE host = ?1 AND port = ?2",
                 params![instance.host, instance.port],
@@ -410,7 +465,7 @@ impl Store {
     }
 
     pub fn set_downtime(&self, downtime: &Downtime) -> Result<(), StoreError> {
-        self.lock()
+        self.writer()
             .execute(
                 "INSERT OR REPLACE INTO downtime (host, port, until, reason, owner)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -428,7 +483,7 @@ impl Store {
 
     /// Downtime still in force at `now`.
     pub fn downtimes(&self, now: SystemTime) -> Result<Vec<Downtime>, StoreError> {
-        let conn = self.lock();
+        let conn = self.reader();
         let mut statement = conn
             .prepare_cached(
                 "SELECT host, port, until, reason, owner FROM downtime WHERE until > ?1
@@ -450,7 +505,7 @@ impl Store {
 
     pub fn end_downtime(&self, instance: &InstanceKey) -> Result<bool, StoreError> {
         let changed = self
-            .lock()
+            .writer()
             .execute(
                 "DELETE FROM downtime WHERE host = ?1 AND port = ?2",
                 params![instance.host, instance.port],
@@ -462,7 +517,7 @@ impl Store {
     /// The global switch for automatic recovery (on unless an operator turned it off).
     pub fn automatic_recovery_enabled(&self) -> Result<bool, StoreError> {
         let value: Option<String> = self
-            .lock()
+            .reader()
             .query_row(
                 "SELECT value FROM settings WHERE name = 'automatic_recovery'",
                 [],
@@ -474,7 +529,7 @@ impl Store {
     }
 
     pub fn set_automatic_recovery(&self, enabled: bool) -> Result<(), StoreError> {
-        self.lock()
+        self.writer()
             .execute(
                 "INSERT OR REPLACE INTO settings (name, value) VALUES ('automatic_recovery', ?1)",
                 [if enabled { "on" } else { "off" }],
@@ -534,7 +589,15 @@ mod tests {
             .find(|r| r.cluster == "orders")
             .expect("blocked");
         assert_eq!(blocking.successor, Some(InstanceKey::new("db2", 3306)));
-        assert_eq!(blocking.steps.len(), 1);
+        // Without its steps (read on the way to every failover); they are a lookup away.
+        assert!(blocking.steps.is_empty());
+        let whole = store
+            .recovery_with_id(&blocking.id)
+            .expect("query")
+            .expect("r1");
+        assert_eq!(whole.steps, first.steps);
+        assert_eq!(store.recovery_outlines(10).expect("outlines")[0].id, "r1");
+        assert!(store.recovery_with_id("r9").expect("query").is_none());
         assert!(store
             .blocking_recoveries(hour_ago)
             .expect("query")
@@ -610,12 +673,21 @@ mod tests {
 
     #[test]
     fn fences_downtime_and_the_switch_persist() {
-        let (_dir, store) = store();
+        let (dir, store) = store();
         let key = InstanceKey::new("db1", 3306);
+        assert!(store.fenced().expect("list").is_empty());
         store.fence(&key, "orders", Some("r1")).expect("fence");
         assert_eq!(store.fenced().expect("list")[0].instance, key);
+        // Kept in memory, and in the file: a restarted agent finds the fence.
+        let reopened = Store::open(&dir.path().join("s.db")).expect("reopens");
+        assert_eq!(reopened.fenced().expect("list")[0].instance, key);
         assert!(store.unfence(&key).expect("unfence"));
         assert!(store.fenced().expect("list").is_empty());
+        assert!(Store::open(&dir.path().join("s.db"))
+            .expect("reopens")
+            .fenced()
+            .expect("list")
+            .is_empty());
 
         let now = SystemTime::now();
         store
@@ -636,5 +708,45 @@ mod tests {
         assert!(store.automatic_recovery_enabled().expect("read"));
         store.set_automatic_recovery(false).expect("write");
         assert!(!store.automatic_recovery_enabled().expect("read"));
+    }
+
+    /// A failover's journal is written while a dashboard reads a page of recoveries, and
+    /// the page is read while a write runs: neither waits for the other.
+    #[test]
+    fn reads_and_writes_do_not_wait_for_each_other() {
+        let (_dir, store) = store();
+        store
+            .insert_recovery(&record("r1", "orders", SystemTime::now()))
+            .expect("insert");
+        let done = |work: Box<dyn FnOnce(Store) + Send>| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let store = store.clone();
+            std::thread::spawn(move || {
+                work(store);
+                let _ = tx.send(());
+            });
+            rx.recv_timeout(Duration::from_secs(5)).is_ok()
+        };
+        {
+            let _a_long_read = store.reader();
+            assert!(
+                done(Box::new(|store| {
+                    store
+                        .journal_begin("r1", "stop IO thread", None)
+                        .expect("journal");
+                })),
+                "a journal write waited for a read"
+            );
+        }
+        {
+            let _a_long_write = store.writer();
+            assert!(
+                done(Box::new(|store| {
+                    let listed = store.recoveries(None, 200).expect("list");
+                    assert_eq!(listed[0].steps.len(), 1, "the journal's step: {listed:?}");
+                })),
+                "a read waited for a write"
+            );
+        }
     }
 }

@@ -30,7 +30,7 @@ pub struct Pruned {
 impl Store {
     /// Deletes what `retention` no longer keeps, as of `now`, in one transaction.
     pub fn prune(&self, retention: &Retention, now: SystemTime) -> Result<Pruned, StoreError> {
-        let mut conn = self.lock();
+        let mut conn = self.writer();
         let tx = conn.transaction().map_err(|e| self.error(e))?;
         let audit_records = match now.checked_sub(retention.keep_audit) {
             Some(oldest_kept) => tx

@@ -18,7 +18,7 @@ pub struct WriterDecision {
 
 impl Store {
     pub fn writer_decision(&self, cluster: &str) -> Result<Option<WriterDecision>, StoreError> {
-        self.lock()
+        self.reader()
             .query_row(
                 "SELECT epoch, writer, recovery_id, decided_at FROM route_epochs WHERE cluster = ?1",
                 [cluster],
@@ -43,7 +43,7 @@ impl Store {
         cluster: &str,
         decision: &WriterDecision,
     ) -> Result<(), StoreError> {
-        self.lock()
+        self.writer()
             .execute(
                 "INSERT OR REPLACE INTO route_epochs (cluster, epoch, writer, recovery_id, decided_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
