@@ -88,8 +88,9 @@ impl WriterMemory {
         self.settling()
     }
 
-    /// The primaries that came back read-only and are not settled yet, in order.
-    fn settling(&self) -> Vec<InstanceKey> {
+    /// The primaries that came back read-only and are not settled yet, in order, as
+    /// the last snapshot observed showed them.
+    pub fn settling(&self) -> Vec<InstanceKey> {
         let mut back: Vec<InstanceKey> = self.back.iter().cloned().collect();
         back.sort();
         back
