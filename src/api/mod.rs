@@ -21,7 +21,7 @@ use crate::topology::cluster::ClusterAlias;
 use crate::topology::InstanceKey;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::SystemTime;
 use views::{
-    details_of, former_names, unacknowledged_recovery, ClusterDetail, ClusterSummary, FencedMark,
-    InstanceDepth, InstanceMarks, InstanceView,
+    details_of, former_names, unacknowledged_recovery, ClusterDetail, FencedMark, InstanceDepth,
+    InstanceMarks, InstanceView,
 };
 
 /// What every handler needs.
@@ -77,8 +77,16 @@ impl ApiState {
 
     /// Every cluster's summary, problems first: built without copying every instance's
     /// facts (`GET /api/v1/clusters` on a large fleet).
-    pub(crate) fn summaries(&self) -> Vec<ClusterSummary> {
-        live::summaries_of(&self.details_to(InstanceDepth::KeyOnly, None))
+    /// `GET /api/v1/clusters`'s body: every cluster's summary, as JSON. Built, summed up,
+    /// written out and freed in the backroom: at 10,002 instances the JSON and the
+    /// freeing alone took milliseconds of the async workers per request, which two
+    /// clients reading back to back took from the polling.
+    pub(crate) fn summaries_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let this = self.clone();
+        self.backroom.run(move || {
+            let details = this.build_details(InstanceDepth::KeyOnly, None);
+            serde_json::to_vec(&live::summaries_of(&details))
+        })
     }
 
     /// Every cluster's detail, or only the one called `only`. The whole fleet's (tens of
@@ -336,8 +344,14 @@ async fn health(State(state): State<ApiState>) -> Json<Health> {
     })
 }
 
-async fn clusters(State(state): State<ApiState>) -> Json<Vec<ClusterSummary>> {
-    Json(state.summaries())
+async fn clusters(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let body = state.summaries_json().map_err(|error| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the clusters could not be written as JSON: {error}"),
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// The cluster called `name` now, or that was called so before a recovery renamed it.
