@@ -505,7 +505,9 @@ fn replicas_of(fleet: &Fleet, primary: &str) -> Vec<String> {
     keys[at + 1..at + 3].to_vec()
 }
 
-/// Milliseconds from `since` until one of `candidates` is writable, polled every ms.
+/// Milliseconds from `since` until one of `candidates` became writable: to the instant
+/// the simulated server ran the statement that made it so (looked for every ms; the
+/// look's own delay, a millisecond or more on a busy simulator, is not counted).
 async fn until_writable(
     fleet: &Fleet,
     candidates: &[String],
@@ -513,8 +515,12 @@ async fn until_writable(
     within: Duration,
 ) -> Option<f64> {
     while since.elapsed() < within {
-        if candidates.iter().any(|c| fleet.writable(c)) {
-            return Some(since.elapsed().as_secs_f64() * 1000.0);
+        if let Some(at) = candidates
+            .iter()
+            .filter_map(|c| fleet.writable_since(c))
+            .min()
+        {
+            return Some(at.saturating_duration_since(since).as_secs_f64() * 1000.0);
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }

@@ -156,6 +156,7 @@ async fn a_simulated_cluster_looks_and_fails_over_like_a_real_one() {
 
     // The same failure on both.
     topology.sandbox.clone().kill("node1").expect("kill node1");
+    let killed = std::time::Instant::now();
     fleet.kill(&fleet.primaries()[0]);
     let real_recovery = finished_failover(&real.api).await;
     let simulated_recovery = finished_failover(&simulated).await;
@@ -181,6 +182,12 @@ async fn a_simulated_cluster_looks_and_fails_over_like_a_real_one() {
         fleet.writable(&successor),
         "{successor} is not writable in the fleet"
     );
+    // The benchmark times a failover to this instant: the promotion's statement.
+    let writable_since = fleet
+        .writable_since(&successor)
+        .expect("the instant it became writable");
+    assert!(writable_since > killed && writable_since.elapsed() < killed.elapsed());
+    assert_eq!(fleet.writable_since(&fleet.primaries()[0]), None, "killed");
 
     let recovered = |d: &ClusterDetail| {
         d.instances.iter().any(|v| v.role == Role::FencedPrimary)

@@ -76,9 +76,23 @@ struct Instance {
     listening: Option<RawFd>,
     /// Bumped on kill and start: the instance's tasks end when it moves.
     generation: watch::Sender<u64>,
+    /// Since when it takes writes (alive, read_only OFF, replicating from no one), as
+    /// the statement that made it so ran: a benchmark times a failover to this
+    /// instant, not to when its own poll next looks.
+    writable_since: Option<std::time::Instant>,
 }
 
 impl Instance {
+    /// Notes the instant it became writable, or that it no longer is.
+    fn note_writable(&mut self) {
+        let writable = self.alive && !self.read_only && self.source.is_none();
+        match (writable, self.writable_since) {
+            (true, None) => self.writable_since = Some(std::time::Instant::now()),
+            (false, Some(_)) => self.writable_since = None,
+            _ => {}
+        }
+    }
+
     fn key(&self) -> String {
         format!("{}:{PORT}", self.address)
     }
@@ -216,6 +230,7 @@ impl Fleet {
                 sockets: HashMap::new(),
                 listening: None,
                 generation: watch::channel(0).0,
+                writable_since: is_primary.then(std::time::Instant::now),
             });
         }
         let by_address = instances
@@ -279,6 +294,7 @@ impl Fleet {
         let mut state = lock(&self.state);
         let instance = &mut state.instances[index];
         instance.alive = false;
+        instance.note_writable();
         instance.lock = None;
         instance.parked.clear();
         let sockets = instance.sockets.drain().map(|(_, fd)| fd);
@@ -320,6 +336,13 @@ impl Fleet {
         let state = lock(&self.state);
         let instance = &state.instances[index];
         instance.alive && !instance.read_only && instance.source.is_none()
+    }
+
+    /// Since when `key` takes writes, as the statement that made it so ran; `None`
+    /// while it does not.
+    pub fn writable_since(&self, key: &str) -> Option<std::time::Instant> {
+        let index = self.index(key);
+        lock(&self.state).instances[index].writable_since
     }
 
     /// Statements answered so far, and those no instance knows (count, last one).
@@ -574,7 +597,12 @@ async fn connection(
                 let last = statements.len().saturating_sub(1);
                 for (position, statement) in statements.into_iter().enumerate() {
                     shared.answered.fetch_add(1, Ordering::Relaxed);
-                    let answer = answer(&mut lock(state), &shared.templates, index, id, statement);
+                    let answer = {
+                        let mut state = lock(state);
+                        let answer = answer(&mut state, &shared.templates, index, id, statement);
+                        state.instances[index].note_writable();
+                        answer
+                    };
                     let answer = match answer {
                         Answer::Sleep(duration) => {
                             // Parked: answered after `duration`, or never if it is killed.
