@@ -73,6 +73,10 @@ struct Row {
     failover_read_median_ms: f64,
     failover_read_n: usize,
     ten_at_once_ms: f64,
+    /// The recoveries' thread during one failover alone (kill → seen writable), median
+    /// ms: on a core, and ready but waiting for one (`/proc/<pid>/task/<tid>/schedstat`).
+    lane_running_ms: f64,
+    lane_waiting_ms: f64,
     skipped: Option<String>,
 }
 
@@ -351,22 +355,34 @@ async fn measure(clusters: usize, seconds: u64, failovers: usize, files: u64) ->
     let mut primaries = fleet.primaries().into_iter();
     let mut took: Vec<f64> = Vec::new();
     let mut detected: Vec<f64> = Vec::new();
+    let (mut lane_running, mut lane_waiting) = (Vec::new(), Vec::new());
+    let lane = LaneClock::find(pid);
     let alone = failovers.min(own.saturating_sub(10));
     for _ in 0..alone {
         let primary = primaries.next().expect("a cluster left");
-        if let Some((ms, started)) = fail_over(&fleet, &http, &api, &primary).await {
-            took.push(ms);
-            detected.extend(started);
+        if let Some(failover) = fail_over(&fleet, &http, &api, &primary, lane.as_ref()).await {
+            took.push(failover.writable_ms);
+            detected.extend(failover.started_ms);
+            if let Some((running, waiting)) = failover.lane {
+                lane_running.push(running);
+                lane_waiting.push(waiting);
+            }
         }
     }
-    took.sort_by(f64::total_cmp);
-    detected.sort_by(f64::total_cmp);
+    for series in [
+        &mut took,
+        &mut detected,
+        &mut lane_running,
+        &mut lane_waiting,
+    ] {
+        series.sort_by(f64::total_cmp);
+    }
     let readers = Readers::start(&http, &api, READERS);
     let mut took_read: Vec<f64> = Vec::new();
     for _ in 0..failovers.min(own.saturating_sub(10 + alone)) {
         let primary = primaries.next().expect("a cluster left");
-        if let Some((ms, _)) = fail_over(&fleet, &http, &api, &primary).await {
-            took_read.push(ms);
+        if let Some(failover) = fail_over(&fleet, &http, &api, &primary, None).await {
+            took_read.push(failover.writable_ms);
         }
     }
     readers.stop().await;
@@ -416,6 +432,8 @@ async fn measure(clusters: usize, seconds: u64, failovers: usize, files: u64) ->
         } else {
             ten_at_once
         },
+        lane_running_ms: percentile(&lane_running, 0.50),
+        lane_waiting_ms: percentile(&lane_waiting, 0.50),
         skipped: None,
     }
 }
@@ -427,14 +445,17 @@ async fn measure(clusters: usize, seconds: u64, failovers: usize, files: u64) ->
 const READERS: usize = 2;
 
 /// Kills `primary` and waits until one of its replicas is writable: ms from the kill,
-/// and to the recovery's start by the agent's record. Waits half a second after.
+/// to the recovery's start by the agent's record, and what the recoveries' thread did
+/// meanwhile (given `lane`). Waits half a second after.
 async fn fail_over(
     fleet: &Fleet,
     http: &reqwest::Client,
     api: &str,
     primary: &str,
-) -> Option<(f64, Option<f64>)> {
+    lane: Option<&LaneClock>,
+) -> Option<Failover> {
     let successors = replicas_of(fleet, primary);
+    let lane_before = lane.and_then(LaneClock::read);
     let killed_at = std::time::SystemTime::now();
     let killed = Instant::now();
     fleet.kill(primary);
@@ -445,6 +466,7 @@ async fn fail_over(
         );
     }
     let took = until_writable(fleet, &successors, killed, Duration::from_secs(30)).await;
+    let lane_after = lane.and_then(LaneClock::read);
     // When the agent started the recovery (it had judged the primary dead), by its
     // record: the cluster is named after the primary that was killed.
     let url = format!("{api}/api/v1/recoveries?cluster={primary}&limit=1");
@@ -457,7 +479,57 @@ async fn fail_over(
         Err(_) => None,
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    took.map(|ms| (ms, started))
+    let lane = lane_before
+        .zip(lane_after)
+        .map(|((ran, waited), (ran_then, waited_then))| {
+            (
+                (ran_then - ran) as f64 / 1e6,
+                (waited_then - waited) as f64 / 1e6,
+            )
+        });
+    took.map(|ms| Failover {
+        writable_ms: ms,
+        started_ms: started,
+        lane,
+    })
+}
+
+/// One failover as the benchmark saw it.
+struct Failover {
+    /// Kill → a replica writable.
+    writable_ms: f64,
+    /// Kill → the recovery started, by the agent's record.
+    started_ms: Option<f64>,
+    /// The recoveries' thread meanwhile: ms on a core, ms ready and waiting for one.
+    lane: Option<(f64, f64)>,
+}
+
+/// The agent's recoveries' thread (`pointsman-recovery`), found by its name, and what
+/// the kernel counts for it: nanoseconds on a core and ready but waiting for one.
+struct LaneClock {
+    path: std::path::PathBuf,
+}
+
+impl LaneClock {
+    fn find(pid: u32) -> Option<LaneClock> {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .flatten()
+            .map(|task| task.path())
+            .find(|task| {
+                std::fs::read_to_string(task.join("comm"))
+                    .is_ok_and(|name| name.starts_with("pointsman-recov"))
+            })
+            .map(|task| LaneClock {
+                path: task.join("schedstat"),
+            })
+    }
+
+    fn read(&self) -> Option<(u64, u64)> {
+        let text = std::fs::read_to_string(&self.path).ok()?;
+        let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+        Some((fields.next()??, fields.next()??))
+    }
 }
 
 /// API clients reading `GET /api/v1/clusters` back to back until stopped.
@@ -667,6 +739,15 @@ fn print_table(rows: &[Row], seconds: u64) {
             row.failover_read_median_ms,
             row.failover_read_n,
             row.ten_at_once_ms
+        );
+    }
+    println!("\nthe recoveries' thread during one failover alone, kill → seen writable (median; the kernel's schedstat)");
+    println!("| instances | on a core | ready, waiting for a core |");
+    println!("| --- | --- | --- |");
+    for row in rows.iter().filter(|row| row.skipped.is_none()) {
+        println!(
+            "| {} | {:.2} ms | {:.2} ms |",
+            row.instances, row.lane_running_ms, row.lane_waiting_ms
         );
     }
     println!("\nthe page over the whole fleet (headless Chromium, dashboard, ms from navigation)");
