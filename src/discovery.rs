@@ -15,7 +15,9 @@
 //! that can be hundreds of ms). `probe_now` lets the recovery logic re-read
 //! the replicas of a primary it just lost without waiting: on a connection of its own
 //! while the instance's is parked; `probe_here_and_wait` does so from the caller's own
-//! runtime (the recovery lane), so those probes do not queue behind the polling.
+//! runtime (the recovery lane), through places of its own, and hands back the results
+//! laid over the latest snapshot, so a confirmation queues neither behind the polling
+//! nor behind the owner publishing what it found.
 
 use crate::claims::Claims;
 use crate::mysql::probe::{self, probe};
@@ -76,6 +78,7 @@ enum Command {
     },
 }
 
+#[derive(Clone)]
 struct ProbeReport {
     key: InstanceKey,
     at: SystemTime,
@@ -109,7 +112,7 @@ pub fn start(options: DiscoveryOptions, seeds: Vec<InstanceKey>, store: Store) -
         applied: 0,
     };
     let here = Arc::new(ProbesHere {
-        places: owner.places.urgent.clone(),
+        places: Arc::new(Semaphore::new(PROBES_HERE)),
         reports: owner.reports.urgent.clone(),
         running: Default::default(),
     });
@@ -188,41 +191,69 @@ impl DiscoveryHandle {
     }
 
     /// As `probe_and_wait`, but the probes run on the caller's runtime (each on a
-    /// connection of its own, through the urgent places), not in the instances' watches:
-    /// a lost primary's confirmation, on the recovery lane, does not wait for the busy
-    /// runtime of a large fleet's polling to send and read its probes. An instance
-    /// whose probe from here is still running is not probed a second time.
+    /// connection of its own, through places of their own), not in the instances' watches,
+    /// and their results are read here as well as sent to the owner: a lost primary's
+    /// confirmation, on the recovery lane, waits neither for the busy runtime of a large
+    /// fleet's polling to send and read its probes nor for the owner to publish them.
+    /// An instance whose probe from here is still running is not probed a second time;
+    /// its result is awaited in the owner's snapshots.
     ///
-    /// Returns the connections of the probes that answered in time, left open: a
-    /// recovery that follows at once takes them and skips its connects. Whatever the
-    /// caller does not use, it closes.
+    /// Returns the latest snapshot with these probes' results in it, and the
+    /// connections of the probes that answered in time, left open: a recovery that
+    /// follows at once takes them and skips its connects. Whatever the caller does not
+    /// use, it closes.
     pub async fn probe_here_and_wait(
         &self,
         keys: Vec<InstanceKey>,
         within: Duration,
-    ) -> Vec<Connection> {
+    ) -> ProbedHere {
         let since = SystemTime::now();
+        let deadline = tokio::time::Instant::now() + within;
         let snapshots = self.subscribe();
         let (left_open, mut open) = mpsc::unbounded_channel();
+        let (results, mut heard) = mpsc::unbounded_channel();
+        let mut awaited_elsewhere = Vec::new();
         for key in &keys {
             let Some(running) = self.here.start(key) else {
+                awaited_elsewhere.push(key.clone());
                 continue;
             };
+            let caller = Caller {
+                left_open: left_open.clone(),
+                results: results.clone(),
+            };
             let connect = self.options.connect.clone();
-            let left_open = left_open.clone();
             tokio::spawn(async move {
-                running.probe(&connect, left_open).await;
+                running.probe(&connect, caller).await;
             });
         }
-        drop(left_open);
-        until_probed_since(snapshots, &keys, since, within).await;
+        drop((left_open, results));
+        let mut reports = Vec::new();
+        while let Ok(Some(report)) = tokio::time::timeout_at(deadline, heard.recv()).await {
+            reports.push(report);
+        }
+        if !awaited_elsewhere.is_empty() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            until_probed_since(snapshots, &awaited_elsewhere, since, left).await;
+        }
         // A probe hands its connection over before it sends its result, so every probe
-        // in the snapshot has; one that comes later closes its own.
+        // heard from has; one that comes later closes its own.
         let mut connections = Vec::new();
         while let Ok(connection) = open.try_recv() {
             connections.push(connection);
         }
-        connections
+        let mut snapshot = (*self.snapshot()).clone();
+        for report in reports {
+            // Grouped afresh if a replica moved: the memo's grouping is of the owner's
+            // shapes, and this one is not among them.
+            if apply_to(&mut snapshot, report).is_some_and(|applied| applied.moved) {
+                snapshot.shape = 0;
+            }
+        }
+        ProbedHere {
+            snapshot: Arc::new(snapshot),
+            open: connections,
+        }
     }
 
     /// Ends discovery: every instance's watch, with its connection; the
@@ -244,6 +275,15 @@ impl DiscoveryHandle {
             .map_err(|_| DiscoverError::Stopped)?;
         wait.await.map_err(|_| DiscoverError::Stopped)
     }
+}
+
+/// What `probe_here_and_wait` found.
+pub struct ProbedHere {
+    /// The latest snapshot, with the results of the probes from here in it (which the
+    /// owner may not have published yet).
+    pub snapshot: Arc<Snapshot>,
+    /// The connections of the probes that answered, left open.
+    pub open: Vec<Connection>,
 }
 
 /// Waits (at most `within`) until `snapshots` holds a probe of every key that started
@@ -302,7 +342,7 @@ struct ProbeHere {
 }
 
 impl ProbeHere {
-    async fn probe(&self, connect: &ConnectSettings, left_open: mpsc::UnboundedSender<Connection>) {
+    async fn probe(&self, connect: &ConnectSettings, caller: Caller) {
         let here = &self.here;
         probe_aside(
             &self.key,
@@ -310,10 +350,17 @@ impl ProbeHere {
             &here.places,
             &here.reports,
             "from the caller",
-            Some(left_open),
+            Some(caller),
         )
         .await;
     }
+}
+
+/// Where a probe from the caller hands its connection (when it answered) and a copy of
+/// its result, before the owner is sent the result.
+struct Caller {
+    left_open: mpsc::UnboundedSender<Connection>,
+    results: mpsc::UnboundedSender<ProbeReport>,
 }
 
 impl Drop for ProbeHere {
@@ -325,15 +372,16 @@ impl Drop for ProbeHere {
 
 /// One probe asked for now, on a connection of its own through an urgent place, its
 /// result sent to the owner as an urgent one; `from` says where it was asked (for the
-/// trace). The connection is closed after the probe, or, given `left_open` and the probe
-/// answered, handed over there first. `false` once the owner is gone.
+/// trace). The connection is closed after the probe, or, given a `caller` and the probe
+/// answered, handed over there first, with a copy of the result. `false` once the owner
+/// is gone.
 async fn probe_aside(
     key: &InstanceKey,
     connect: &ConnectSettings,
     places: &Semaphore,
     reports: &mpsc::Sender<ProbeReport>,
     from: &str,
-    left_open: Option<mpsc::UnboundedSender<Connection>>,
+    caller: Option<Caller>,
 ) -> bool {
     let Ok(_permit) = places.acquire().await else {
         return false;
@@ -344,9 +392,9 @@ async fn probe_aside(
         let mut conn = Connection::open(key, connect).await?;
         let facts = probe::probe(&mut conn).await;
         let took = started.elapsed();
-        match (&facts, left_open) {
-            (Ok(_), Some(left_open)) => {
-                if let Err(unwanted) = left_open.send(conn) {
+        match (&facts, &caller) {
+            (Ok(_), Some(caller)) => {
+                if let Err(unwanted) = caller.left_open.send(conn) {
                     unwanted.0.close().await;
                 }
             }
@@ -357,6 +405,9 @@ async fn probe_aside(
     .await;
     let report = ProbeReport::new(key, outcome);
     tracing::trace!(instance = %key, ok = report.outcome.is_ok(), "probed as asked");
+    if let Some(caller) = caller {
+        let _ = caller.results.send(report.clone());
+    }
     reports.send(report).await.is_ok()
 }
 
@@ -396,6 +447,12 @@ const PUBLISH_REGULAR: Duration = Duration::from_millis(25);
 
 /// How many probes asked for now may run at once, beside `max_concurrent_probes`.
 const URGENT_PROBES: usize = 8;
+
+/// How many probes callers run themselves (a lost primary's replicas confirming it) may
+/// run at once: places of their own, so that a failover's confirmation never queues
+/// behind probes asked for now elsewhere (fenced old primaries looked at every 100 ms,
+/// recoveries checking their work).
+const PROBES_HERE: usize = 16;
 
 struct Owner {
     /// What is known, as the next snapshot will show it.
@@ -444,16 +501,25 @@ impl Owner {
             tokio::select! {
                 biased;
                 Some(report) = urgent.recv() => {
-                    self.apply(report);
-                    self.apply_waiting(&mut urgent, &mut reports);
-                    self.world.urgent += 1;
+                    // Published without the regular results waiting behind (up to a
+                    // batch of them on a large fleet): those follow.
+                    let mut news = self.apply(report);
+                    while let Ok(report) = urgent.try_recv() {
+                        news |= self.apply(report);
+                    }
+                    // An instance that was down and still is (a fenced old primary
+                    // looked at every 100 ms) is no reason to judge at once: dozens of
+                    // them kept the coordinator judging a large fleet without pause.
+                    if news {
+                        self.world.urgent += 1;
+                    }
                     self.publish();
                     held_back = None;
                 }
                 command = commands.recv() => match command {
                     Some(Command::Add { key, facts, done }) => {
                         self.track(key.clone(), "operator");
-                        self.apply(ProbeReport { key, at: SystemTime::now(), outcome: Ok((*facts, Duration::ZERO)) });
+                        let _ = self.apply(ProbeReport { key, at: SystemTime::now(), outcome: Ok((*facts, Duration::ZERO)) });
                         self.publish();
                         let _ = done.send(());
                     }
@@ -485,8 +551,8 @@ impl Owner {
                     held_back = None;
                 }
                 Some(report) = reports.recv() => {
-                    self.apply(report);
-                    self.apply_waiting(&mut urgent, &mut reports);
+                    let _ = self.apply(report);
+                    self.apply_waiting(&urgent, &mut reports);
                     // A large fleet's results come a few at a time: published together,
                     // at most every PUBLISH_REGULAR, or every small batch would cost the
                     // coordinator and the routing engine a look at the snapshot.
@@ -499,16 +565,21 @@ impl Owner {
         }
     }
 
-    /// Applies the results already waiting (at most a batch, the urgent ones first),
-    /// so one snapshot is published for all of them.
+    /// Applies the regular results already waiting (at most a batch), so one snapshot
+    /// is published for all of them; an urgent one waiting stops the batch.
     fn apply_waiting(
         &mut self,
-        urgent: &mut mpsc::Receiver<ProbeReport>,
+        urgent: &mpsc::Receiver<ProbeReport>,
         reports: &mut mpsc::Receiver<ProbeReport>,
     ) {
         for _ in 0..1024 {
-            match urgent.try_recv().or_else(|_| reports.try_recv()) {
-                Ok(report) => self.apply(report),
+            if !urgent.is_empty() {
+                return;
+            }
+            match reports.try_recv() {
+                Ok(report) => {
+                    let _ = self.apply(report);
+                }
                 Err(_) => return,
             }
         }
@@ -584,79 +655,110 @@ impl Owner {
         known
     }
 
-    fn apply(&mut self, report: ProbeReport) {
-        let ProbeReport { key, at, outcome } = report;
+    /// Takes in one probe result; returns whether it is news: the instance answered,
+    /// or stopped answering (not: it failed again while already unreachable).
+    fn apply(&mut self, report: ProbeReport) -> bool {
+        let key = report.key.clone();
         if !self.pollers.contains_key(&key) {
-            return; // forgotten while its probe was running
+            return false; // forgotten while its probe was running
         }
-        let (neighbours, moved) = {
-            let Some(shared) = self.world.instances.get_mut(&key) else {
-                return;
-            };
-            // A result that an urgent one overtook on its way here says less than what
-            // is already known: dropped.
-            if shared
-                .last_seen
-                .max(shared.last_failure)
-                .is_some_and(|latest| at < latest)
-            {
-                return;
-            }
-            self.applied += 1;
-            match outcome {
-                Ok((facts, took)) => {
-                    // Compared with the old facts before they go.
-                    let heard = source_last_heard(shared, &facts, at);
-                    let moved = shared.source() != facts.replication.as_ref().map(|r| &r.source);
-                    // The published snapshots keep the instance as it was; the old facts
-                    // are replaced, so they are not worth copying.
-                    if Arc::strong_count(shared) > 1 {
-                        *shared = Arc::new(shared.without_facts());
-                    }
-                    let instance = Arc::make_mut(shared);
-                    if instance.unreachable_since.is_some() {
-                        tracing::info!(instance = %key, "instance answers again");
-                    }
-                    instance.source_last_heard = heard;
-                    let neighbours: Vec<InstanceKey> = facts
-                        .replication
-                        .iter()
-                        .map(|r| r.source.clone())
-                        .chain(facts.replicas.iter().cloned())
-                        .collect();
-                    instance.facts = Some(facts);
-                    instance.last_seen = Some(at);
-                    instance.unreachable_since = None;
-                    instance.last_error = None;
-                    if took > Duration::ZERO {
-                        instance.probe_millis = Some(took.as_millis() as u64);
-                    }
-                    (neighbours, moved)
-                }
-                Err(error) => {
-                    let instance = Arc::make_mut(shared);
-                    if instance.unreachable_since.is_none() {
-                        tracing::warn!(instance = %key, %error, "instance does not answer");
-                        instance.unreachable_since = Some(at);
-                    }
-                    instance.last_failure = Some(at);
-                    instance.last_error = Some(error);
-                    (Vec::new(), false)
-                }
-            }
+        let was_unreachable = self
+            .world
+            .get(&key)
+            .is_some_and(|instance| instance.unreachable_since.is_some());
+        let Some(applied) = apply_to(&mut self.world, report) else {
+            return false;
         };
+        let news = applied.error.is_none() || !was_unreachable;
+        match &applied.error {
+            None if was_unreachable => tracing::info!(instance = %key, "instance answers again"),
+            Some(error) if !was_unreachable => {
+                tracing::warn!(instance = %key, %error, "instance does not answer");
+            }
+            _ => {}
+        }
+        self.applied += 1;
         self.world.set_version(&key, self.applied);
-        if moved {
+        if applied.moved {
             self.world.shape += 1;
         }
-        for neighbour in neighbours {
+        for neighbour in applied.neighbours {
             self.track(neighbour, &key.to_string());
         }
+        news
     }
 
     fn publish(&self) {
         self.snapshot.send_replace(Arc::new(self.world.clone()));
     }
+}
+
+/// What one probe result changed in the instance it is about (`apply_to`).
+struct Applied {
+    /// Its source and replicas, as it now names them.
+    neighbours: Vec<InstanceKey>,
+    /// It replicates from another source than before (or no longer does).
+    moved: bool,
+    /// Why it did not answer, if it did not.
+    error: Option<String>,
+}
+
+/// Takes `report` into the instance of `world` it is about; `None` when that instance
+/// is not there or already holds a later result (one that an urgent probe overtook on
+/// its way says less than what is known). Versions and shape are the caller's.
+fn apply_to(world: &mut Snapshot, report: ProbeReport) -> Option<Applied> {
+    let ProbeReport { key, at, outcome } = report;
+    let shared = world.instances.get_mut(&key)?;
+    if shared
+        .last_seen
+        .max(shared.last_failure)
+        .is_some_and(|latest| at < latest)
+    {
+        return None;
+    }
+    Some(match outcome {
+        Ok((facts, took)) => {
+            // Compared with the old facts before they go.
+            let heard = source_last_heard(shared, &facts, at);
+            let moved = shared.source() != facts.replication.as_ref().map(|r| &r.source);
+            // The published snapshots keep the instance as it was; the old facts are
+            // replaced, so they are not worth copying.
+            if Arc::strong_count(shared) > 1 {
+                *shared = Arc::new(shared.without_facts());
+            }
+            let instance = Arc::make_mut(shared);
+            instance.source_last_heard = heard;
+            let neighbours = facts
+                .replication
+                .iter()
+                .map(|r| r.source.clone())
+                .chain(facts.replicas.iter().cloned())
+                .collect();
+            instance.facts = Some(facts);
+            instance.last_seen = Some(at);
+            instance.unreachable_since = None;
+            instance.last_error = None;
+            if took > Duration::ZERO {
+                instance.probe_millis = Some(took.as_millis() as u64);
+            }
+            Applied {
+                neighbours,
+                moved,
+                error: None,
+            }
+        }
+        Err(error) => {
+            let instance = Arc::make_mut(shared);
+            instance.unreachable_since.get_or_insert(at);
+            instance.last_failure = Some(at);
+            instance.last_error = Some(error.clone());
+            Applied {
+                neighbours: Vec::new(),
+                moved: false,
+                error: Some(error),
+            }
+        }
+    })
 }
 
 /// The replica heard from its source if its heartbeat counter or received position
@@ -1025,6 +1127,74 @@ mod tests {
         assert!(
             expedite(&mut last, later, interval),
             "a loss after a quiet interval"
+        );
+    }
+
+    /// What a confirmation lays over the latest snapshot: a result newer than what is
+    /// known replaces it, an older one is dropped, a failure keeps the first moment
+    /// the instance stopped answering, and a replica that changed source says so.
+    #[test]
+    fn a_result_is_taken_into_a_snapshot_only_when_it_is_newer() {
+        let (source, other, key) = (
+            InstanceKey::new("127.0.0.1", 1),
+            InstanceKey::new("127.0.0.1", 3),
+            InstanceKey::new("127.0.0.1", 2),
+        );
+        let known = replica(key.clone(), source.clone());
+        let seen = known.last_seen.expect("set by builder");
+        let mut world = Snapshot::of([known.clone()]);
+        let report = |at, outcome| ProbeReport {
+            key: key.clone(),
+            at,
+            outcome,
+        };
+        let facts = known.facts.clone().expect("facts");
+
+        let older = report(seen - Duration::from_secs(1), Err("refused".into()));
+        assert!(apply_to(&mut world, older).is_none());
+        assert_eq!(
+            world.get(&key),
+            Some(&known),
+            "an older result changes nothing"
+        );
+
+        let failed_at = seen + Duration::from_secs(1);
+        let failed = apply_to(&mut world, report(failed_at, Err("refused".into())));
+        assert_eq!(failed.and_then(|a| a.error).as_deref(), Some("refused"));
+        let again = failed_at + Duration::from_secs(1);
+        apply_to(&mut world, report(again, Err("still refused".into())));
+        let instance = world.get(&key).expect("kept");
+        assert_eq!(instance.unreachable_since, Some(failed_at));
+        assert_eq!(instance.last_failure, Some(again));
+        assert_eq!(instance.last_error.as_deref(), Some("still refused"));
+
+        let mut moved_facts = facts;
+        moved_facts.replication.as_mut().expect("replica").source = other.clone();
+        let back = again + Duration::from_secs(1);
+        let applied = apply_to(&mut world, report(back, Ok((moved_facts, Duration::ZERO))))
+            .expect("a newer result");
+        assert!(applied.moved && applied.error.is_none());
+        assert_eq!(applied.neighbours, vec![other.clone()]);
+        let instance = world.get(&key).expect("kept");
+        assert_eq!(
+            (
+                instance.last_seen,
+                instance.unreachable_since,
+                instance.source()
+            ),
+            (Some(back), None, Some(&other))
+        );
+        assert!(
+            apply_to(
+                &mut world,
+                ProbeReport {
+                    key: source,
+                    at: back,
+                    outcome: Err("x".into())
+                }
+            )
+            .is_none(),
+            "an instance the snapshot does not hold is not added"
         );
     }
 

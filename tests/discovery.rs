@@ -59,7 +59,8 @@ on_every_flavor!(
     a_killed_instance_turns_unreachable_and_others_keep_their_pace,
     the_agent_keeps_one_connection_per_server_parked_between_probes,
     opening_a_connection_asks_the_server_its_version_and_nothing_else,
-    a_probe_asked_from_another_runtime_is_in_the_snapshot_when_the_call_returns,
+    a_probe_asked_from_another_runtime_is_in_the_snapshot_it_returns,
+    an_instance_that_stays_down_is_no_reason_to_judge_at_once,
 );
 
 /// Each round trip of a connect is one more a failover waits for on a busy server: the
@@ -78,15 +79,12 @@ async fn opening_a_connection_asks_the_server_its_version_and_nothing_else(flavo
     conn.close().await;
 }
 
-/// A lost primary's confirmation runs on the recovery lane, a runtime of its own: the
-/// replicas it probes from there are in discovery's snapshot when the call returns,
-/// long before their next poll (a minute away here), and the watch keeps its parked
-/// connection. The probe's own connection comes back open, for the failover that may
-/// follow.
-async fn a_probe_asked_from_another_runtime_is_in_the_snapshot_when_the_call_returns(
-    flavor: Flavor,
-) {
-    let topology = TestTopology::start(flavor, 1).await;
+/// Discovery alone (no agent) on `topology`'s primary, polling once a minute: every
+/// probe after the first is one a test asked for. The store's directory goes with the
+/// second value.
+fn slow_discovery(
+    topology: &TestTopology,
+) -> (pointsman::discovery::DiscoveryHandle, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let store = Store::open(&dir.path().join("pointsman.db")).expect("a store");
     let discovery = pointsman::discovery::start(
@@ -100,6 +98,18 @@ async fn a_probe_asked_from_another_runtime_is_in_the_snapshot_when_the_call_ret
         vec![topology.key("node1")],
         store,
     );
+    (discovery, dir)
+}
+
+/// A lost primary's confirmation runs on the recovery lane, a runtime of its own: the
+/// replicas it probes from there are in the snapshot the call returns (judged at once,
+/// without waiting for discovery to publish them) and then in discovery's own, long
+/// before their next poll (a minute away here), and the watch keeps its parked
+/// connection. The probe's own connection comes back open, for the failover that may
+/// follow.
+async fn a_probe_asked_from_another_runtime_is_in_the_snapshot_it_returns(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 1).await;
+    let (discovery, _store) = slow_discovery(&topology);
     let replica = topology.key("node2");
     let first = eventually(PATIENCE, "the replica's first probe", || async {
         discovery.snapshot().get(&replica)?.last_seen
@@ -111,22 +121,22 @@ async fn a_probe_asked_from_another_runtime_is_in_the_snapshot_when_the_call_ret
     let asked = replica.clone();
     // The probe's connection is handed back open, for a recovery to go on with: the
     // session that asked the probe's questions, used on the runtime that opened it.
-    let left_open = std::thread::spawn(move || {
+    let (left_open, returned) = std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a runtime of its own")
             .block_on(async {
-                let open = lane
+                let probed = lane
                     .probe_here_and_wait(vec![asked], Duration::from_secs(10))
                     .await;
                 let mut asked_before = Vec::new();
-                for mut connection in open {
+                for mut connection in probed.open {
                     let count = session_counter(&mut connection, "Questions").await;
                     asked_before.push((connection.key.clone(), count - 1));
                     connection.close().await;
                 }
-                asked_before
+                (asked_before, probed.snapshot)
             })
     })
     .join()
@@ -142,25 +152,86 @@ async fn a_probe_asked_from_another_runtime_is_in_the_snapshot_when_the_call_ret
         *asked_before > 2,
         "the probe's statements were asked on it, not only the version: {asked_before}"
     );
-    let seen = discovery
-        .snapshot()
-        .get(&replica)
-        .and_then(|i| i.last_seen)
-        .expect("probed");
-    assert!(
-        seen > first && seen >= asked_at,
-        "no probe since it was asked for"
-    );
+    let probed_since_asked = |snapshot: &pointsman::topology::Snapshot| {
+        let instance = snapshot.get(&replica)?;
+        let seen = instance.last_seen?;
+        let source = instance
+            .facts
+            .as_ref()?
+            .replication
+            .as_ref()?
+            .source
+            .clone();
+        (seen > first && seen >= asked_at).then_some(source)
+    };
     assert_eq!(
-        discovery
-            .snapshot()
-            .get(&replica)
-            .and_then(|i| i.facts.as_ref())
-            .and_then(|f| f.replication.as_ref())
-            .map(|r| r.source.clone()),
+        probed_since_asked(&returned),
         Some(topology.key("node1")),
-        "what the probe read"
+        "the returned snapshot holds what the probe read"
     );
+    let published = eventually(PATIENCE, "discovery publishes the probe", || async {
+        probed_since_asked(&discovery.snapshot())
+    })
+    .await;
+    assert_eq!(published, topology.key("node1"));
+    discovery.stop().await;
+}
+
+/// A snapshot published for a result asked for now raises its `urgent` count, and the
+/// coordinator then judges without its pause: a death, and a return, are news. An
+/// instance that stays down is not: looked at again and again (as fenced old primaries
+/// are, every 100 ms), it is published each time but never raises the count, or dozens
+/// of dead old primaries keep the coordinator judging a whole fleet without pause.
+async fn an_instance_that_stays_down_is_no_reason_to_judge_at_once(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 1).await;
+    let (discovery, _store) = slow_discovery(&topology);
+    let replica = topology.key("node2");
+    eventually(PATIENCE, "the replica's first probe", || async {
+        discovery.snapshot().get(&replica)?.last_seen
+    })
+    .await;
+    let urgent_before = discovery.snapshot().urgent;
+
+    let mut sandbox = topology.sandbox.clone();
+    sandbox.kill("node2").expect("kill node2");
+    let down = eventually(PATIENCE, "node2 seen down", || async {
+        let snapshot = discovery.snapshot();
+        snapshot.get(&replica)?.unreachable_since?;
+        Some(snapshot.urgent)
+    })
+    .await;
+    assert!(
+        down > urgent_before,
+        "its death is news: {urgent_before} -> {down}"
+    );
+
+    for _ in 0..3 {
+        let asked_at = SystemTime::now();
+        discovery
+            .probe_and_wait(vec![replica.clone()], PATIENCE)
+            .await;
+        let snapshot = discovery.snapshot();
+        let failed = snapshot.get(&replica).and_then(|i| i.last_failure);
+        assert!(
+            failed.is_some_and(|at| at >= asked_at),
+            "the failed probe is published: {failed:?}"
+        );
+        assert_eq!(snapshot.urgent, down, "still down is no news");
+    }
+
+    sandbox.start("node2").await.expect("start node2");
+    let back = eventually(PATIENCE, "node2 answers again", || async {
+        discovery
+            .probe_and_wait(vec![replica.clone()], Duration::from_secs(1))
+            .await;
+        let snapshot = discovery.snapshot();
+        snapshot
+            .get(&replica)?
+            .is_reachable()
+            .then_some(snapshot.urgent)
+    })
+    .await;
+    assert!(back > down, "its return is news: {down} -> {back}");
     discovery.stop().await;
 }
 

@@ -17,7 +17,7 @@ use super::plan::{plan_promotion, PlanError, PromotionPolicy};
 use super::roles::{restarted_without_failover, unpersisted, WriterMemory};
 use crate::analysis::{cluster_problems, multiple_primaries, Problem, ProblemCode, ProblemRules};
 use crate::config::ClusterFilter;
-use crate::discovery::DiscoveryHandle;
+use crate::discovery::{DiscoveryHandle, ProbedHere};
 use crate::mysql::{close_all, Connection};
 use crate::routing::Routing;
 use crate::store::recovery::{RecoveryRecord, RecoveryStatus};
@@ -586,11 +586,12 @@ impl Coordinator {
                 // Judged as soon as every replica has answered (or after the round's
                 // 50 ms), and a new round no sooner than 50 ms after the last began.
                 let round = tokio::time::Instant::now() + CONFIRM_ROUND;
-                let open = this
+                // Judged on the probes' own results, without waiting for discovery to
+                // publish them: on a large fleet its owner shares the busy workers.
+                let ProbedHere { snapshot, open } = this
                     .discovery
                     .probe_here_and_wait(replicas.clone(), CONFIRM_ROUND)
                     .await;
-                let snapshot = this.discovery.snapshot();
                 // This cluster only: judging the whole fleet every 50 ms, for each
                 // suspicion, starved everything else on a large one.
                 let clusters = this.discovery.clusters(&snapshot, &this.aliases);
