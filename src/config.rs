@@ -221,7 +221,9 @@ pub struct DiscoveryConfig {
     #[serde(deserialize_with = "addresses")]
     pub seeds: Vec<InstanceKey>,
     pub poll_interval: HumanDuration,
-    /// At most this many probes run at once, however many instances there are.
+    /// At most this many probes that are not sent behind a park run at once (a new
+    /// connection with its first probe, above all at start-up), however many instances
+    /// there are. The probes of parked connections ride in their park's query.
     pub max_concurrent_probes: usize,
 }
 

@@ -1,20 +1,23 @@
 //! Discovery: crawls topologies from seed instances and keeps every known instance
 //! polled. Each instance has its own task and one connection, on its own schedule (a
 //! probe every `poll_interval`, not "interval after the last probe finished"), so one
-//! slow or dead instance never delays another; a semaphore bounds how many probes run
-//! at once (and a few more places are kept for probes asked for now, so a lost
-//! primary's are never queued behind the polling of thousands of others). One owner
-//! task holds the state, applies probe results, follows new sources and replicas, and
-//! publishes an immutable snapshot after every change.
+//! slow or dead instance never delays another; a semaphore bounds how many connections
+//! are opened and probed at once (and a few more places are kept for probes asked for
+//! now, so a lost primary's are never queued behind the polling of thousands of
+//! others). One owner task holds the state, applies probe results, follows new sources
+//! and replicas, and publishes an immutable snapshot after every change.
 //!
 //! A death must be news at once, not at the next poll: between two probes the
 //! instance's connection is parked in `DO SLEEP(..)` until the next (the liveness
-//! watch), and that query fails the moment the server's process dies. While a probe
-//! waits for a place the connection is not parked: a death then is news when the probe
-//! is sent (on an agent whose places are all busy, as at 10,000 instances on two cores,
-//! that can be hundreds of ms). `probe_now` lets the recovery logic re-read
-//! the replicas of a primary it just lost without waiting: on a connection of its own
-//! while the instance's is parked; `probe_here_and_wait` does so from the caller's own
+//! watch), and that query fails the moment the server's process dies. The probe rides
+//! in the same query, behind the park: the server answers it as the park ends, so the
+//! connection is never idle and a death is news whenever it comes (a probe that waited
+//! for a place on its own was blind meanwhile: hundreds of ms at 10,000 instances on two
+//! cores). The semaphore bounds the probes that are not sent behind a park: a new
+//! connection's first (a fleet's start-up), and the few sent after a park too short to
+//! be worth a statement. `probe_now` lets the recovery logic re-read the replicas of a
+//! primary it just lost without waiting: on a connection of its own while the
+//! instance's is parked; `probe_here_and_wait` does so from the caller's own
 //! runtime (the recovery lane), through places of its own, and hands back the results
 //! laid over the latest snapshot, so a confirmation queues neither behind the polling
 //! nor behind the owner publishing what it found.
@@ -791,10 +794,13 @@ const SHORTEST_PARK: Duration = Duration::from_millis(20);
 
 /// Watches one instance forever through one connection: a probe on a fixed schedule
 /// (every `poll_interval` from the first, not "an interval after the last probe
-/// finished"), through the places (`max_concurrent_probes`), and between two probes the
-/// same connection parked in `SLEEP` until the next one — the liveness watch, which
-/// fails the moment the server's process dies, so a death is news at once. The agent
-/// lock (`claims`) is held on this connection too.
+/// finished"), and between two probes the same connection parked in `SLEEP` until the
+/// next one — the liveness watch, which fails the moment the server's process dies, so
+/// a death is news at once. A park that lasts until the probe is due carries the probe
+/// in the same query (one round trip a second, and the connection is never idle); a
+/// probe not sent behind a park (a new connection's first, one after a park too short
+/// to be worth a statement) waits for a place (`max_concurrent_probes`). The agent lock
+/// (`claims`) is held on this connection too.
 ///
 /// `wake` asks for a probe now, through the urgent places: on this connection when it
 /// is not parked, else on a connection of its own (the parked one is left to its watch).
@@ -844,8 +850,39 @@ async fn watch_instance(
                         continue;
                     }
                 }
-                // The probe that follows is sent alone, through the places, when the
-                // park ends: `max_concurrent_probes` keeps its meaning.
+                // A park that lasts until the probe is due carries the probe behind
+                // it, in the same query: the server answers it as the park ends, and
+                // the connection is never idle, so a death at any moment ends the
+                // query at once (a probe that waited for a place was blind meanwhile).
+                if park == left {
+                    let statements = probe::statements(conn.flavor);
+                    let parked = conn.park_then(park, &comment, &statements);
+                    let Some(answered) = aside.ride_out(parked, &wake).await else {
+                        return;
+                    };
+                    let now = tokio::time::Instant::now();
+                    let probe_due = due;
+                    due = next_due(due, now, interval);
+                    match answered {
+                        Ok(sets) => {
+                            let took = now.saturating_duration_since(probe_due);
+                            let outcome =
+                                probe::read(&key, conn.flavor, sets).map(|facts| (facts, took));
+                            let report = ProbeReport::new(&key, outcome);
+                            if !send_regular(&reports, report, &wake, &mut asked_now).await {
+                                return;
+                            }
+                        }
+                        Err(error) => {
+                            // Gone, or refusing a statement: asked again at once on a new
+                            // connection, whose answer says which.
+                            tracing::debug!(instance = %key, %error, "liveness park ended");
+                            lose(&key, &options, &mut connection, &mut holds_lock);
+                            asked_now = expedite(&mut park_failed_at, now, interval);
+                        }
+                    }
+                    continue;
+                }
                 let parked = conn.park(park, &comment);
                 match aside.ride_out(parked, &wake).await {
                     None => return,
@@ -885,10 +922,10 @@ async fn watch_instance(
             return;
         };
         let started = tokio::time::Instant::now();
-        due = if asked_now || due + interval <= started {
+        due = if asked_now {
             started + interval
         } else {
-            due + interval
+            next_due(due, started, interval)
         };
         let urgent = std::mem::take(&mut asked_now);
         if urgent {
@@ -963,6 +1000,21 @@ async fn send_regular(
             *asked_now = true;
             true
         }
+    }
+}
+
+/// When the probe after the one due at `due` and sent at `sent` is due: an interval
+/// later, or an interval after `sent` when it ran that late (the schedule does not
+/// try to catch up).
+fn next_due(
+    due: tokio::time::Instant,
+    sent: tokio::time::Instant,
+    interval: Duration,
+) -> tokio::time::Instant {
+    if due + interval <= sent {
+        sent + interval
+    } else {
+        due + interval
     }
 }
 

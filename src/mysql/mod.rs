@@ -188,12 +188,41 @@ impl Connection {
         &mut self,
         statements: &[&str],
     ) -> Result<Vec<Vec<TextRow>>, MysqlError> {
+        self.query_all_within(statements, self.query_timeout).await
+    }
+
+    /// Parks the connection as `park` does and then, in the same query, asks
+    /// `statements`: one round trip for the wait and what follows it. Their result sets
+    /// (not the park's) come once the last has run; `Err` as soon as the server goes
+    /// away, parked or answering.
+    pub async fn park_then(
+        &mut self,
+        period: Duration,
+        comment: &str,
+        statements: &[&str],
+    ) -> Result<Vec<Vec<TextRow>>, MysqlError> {
+        let park = park_statement(period, comment);
+        let all: Vec<&str> = std::iter::once(park.as_str())
+            .chain(statements.iter().copied())
+            .collect();
+        let mut sets = self
+            .query_all_within(&all, period + self.query_timeout)
+            .await?;
+        sets.remove(0);
+        Ok(sets)
+    }
+
+    async fn query_all_within(
+        &mut self,
+        statements: &[&str],
+        timeout: Duration,
+    ) -> Result<Vec<Vec<TextRow>>, MysqlError> {
         let key = self.key.clone();
         let query = statements.join(";\n");
         let conn = &mut self.conn;
         let names = &mut self.names;
         names.resize(names.len().max(statements.len()), None);
-        let collected = within(&key, &query, self.query_timeout, async {
+        let collected = within(&key, &query, timeout, async {
             let mut sets: Vec<Vec<TextRow>> = Vec::with_capacity(statements.len());
             let mut result = match conn.query_iter(query.as_str()).await {
                 Ok(result) => result,
