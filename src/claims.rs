@@ -315,6 +315,14 @@ pub fn standing(cluster: &ClusterView, snapshot: &Snapshot, claims: &Claims) -> 
     standing_over(&claims.weighed_members(cluster), snapshot, claims)
 }
 
+/// How the agent locks of a cluster with these `members` stand in `snapshot`, read
+/// without noting anything (what the views show; the coordinator's judgement, which
+/// notes the members as companions, is `standing`).
+pub fn standing_now(members: &[InstanceKey], snapshot: &Snapshot, claims: &Claims) -> Standing {
+    let weighed = claims.book().companions.widen(members, Instant::now());
+    standing_over(&weighed, snapshot, claims)
+}
+
 /// How the agent locks of `members` stand (pure).
 fn standing_over(members: &[InstanceKey], snapshot: &Snapshot, claims: &Claims) -> Standing {
     let mut standing = Standing::default();

@@ -150,6 +150,7 @@ impl ApiState {
                 detail.alias.as_deref(),
                 &members,
                 &detail.primary,
+                &snapshot,
             ));
             detail.formerly = former_names(&detail.name, &recoveries);
             let mut names = detail.formerly.clone();

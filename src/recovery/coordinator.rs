@@ -662,6 +662,7 @@ impl Coordinator {
             cluster.alias.as_deref(),
             &cluster.members,
             &cluster.primary,
+            snapshot,
         );
         let members = snapshot.only(cluster.members.iter().chain([&cluster.primary]));
         let plan = plan_promotion(&cluster.primary, &members, &self.policy, None);
@@ -878,6 +879,9 @@ impl Coordinator {
 
     /// What automatic recovery would do if the primary of this cluster failed now, and
     /// which agent would act, for the page and the CLI to show before anything fails.
+    /// Without `[ha]`, the agent locks are weighed as they stand in `snapshot`, not as
+    /// the last judgement found them (which, just after start-up, may predate the
+    /// probes that made the members reachable).
     pub fn coverage(
         &self,
         facts: &GateFacts,
@@ -885,6 +889,7 @@ impl Coordinator {
         alias: Option<&str>,
         members: &[InstanceKey],
         primary: &InstanceKey,
+        snapshot: &Snapshot,
     ) -> Coverage {
         let mut coverage = match uncovered(
             facts,
@@ -927,8 +932,8 @@ impl Coordinator {
             }
             return coverage;
         }
-        let standing = self.state().standings.get(name).cloned();
-        if let (Some(standing), Some(claims)) = (standing, self.discovery.claims()) {
+        if let Some(claims) = self.discovery.claims() {
+            let standing = crate::claims::standing_now(members, snapshot, claims);
             if standing.acting() {
                 if !standing.others.is_empty() {
                     coverage.acting_agent = Some(claims.me().to_string());
