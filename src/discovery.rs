@@ -876,7 +876,7 @@ async fn watch_instance(
                         Err(error) => {
                             // Gone, or refusing a statement: asked again at once on a new
                             // connection, whose answer says which.
-                            tracing::debug!(instance = %key, %error, "liveness park ended");
+                            tracing::debug!(instance = %key, %error, "liveness park or the probe behind it failed");
                             lose(&key, &options, &mut connection, &mut holds_lock);
                             asked_now = expedite(&mut park_failed_at, now, interval);
                         }

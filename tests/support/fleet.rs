@@ -83,10 +83,14 @@ struct Instance {
 }
 
 impl Instance {
+    /// Whether it takes writes: alive, read_only OFF, replicating from nobody.
+    fn takes_writes(&self) -> bool {
+        self.alive && !self.read_only && self.source.is_none()
+    }
+
     /// Notes the instant it became writable, or that it no longer is.
     fn note_writable(&mut self) {
-        let writable = self.alive && !self.read_only && self.source.is_none();
-        match (writable, self.writable_since) {
+        match (self.takes_writes(), self.writable_since) {
             (true, None) => self.writable_since = Some(std::time::Instant::now()),
             (false, Some(_)) => self.writable_since = None,
             _ => {}
@@ -333,9 +337,7 @@ impl Fleet {
     /// Whether the instance takes writes (read_only OFF) and replicates from nobody.
     pub fn writable(&self, key: &str) -> bool {
         let index = self.index(key);
-        let state = lock(&self.state);
-        let instance = &state.instances[index];
-        instance.alive && !instance.read_only && instance.source.is_none()
+        lock(&self.state).instances[index].takes_writes()
     }
 
     /// Since when `key` takes writes, as the statement that made it so ran; `None`
