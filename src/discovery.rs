@@ -27,7 +27,9 @@ use crate::mysql::probe::{self, probe};
 use crate::mysql::{ConnectSettings, Connection, MysqlError};
 use crate::store::{AuditEntry, Store};
 use crate::topology::cluster::ClusterAlias;
-use crate::topology::{ClusterMemo, ClusterView, Instance, InstanceFacts, InstanceKey, Snapshot};
+use crate::topology::{
+    ClusterMemo, ClusterView, Instance, InstanceFacts, InstanceKey, ServerFlavor, Snapshot,
+};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -216,18 +218,23 @@ impl DiscoveryHandle {
         let (left_open, mut open) = mpsc::unbounded_channel();
         let (results, mut heard) = mpsc::unbounded_channel();
         let mut awaited_elsewhere = Vec::new();
+        let known = self.snapshot();
         for key in &keys {
             let Some(running) = self.here.start(key) else {
                 awaited_elsewhere.push(key.clone());
                 continue;
             };
+            let flavor = known
+                .get(key)
+                .and_then(|instance| instance.facts.as_ref())
+                .map(|facts| facts.flavor);
             let caller = Caller {
                 left_open: left_open.clone(),
                 results: results.clone(),
             };
             let connect = self.options.connect.clone();
             tokio::spawn(async move {
-                running.probe(&connect, caller).await;
+                running.probe(flavor, &connect, caller).await;
             });
         }
         drop((left_open, results));
@@ -345,10 +352,11 @@ struct ProbeHere {
 }
 
 impl ProbeHere {
-    async fn probe(&self, connect: &ConnectSettings, caller: Caller) {
+    async fn probe(&self, flavor: Option<ServerFlavor>, connect: &ConnectSettings, caller: Caller) {
         let here = &self.here;
         probe_aside(
             &self.key,
+            flavor,
             connect,
             &here.places,
             &here.reports,
@@ -375,11 +383,13 @@ impl Drop for ProbeHere {
 
 /// One probe asked for now, on a connection of its own through an urgent place, its
 /// result sent to the owner as an urgent one; `from` says where it was asked (for the
-/// trace). The connection is closed after the probe, or, given a `caller` and the probe
-/// answered, handed over there first, with a copy of the result. `false` once the owner
-/// is gone.
+/// trace). `flavor`: the instance's, when a probe already learned it (the connect then
+/// does not ask). The connection is closed after the probe, or, given a `caller` and
+/// the probe answered, handed over there first, with a copy of the result. `false` once
+/// the owner is gone.
 async fn probe_aside(
     key: &InstanceKey,
+    flavor: Option<ServerFlavor>,
     connect: &ConnectSettings,
     places: &Semaphore,
     reports: &mpsc::Sender<ProbeReport>,
@@ -392,7 +402,7 @@ async fn probe_aside(
     tracing::trace!(instance = %key, "probing now, as asked, {from}");
     let started = tokio::time::Instant::now();
     let outcome = async {
-        let mut conn = Connection::open(key, connect).await?;
+        let mut conn = Connection::open_as(key, connect, flavor).await?;
         let facts = probe::probe(&mut conn).await;
         let took = started.elapsed();
         match (&facts, &caller) {
@@ -1106,6 +1116,7 @@ impl Aside<'_> {
         let beside = "beside the parked connection";
         probe_aside(
             self.key,
+            None,
             &self.options.connect,
             places,
             reports,

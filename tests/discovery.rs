@@ -11,7 +11,7 @@ use pointsman::discovery::DiscoveryOptions;
 use pointsman::mysql::Connection;
 use pointsman::sandbox::Flavor;
 use pointsman::store::Store;
-use pointsman::topology::InstanceKey;
+use pointsman::topology::{InstanceKey, ServerFlavor};
 use std::time::{Duration, Instant, SystemTime};
 use support::{eventually, session_counter, watch, TestTopology};
 
@@ -59,6 +59,7 @@ on_every_flavor!(
     a_killed_instance_turns_unreachable_and_others_keep_their_pace,
     the_agent_keeps_one_connection_per_server_parked_between_probes,
     opening_a_connection_asks_the_server_its_version_and_nothing_else,
+    a_connection_told_the_flavor_asks_nothing_and_never_reads_the_other_dialect,
     a_probe_asked_from_another_runtime_is_in_the_snapshot_it_returns,
     an_instance_that_stays_down_is_no_reason_to_judge_at_once,
 );
@@ -77,6 +78,54 @@ async fn opening_a_connection_asks_the_server_its_version_and_nothing_else(flavo
         "the version, then this question"
     );
     conn.close().await;
+}
+
+/// A lost primary's confirming probes connect knowing each replica's flavour from its
+/// last probe: the connect asks the server nothing (a round trip less before a
+/// failover), and the probe reads what a connection that asked would read. Told the
+/// wrong flavour, the probe fails rather than read the server in the other dialect.
+async fn a_connection_told_the_flavor_asks_nothing_and_never_reads_the_other_dialect(
+    flavor: Flavor,
+) {
+    let topology = TestTopology::start(flavor, 0).await;
+    let (key, settings) = (topology.key("node1"), topology.connect_settings());
+    let mut asked = Connection::open(&key, &settings).await.expect("connected");
+    let known = asked.flavor;
+    let mut told = Connection::open_as(&key, &settings, Some(known))
+        .await
+        .expect("connected, told the flavour");
+    assert_eq!(
+        session_counter(&mut told, "Questions").await,
+        1,
+        "this question only"
+    );
+    let (by_asked, by_told) = (
+        pointsman::mysql::probe::probe(&mut asked)
+            .await
+            .expect("probed"),
+        pointsman::mysql::probe::probe(&mut told)
+            .await
+            .expect("probed"),
+    );
+    assert_eq!(
+        (by_told.flavor, by_told.server_id, &by_told.version),
+        (by_asked.flavor, by_asked.server_id, &by_asked.version)
+    );
+
+    let other = match known {
+        ServerFlavor::Mysql => ServerFlavor::Mariadb,
+        ServerFlavor::Mariadb => ServerFlavor::Mysql,
+    };
+    let mut misled = Connection::open_as(&key, &settings, Some(other))
+        .await
+        .expect("connected, told the wrong flavour");
+    let error = pointsman::mysql::probe::probe(&mut misled)
+        .await
+        .expect_err("a probe in the other dialect fails");
+    assert!(error.to_string().contains(&key.to_string()), "{error}");
+    for conn in [asked, told, misled] {
+        conn.close().await;
+    }
 }
 
 /// Discovery alone (no agent) on `topology`'s primary, polling once a minute: every

@@ -24,6 +24,7 @@ on_every_flavor!(
     a_killed_primary_is_replaced_without_losing_acknowledged_writes,
     the_old_primary_returns_fenced_and_reattach_makes_it_a_replica,
     a_fence_and_its_lifting_are_one_statement_each,
+    what_a_replica_received_before_its_stop_is_applied_and_its_status_read_once,
     a_second_failure_inside_the_block_period_waits_for_an_ack,
     a_failing_pre_failover_hook_aborts_the_recovery,
     hooks_written_for_orchestrator_get_its_variables_and_placeholders,
@@ -353,6 +354,75 @@ async fn a_fence_and_its_lifting_are_one_statement_each(flavor: Flavor) {
         );
     }
     conn.close().await;
+}
+
+/// A failover stops the candidate's IO thread, then waits until it applied what it had
+/// received. The stop reads the replica's status in its own round trip, so the wait
+/// asks the server nothing more before it waits, and still waits for everything
+/// received before the stop — here a write the applier is held back from by a global
+/// read lock on the replica.
+async fn what_a_replica_received_before_its_stop_is_applied_and_its_status_read_once(
+    flavor: Flavor,
+) {
+    let topology = TestTopology::start(flavor, 1).await;
+    let status_counter = match flavor.is_mysql() {
+        true => "Com_show_replica_status",
+        false => "Com_show_slave_status",
+    };
+    let (node2, settings) = (topology.key("node2"), topology.connect_settings());
+    let received = || async {
+        let mut conn = Connection::open(&node2, &settings).await.ok()?;
+        let status = admin::replica_status(&mut conn).await;
+        conn.close().await;
+        Some(status.ok()??.received_gtids)
+    };
+    let mut lock = topology.sandbox.connect("node2").await.expect("connect");
+    lock.query_drop("FLUSH TABLES WITH READ LOCK")
+        .await
+        .expect("node2's applier held back");
+    let before = received().await.expect("node2 replicates");
+    topology.sql("node1", &["CREATE DATABASE held_back"]).await;
+    eventually(PATIENCE, "node2 received the write", || async {
+        received().await.filter(|now| *now != before)
+    })
+    .await;
+    let mut session = Connection::open(&node2, &settings)
+        .await
+        .expect("connected");
+
+    let before = session_counter(&mut session, status_counter).await;
+    admin::stop_io_thread(&mut session)
+        .await
+        .expect("IO thread stopped");
+    let questions = session_counter(&mut session, "Questions").await;
+    let (applied, unlocked) = tokio::join!(
+        admin::wait_relay_applied(&mut session, Duration::from_secs(10)),
+        lock.query_drop("UNLOCK TABLES")
+    );
+    unlocked.expect("node2's applier let go");
+    applied.expect("relay log applied");
+    assert_eq!(
+        session_counter(&mut session, "Questions").await - questions,
+        2,
+        "the wait itself, then this question"
+    );
+    assert_eq!(
+        session_counter(&mut session, status_counter).await - before,
+        1,
+        "the status read once, by the stop"
+    );
+    assert_eq!(
+        topology
+            .value(
+                "node2",
+                "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'held_back'"
+            )
+            .await
+            .as_deref(),
+        Some("1"),
+        "the write received before the stop is applied when the wait returns"
+    );
+    session.close().await;
 }
 
 async fn the_old_primary_returns_fenced_and_reattach_makes_it_a_replica(flavor: Flavor) {

@@ -404,14 +404,17 @@ async fn reads_in_orchestrators_shape_and_a_graceful_takeover(flavor: Flavor) {
         columns.iter().all(|c| c.is_some() && *c == columns[0]),
         "aligned: {tree}"
     );
+    // The same tree from any of its instances; the lag of a replica may have moved
+    // between the two reads (MySQL shows 1s for a moment now and then).
+    let from_node2 = ok_details(
+        base,
+        &format!("/api/topology/{}", path_of(&node2)),
+        anonymous,
+    )
+    .await;
     assert_eq!(
-        ok_details(
-            base,
-            &format!("/api/topology/{}", path_of(&node2)),
-            anonymous
-        )
-        .await,
-        json!(tree)
+        without_lag(from_node2.as_str().expect("the tree is one string")),
+        without_lag(tree)
     );
     let (status, leader) = get(base, "/api/leader-check", anonymous).await;
     assert_eq!((status, leader), (200, json!("OK")));
@@ -805,4 +808,17 @@ async fn closed_reads_take_either_credential_and_browsers_are_kept_out() {
     let (_, switch) = get(base, "/api/v1/recovery", Auth::Bearer(TOKEN)).await;
     assert_eq!(switch["automatic"], json!(true), "nothing changed");
     agent.stop().await.expect("stops");
+}
+
+/// An orchestrator tree with every instance's lag (`[3s,`) left out.
+fn without_lag(tree: &str) -> String {
+    tree.lines()
+        .map(|line| match (line.find('['), line.find(',')) {
+            (Some(open), Some(comma)) if open < comma => {
+                format!("{}[{}", &line[..open], &line[comma..])
+            }
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -99,6 +99,13 @@ fn stop_replica(flavor: ServerFlavor) -> &'static str {
     }
 }
 
+/// Starts both replication threads through `conn`; what its last stop noted as
+/// received no longer holds.
+async fn start(conn: &mut Connection) -> Result<(), MysqlError> {
+    conn.received_when_stopped = None;
+    conn.execute(start_replica(conn.flavor)).await
+}
+
 fn start_replica(flavor: ServerFlavor) -> &'static str {
     match flavor {
         ServerFlavor::Mysql => "START REPLICA",
@@ -112,19 +119,34 @@ pub async fn replica_status(
 ) -> Result<Option<ReplicationStatus>, MysqlError> {
     let statement = dialect::for_flavor(conn.flavor).replica_status;
     let rows = conn.query(statement).await?;
-    parse::default_channel(&rows)
+    status_in(conn, &rows)
+}
+
+/// The default channel's status in `rows`, the answer to the flavour's replica status
+/// statement.
+fn status_in(conn: &Connection, rows: &[TextRow]) -> Result<Option<ReplicationStatus>, MysqlError> {
+    parse::default_channel(rows)
         .map(parse::replica_status)
         .transpose()
         .map_err(|e| MysqlError::Unexpected {
             instance: conn.key.clone(),
-            statement: statement.to_string(),
+            statement: dialect::for_flavor(conn.flavor).replica_status.to_string(),
             message: e.to_string(),
         })
 }
 
-/// Stops receiving from the source, so nothing new arrives while a recovery decides.
+/// Stops receiving from the source, so nothing new arrives while a recovery decides,
+/// and notes what the replica had received by then (read in the same round trip) for
+/// `wait_relay_applied`.
 pub async fn stop_io_thread(conn: &mut Connection) -> Result<(), MysqlError> {
-    stop(conn, " IO_THREAD").await
+    let stop = format!("{} IO_THREAD", stop_replica(conn.flavor));
+    let status = dialect::for_flavor(conn.flavor).replica_status;
+    let sets = conn
+        .query_all_within(&[&stop, status], STOP_TIMEOUT)
+        .await?;
+    let received = status_in(conn, sets.last().map_or(&[][..], Vec::as_slice))?;
+    conn.received_when_stopped = received.map(|status| status.received_gtids);
+    Ok(())
 }
 
 /// Stops both replication threads (an operator's "stop replication").
@@ -134,7 +156,7 @@ pub async fn stop_replication(conn: &mut Connection) -> Result<(), MysqlError> {
 
 /// Starts both replication threads.
 pub async fn start_replication(conn: &mut Connection) -> Result<(), MysqlError> {
-    conn.execute(start_replica(conn.flavor)).await
+    start(conn).await
 }
 
 /// Waits until the replica has applied everything it received (its relay log), or fails
@@ -143,10 +165,16 @@ pub async fn wait_relay_applied(
     conn: &mut Connection,
     timeout: Duration,
 ) -> Result<(), MysqlError> {
-    let Some(status) = replica_status(conn).await? else {
-        return Ok(());
+    // Noted by this session's stop of the IO thread, if it made one: nothing arrived
+    // since, so the server need not be asked again.
+    let received = match conn.received_when_stopped.take() {
+        Some(received) => received,
+        None => match replica_status(conn).await? {
+            Some(status) => status.received_gtids,
+            None => return Ok(()),
+        },
     };
-    wait_for_gtids(conn, &status.received_gtids, timeout).await
+    wait_for_gtids(conn, &received, timeout).await
 }
 
 /// Waits until the instance has executed `gtids` (a MySQL set or a MariaDB position).
@@ -206,12 +234,15 @@ pub async fn written_gtids(conn: &mut Connection) -> Result<String, MysqlError> 
 /// read_only (and MySQL's super_read_only) OFF.
 pub async fn promote(conn: &mut Connection) -> Result<(), MysqlError> {
     let flavor = conn.flavor;
-    stop(conn, "").await?;
-    conn.execute(match flavor {
+    let reset = match flavor {
         ServerFlavor::Mysql => "RESET REPLICA ALL",
         ServerFlavor::Mariadb => "RESET SLAVE ALL",
-    })
-    .await?;
+    };
+    // One round trip; a failed stop leaves the replication settings as they were (the
+    // server runs no statement after a failed one).
+    conn.query_all_within(&[stop_replica(flavor), reset], STOP_TIMEOUT)
+        .await?;
+    conn.received_when_stopped = None;
     crate::crash_point!("promote-after-reset");
     set_read_only(conn, false).await
 }
@@ -321,7 +352,7 @@ pub async fn repoint(
         ),
     };
     conn.execute(&change).await?;
-    conn.execute(start_replica(flavor)).await
+    start(conn).await
 }
 
 /// Makes an instance that is not a replica (an old primary) replicate from `source`
@@ -366,7 +397,7 @@ pub async fn attach(
     conn.execute(&change)
         .await
         .map_err(|e| redact(e, account))?;
-    conn.execute(start_replica(flavor)).await
+    start(conn).await
 }
 
 /// A statement that carried the replication password must not put it in an error.

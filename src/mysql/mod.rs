@@ -114,12 +114,30 @@ pub struct Connection {
     query_timeout: Duration,
     /// The column names each statement of the last `query_all` returned, by position.
     names: Vec<Option<Arc<Vec<String>>>>,
+    /// What the replica had received when this session last stopped its IO thread
+    /// (`admin::stop_io_thread`): nothing arrives after that until this session starts
+    /// replication again, which forgets it. `admin::wait_relay_applied` waits for it
+    /// without asking the server again.
+    pub(crate) received_when_stopped: Option<String>,
 }
 
 impl Connection {
     /// Connects over TCP — never the unix socket, whatever the driver prefers, so the
     /// agent sees the network the applications see — and learns the flavour.
     pub async fn open(key: &InstanceKey, settings: &ConnectSettings) -> Result<Self, MysqlError> {
+        Self::open_as(key, settings, None).await
+    }
+
+    /// As `open`; given the flavour a probe of this instance already learned, it is not
+    /// asked again: a round trip less for a lost primary's confirming probes, the first
+    /// thing a failover waits for. A server of the other flavour fails the probe's
+    /// first statement (each dialect's names variables the other lacks), so it is never
+    /// read in the wrong dialect; the watch's own connection learns the flavour afresh.
+    pub async fn open_as(
+        key: &InstanceKey,
+        settings: &ConnectSettings,
+        flavor: Option<ServerFlavor>,
+    ) -> Result<Self, MysqlError> {
         let opts = OptsBuilder::default()
             .ip_or_hostname(key.host.clone())
             .tcp_port(key.port)
@@ -140,11 +158,15 @@ impl Connection {
             })?;
         let mut connection = Self {
             key: key.clone(),
-            flavor: ServerFlavor::Mysql,
+            flavor: flavor.unwrap_or(ServerFlavor::Mysql),
             conn,
             query_timeout: settings.query_timeout,
             names: Vec::new(),
+            received_when_stopped: None,
         };
+        if flavor.is_some() {
+            return Ok(connection);
+        }
         let rows = connection.query(dialect::VERSION).await?;
         let version = rows
             .first()
@@ -212,7 +234,8 @@ impl Connection {
         Ok(sets)
     }
 
-    async fn query_all_within(
+    /// As `query_all`, for statements that may take up to `timeout`.
+    pub(crate) async fn query_all_within(
         &mut self,
         statements: &[&str],
         timeout: Duration,
