@@ -24,7 +24,7 @@
 
 use crate::mysql::{Connection, MysqlError};
 use crate::topology::{ClusterView, InstanceKey, Snapshot};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -106,8 +106,9 @@ impl Companions {
 
     /// `members` and every instance seen in one cluster with one of them within
     /// `COMPANION_MEMORY` of `now`, each once, in order.
-    pub fn widen(&self, members: &[InstanceKey], now: Instant) -> Vec<InstanceKey> {
-        let mut all: BTreeSet<InstanceKey> = members.iter().cloned().collect();
+    /// Borrowed, not copied: every view of the fleet weighs every cluster.
+    pub fn widen<'a>(&'a self, members: &'a [InstanceKey], now: Instant) -> Vec<&'a InstanceKey> {
+        let mut all: Vec<&InstanceKey> = members.iter().collect();
         for member in members {
             if let Some(together) = self.last_together.get(member) {
                 all.extend(
@@ -116,11 +117,13 @@ impl Companions {
                         .filter(|(_, seen)| {
                             now.saturating_duration_since(**seen) < COMPANION_MEMORY
                         })
-                        .map(|(other, _)| other.clone()),
+                        .map(|(other, _)| other),
                 );
             }
         }
-        all.into_iter().collect()
+        all.sort_unstable();
+        all.dedup();
+        all
     }
 }
 
@@ -157,15 +160,6 @@ impl Claims {
 
     fn may_take(&self, key: &InstanceKey) -> bool {
         !self.book().yielded.contains(key)
-    }
-
-    /// The members whose locks decide who acts on `cluster`: its own and their
-    /// companions of the last minute (noting its members as companions first).
-    pub fn weighed_members(&self, cluster: &ClusterView) -> Vec<InstanceKey> {
-        let now = Instant::now();
-        let mut book = self.book();
-        book.companions.saw(&cluster.members, now);
-        book.companions.widen(&cluster.members, now)
     }
 
     /// Lets go of (or takes again) the locks of these instances.
@@ -310,30 +304,42 @@ impl Standing {
 }
 
 /// How the agent locks of `cluster` stand: over its members and their companions of
-/// the last minute (`Claims::weighed_members`).
+/// the last minute (`Companions::widen`), noting its members as companions first.
 pub fn standing(cluster: &ClusterView, snapshot: &Snapshot, claims: &Claims) -> Standing {
-    standing_over(&claims.weighed_members(cluster), snapshot, claims)
+    let now = Instant::now();
+    let mut book = claims.book();
+    book.companions.saw(&cluster.members, now);
+    let book = &*book;
+    standing_over(
+        book,
+        &book.companions.widen(&cluster.members, now),
+        snapshot,
+    )
 }
 
 /// How the agent locks of a cluster with these `members` stand in `snapshot`, read
 /// without noting anything (what the views show; the coordinator's judgement, which
 /// notes the members as companions, is `standing`).
 pub fn standing_now(members: &[InstanceKey], snapshot: &Snapshot, claims: &Claims) -> Standing {
-    let weighed = claims.book().companions.widen(members, Instant::now());
-    standing_over(&weighed, snapshot, claims)
+    let book = claims.book();
+    standing_over(
+        &book,
+        &book.companions.widen(members, Instant::now()),
+        snapshot,
+    )
 }
 
-/// How the agent locks of `members` stand (pure).
-fn standing_over(members: &[InstanceKey], snapshot: &Snapshot, claims: &Claims) -> Standing {
+/// How the agent locks of `members` stand, as `book` has them (pure).
+fn standing_over(book: &Book, members: &[&InstanceKey], snapshot: &Snapshot) -> Standing {
     let mut standing = Standing::default();
     for key in members {
         if !snapshot.get(key).is_some_and(|i| i.is_reachable()) {
             continue;
         }
         standing.reachable += 1;
-        match claims.claim(key) {
+        match book.found.get(*key) {
             Some(Claim::Held) => standing.held += 1,
-            Some(Claim::Taken { by }) => *standing.others.entry(by).or_default() += 1,
+            Some(Claim::Taken { by }) => *standing.others.entry(by.clone()).or_default() += 1,
             Some(Claim::Free) | None => {}
         }
     }
@@ -418,7 +424,8 @@ mod tests {
         assert!(!half.acting(), "{half:?}");
         assert!(half.yields(claims.me()), "{half:?}");
         // Counted without its companions, the half would have looked like a majority.
-        let alone = standing_over(&cluster_of(&split, 1).members, &split, &claims);
+        let members = cluster_of(&split, 1).members;
+        let alone = standing_over(&claims.book(), &members.iter().collect::<Vec<_>>(), &split);
         assert!(alone.acting(), "{alone:?}");
     }
 
@@ -430,11 +437,11 @@ mod tests {
         companions.saw(&[key(3), key(4)], start + Duration::from_secs(30));
         assert_eq!(
             companions.widen(&[key(3)], start + Duration::from_secs(31)),
-            vec![key(1), key(2), key(3), key(4)]
+            vec![&key(1), &key(2), &key(3), &key(4)]
         );
         assert_eq!(
             companions.widen(&[key(3)], start + COMPANION_MEMORY + Duration::from_secs(1)),
-            vec![key(3), key(4)]
+            vec![&key(3), &key(4)]
         );
         companions.saw(&[key(5)], start + COMPANION_MEMORY * 2);
         assert!(companions.last_together.is_empty(), "{companions:?}");
