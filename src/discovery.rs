@@ -61,6 +61,7 @@ pub struct DiscoveryHandle {
     options: DiscoveryOptions,
     clusters: Arc<ClusterMemo>,
     here: Arc<ProbesHere>,
+    looks: Arc<ProbesHere>,
 }
 
 enum Command {
@@ -121,6 +122,11 @@ pub fn start(options: DiscoveryOptions, seeds: Vec<InstanceKey>, store: Store) -
         reports: owner.reports.urgent.clone(),
         running: Default::default(),
     });
+    let looks = Arc::new(ProbesHere {
+        places: Arc::new(Semaphore::new(LOOKS)),
+        reports: owner.reports.urgent.clone(),
+        running: Default::default(),
+    });
     tokio::spawn(owner.run(seeds, command_rx, report_rx, urgent_rx));
     DiscoveryHandle {
         clusters: Arc::default(),
@@ -128,6 +134,7 @@ pub fn start(options: DiscoveryOptions, seeds: Vec<InstanceKey>, store: Store) -
         commands: command_tx,
         options,
         here,
+        looks,
     }
 }
 
@@ -184,6 +191,32 @@ impl DiscoveryHandle {
         let _ = self.commands.try_send(Command::ProbeNow { keys });
     }
 
+    /// Looks at instances that are down, each on a connection of its own through places
+    /// of their own (`LOOKS`), its result published at once: the fenced old primaries,
+    /// looked at every 100 ms so that one that restarts is fenced the moment it answers.
+    /// A host that is gone for good (powered off, its address dropped) holds its place
+    /// for the whole connect timeout; through the places of probes asked for now, a few
+    /// such hosts kept a primary's death waiting for one. An instance still being looked
+    /// at is not looked at again.
+    pub fn look_at(&self, keys: Vec<InstanceKey>) {
+        let known = self.snapshot();
+        for key in keys {
+            let Some(running) = self.looks.start(&key) else {
+                continue;
+            };
+            let flavor = known
+                .get(&key)
+                .and_then(|instance| instance.facts.as_ref())
+                .map(|facts| facts.flavor);
+            let connect = self.options.connect.clone();
+            tokio::spawn(async move {
+                running
+                    .probe(flavor, &connect, None, "a look at an instance that is down")
+                    .await;
+            });
+        }
+    }
+
     /// Probes these instances now and waits (at most `within`) until the snapshot holds
     /// a probe of each that started after this call, so a caller that just changed them
     /// answers with what the servers say now — an operator who acts twice in a row is
@@ -234,7 +267,9 @@ impl DiscoveryHandle {
             };
             let connect = self.options.connect.clone();
             tokio::spawn(async move {
-                running.probe(flavor, &connect, caller).await;
+                running
+                    .probe(flavor, &connect, Some(caller), "from the caller")
+                    .await;
             });
         }
         drop((left_open, results));
@@ -325,8 +360,9 @@ async fn until_probed_since(
     .await;
 }
 
-/// Probes run by callers themselves (`probe_here_and_wait`), their results sent to the
-/// owner as urgent ones.
+/// Probes run by callers themselves (`probe_here_and_wait`), or looks at instances that
+/// are down (`look_at`), each kind with places of its own; their results are sent to
+/// the owner as urgent ones.
 struct ProbesHere {
     places: Arc<Semaphore>,
     reports: mpsc::Sender<ProbeReport>,
@@ -352,7 +388,13 @@ struct ProbeHere {
 }
 
 impl ProbeHere {
-    async fn probe(&self, flavor: Option<ServerFlavor>, connect: &ConnectSettings, caller: Caller) {
+    async fn probe(
+        &self,
+        flavor: Option<ServerFlavor>,
+        connect: &ConnectSettings,
+        caller: Option<Caller>,
+        from: &str,
+    ) {
         let here = &self.here;
         probe_aside(
             &self.key,
@@ -360,8 +402,8 @@ impl ProbeHere {
             connect,
             &here.places,
             &here.reports,
-            "from the caller",
-            Some(caller),
+            from,
+            caller,
         )
         .await;
     }
@@ -460,6 +502,10 @@ const PUBLISH_REGULAR: Duration = Duration::from_millis(25);
 
 /// How many probes asked for now may run at once, beside `max_concurrent_probes`.
 const URGENT_PROBES: usize = 8;
+
+/// How many looks at instances that are down (`DiscoveryHandle::look_at`) may run at
+/// once: apart from the urgent places, which a death's probe needs at once.
+const LOOKS: usize = 4;
 
 /// How many probes callers run themselves (a lost primary's replicas confirming it) may
 /// run at once: places of their own, so that a failover's confirmation never queues

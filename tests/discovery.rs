@@ -62,6 +62,7 @@ on_every_flavor!(
     a_connection_told_the_flavor_asks_nothing_and_never_reads_the_other_dialect,
     a_probe_asked_from_another_runtime_is_in_the_snapshot_it_returns,
     an_instance_that_stays_down_is_no_reason_to_judge_at_once,
+    looks_at_hosts_gone_for_good_never_delay_the_notice_of_a_death,
 );
 
 /// Each round trip of a connect is one more a failover waits for on a busy server: the
@@ -717,4 +718,77 @@ async fn the_agent_keeps_one_connection_per_server_parked_between_probes(flavor:
         not_one.len(),
         not_one.join("\n")
     );
+}
+
+/// Fenced old primaries are looked at every 100 ms while they are down, so that one that
+/// restarts is fenced at once. A host gone for good (powered off, its address dropped)
+/// answers nothing, and each connect to it waits out the connect timeout: a dozen such
+/// old primaries, looked at as the agent looks at them, must not keep the death of a
+/// watched primary from being seen at once. Here they are ports that take a connection
+/// and never say a word, and the connect timeout is 3 s.
+async fn looks_at_hosts_gone_for_good_never_delay_the_notice_of_a_death(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 0).await;
+    let mut silent = Vec::new();
+    let mut gone = Vec::new();
+    for _ in 0..16 {
+        // Never accepted: the kernel completes the handshake, and nothing is ever sent.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a silent port");
+        let port = listener.local_addr().expect("its address").port();
+        gone.push(InstanceKey::new("127.0.0.1", port));
+        silent.push(listener);
+    }
+    let node1 = topology.key("node1");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = Store::open(&dir.path().join("pointsman.db")).expect("a store");
+    let discovery = pointsman::discovery::start(
+        DiscoveryOptions {
+            connect: pointsman::mysql::ConnectSettings {
+                connect_timeout: Duration::from_secs(3),
+                ..topology.connect_settings()
+            },
+            poll_interval: Duration::from_secs(60),
+            max_concurrent_probes: 4,
+            claims: None,
+            max_instances: 100,
+        },
+        std::iter::once(node1.clone()).chain(gone.clone()).collect(),
+        store,
+    );
+    eventually(PATIENCE, "node1 probed", || async {
+        discovery.snapshot().get(&node1)?.last_seen
+    })
+    .await;
+    // As the agent looks at its fenced old primaries that are down: every 100 ms, the
+    // first looks under way before the kill.
+    discovery.look_at(gone.clone());
+    let looking = discovery.clone();
+    let looks = tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            every.tick().await;
+            looking.look_at(gone.clone());
+        }
+    });
+
+    let killed = SystemTime::now();
+    let started = Instant::now();
+    topology.sandbox.clone().kill("node1").expect("kill node1");
+    eventually(PATIENCE, "node1's death seen", || async {
+        discovery
+            .snapshot()
+            .get(&node1)?
+            .last_failure
+            .filter(|failed| *failed >= killed)
+    })
+    .await;
+    let noticed = started.elapsed();
+    looks.abort();
+    discovery.stop().await;
+    assert!(
+        noticed < Duration::from_millis(1500),
+        "the death was seen {noticed:?} after the kill, as if its probe had waited for a connect to a host gone for good (3 s)"
+    );
+    drop(silent);
 }

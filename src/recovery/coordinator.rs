@@ -1721,7 +1721,9 @@ impl Coordinator {
         };
         // A fenced old primary that does not answer is looked at on every judgement
         // (every 100 ms), not every poll: when it restarts (writable, unless its own
-        // configuration says read_only) it is set read_only the moment it answers.
+        // configuration says read_only) it is set read_only the moment it answers. Looked
+        // at through places of their own: one gone for good holds its place for the whole
+        // connect timeout, and a death's probe must not wait for those.
         let down: Vec<InstanceKey> = fenced
             .iter()
             .filter(|f| snapshot.get(&f.instance).is_some_and(|i| !i.is_reachable()))
@@ -1738,7 +1740,7 @@ impl Coordinator {
             due
         };
         if due && !down.is_empty() {
-            self.discovery.probe_now(down);
+            self.discovery.look_at(down);
         }
         for fence in fenced {
             let Some(instance) = snapshot.get(&fence.instance) else {
