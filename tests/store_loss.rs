@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use support::agent_process::{
     describe, free_port, one_primary_everyone_follows, sees_the_cluster, start_agent, write_config,
 };
-use support::consul::{ConsulOptions, ConsulStandIn};
+use support::consul::{ConsulOptions, ConsulStandIn, Failure};
 use support::{
     assert_audited, automatic_recovery, eventually, probed, read_only_becomes, watch, TestTopology,
 };
@@ -26,7 +26,8 @@ on_every_flavor!(
     a_deleted_store_is_reported_at_once,
     a_full_store_refuses_failovers_calmly_and_recovers_when_there_is_room,
     an_agent_that_lost_its_store_never_routes_a_stale_old_primary,
-    an_agent_that_lost_its_store_finds_the_fences_in_consul
+    an_agent_that_lost_its_store_finds_the_fences_in_consul,
+    an_agent_that_lost_its_store_finds_the_fences_once_consul_answers_again
 );
 
 async fn degraded(api: &ApiClient, words: &str) -> String {
@@ -258,6 +259,19 @@ async fn an_agent_that_lost_its_store_never_routes_a_stale_old_primary(flavor: F
 /// longer show it as a stale copy; an agent started with a new store still fences it,
 /// from the record.
 async fn an_agent_that_lost_its_store_finds_the_fences_in_consul(flavor: Flavor) {
+    fences_from_consul(flavor, false).await;
+}
+
+/// As above, with Consul failing (500, no leader) when the new agent begins to act:
+/// the record is read again until it can be, and the old primary is fenced then.
+async fn an_agent_that_lost_its_store_finds_the_fences_once_consul_answers_again(flavor: Flavor) {
+    fences_from_consul(flavor, true).await;
+}
+
+/// An old primary fenced by a first agent, back writable with a write of its own, and a
+/// second agent started with a new store; `failing_at_start`: Consul answers 500 until
+/// the second agent has asked for the routes record once.
+async fn fences_from_consul(flavor: Flavor, failing_at_start: bool) {
     let topology = TestTopology::start(flavor, 2).await;
     let node1 = topology.key("node1");
     let consul = ConsulStandIn::start(ConsulOptions::default()).await;
@@ -293,7 +307,26 @@ async fn an_agent_that_lost_its_store_finds_the_fences_in_consul(flavor: Flavor)
         .sql("node1", &["CREATE DATABASE errant_on_node1"])
         .await;
 
+    if failing_at_start {
+        consul.set_failure(Failure::Error500).await;
+        consul.clear_requests();
+    }
     let second = watch(&topology, topology.keys(), with_consul(&topology)).await;
+    if failing_at_start {
+        eventually(
+            PATIENCE,
+            "the routes record asked for, and refused",
+            || async {
+                consul
+                    .requests()
+                    .iter()
+                    .any(|(method, path)| method == "GET" && path.contains("pointsman/routes"))
+                    .then_some(())
+            },
+        )
+        .await;
+        consul.set_failure(Failure::None).await;
+    }
     read_only_becomes(&topology, "node1", "1").await;
     assert_audited(
         &second.api,

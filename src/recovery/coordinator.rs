@@ -45,6 +45,10 @@ const JUDGE_EVERY: Duration = Duration::from_millis(100);
 /// soon after it comes back.
 const FENCED_LOOK_EVERY: Duration = Duration::from_millis(100);
 
+/// How soon the fences of the routes record are read again when Consul could not be
+/// read as this agent began to act.
+const RESTORE_FENCES_AGAIN: Duration = Duration::from_secs(1);
+
 /// How often `recovery.auto_rejoin` tries a fenced old primary that answers again.
 const REJOIN_EVERY: Duration = Duration::from_secs(5);
 
@@ -337,8 +341,14 @@ impl Coordinator {
             if leads && !leading {
                 // A recovery another leader left half-done is taken over first.
                 self.adopt_mirrored().await;
-                self.restore_recorded_fences().await;
+                if !self.restore_recorded_fences().await {
+                    self.clone().keep_restoring_fences();
+                }
                 self.resume_unfinished();
+            } else if leading && !leads {
+                // Another agent leads now: when this one leads again, the record's
+                // fences are read back (they may have changed) before it writes it.
+                self.routing.set_fences_restored(false);
             }
             leading = leads;
             self.state().settled = leads;
@@ -347,6 +357,21 @@ impl Coordinator {
             off_the_workers(|| self.consider(&snapshot));
             came = pace_unless_urgent(started.elapsed(), &mut snapshots, snapshot.urgent).await;
         }
+    }
+
+    /// Consul could not be read when this agent began to act: the fences of the routes
+    /// record are read again every `RESTORE_FENCES_AGAIN`, off the judging loop (a
+    /// Consul that hangs must not hold up judgements), until they are restored or this
+    /// agent no longer acts (it reads them again when it next begins to).
+    fn keep_restoring_fences(self: Arc<Self>) {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RESTORE_FENCES_AGAIN).await;
+                if self.executor.lease.gate().is_err() || self.restore_recorded_fences().await {
+                    return;
+                }
+            }
+        });
     }
 
     /// On the recovery lane, beside the main loop: the cluster of a primary whose loss a

@@ -233,19 +233,26 @@ impl Coordinator {
     /// On starting to act: every old primary the routes record in Consul names as
     /// fenced, and this agent's store does not (a lost or replaced store, another
     /// agent's fence), is fenced here too — recorded and audited — so that losing the
-    /// store never unfences an old primary.
-    pub(crate) async fn restore_recorded_fences(&self) {
+    /// store never unfences an old primary. Returns whether that is done (or there is
+    /// no record to read): `false` when Consul or the store could not be read, and the
+    /// caller tries again. The record itself is written only once it is done
+    /// (`Routing::set_fences_restored`).
+    pub(crate) async fn restore_recorded_fences(&self) -> bool {
         let recorded = match self.routing.recorded_fences().await {
-            None => return,
+            None => {
+                self.routing.set_fences_restored(true);
+                return true;
+            }
             Some(Ok(recorded)) => recorded,
             Some(Err(error)) => {
-                tracing::warn!(%error, "cannot read the routes record in Consul: fences it holds and this store lacks are not restored now (old primaries are still found by their GTIDs)");
-                return;
+                tracing::warn!(%error, "cannot read the routes record in Consul: the fences it holds and this store lacks are restored once it can be read (until then old primaries are found by their GTIDs only)");
+                return false;
             }
         };
         let Ok(known) = self.store.fenced() else {
-            return;
+            return false;
         };
+        let mut all_recorded = true;
         for (cluster, key) in recorded {
             if known.iter().any(|f| f.instance == key) {
                 continue;
@@ -254,9 +261,12 @@ impl Coordinator {
                 Ok(()) => format!(
                     "{key} is fenced in the routes record in Consul but not in this agent's store (lost or replaced): fenced here too, read_only until `pointsman reattach`"
                 ),
-                Err(error) => format!(
-                    "{key} is fenced in the routes record in Consul; recording the fence in this agent's store failed: {error}"
-                ),
+                Err(error) => {
+                    all_recorded = false;
+                    format!(
+                        "{key} is fenced in the routes record in Consul; recording the fence in this agent's store failed ({error}): tried again every second, and the record is not written until then"
+                    )
+                }
             };
             tracing::warn!(%cluster, instance = %key, "{message}");
             let _ = self.store.audit(AuditEntry {
@@ -267,6 +277,9 @@ impl Coordinator {
                 message,
             });
         }
+        // Written from the store, the record keeps only the fences the store has.
+        self.routing.set_fences_restored(all_recorded);
+        all_recorded
     }
 
     /// Settles every recovery this agent's store holds as still running (its agent

@@ -170,6 +170,11 @@ struct Inner {
     /// With Consul: the routes record, where fences and decisions outlive this agent's
     /// store.
     record: Option<Arc<super::consul::ConsulRouter>>,
+    /// Whether the fences the record names have been read back into the store since
+    /// this agent began to act (`Routing::set_fences_restored`): until then the record
+    /// is not written, or a store that lacks them (lost, or another leader's fences)
+    /// would write them out of it.
+    fences_restored: std::sync::atomic::AtomicBool,
     /// With `[ha]` and Consul: the leader's routes as last read (see `follow`), which
     /// this agent's own backends (its DNS responder) follow while it does not lead.
     leader_routes: watch::Sender<Option<Arc<Routes>>>,
@@ -214,6 +219,7 @@ impl Routing {
             publishing: tokio::sync::Mutex::new(()),
             lease,
             record: record.as_ref().map(|r| r.consul.clone()),
+            fences_restored: std::sync::atomic::AtomicBool::new(false),
             leader_routes: watch::Sender::new(None),
             stopping: watch::Sender::new(false),
         });
@@ -241,6 +247,15 @@ impl Routing {
         for backend in &self.inner.backends {
             backend.stop();
         }
+    }
+
+    /// Says whether the fences of the routes record are in the store now (read back
+    /// since this agent began to act: `recovery::resume`), which the record's writes
+    /// wait for.
+    pub fn set_fences_restored(&self, restored: bool) {
+        self.inner
+            .fences_restored
+            .store(restored, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The old primaries the routes record in Consul names as fenced, per cluster;
@@ -427,6 +442,13 @@ impl Routing {
 }
 
 impl Inner {
+    /// Whether `backend` is the one that writes the routes record.
+    fn is_record(&self, backend: &Arc<dyn Router>) -> bool {
+        self.record
+            .as_ref()
+            .is_some_and(|record| std::ptr::addr_eq(Arc::as_ptr(record), Arc::as_ptr(backend)))
+    }
+
     /// Works the routes out again and publishes them if they changed; returns the
     /// version now published.
     async fn refresh(&self) -> u64 {
@@ -767,6 +789,9 @@ pub fn decision_epoch(lease_epoch: u64, millis: u64) -> u64 {
 /// reconcile at every change and every `reconcile_interval`, and between them the
 /// backend's cheap check (if it has one) every `check_interval`. Each success bumps
 /// `applied`, which the backend's `persist` task follows.
+/// How soon the routes record is looked at again while its fences are being read back.
+const FENCES_LOOK_AGAIN: Duration = Duration::from_millis(200);
+
 async fn drive(inner: Arc<Inner>, backend: Arc<dyn Router>, applied: watch::Sender<u64>) {
     let name = backend.name();
     let mut routes_rx = inner.routes.subscribe();
@@ -811,6 +836,22 @@ async fn drive(inner: Arc<Inner>, backend: Arc<dyn Router>, applied: watch::Send
                         status.last_error = Some(format!("not written from here: {not}"));
                     }
                 });
+                continue;
+            }
+            if inner.is_record(&backend)
+                && !inner
+                    .fences_restored
+                    .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                inner.status.send_modify(|all| {
+                    if let Some(status) = all.get_mut(&name) {
+                        status.last_error = Some(
+                            "not written yet: the fences the routes record names are read back into the store first"
+                                .into(),
+                        );
+                    }
+                });
+                next_look = FENCES_LOOK_AGAIN;
                 continue;
             }
             let all = routes.clusters.len();
