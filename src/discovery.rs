@@ -204,10 +204,7 @@ impl DiscoveryHandle {
             let Some(running) = self.looks.start(&key) else {
                 continue;
             };
-            let flavor = known
-                .get(&key)
-                .and_then(|instance| instance.facts.as_ref())
-                .map(|facts| facts.flavor);
+            let flavor = learned_flavor(&known, &key);
             let connect = self.options.connect.clone();
             tokio::spawn(async move {
                 running
@@ -257,10 +254,7 @@ impl DiscoveryHandle {
                 awaited_elsewhere.push(key.clone());
                 continue;
             };
-            let flavor = known
-                .get(key)
-                .and_then(|instance| instance.facts.as_ref())
-                .map(|facts| facts.flavor);
+            let flavor = learned_flavor(&known, key);
             let caller = Caller {
                 left_open: left_open.clone(),
                 results: results.clone(),
@@ -329,6 +323,14 @@ pub struct ProbedHere {
     pub snapshot: Arc<Snapshot>,
     /// The connections of the probes that answered, left open.
     pub open: Vec<Connection>,
+}
+
+/// The flavour a probe of `key` learned, if one did.
+fn learned_flavor(snapshot: &Snapshot, key: &InstanceKey) -> Option<ServerFlavor> {
+    snapshot
+        .get(key)
+        .and_then(|instance| instance.facts.as_ref())
+        .map(|facts| facts.flavor)
 }
 
 /// Waits (at most `within`) until `snapshots` holds a probe of every key that started
@@ -423,7 +425,7 @@ impl Drop for ProbeHere {
     }
 }
 
-/// One probe asked for now, on a connection of its own through an urgent place, its
+/// One probe asked for now, on a connection of its own through one of `places`, its
 /// result sent to the owner as an urgent one; `from` says where it was asked (for the
 /// trace). `flavor`: the instance's, when a probe already learned it (the connect then
 /// does not ask). The connection is closed after the probe, or, given a `caller` and

@@ -390,6 +390,12 @@ impl ProxySqlStandIn {
         lock(&self.shared.statements).clone()
     }
 
+    /// Whether it listens on its port now. Asked of the stand-in itself, not by
+    /// connecting: a port it let go of may at once be another test's.
+    pub fn listening(&self) -> bool {
+        lock(&self.shared.listener).is_some()
+    }
+
     /// Whether a client crashed it (a query of nothing but `;` and whitespace). Sticky.
     pub fn crashed(&self) -> bool {
         self.shared.crashed.load(Ordering::SeqCst)
