@@ -1086,28 +1086,51 @@ async fn a_killed_primary_is_replaced_without_losing_acknowledged_writes(flavor:
         acknowledged.len()
     );
 
-    // A replica takes over and the other follows it.
+    // A replica takes over and the other follows it. Should it not, the failure says
+    // what the agent last showed and what it recorded (it failed once under a full
+    // suite's load and never alone).
     let api = &watcher.api;
-    let detail: ClusterDetail = eventually(PATIENCE, "a new primary with its replica", || async {
-        let detail: ClusterDetail = api.get("/api/v1/clusters/t").await.ok()?;
-        let primary = detail.instance(&detail.primary)?;
-        let writable = primary
-            .instance
-            .facts
-            .as_ref()
-            .is_some_and(|f| !f.read_only);
-        let follower = detail.tree.replicas.iter().any(|r| {
-            detail.instance(&r.key).is_some_and(|view| {
-                view.instance
-                    .facts
-                    .as_ref()
-                    .and_then(|f| f.replication.as_ref())
-                    .is_some_and(|s| s.io_running == IoThreadState::Yes && s.sql_running)
-            })
-        });
-        (detail.primary != node1 && writable && follower).then_some(detail)
-    })
+    let last_seen = Mutex::new(String::new());
+    let waited = tokio::time::timeout(
+        PATIENCE,
+        eventually(PATIENCE * 2, "a new primary with its replica", || async {
+            let detail: ClusterDetail = api.get("/api/v1/clusters/t").await.ok()?;
+            *last_seen.lock().expect("lock") = format!(
+                "primary {}, tree {:?}, problems {:?}",
+                detail.primary, detail.tree, detail.problems
+            );
+            let primary = detail.instance(&detail.primary)?;
+            let writable = primary
+                .instance
+                .facts
+                .as_ref()
+                .is_some_and(|f| !f.read_only);
+            let follower = detail.tree.replicas.iter().any(|r| {
+                detail.instance(&r.key).is_some_and(|view| {
+                    view.instance
+                        .facts
+                        .as_ref()
+                        .and_then(|f| f.replication.as_ref())
+                        .is_some_and(|s| s.io_running == IoThreadState::Yes && s.sql_running)
+                })
+            });
+            (detail.primary != node1 && writable && follower).then_some(detail)
+        }),
+    )
     .await;
+    let detail = match waited {
+        Ok(detail) => detail,
+        Err(_) => {
+            let recoveries: serde_json::Value = api
+                .get("/api/v1/recoveries")
+                .await
+                .unwrap_or(serde_json::Value::Null);
+            panic!(
+                "no new primary with a replica following it within {PATIENCE:?}; last seen: {}; recoveries: {recoveries}",
+                last_seen.lock().expect("lock")
+            );
+        }
+    };
     let successor = detail.primary.clone();
     let successor_node = topology.node_at(&successor);
     // The replica re-pointed under the new primary kept its heartbeat of 1 s.
