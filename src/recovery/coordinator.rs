@@ -45,8 +45,8 @@ const JUDGE_EVERY: Duration = Duration::from_millis(100);
 /// soon after it comes back.
 const FENCED_LOOK_EVERY: Duration = Duration::from_millis(100);
 
-/// How soon the fences of the routes record are read again when Consul could not be
-/// read as this agent began to act.
+/// How soon the fences of the routes record are read again when Consul (or the store)
+/// could not be read as this agent began to act.
 const RESTORE_FENCES_AGAIN: Duration = Duration::from_secs(1);
 
 /// How often `recovery.auto_rejoin` tries a fenced old primary that answers again.
@@ -359,7 +359,7 @@ impl Coordinator {
         }
     }
 
-    /// Consul could not be read when this agent began to act: the fences of the routes
+    /// Consul (or the store) could not be read when this agent began to act: the fences of the routes
     /// record are read again every `RESTORE_FENCES_AGAIN`, off the judging loop (a
     /// Consul that hangs must not hold up judgements), until they are restored or this
     /// agent no longer acts (it reads them again when it next begins to).

@@ -785,13 +785,13 @@ pub fn decision_epoch(lease_epoch: u64, millis: u64) -> u64 {
     (lease_epoch << MILLIS_BITS) | (millis & ((1 << MILLIS_BITS) - 1))
 }
 
+/// How soon the routes record is looked at again while its fences are being read back.
+const FENCES_LOOK_AGAIN: Duration = Duration::from_millis(200);
+
 /// Keeps one backend in line with the routes, for as long as the engine runs: a full
 /// reconcile at every change and every `reconcile_interval`, and between them the
 /// backend's cheap check (if it has one) every `check_interval`. Each success bumps
 /// `applied`, which the backend's `persist` task follows.
-/// How soon the routes record is looked at again while its fences are being read back.
-const FENCES_LOOK_AGAIN: Duration = Duration::from_millis(200);
-
 async fn drive(inner: Arc<Inner>, backend: Arc<dyn Router>, applied: watch::Sender<u64>) {
     let name = backend.name();
     let mut routes_rx = inner.routes.subscribe();
