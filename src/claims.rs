@@ -23,7 +23,7 @@
 //! recoveries; with `[ha]` the lease decides instead and no lock is taken.
 
 use crate::mysql::{Connection, MysqlError};
-use crate::topology::{ClusterView, InstanceKey, Snapshot};
+use crate::topology::{ClusterView, InstanceKey, Instances};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -104,25 +104,39 @@ impl Companions {
         }
     }
 
-    /// `members` and every instance seen in one cluster with one of them within
-    /// `COMPANION_MEMORY` of `now`, each once, in order.
-    /// Borrowed, not copied: every view of the fleet weighs every cluster.
+    /// `members` (each once) and every instance seen in one cluster with one of them
+    /// within `COMPANION_MEMORY` of `now`, each once: the members first. Borrowed, not
+    /// copied: every view of the fleet weighs every cluster. A companion is most often a
+    /// member itself; those are told by their port first, so the others alone are sorted.
     pub fn widen<'a>(&'a self, members: &'a [InstanceKey], now: Instant) -> Vec<&'a InstanceKey> {
-        let mut all: Vec<&InstanceKey> = members.iter().collect();
+        let is_member = |key: &InstanceKey| {
+            members
+                .iter()
+                .any(|member| member.port == key.port && member.host == key.host)
+        };
+        let mut others: Vec<&InstanceKey> = Vec::new();
         for member in members {
             if let Some(together) = self.last_together.get(member) {
-                all.extend(
+                others.extend(
                     together
                         .iter()
-                        .filter(|(_, seen)| {
+                        .filter(|(other, seen)| {
                             now.saturating_duration_since(**seen) < COMPANION_MEMORY
+                                && !is_member(other)
                         })
                         .map(|(other, _)| other),
                 );
             }
         }
-        all.sort_unstable();
-        all.dedup();
+        others.sort_unstable();
+        others.dedup();
+        let mut all: Vec<&InstanceKey> = Vec::with_capacity(members.len() + others.len());
+        for member in members {
+            if !all.contains(&member) {
+                all.push(member);
+            }
+        }
+        all.extend(others);
         all
     }
 }
@@ -305,7 +319,7 @@ impl Standing {
 
 /// How the agent locks of `cluster` stand: over its members and their companions of
 /// the last minute (`Companions::widen`), noting its members as companions first.
-pub fn standing(cluster: &ClusterView, snapshot: &Snapshot, claims: &Claims) -> Standing {
+pub fn standing(cluster: &ClusterView, snapshot: &impl Instances, claims: &Claims) -> Standing {
     let now = Instant::now();
     let mut book = claims.book();
     book.companions.saw(&cluster.members, now);
@@ -320,7 +334,11 @@ pub fn standing(cluster: &ClusterView, snapshot: &Snapshot, claims: &Claims) -> 
 /// How the agent locks of a cluster with these `members` stand in `snapshot`, read
 /// without noting anything (what the views show; the coordinator's judgement, which
 /// notes the members as companions, is `standing`).
-pub fn standing_now(members: &[InstanceKey], snapshot: &Snapshot, claims: &Claims) -> Standing {
+pub fn standing_now(
+    members: &[InstanceKey],
+    snapshot: &impl Instances,
+    claims: &Claims,
+) -> Standing {
     let book = claims.book();
     standing_over(
         &book,
@@ -330,7 +348,7 @@ pub fn standing_now(members: &[InstanceKey], snapshot: &Snapshot, claims: &Claim
 }
 
 /// How the agent locks of `members` stand, as `book` has them (pure).
-fn standing_over(book: &Book, members: &[&InstanceKey], snapshot: &Snapshot) -> Standing {
+fn standing_over(book: &Book, members: &[&InstanceKey], snapshot: &impl Instances) -> Standing {
     let mut standing = Standing::default();
     for key in members {
         if !snapshot.get(key).is_some_and(|i| i.is_reachable()) {
@@ -349,6 +367,7 @@ fn standing_over(book: &Book, members: &[&InstanceKey], snapshot: &Snapshot) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topology::Snapshot;
 
     fn standing(held: usize, reachable: usize, others: &[(&str, usize)]) -> Standing {
         Standing {
@@ -437,7 +456,7 @@ mod tests {
         companions.saw(&[key(3), key(4)], start + Duration::from_secs(30));
         assert_eq!(
             companions.widen(&[key(3)], start + Duration::from_secs(31)),
-            vec![&key(1), &key(2), &key(3), &key(4)]
+            vec![&key(3), &key(1), &key(2), &key(4)]
         );
         assert_eq!(
             companions.widen(&[key(3)], start + COMPANION_MEMORY + Duration::from_secs(1)),

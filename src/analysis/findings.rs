@@ -4,7 +4,7 @@
 //! Pure: a cluster, the snapshot and `now` in, findings out.
 
 use crate::topology::gtid::GtidSet;
-use crate::topology::{ClusterView, GtidState, Instance, InstanceKey, IoThreadState, Snapshot};
+use crate::topology::{ClusterView, GtidState, Instance, InstanceKey, Instances, IoThreadState};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime};
 
@@ -86,7 +86,7 @@ impl Default for FindingRules {
 /// Everything found in one cluster, problems first.
 pub fn cluster_findings(
     cluster: &ClusterView,
-    snapshot: &Snapshot,
+    snapshot: &impl Instances,
     rules: &FindingRules,
     now: SystemTime,
 ) -> Vec<Finding> {
@@ -408,7 +408,7 @@ pub fn errant_gtids(
 mod tests {
     use super::*;
     use crate::topology::instance::tests_support::{primary, replica};
-    use crate::topology::{build_clusters, IoThreadState};
+    use crate::topology::{build_clusters, IoThreadState, Snapshot};
 
     fn key(port: u16) -> InstanceKey {
         InstanceKey::new("127.0.0.1", port)

@@ -10,7 +10,7 @@
 use super::findings::{cluster_findings, Finding, FindingCode, FindingRules};
 use crate::topology::cluster::{writable_root, ClusterAlias};
 use crate::topology::{
-    ClusterTreeNode, ClusterView, Instance, InstanceKey, IoThreadState, Snapshot,
+    ClusterTreeNode, ClusterView, Instance, InstanceKey, Instances, IoThreadState, Snapshot,
 };
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime};
@@ -220,7 +220,7 @@ pub fn multiple_primaries(
 /// Everything wrong in one cluster, failover-worthy problems first.
 pub fn cluster_problems(
     cluster: &ClusterView,
-    snapshot: &Snapshot,
+    snapshot: &impl Instances,
     rules: &ProblemRules,
     now: SystemTime,
 ) -> Vec<Problem> {
@@ -232,7 +232,7 @@ pub fn cluster_problems(
 /// `rules.findings` at `now`) already.
 pub fn cluster_problems_given(
     cluster: &ClusterView,
-    snapshot: &Snapshot,
+    snapshot: &impl Instances,
     rules: &ProblemRules,
     now: SystemTime,
     findings: &[Finding],
@@ -323,7 +323,7 @@ type Report<'a> = dyn FnMut(ProblemCode, &InstanceKey, Vec<InstanceKey>, String)
 fn judge_sources(
     node: &ClusterTreeNode,
     is_root: bool,
-    snapshot: &Snapshot,
+    snapshot: &impl Instances,
     rules: &ProblemRules,
     now: SystemTime,
     report: &mut Report<'_>,

@@ -118,7 +118,11 @@ impl Published {
 /// Every cluster's summary, problems first, then by name: `GET /api/v1/clusters` and
 /// the stream's `summaries`.
 pub(crate) fn summaries_of(details: &[ClusterDetail]) -> Vec<ClusterSummary> {
-    let mut list: Vec<ClusterSummary> = details.iter().map(ClusterDetail::summary).collect();
+    problems_first(details.iter().map(ClusterDetail::summary).collect())
+}
+
+/// `list` with the clusters that have problems first, then by name.
+pub(crate) fn problems_first(mut list: Vec<ClusterSummary>) -> Vec<ClusterSummary> {
     list.sort_by(|a, b| {
         b.health
             .status

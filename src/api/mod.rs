@@ -18,7 +18,7 @@ use crate::discovery::{DiscoverError, DiscoveryHandle};
 use crate::recovery::coordinator::Coordinator;
 use crate::store::{AuditEntry, Store};
 use crate::topology::cluster::ClusterAlias;
-use crate::topology::InstanceKey;
+use crate::topology::{ClusterInstances, InstanceKey};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::SystemTime;
 use views::{
-    details_of, former_names, unacknowledged_recovery, ClusterDetail, FencedMark, InstanceDepth,
-    InstanceMarks, InstanceView,
+    details_of, ClusterDetail, FencedMark, InstanceDepth, InstanceMarks, InstanceView,
+    RecoveryIndex,
 };
 
 /// What every handler needs.
@@ -85,7 +85,8 @@ impl ApiState {
         let this = self.clone();
         self.backroom.run(move || {
             let details = this.build_details(InstanceDepth::KeyOnly, None);
-            serde_json::to_vec(&live::summaries_of(&details))
+            let summaries = details.into_iter().map(ClusterDetail::into_summary);
+            serde_json::to_vec(&live::problems_first(summaries.collect()))
         })
     }
 
@@ -137,6 +138,7 @@ impl ApiState {
         };
         let mut details = details_of(&snapshot, wanted, &doubled, &self.rules, &marks, now, depth);
         let facts = self.coordinator.gate_facts();
+        let index = RecoveryIndex::of(&recoveries);
         for detail in &mut details {
             detail.recovery_refused = self.coordinator.refusal(&detail.name);
             let members: Vec<InstanceKey> = detail
@@ -150,19 +152,18 @@ impl ApiState {
                 detail.alias.as_deref(),
                 &members,
                 &detail.primary,
-                &snapshot,
+                &ClusterInstances::of(&members, &snapshot),
             ));
-            detail.formerly = former_names(&detail.name, &recoveries);
+            detail.formerly = index.former_names(&detail.name);
             let mut names = detail.formerly.clone();
             names.push(detail.name.clone());
-            detail.unacknowledged =
-                unacknowledged_recovery(&names, &members, &recoveries).map(|outline| {
-                    self.store
-                        .recovery_with_id(&outline.id)
-                        .ok()
-                        .flatten()
-                        .unwrap_or(outline)
-                });
+            detail.unacknowledged = index.unacknowledged(&names, &members).map(|outline| {
+                self.store
+                    .recovery_with_id(&outline.id)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| outline.clone())
+            });
         }
         details
     }

@@ -24,7 +24,9 @@ use crate::store::recovery::{RecoveryRecord, RecoveryStatus};
 use crate::store::{AuditEntry, Store};
 use crate::topology::cluster::writable_root;
 use crate::topology::cluster::ClusterAlias;
-use crate::topology::{ClusterView, InstanceKey, ServerFlavor, Snapshot};
+use crate::topology::{
+    ClusterInstances, ClusterView, InstanceKey, Instances, ServerFlavor, Snapshot,
+};
 use crate::workers::off_the_workers;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -359,10 +361,10 @@ impl Coordinator {
         }
     }
 
-    /// Consul (or the store) could not be read when this agent began to act: the fences of the routes
-    /// record are read again every `RESTORE_FENCES_AGAIN`, off the judging loop (a
-    /// Consul that hangs must not hold up judgements), until they are restored or this
-    /// agent no longer acts (it reads them again when it next begins to).
+    /// Consul (or the store) could not be read when this agent began to act: the fences
+    /// of the routes record are read again every `RESTORE_FENCES_AGAIN`, off the judging
+    /// loop (a Consul that hangs must not hold up judgements), until they are restored
+    /// or this agent no longer acts (it reads them again when it next begins to).
     fn keep_restoring_fences(self: Arc<Self>) {
         tokio::spawn(async move {
             loop {
@@ -405,7 +407,10 @@ impl Coordinator {
         let doubled = multiple_primaries(&clusters, snapshot, &self.aliases);
         clusters
             .iter()
-            .map(|cluster| (cluster.clone(), self.judge(cluster, snapshot, &doubled)))
+            .map(|cluster| {
+                let members = ClusterInstances::of(&cluster.members, snapshot);
+                (cluster.clone(), self.judge(cluster, &members, &doubled))
+            })
             .collect()
     }
 
@@ -413,7 +418,7 @@ impl Coordinator {
     fn judge(
         &self,
         cluster: &ClusterView,
-        snapshot: &Snapshot,
+        snapshot: &impl Instances,
         doubled: &[Problem],
     ) -> Vec<Problem> {
         let mut problems = cluster_problems(cluster, snapshot, &self.rules, SystemTime::now());
@@ -472,11 +477,12 @@ impl Coordinator {
             None => self.to_judge(&clusters, snapshot, &doubled, not_leading.is_none()),
         };
         for cluster in chosen {
-            let problems = self.judge(cluster, snapshot, &doubled);
+            let members = ClusterInstances::of(&cluster.members, snapshot);
+            let problems = self.judge(cluster, &members, &doubled);
             (self.state().calm).judged(&cluster.name, problems.is_empty());
             // Without a shared lease: the agent lock says whether this agent, or another
             // one, acts on this cluster (said loudly, and always shown, failure or not).
-            let not_holding = self.weigh_claims(cluster, snapshot);
+            let not_holding = self.weigh_claims(cluster, &members);
             if not_leading.is_none() && not_holding.is_none() {
                 self.keep_roles(cluster, snapshot, &clusters, &back_read_only);
             }
@@ -621,7 +627,7 @@ impl Coordinator {
                 // suspicion, starved everything else on a large one.
                 let clusters = this.discovery.clusters(&snapshot, &this.aliases);
                 let still_suspected = clusters.iter().find(|c| c.name == name).is_some_and(|c| {
-                    this.judge(c, &snapshot, &[]).iter().any(|p| {
+                    this.judge(c, &*snapshot, &[]).iter().any(|p| {
                         matches!(
                             p.code,
                             ProblemCode::UnreachablePrimary
@@ -776,7 +782,7 @@ impl Coordinator {
     /// Weighs the agent locks of `cluster` (when this agent takes them): lets go of them
     /// when another agent holds more, takes them again once no other holds any, says
     /// once who acts when it is another agent, and returns why this agent may not act.
-    fn weigh_claims(&self, cluster: &ClusterView, snapshot: &Snapshot) -> Option<String> {
+    fn weigh_claims(&self, cluster: &ClusterView, snapshot: &impl Instances) -> Option<String> {
         let claims = self.discovery.claims()?;
         let standing = crate::claims::standing(cluster, snapshot, claims);
         claims.yield_to_others(&cluster.members, standing.yields(claims.me()));
@@ -820,7 +826,7 @@ impl Coordinator {
         let Some(view) = clusters.iter().find(|c| c.name == cluster) else {
             return Ok(());
         };
-        match crate::claims::standing(view, &snapshot, claims).refusal(cluster) {
+        match crate::claims::standing(view, &*snapshot, claims).refusal(cluster) {
             Some(why) => Err(why),
             None => Ok(()),
         }
@@ -914,7 +920,7 @@ impl Coordinator {
         alias: Option<&str>,
         members: &[InstanceKey],
         primary: &InstanceKey,
-        snapshot: &Snapshot,
+        snapshot: &impl Instances,
     ) -> Coverage {
         let mut coverage = match uncovered(
             facts,

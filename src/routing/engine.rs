@@ -732,7 +732,7 @@ impl Inner {
         let acting = |cluster: &str| {
             by_name
                 .get(cluster)
-                .is_some_and(|view| crate::claims::standing(view, &snapshot, claims).acting())
+                .is_some_and(|view| crate::claims::standing(view, &*snapshot, claims).acting())
         };
         if routes.clusters.keys().all(|cluster| acting(cluster)) {
             return routes;

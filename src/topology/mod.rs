@@ -9,6 +9,6 @@ pub mod time;
 
 pub use cluster::{build_clusters, ClusterMemo, ClusterTreeNode, ClusterView};
 pub use instance::{
-    GtidState, Instance, InstanceFacts, InstanceKey, IoThreadState, ReplicationStatus, SemiSync,
-    ServerFlavor, ServerVersion, Snapshot,
+    ClusterInstances, GtidState, Instance, InstanceFacts, InstanceKey, Instances, IoThreadState,
+    ReplicationStatus, SemiSync, ServerFlavor, ServerVersion, Snapshot,
 };
