@@ -62,6 +62,10 @@ struct Row {
     probe_p99_ms: f64,
     oldest_facts_ms: f64,
     api_clusters_ms: f64,
+    /// The API's backroom thread (`pointsman-backroom`, where the list is built) per
+    /// `GET /api/v1/clusters`, mean ms: on a core, and ready but waiting for one.
+    backroom_running_ms: f64,
+    backroom_waiting_ms: f64,
     api_cluster_ms: f64,
     /// The page in headless Chromium: list usable, first contentful paint, next page
     /// and filter, in ms (`None` without node or Chromium, or with BENCH_PAGE=0).
@@ -346,7 +350,20 @@ async fn measure(clusters: usize, seconds: u64, failovers: usize, files: u64) ->
         }
     }
 
+    let backroom = ThreadClock::find(pid, "pointsman-backr");
+    let backroom_before = backroom.as_ref().and_then(ThreadClock::read);
     let api_clusters_ms = median_ms(&http, &format!("{api}/api/v1/clusters"), 10).await;
+    let (backroom_running_ms, backroom_waiting_ms) = backroom_before
+        .zip(backroom.as_ref().and_then(ThreadClock::read))
+        .map_or(
+            (f64::NAN, f64::NAN),
+            |((ran, waited), (ran_then, waited_then))| {
+                (
+                    (ran_then - ran) as f64 / 1e6 / 10.0,
+                    (waited_then - waited) as f64 / 1e6 / 10.0,
+                )
+            },
+        );
     let api_cluster_ms = median_ms(&http, &format!("{api}/api/v1/clusters/{}", names[0]), 10).await;
     let page = first_paint(&api, clusters).await;
 
@@ -356,7 +373,7 @@ async fn measure(clusters: usize, seconds: u64, failovers: usize, files: u64) ->
     let mut took: Vec<f64> = Vec::new();
     let mut detected: Vec<f64> = Vec::new();
     let (mut lane_running, mut lane_waiting) = (Vec::new(), Vec::new());
-    let lane = LaneClock::find(pid);
+    let lane = ThreadClock::find(pid, "pointsman-recov");
     let alone = failovers.min(own.saturating_sub(10));
     for _ in 0..alone {
         let primary = primaries.next().expect("a cluster left");
@@ -420,6 +437,8 @@ async fn measure(clusters: usize, seconds: u64, failovers: usize, files: u64) ->
         probe_p99_ms: percentile(&poll, 0.99),
         oldest_facts_ms: oldest,
         api_clusters_ms,
+        backroom_running_ms,
+        backroom_waiting_ms,
         api_cluster_ms,
         page,
         detected_median_ms: percentile(&detected, 0.50),
@@ -452,10 +471,10 @@ async fn fail_over(
     http: &reqwest::Client,
     api: &str,
     primary: &str,
-    lane: Option<&LaneClock>,
+    lane: Option<&ThreadClock>,
 ) -> Option<Failover> {
     let successors = replicas_of(fleet, primary);
-    let lane_before = lane.and_then(LaneClock::read);
+    let lane_before = lane.and_then(ThreadClock::read);
     let killed_at = std::time::SystemTime::now();
     let killed = Instant::now();
     fleet.kill(primary);
@@ -466,7 +485,7 @@ async fn fail_over(
         );
     }
     let took = until_writable(fleet, &successors, killed, Duration::from_secs(30)).await;
-    let lane_after = lane.and_then(LaneClock::read);
+    let lane_after = lane.and_then(ThreadClock::read);
     // When the agent started the recovery (it had judged the primary dead), by its
     // record: the cluster is named after the primary that was killed.
     let url = format!("{api}/api/v1/recoveries?cluster={primary}&limit=1");
@@ -504,23 +523,23 @@ struct Failover {
     lane: Option<(f64, f64)>,
 }
 
-/// The agent's recoveries' thread (`pointsman-recovery`), found by its name, and what
-/// the kernel counts for it: nanoseconds on a core and ready but waiting for one.
-struct LaneClock {
+/// One of the agent's threads (the recoveries' `pointsman-recovery`, the API's
+/// `pointsman-backroom`), found by the start of its name, and what the kernel counts for
+/// it: nanoseconds on a core and ready but waiting for one.
+struct ThreadClock {
     path: std::path::PathBuf,
 }
 
-impl LaneClock {
-    fn find(pid: u32) -> Option<LaneClock> {
+impl ThreadClock {
+    fn find(pid: u32, name: &str) -> Option<ThreadClock> {
         std::fs::read_dir(format!("/proc/{pid}/task"))
             .ok()?
             .flatten()
             .map(|task| task.path())
             .find(|task| {
-                std::fs::read_to_string(task.join("comm"))
-                    .is_ok_and(|name| name.starts_with("pointsman-recov"))
+                std::fs::read_to_string(task.join("comm")).is_ok_and(|comm| comm.starts_with(name))
             })
-            .map(|task| LaneClock {
+            .map(|task| ThreadClock {
                 path: task.join("schedstat"),
             })
     }
@@ -748,6 +767,15 @@ fn print_table(rows: &[Row], seconds: u64) {
         println!(
             "| {} | {:.2} ms | {:.2} ms |",
             row.instances, row.lane_running_ms, row.lane_waiting_ms
+        );
+    }
+    println!("\nGET /api/v1/clusters: the API's backroom thread per request (mean of 10, the kernel's schedstat) beside the median a client waited");
+    println!("| instances | client waited (median) | backroom on a core | backroom ready, waiting for a core |");
+    println!("| --- | --- | --- | --- |");
+    for row in rows.iter().filter(|row| row.skipped.is_none()) {
+        println!(
+            "| {} | {:.1} ms | {:.1} ms | {:.1} ms |",
+            row.instances, row.api_clusters_ms, row.backroom_running_ms, row.backroom_waiting_ms
         );
     }
     println!("\nthe page over the whole fleet (headless Chromium, dashboard, ms from navigation)");

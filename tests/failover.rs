@@ -14,8 +14,8 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::{
-    assert_audited, automatic_recovery, eventually, probed, read_only_becomes, session_counter,
-    watch, TestTopology, Watcher,
+    assert_audited, automatic_recovery, eventually, eventually_or_show, probed, read_only_becomes,
+    session_counter, watch, TestTopology, Watcher,
 };
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -1086,19 +1086,11 @@ async fn a_killed_primary_is_replaced_without_losing_acknowledged_writes(flavor:
         acknowledged.len()
     );
 
-    // A replica takes over and the other follows it. Should it not, the failure says
-    // what the agent last showed and what it recorded (it failed once under a full
-    // suite's load and never alone).
+    // A replica takes over and the other follows it.
     let api = &watcher.api;
-    let last_seen = Mutex::new(String::new());
-    let waited = tokio::time::timeout(
-        PATIENCE,
-        eventually(PATIENCE * 2, "a new primary with its replica", || async {
+    let detail: ClusterDetail =
+        eventually_or_show(api, PATIENCE, "a new primary with its replica", || async {
             let detail: ClusterDetail = api.get("/api/v1/clusters/t").await.ok()?;
-            *last_seen.lock().expect("lock") = format!(
-                "primary {}, tree {:?}, problems {:?}",
-                detail.primary, detail.tree, detail.problems
-            );
             let primary = detail.instance(&detail.primary)?;
             let writable = primary
                 .instance
@@ -1115,22 +1107,8 @@ async fn a_killed_primary_is_replaced_without_losing_acknowledged_writes(flavor:
                 })
             });
             (detail.primary != node1 && writable && follower).then_some(detail)
-        }),
-    )
-    .await;
-    let detail = match waited {
-        Ok(detail) => detail,
-        Err(_) => {
-            let recoveries: serde_json::Value = api
-                .get("/api/v1/recoveries")
-                .await
-                .unwrap_or(serde_json::Value::Null);
-            panic!(
-                "no new primary with a replica following it within {PATIENCE:?}; last seen: {}; recoveries: {recoveries}",
-                last_seen.lock().expect("lock")
-            );
-        }
-    };
+        })
+        .await;
     let successor = detail.primary.clone();
     let successor_node = topology.node_at(&successor);
     // The replica re-pointed under the new primary kept its heartbeat of 1 s.

@@ -34,7 +34,7 @@ use pointsman::topology::InstanceKey;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
-use support::{automatic_recovery, eventually, probed, watch, TestTopology};
+use support::{automatic_recovery, eventually, eventually_or_show, probed, watch, TestTopology};
 
 on_every_flavor!(
     the_page_shows_the_tree_live_and_acts_on_it,
@@ -477,18 +477,23 @@ async fn a_cluster_renamed_by_its_failover_keeps_its_history(flavor: Flavor) {
     })
     .await;
     topology.sandbox.clone().kill("node1").expect("kill node1");
-    let renamed = eventually(PATIENCE, "the failover to rename the cluster", || async {
-        let clusters: Vec<pointsman::api::views::ClusterSummary> =
-            api.get("/api/v1/clusters").await.ok()?;
-        // Settled: the failover succeeded, and the fenced old primary is shown in it.
-        clusters.into_iter().find(|c| {
-            c.formerly.contains(&old)
-                && c.instance_count == 3
-                && c.unacknowledged
-                    .as_ref()
-                    .is_some_and(|r| r.status == RecoveryStatus::Succeeded)
-        })
-    })
+    let renamed = eventually_or_show(
+        api,
+        PATIENCE,
+        "the failover to rename the cluster",
+        || async {
+            let clusters: Vec<pointsman::api::views::ClusterSummary> =
+                api.get("/api/v1/clusters").await.ok()?;
+            // Settled: the failover succeeded, and the fenced old primary is shown in it.
+            clusters.into_iter().find(|c| {
+                c.formerly.contains(&old)
+                    && c.instance_count == 3
+                    && c.unacknowledged
+                        .as_ref()
+                        .is_some_and(|r| r.status == RecoveryStatus::Succeeded)
+            })
+        },
+    )
     .await;
     assert_ne!(renamed.name, old);
     assert_eq!(renamed.primary.to_string(), renamed.name);

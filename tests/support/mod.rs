@@ -386,7 +386,48 @@ pub async fn probed(discovery: &DiscoveryHandle, count: usize) {
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout`
 /// saying what never happened.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    match within(timeout, check).await {
+        Some(value) => value,
+        None => panic!("timed out after {timeout:?} waiting for: {what}"),
+    }
+}
+
+/// As `eventually`, and on time-out the failure also says what the agent behind `api`
+/// shows then: its clusters and the recoveries it recorded. For waits on a failover,
+/// so that one that times out under a full suite's load explains itself.
+pub async fn eventually_or_show<T, F, Fut>(
+    api: &ApiClient,
+    timeout: Duration,
+    what: &str,
+    check: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    if let Some(value) = within(timeout, check).await {
+        return value;
+    }
+    let shown = |path: &'static str| async move {
+        match api.get::<serde_json::Value>(path).await {
+            Ok(value) => value.to_string(),
+            Err(error) => format!("({error})"),
+        }
+    };
+    panic!(
+        "timed out after {timeout:?} waiting for: {what}\nthe agent's clusters: {}\nits recoveries: {}",
+        shown("/api/v1/clusters").await,
+        shown("/api/v1/recoveries").await
+    );
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, for at most `timeout`.
+async fn within<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -394,10 +435,10 @@ where
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = check().await {
-            return value;
+            return Some(value);
         }
         if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for: {what}");
+            return None;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
