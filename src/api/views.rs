@@ -108,8 +108,8 @@ pub struct ClusterDetail {
 
 /// The recoveries on record (newest first), looked up by the names and instances they
 /// concern: every cluster a list shows asks which recoveries renamed it and which one
-/// nobody acknowledged, and walking every record for every cluster grew with both (at
-/// 10,000 instances and 200 records, more than the rest of the list).
+/// nobody acknowledged, and walking every record for every cluster cost clusters ×
+/// records (3,334 × up to 200 on a fleet of 10,000 instances).
 pub struct RecoveryIndex<'a> {
     recoveries: &'a [RecoveryRecord],
     /// Succeeded recoveries that renamed a cluster named after its primary, by their
