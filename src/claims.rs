@@ -107,7 +107,8 @@ impl Companions {
     /// `members` (each once) and every instance seen in one cluster with one of them
     /// within `COMPANION_MEMORY` of `now`, each once: the members first. Borrowed, not
     /// copied: every view of the fleet weighs every cluster. A companion is most often a
-    /// member itself; those are told by their port first, so the others alone are sorted.
+    /// member itself: those are left out first (ports compared before hosts), so only
+    /// the others are sorted.
     pub fn widen<'a>(&'a self, members: &'a [InstanceKey], now: Instant) -> Vec<&'a InstanceKey> {
         let is_member = |key: &InstanceKey| {
             members

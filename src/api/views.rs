@@ -490,11 +490,27 @@ mod tests {
     }
 
     #[test]
-    fn a_key_is_written_as_a_cluster_is_named_after_it() {
-        let v4 = InstanceKey::new("10.0.0.1", 3306);
-        let v6 = InstanceKey::new("::1", 3306);
-        assert_eq!(v4.to_string(), "10.0.0.1:3306");
-        assert_eq!(v6.to_string(), "[::1]:3306");
+    fn a_cluster_named_after_an_ipv6_primary_keeps_its_former_name() {
+        // Named as the key is written: `[::1]:3306`, never `::1:3306`.
+        let (old, new) = (InstanceKey::new("::1", 3306), InstanceKey::new("::1", 3307));
+        let mut record = RecoveryRecord::started(
+            "r1",
+            "[::1]:3306",
+            "failover",
+            "DeadPrimary",
+            &old,
+            "automatic",
+            SystemTime::now(),
+        );
+        record.successor = Some(new);
+        record.status = RecoveryStatus::Succeeded;
+        let recoveries = [record];
+        let index = RecoveryIndex::of(&recoveries);
+        assert_eq!(
+            index.former_names("[::1]:3307"),
+            vec!["[::1]:3306".to_string()]
+        );
+        assert!(index.former_names("::1:3307").is_empty());
     }
 
     #[test]
