@@ -789,11 +789,14 @@ fn apply_to(world: &mut Snapshot, report: ProbeReport) -> Option<Applied> {
             }
             let instance = Arc::make_mut(shared);
             instance.source_last_heard = heard;
+            // An instance without a host is nowhere to look (and no key the API's
+            // clients can read back).
             let neighbours = facts
                 .replication
                 .iter()
                 .map(|r| r.source.clone())
                 .chain(facts.replicas.iter().cloned())
+                .filter(|key| !key.host.is_empty())
                 .collect();
             instance.facts = Some(facts);
             instance.last_seen = Some(at);

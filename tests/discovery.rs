@@ -63,7 +63,72 @@ on_every_flavor!(
     a_probe_asked_from_another_runtime_is_in_the_snapshot_it_returns,
     an_instance_that_stays_down_is_no_reason_to_judge_at_once,
     looks_at_hosts_gone_for_good_never_delay_the_notice_of_a_death,
+    a_replica_probed_while_it_is_reset_never_names_a_source_without_a_host,
 );
+
+/// A failover resets the promoted replica and re-points the others while the agent
+/// probes them. MariaDB 10.11, read between `RESET SLAVE ALL` and the new source, can
+/// show the default connection with no host and port 3306 (3 reads in 600 here): the
+/// agent had taken that for a source at `:3306`, looked for it, and listed a key its
+/// own API clients could not read back, so `GET /api/v1/clusters` failed for them.
+async fn a_replica_probed_while_it_is_reset_never_names_a_source_without_a_host(flavor: Flavor) {
+    let topology = TestTopology::start(flavor, 1).await;
+    let settings = topology.connect_settings();
+    let (source, replica) = (topology.key("node1"), topology.key("node2"));
+    let (user, password) = (
+        topology.sandbox.repl_user.clone(),
+        topology.sandbox.repl_password.clone(),
+    );
+    let mut resetting = Connection::open(&replica, &settings)
+        .await
+        .expect("connected");
+    let statements: Vec<String> = match flavor {
+        Flavor::Mysql => vec![
+            "STOP REPLICA".into(),
+            "RESET REPLICA ALL".into(),
+            format!("CHANGE REPLICATION SOURCE TO SOURCE_HOST='{}', SOURCE_PORT={}, SOURCE_USER='{user}', SOURCE_PASSWORD='{password}', SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1", source.host, source.port),
+            "START REPLICA".into(),
+        ],
+        _ => vec![
+            "STOP SLAVE".into(),
+            "RESET SLAVE ALL".into(),
+            format!("CHANGE MASTER TO MASTER_HOST='{}', MASTER_PORT={}, MASTER_USER='{user}', MASTER_PASSWORD='{password}', MASTER_USE_GTID=slave_pos", source.host, source.port),
+            "START SLAVE".into(),
+        ],
+    };
+    let resets = tokio::spawn(async move {
+        for _ in 0..150 {
+            for statement in &statements {
+                resetting
+                    .execute(statement)
+                    .await
+                    .expect("reset and re-pointed");
+            }
+        }
+        resetting.close().await;
+    });
+    let mut probing = Connection::open(&replica, &settings)
+        .await
+        .expect("connected");
+    let (mut probes, mut sources) = (0, std::collections::BTreeSet::new());
+    while !resets.is_finished() {
+        let facts = pointsman::mysql::probe::probe(&mut probing)
+            .await
+            .expect("probed");
+        probes += 1;
+        if let Some(status) = facts.replication {
+            sources.insert(status.source.to_string());
+        }
+    }
+    resets.await.expect("the resets ended");
+    probing.close().await;
+    assert!(probes > 100, "only {probes} probes");
+    assert_eq!(
+        sources.into_iter().collect::<Vec<_>>(),
+        vec![source.to_string()],
+        "the sources {probes} probes named"
+    );
+}
 
 /// Each round trip of a connect is one more a failover waits for on a busy server: the
 /// agent's connection asks the server its version, and nothing else (the driver's own

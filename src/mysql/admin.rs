@@ -125,7 +125,7 @@ pub async fn replica_status(
 /// The default channel's status in `rows`, the answer to the flavour's replica status
 /// statement.
 fn status_in(conn: &Connection, rows: &[TextRow]) -> Result<Option<ReplicationStatus>, MysqlError> {
-    parse::default_channel(rows)
+    parse::source_channel(rows)
         .map(parse::replica_status)
         .transpose()
         .map_err(|e| MysqlError::Unexpected {

@@ -190,6 +190,16 @@ pub fn default_channel(rows: &[TextRow]) -> Option<&TextRow> {
         .or_else(|| rows.first())
 }
 
+/// The default channel's row when it names a source. MariaDB 10.11, read while another
+/// session resets the replica (`RESET SLAVE ALL`) and before its new source is set, may
+/// show the default connection with an empty `Master_Host` and port 3306 (fixture
+/// `reset_race__node2__show-all-slaves-status`): that is no source, not one at `:3306`.
+pub fn source_channel(rows: &[TextRow]) -> Option<&TextRow> {
+    default_channel(rows).filter(|row| {
+        text(row, &["Source_Host", "Master_Host"]).is_some_and(|host| !host.trim().is_empty())
+    })
+}
+
 /// Server-wide settings read by one `SELECT @@...` per poll.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerVariables {
@@ -616,6 +626,16 @@ mod tests {
         );
         assert!(semi_sync(&on).source_enabled);
         assert_eq!(semi_sync(&on).timeout_ms, Some(10_000));
+    }
+
+    #[test]
+    fn a_status_read_while_the_replica_is_reset_names_no_source() {
+        let racing = rows("mariadb-10.11", "reset_race__node2__show-all-slaves-status");
+        assert_eq!(text(&racing[0], &["Master_Port"]), Some("3306"));
+        assert!(source_channel(&racing).is_none());
+        let healthy = rows("mariadb-10.11", "healthy__node2__show-all-slaves-status");
+        let status = replica_status(source_channel(&healthy).expect("a source")).expect("parsed");
+        assert_eq!(status.source.host, "127.0.0.1");
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub fn read(
     .map_err(|e| unexpected(dialect.variables, e))?;
 
     let status_rows = next();
-    let mut replication = parse::default_channel(&status_rows)
+    let mut replication = parse::source_channel(&status_rows)
         .map(parse::replica_status)
         .transpose()
         .map_err(|e| unexpected(dialect.replica_status, e))?;
